@@ -1,0 +1,122 @@
+#pragma once
+#include <nats/nats.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "supaplane/core/result.hpp"
+#include "supaplane/core/types.hpp"
+
+namespace supaplane::event_store {
+
+inline constexpr const char* kHeaderEventType = "Platform-Event-Type";
+inline constexpr const char* kHeaderSchema = "Platform-Schema";
+inline constexpr const char* kHeaderCorrelation = "Platform-Correlation-Id";
+
+struct ConnectOptions {
+  std::string url{"nats://127.0.0.1:4222"};
+  std::string name{"supaplane"};
+  int reconnect_wait_ms{250};
+  int request_timeout_ms{5000};
+};
+
+/// Settings of the PLATFORM stream (DESIGN §3).
+struct StreamSettings {
+  std::string name{"PLATFORM"};
+  std::string subjects{"platform.>"};
+  int replicas{1};
+  std::int64_t duplicate_window_ms{120'000};
+};
+
+/// The expected last sequence of the subject an append goes to.
+struct Expected {
+  enum class Kind { any, no_message, sequence } kind{Kind::any};
+  std::uint64_t sequence{0};
+  static Expected any() { return {}; }
+  static Expected no_message() { return {Kind::no_message, 0}; }
+  /// `seq` == 0 means "no message yet".
+  static Expected at(std::uint64_t seq) {
+    return seq == 0 ? no_message() : Expected{Kind::sequence, seq};
+  }
+};
+
+struct OutgoingEvent {
+  std::string subject;
+  std::string msg_id;  ///< Nats-Msg-Id; empty = none
+  Expected expected;
+  std::string event_type;  ///< Platform-Event-Type
+  std::string schema;      ///< Platform-Schema
+  std::string correlation_id;
+  std::string body;
+};
+
+struct AppendResult {
+  StreamSequence sequence;
+  bool duplicate{false};  ///< the msg id was seen before: `sequence` is the original's
+};
+
+struct StoredMessage {
+  std::string subject;
+  std::uint64_t sequence{0};
+  std::int64_t timestamp_ns{0};
+  std::string event_type;
+  std::string correlation_id;
+  std::string data;
+  std::uint64_t delivered{1};  ///< delivery count (consumers only)
+  std::uint64_t pending{0};    ///< messages left after this one (consumers only)
+};
+
+/// Returns false to stop a replay early.
+using ReplayHandler = std::function<bool(const StoredMessage&)>;
+
+/// A JetStream client bound to one stream. Thread-safe: one NATS connection
+/// shared by all callers (cnats multiplexes requests).
+class EventStore {
+ public:
+  ~EventStore();
+  EventStore(const EventStore&) = delete;
+  EventStore& operator=(const EventStore&) = delete;
+
+  /// Connects; when the server is not up yet it keeps trying in the background
+  /// (calls answer `unavailable` meanwhile) and reconnects forever after drops.
+  static Result<std::unique_ptr<EventStore>> connect(const ConnectOptions& opts,
+                                                     StreamSettings stream = {});
+
+  /// Creates the stream, or checks that the existing one is compatible
+  /// (file storage, subjects, deny delete / purge, duplicate window).
+  Status ensure_stream();
+
+  Result<AppendResult> append(const OutgoingEvent& ev);
+  /// Every message on `subject`, in order.
+  Result<std::vector<StoredMessage>> read_subject(const std::string& subject);
+  /// Messages matching `filter` from `from_sequence` (1 = the beginning) up to
+  /// the end of the stream as it was when the replay started.
+  Status replay(const std::string& filter, std::uint64_t from_sequence,
+                const ReplayHandler& handler);
+  Result<StoredMessage> get(std::uint64_t sequence);
+  /// Sequence of the last message in the stream (0 when empty).
+  Result<std::uint64_t> last_sequence();
+
+  bool connected() const;
+  const StreamSettings& stream() const { return stream_; }
+  jsCtx* jetstream() { return js_; }
+  natsConnection* connection() { return conn_; }
+
+ private:
+  EventStore() = default;
+  natsConnection* conn_{nullptr};
+  jsCtx* js_{nullptr};
+  StreamSettings stream_;
+  int request_timeout_ms_{5000};
+};
+
+/// Maps a cnats status (+ JetStream error code) to our errc.
+Error nats_error(natsStatus s, jsErrCode jerr, const std::string& what);
+/// Reads the stored fields of a message (headers, JetStream metadata).
+StoredMessage to_stored(natsMsg* msg);
+
+}  // namespace supaplane::event_store

@@ -1,0 +1,266 @@
+#include "supaplane/event_store/event_store.hpp"
+
+#include <cstring>
+
+#include "supaplane/logging/logging.hpp"
+
+namespace supaplane::event_store {
+
+namespace {
+
+constexpr std::int64_t kNsPerMs = 1'000'000;
+
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("event_store");
+  return l;
+}
+
+std::string header(natsMsg* m, const char* key) {
+  const char* v = nullptr;
+  if (natsMsgHeader_Get(m, key, &v) == NATS_OK && v) return v;
+  return {};
+}
+
+void on_disconnected(natsConnection*, void*) { log()->warn("disconnected from NATS; reconnecting"); }
+void on_reconnected(natsConnection*, void*) { log()->info("reconnected to NATS"); }
+
+struct SubGuard {
+  natsSubscription* sub{nullptr};
+  ~SubGuard() {
+    if (sub) {
+      // Ephemeral ordered consumers are removed by unsubscribing.
+      natsSubscription_Unsubscribe(sub);
+      natsSubscription_Destroy(sub);
+    }
+  }
+};
+
+}  // namespace
+
+Error nats_error(natsStatus s, jsErrCode jerr, const std::string& what) {
+  if (s == NATS_ERR && jerr == JSStreamWrongLastSequenceErr)
+    return make_error(errc::conflict, what + ": wrong expected sequence");
+  if (s == NATS_NOT_FOUND) return make_error(errc::not_found, what + ": not found");
+  if (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_CLOSED ||
+      s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER || s == NATS_NOT_YET_CONNECTED ||
+      s == NATS_IO_ERROR || s == NATS_STALE_CONNECTION)
+    return make_error(errc::unavailable, what + ": " + natsStatus_GetText(s));
+  std::string msg = what + ": " + natsStatus_GetText(s);
+  if (jerr != 0) msg += " (jetstream error " + std::to_string(static_cast<int>(jerr)) + ")";
+  return make_error(errc::unavailable, msg);
+}
+
+StoredMessage to_stored(natsMsg* m) {
+  StoredMessage out;
+  out.subject = natsMsg_GetSubject(m);
+  const char* data = natsMsg_GetData(m);
+  out.data.assign(data ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+  out.event_type = header(m, kHeaderEventType);
+  out.correlation_id = header(m, kHeaderCorrelation);
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetReply(m) && natsMsg_GetMetaData(&meta, m) == NATS_OK && meta) {
+    out.sequence = meta->Sequence.Stream;
+    out.timestamp_ns = meta->Timestamp;
+    out.delivered = meta->NumDelivered;
+    out.pending = meta->NumPending;
+    jsMsgMetaData_Destroy(meta);
+  } else {
+    out.sequence = natsMsg_GetSequence(m);
+    out.timestamp_ns = natsMsg_GetTime(m);
+  }
+  return out;
+}
+
+EventStore::~EventStore() {
+  if (js_) jsCtx_Destroy(js_);
+  if (conn_) {
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+  }
+}
+
+Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
+                                                        StreamSettings stream) {
+  std::unique_ptr<EventStore> es(new EventStore());
+  es->stream_ = std::move(stream);
+  es->request_timeout_ms_ = o.request_timeout_ms;
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s == NATS_OK) s = natsOptions_SetURL(opts, o.url.c_str());
+  if (s == NATS_OK) s = natsOptions_SetName(opts, o.name.c_str());
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, o.reconnect_wait_ms);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, nullptr);
+  if (s == NATS_OK) {
+    s = natsConnection_Connect(&es->conn_, opts);
+    if (s == NATS_NOT_YET_CONNECTED) {
+      log()->warn("NATS at {} not reachable yet; retrying in the background", o.url);
+      s = NATS_OK;
+    }
+  }
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "connect to NATS at " + o.url);
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = o.request_timeout_ms;
+  s = natsConnection_JetStream(&es->js_, es->conn_, &jo);
+  if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "JetStream context");
+  return es;
+}
+
+bool EventStore::connected() const {
+  return conn_ && natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+}
+
+Status EventStore::ensure_stream() {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&si, js_, stream_.name.c_str(), nullptr, &jerr);
+  if (s == NATS_NOT_FOUND) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = stream_.name.c_str();
+    const char* subjects[] = {stream_.subjects.c_str()};
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = stream_.replicas;
+    cfg.Duplicates = stream_.duplicate_window_ms * kNsPerMs;
+    cfg.DenyDelete = true;
+    cfg.DenyPurge = true;
+    cfg.AllowDirect = true;
+    s = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
+    if (s != NATS_OK) return nats_error(s, jerr, "create stream " + stream_.name);
+    log()->info("created stream {} (subjects {}, replicas {})", stream_.name, stream_.subjects,
+                stream_.replicas);
+    jsStreamInfo_Destroy(si);
+    return Status::Ok();
+  }
+  if (s != NATS_OK) return nats_error(s, jerr, "stream info " + stream_.name);
+  std::string problems;
+  const jsStreamConfig* c = si->Config;
+  bool has_subject = false;
+  for (int i = 0; i < c->SubjectsLen; ++i)
+    if (stream_.subjects == c->Subjects[i]) has_subject = true;
+  if (!has_subject) problems += " subjects do not include " + stream_.subjects + ";";
+  if (c->Storage != js_FileStorage) problems += " storage is not file;";
+  if (!c->DenyDelete) problems += " deny_delete is off;";
+  if (!c->DenyPurge) problems += " deny_purge is off;";
+  if (c->Duplicates < stream_.duplicate_window_ms * kNsPerMs)
+    problems += " duplicate window " + std::to_string(c->Duplicates / kNsPerMs) +
+                " ms is shorter than " + std::to_string(stream_.duplicate_window_ms) + " ms;";
+  if (c->MaxMsgs > 0 || c->MaxBytes > 0 || c->MaxAge > 0)
+    problems += " limits (max msgs / bytes / age) would discard events;";
+  if (c->Replicas != stream_.replicas)
+    log()->warn("stream {} has {} replicas, configured {}", stream_.name, c->Replicas,
+                stream_.replicas);
+  jsStreamInfo_Destroy(si);
+  if (!problems.empty())
+    return make_error(errc::incompatible, "stream " + stream_.name +
+                                              " exists with incompatible settings:" + problems +
+                                              " fix or recreate it");
+  return Status::Ok();
+}
+
+Result<AppendResult> EventStore::append(const OutgoingEvent& ev) {
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, ev.subject.c_str(), nullptr, ev.body.data(),
+                                static_cast<int>(ev.body.size()));
+  if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "create message");
+  if (!ev.event_type.empty()) natsMsgHeader_Set(msg, kHeaderEventType, ev.event_type.c_str());
+  if (!ev.schema.empty()) natsMsgHeader_Set(msg, kHeaderSchema, ev.schema.c_str());
+  if (!ev.correlation_id.empty())
+    natsMsgHeader_Set(msg, kHeaderCorrelation, ev.correlation_id.c_str());
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = request_timeout_ms_;
+  po.ExpectStream = stream_.name.c_str();
+  if (!ev.msg_id.empty()) po.MsgId = ev.msg_id.c_str();
+  if (ev.expected.kind == Expected::Kind::no_message) po.ExpectNoMessage = true;
+  if (ev.expected.kind == Expected::Kind::sequence) po.ExpectLastSubjectSeq = ev.expected.sequence;
+  jsPubAck* pa = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  s = js_PublishMsg(&pa, js_, msg, &po, &jerr);
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK) return nats_error(s, jerr, "append to " + ev.subject);
+  AppendResult r{StreamSequence(pa->Sequence), pa->Duplicate};
+  jsPubAck_Destroy(pa);
+  return r;
+}
+
+Result<StoredMessage> EventStore::get(std::uint64_t sequence) {
+  natsMsg* m = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetMsg(&m, js_, stream_.name.c_str(), sequence, nullptr, &jerr);
+  if (s != NATS_OK) return nats_error(s, jerr, "get message " + std::to_string(sequence));
+  StoredMessage out = to_stored(m);
+  natsMsg_Destroy(m);
+  return out;
+}
+
+Result<std::uint64_t> EventStore::last_sequence() {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&si, js_, stream_.name.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) return nats_error(s, jerr, "stream info");
+  std::uint64_t last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  return last;
+}
+
+Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence,
+                          const ReplayHandler& handler) {
+  auto last = last_sequence();
+  if (!last) return last.error();
+  if (*last == 0 || from_sequence > *last) return Status::Ok();
+  SubGuard g;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Ordered = true;
+  so.Stream = stream_.name.c_str();
+  if (from_sequence <= 1) {
+    so.Config.DeliverPolicy = js_DeliverAll;
+  } else {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from_sequence;
+  }
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_SubscribeSync(&g.sub, js_, filter.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) return nats_error(s, jerr, "replay subscribe " + filter);
+  natsSubscription_SetPendingLimits(g.sub, -1, -1);
+  for (;;) {
+    natsMsg* m = nullptr;
+    s = natsSubscription_NextMsg(&m, g.sub, request_timeout_ms_);
+    if (s == NATS_TIMEOUT) {
+      // Nothing more matching the filter was delivered in time: a filtered
+      // replay whose last match lies before the stream's end ends here.
+      return Status::Ok();
+    }
+    if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "replay " + filter);
+    StoredMessage sm = to_stored(m);
+    natsMsg_Destroy(m);
+    const bool more = handler(sm);
+    if (!more || sm.pending == 0 || sm.sequence >= *last) return Status::Ok();
+  }
+}
+
+Result<std::vector<StoredMessage>> EventStore::read_subject(const std::string& subject) {
+  std::vector<StoredMessage> out;
+  natsMsg* lastmsg = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&lastmsg, js_, stream_.name.c_str(), subject.c_str(), nullptr, &jerr);
+  if (s == NATS_NOT_FOUND) return out;
+  if (s != NATS_OK) return nats_error(s, jerr, "last message of " + subject);
+  natsMsg_Destroy(lastmsg);
+  auto st = replay(subject, 1, [&](const StoredMessage& m) {
+    out.push_back(m);
+    return true;
+  });
+  if (!st) return st.error();
+  return out;
+}
+
+}  // namespace supaplane::event_store

@@ -1,0 +1,31 @@
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "supaplane/event_store/event_store.hpp"
+#include "supaplane/v1/types.pb.h"
+
+namespace supaplane::projection {
+
+/// One line of a tenant's audit trail.
+struct HistoryRecord {
+  std::uint64_t sequence{0};
+  std::int64_t time_unix_ms{0};  ///< occurred_at of the envelope (stream time if undecodable)
+  std::string actor;             ///< "account:<id>", "admin:<id>", "system:<name>", "stripe:<id>"
+  std::string type;              ///< "tenant.pause_requested"; "undecodable" / "tenant.unknown"
+  std::string details;           ///< the payload as JSON
+  std::string correlation_id;
+  std::string event_id;
+};
+
+HistoryRecord describe(const event_store::StoredMessage& m);
+
+/// Folds a tenant's messages in order; with `as_of_unix_ms`, only events that
+/// occurred at or before it. `version` ends at the last message's sequence.
+v1::TenantState fold_history(const std::string& ref,
+                             const std::vector<event_store::StoredMessage>& messages,
+                             std::optional<std::int64_t> as_of_unix_ms = std::nullopt);
+
+}  // namespace supaplane::projection

@@ -1,0 +1,118 @@
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "supaplane/core/result.hpp"
+#include "supaplane/event_store/consumer.hpp"
+#include "supaplane/projection/redis.hpp"
+#include "supaplane/v1/events.pb.h"
+#include "supaplane/v1/types.pb.h"
+
+namespace supaplane::projection {
+
+namespace v1 = ::supaplane::v1;
+
+/// The Lua scripts of the tenants read model (one instance per process).
+struct TenantScripts {
+  Script apply;
+  Script read;
+  Script list;
+  Script swap;
+  TenantScripts();
+  std::vector<Script*> all() { return {&apply, &read, &list, &swap}; }
+};
+
+/// One decoded message of the stream, as projectors see it.
+struct DecodedEvent {
+  enum class Kind { tenant, other, unknown, malformed } kind{Kind::other};
+  std::uint64_t sequence{0};
+  std::string ref;  ///< tenant events: from the subject
+  v1::EventEnvelope envelope;
+};
+/// Decodes a stored message. Never throws.
+DecodedEvent decode(const event_store::StoredMessage& m);
+
+/// One tenant write: state after the event, with its phase before and after.
+struct TenantWrite {
+  std::uint64_t sequence{0};
+  const v1::TenantState* state{nullptr};  ///< null: only move the checkpoint
+  v1::Phase old_phase{v1::PHASE_UNSPECIFIED};
+};
+
+struct ListQuery {
+  enum class Source { all, owner, phase } source{Source::all};
+  std::string owner;
+  v1::Phase phase{v1::PHASE_UNSPECIFIED};  ///< owner source: filter
+  bool exclude_deleted{true};
+  std::uint64_t after{0};  ///< page cursor: created sequence of the last item seen
+  int limit{50};
+};
+struct ListPage {
+  std::vector<v1::TenantState> tenants;
+  std::uint64_t next_after{0};  ///< 0 = no more pages
+};
+
+/// Key layout and Redis operations of the tenants read model:
+/// `<base>active` → live generation g; `<base><g>:checkpoint`,
+/// `<base><g>:t:<ref>` (TenantState bytes), `<base><g>:all`,
+/// `<base><g>:owner:<account>`, `<base><g>:phase:<n>` (sorted sets scored by
+/// created sequence). Thread-safe where it takes a connection argument.
+class TenantProjection {
+ public:
+  explicit TenantProjection(std::string base = "sp:api:") : base_(std::move(base)) {}
+  TenantScripts& scripts() { return scripts_; }
+  const std::string& base() const { return base_; }
+
+  /// Creates the generation pointer if there is none. Returns the live generation.
+  Result<std::string> init(RedisConnection& c);
+  Result<std::string> active_generation(RedisConnection& c);
+  Result<std::uint64_t> checkpoint(RedisConnection& c, const std::string& gen);
+
+  /// Reads states of `refs` from the live generation; missing → empty state.
+  struct States {
+    std::string gen;
+    std::vector<v1::TenantState> states;
+  };
+  Result<States> read(RedisConnection& c, const std::vector<std::string>& refs);
+  Result<std::optional<v1::TenantState>> get(RedisConnection& c, const std::string& ref);
+  Result<ListPage> list(RedisConnection& c, const ListQuery& q);
+
+  /// Queues one apply on the pipeline of `c`; `check_pointer` makes it fail
+  /// with -1 when `gen` is no longer live.
+  void queue_apply(RedisConnection& c, const std::string& gen, const TenantWrite& w,
+                   bool check_pointer);
+  /// Switches the pointer to `gen` if its checkpoint is at least the live
+  /// one's. Returns true on switch; the previous generation in `*previous`.
+  Result<bool> switch_to(RedisConnection& c, const std::string& gen, std::string* previous);
+  /// Deletes every key of `gen` (SCAN + UNLINK).
+  Status drop_generation(RedisConnection& c, const std::string& gen);
+  /// Every key of `gen` with its value dumped as comparable text, prefix removed.
+  Result<std::map<std::string, std::string>> dump(RedisConnection& c, const std::string& gen);
+
+ private:
+  std::string base_;
+  TenantScripts scripts_;
+};
+
+/// Read-your-writes: waits until the projection has applied a sequence.
+class SequenceWaiter {
+ public:
+  void advance(std::uint64_t seq);
+  std::uint64_t current() const { return seq_.load(); }
+  /// True if `seq` was reached within `timeout_ms`.
+  bool wait_for(std::uint64_t seq, int timeout_ms);
+
+ private:
+  std::atomic<std::uint64_t> seq_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+}  // namespace supaplane::projection

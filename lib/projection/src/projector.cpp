@@ -1,0 +1,211 @@
+#include "supaplane/projection/projector.hpp"
+
+#include <chrono>
+#include <deque>
+#include <thread>
+#include <unordered_map>
+
+#include "supaplane/domain/tenant.hpp"
+#include "supaplane/logging/logging.hpp"
+
+namespace supaplane::projection {
+
+namespace {
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("projector");
+  return l;
+}
+
+domain::EventMeta meta_of(const DecodedEvent& d) {
+  return {d.ref, d.sequence, d.envelope.occurred_at_unix_ms()};
+}
+}  // namespace
+
+TenantProjector::TenantProjector(TenantProjection& projection, RedisAddress redis,
+                                 SequenceWaiter& waiter, ProjectorObserver& observer)
+    : projection_(projection),
+      redis_(std::move(redis), projection.scripts().all()),
+      waiter_(waiter),
+      observer_(observer) {}
+
+void TenantProjector::handle(std::vector<event_store::InboundMessage>& batch) {
+  std::vector<DecodedEvent> decoded;
+  decoded.reserve(batch.size());
+  for (const auto& in : batch) decoded.push_back(decode(in.message));
+  std::size_t at = 0;
+  int failures = 0;
+  while (at < batch.size()) {
+    if (stop_) {
+      for (std::size_t i = at; i < batch.size(); ++i)
+        batch[i].disposition = event_store::Disposition::release;
+      return;
+    }
+    auto r = apply_from(batch, decoded, at);
+    if (r) {
+      at = *r;
+      failures = 0;
+      continue;
+    }
+    // Redis is down: order matters, so wait here instead of nak'ing.
+    counters_.redis_errors++;
+    observer_.on_redis_error(r.error());
+    if (failures++ == 0) log()->warn("projection write failed: {}; retrying", r.error().message);
+    const int delay_ms = std::min(2000, 50 << std::min(failures, 6));
+    for (int w = 0; w < delay_ms && !stop_; w += 10)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::InboundMessage>& batch,
+                                                const std::vector<DecodedEvent>& decoded,
+                                                std::size_t from) {
+  std::vector<std::string> refs;
+  std::unordered_map<std::string, std::size_t> index;
+  for (std::size_t i = from; i < batch.size(); ++i) {
+    const auto& d = decoded[i];
+    if (d.kind == DecodedEvent::Kind::tenant && !index.count(d.ref)) {
+      index.emplace(d.ref, refs.size());
+      refs.push_back(d.ref);
+    }
+  }
+  auto states = projection_.read(redis_, refs);
+  if (!states) return states.error();
+  std::deque<v1::TenantState> written;  // stable addresses for TenantWrite
+  std::vector<std::string> types(batch.size());
+  std::vector<const v1::TenantState*> applied_state(batch.size(), nullptr);
+  for (std::size_t i = from; i < batch.size(); ++i) {
+    const auto& d = decoded[i];
+    TenantWrite w;
+    w.sequence = d.sequence;
+    if (d.kind == DecodedEvent::Kind::tenant) {
+      auto& cur = states->states[index.at(d.ref)];
+      if (d.sequence > cur.version()) {
+        w.old_phase = cur.phase();
+        cur = domain::fold(std::move(cur), d.envelope.tenant(), meta_of(d));
+        written.push_back(cur);
+        w.state = &written.back();
+        applied_state[i] = w.state;
+        types[i] = domain::event_type(d.envelope.tenant());
+      }
+    }
+    projection_.queue_apply(redis_, states->gen, w, /*check_pointer=*/true);
+  }
+  std::size_t restart = batch.size();
+  Error first_error;
+  bool failed = false;
+  for (std::size_t i = from; i < batch.size(); ++i) {
+    auto rep = redis_.get_reply();
+    if (!rep) {
+      if (!failed) first_error = rep.error();
+      failed = true;
+      continue;
+    }
+    if (failed || restart != batch.size()) continue;
+    const long long v = (*rep)->integer;
+    if (v == -1) {  // the live generation changed under us: re-read from here
+      restart = i;
+      continue;
+    }
+    const auto& d = decoded[i];
+    if (v == 0) {
+      counters_.skipped++;
+    } else if (applied_state[i]) {
+      counters_.applied++;
+      observer_.on_applied(*applied_state[i], d.sequence, types[i]);
+    }
+    switch (d.kind) {
+      case DecodedEvent::Kind::malformed:
+        counters_.malformed++;
+        observer_.on_malformed(d.sequence, batch[i].message.subject);
+        log()->error("seq {} on {} cannot be decoded; terminated", d.sequence,
+                     batch[i].message.subject);
+        batch[i].disposition = event_store::Disposition::poison;
+        break;
+      case DecodedEvent::Kind::unknown:
+        counters_.unknown++;
+        observer_.on_unknown(d.sequence);
+        batch[i].disposition = event_store::Disposition::ack;
+        break;
+      default:
+        batch[i].disposition = event_store::Disposition::ack;
+    }
+    waiter_.advance(d.sequence);
+  }
+  if (failed) return first_error;
+  return restart;
+}
+
+Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConnection& redis,
+                                      TenantProjection& projection, const std::string& gen,
+                                      bool switch_live, int catch_up_timeout_ms) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (auto st = redis.ensure(); !st) return st.error();
+  if (auto st = projection.drop_generation(redis, gen); !st) return st.error();
+  RebuildResult res;
+  res.generation = gen;
+  std::unordered_map<std::string, v1::TenantState> states;
+  std::size_t queued = 0;
+  Error redis_error;
+  bool redis_failed = false;
+  auto drain = [&] {
+    for (; queued > 0; --queued) {
+      auto r = redis.get_reply();
+      if (!r && !redis_failed) {
+        redis_failed = true;
+        redis_error = r.error();
+      }
+    }
+  };
+  std::uint64_t next = 1;
+  auto replay_from = [&](std::uint64_t from) -> Status {
+    return store.replay("platform.>", from, [&](const event_store::StoredMessage& m) {
+      const DecodedEvent d = decode(m);
+      TenantWrite w;
+      w.sequence = d.sequence;
+      if (d.kind == DecodedEvent::Kind::tenant) {
+        auto& cur = states[d.ref];
+        w.old_phase = cur.phase();
+        cur = domain::fold(std::move(cur), d.envelope.tenant(), meta_of(d));
+        w.state = &cur;
+      }
+      projection.queue_apply(redis, gen, w, /*check_pointer=*/false);
+      ++res.events;
+      next = d.sequence + 1;
+      if (++queued >= 512) drain();
+      return !redis_failed;
+    });
+  };
+  auto st = replay_from(1);
+  drain();
+  if (!st) return st.error();
+  if (redis_failed) return redis_error;
+  res.checkpoint = next - 1;
+  if (switch_live) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(catch_up_timeout_ms);
+    for (;;) {
+      std::string previous;
+      auto sw = projection.switch_to(redis, gen, &previous);
+      if (!sw) return sw.error();
+      if (*sw) {
+        res.switched = true;
+        if (!previous.empty() && previous != gen) {
+          if (auto d = projection.drop_generation(redis, previous); !d)
+            log()->warn("rebuild: could not drop old generation {}: {}", previous, d.error().message);
+        }
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline)
+        return make_error(errc::unavailable, "rebuild could not catch up with the live projection");
+      st = replay_from(next);
+      drain();
+      if (!st) return st.error();
+      if (redis_failed) return redis_error;
+      res.checkpoint = next - 1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace supaplane::projection

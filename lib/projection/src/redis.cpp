@@ -1,0 +1,158 @@
+#include "supaplane/projection/redis.hpp"
+
+#include <sys/time.h>
+
+namespace supaplane::projection {
+
+Result<RedisAddress> parse_redis_url(const std::string& url) {
+  std::string rest = url;
+  const std::string scheme = "redis://";
+  if (rest.rfind(scheme, 0) == 0) rest = rest.substr(scheme.size());
+  RedisAddress a;
+  if (auto slash = rest.find('/'); slash != std::string::npos) {
+    const std::string db = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    if (!db.empty()) {
+      if (db.find_first_not_of("0123456789") != std::string::npos || db.size() > 2)
+        return make_error(errc::invalid_argument, "bad database number in redis url");
+      a.db = std::stoi(db);
+    }
+  }
+  if (auto at = rest.rfind('@'); at != std::string::npos)
+    return make_error(errc::invalid_argument, "redis url credentials are not supported");
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos) {
+    a.host = rest.empty() ? a.host : rest;
+    return a;
+  }
+  a.host = rest.substr(0, colon);
+  const std::string port = rest.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+    return make_error(errc::invalid_argument, "bad port in redis url");
+  a.port = std::stoi(port);
+  return a;
+}
+
+RedisConnection::RedisConnection(RedisAddress addr, std::vector<Script*> scripts)
+    : addr_(std::move(addr)), scripts_(std::move(scripts)) {}
+
+RedisConnection::~RedisConnection() {
+  if (ctx_) redisFree(ctx_);
+}
+
+Error RedisConnection::drop(const std::string& what) {
+  std::string msg = "redis " + what;
+  if (ctx_ && ctx_->err) msg += ": " + std::string(ctx_->errstr);
+  if (ctx_) {
+    redisFree(ctx_);
+    ctx_ = nullptr;
+  }
+  return make_error(errc::unavailable, msg);
+}
+
+Status RedisConnection::ensure() {
+  if (ctx_ && ctx_->err == 0) return Status::Ok();
+  if (ctx_) {
+    redisFree(ctx_);
+    ctx_ = nullptr;
+  }
+  timeval tv{2, 0};
+  ctx_ = redisConnectWithTimeout(addr_.host.c_str(), addr_.port, tv);
+  if (!ctx_ || ctx_->err) return drop("connect " + addr_.host + ":" + std::to_string(addr_.port));
+  timeval rw{5, 0};
+  redisSetTimeout(ctx_, rw);
+  if (addr_.db != 0) {
+    Reply r(static_cast<redisReply*>(
+        redisCommand(ctx_, "SELECT %d", addr_.db)));
+    if (!r || r->type == REDIS_REPLY_ERROR) return drop("select db");
+  }
+  for (Script* s : scripts_) {
+    Reply r(static_cast<redisReply*>(
+        redisCommand(ctx_, "SCRIPT LOAD %b", s->source.data(), s->source.size())));
+    if (!r) return drop("script load");
+    if (r->type != REDIS_REPLY_STRING)
+      return make_error(errc::internal, "redis script load failed: " +
+                                            std::string(r->str ? r->str : "?"));
+    // Scripts are shared by every connection; the SHA is the same for all.
+    static std::mutex sha_mu;
+    std::lock_guard lk(sha_mu);
+    if (s->sha.empty()) s->sha.assign(r->str, r->len);
+  }
+  return Status::Ok();
+}
+
+namespace {
+std::vector<const char*> argv_ptrs(const std::vector<std::string>& argv, std::vector<size_t>& lens) {
+  std::vector<const char*> p;
+  p.reserve(argv.size());
+  lens.clear();
+  for (const auto& a : argv) {
+    p.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  return p;
+}
+}  // namespace
+
+Result<Reply> RedisConnection::command(const std::vector<std::string>& argv) {
+  if (auto st = ensure(); !st) return st.error();
+  std::vector<size_t> lens;
+  auto p = argv_ptrs(argv, lens);
+  Reply r(static_cast<redisReply*>(
+      redisCommandArgv(ctx_, static_cast<int>(argv.size()), p.data(), lens.data())));
+  if (!r) return drop(argv.empty() ? "command" : argv[0]);
+  if (r->type == REDIS_REPLY_ERROR)
+    return make_error(errc::internal, "redis " + argv[0] + ": " + std::string(r->str, r->len));
+  return r;
+}
+
+void RedisConnection::append(const std::vector<std::string>& argv) {
+  if (!ctx_) return;
+  std::vector<size_t> lens;
+  auto p = argv_ptrs(argv, lens);
+  redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), p.data(), lens.data());
+}
+
+Result<Reply> RedisConnection::get_reply() {
+  if (!ctx_) return make_error(errc::unavailable, "redis not connected");
+  void* raw = nullptr;
+  if (redisGetReply(ctx_, &raw) != REDIS_OK || !raw) return drop("pipeline");
+  Reply r(static_cast<redisReply*>(raw));
+  if (r->type == REDIS_REPLY_ERROR)
+    return make_error(errc::internal, "redis: " + std::string(r->str, r->len));
+  return r;
+}
+
+std::vector<std::string> RedisConnection::evalsha(const Script& script,
+                                                  std::vector<std::string> args) {
+  std::vector<std::string> argv;
+  argv.reserve(args.size() + 3);
+  argv.push_back("EVALSHA");
+  argv.push_back(script.sha);
+  argv.push_back("0");
+  for (auto& a : args) argv.push_back(std::move(a));
+  return argv;
+}
+
+RedisPool::RedisPool(RedisAddress addr, std::vector<Script*> scripts, std::size_t max_idle)
+    : addr_(std::move(addr)), scripts_(std::move(scripts)), max_idle_(max_idle) {}
+
+RedisPool::Lease RedisPool::acquire() {
+  {
+    std::lock_guard lk(mu_);
+    if (!idle_.empty()) {
+      auto c = std::move(idle_.back());
+      idle_.pop_back();
+      return Lease(*this, std::move(c));
+    }
+  }
+  return Lease(*this, std::make_unique<RedisConnection>(addr_, scripts_));
+}
+
+RedisPool::Lease::~Lease() {
+  if (!c_ || !c_->healthy()) return;
+  std::lock_guard lk(pool_.mu_);
+  if (pool_.idle_.size() < pool_.max_idle_) pool_.idle_.push_back(std::move(c_));
+}
+
+}  // namespace supaplane::projection

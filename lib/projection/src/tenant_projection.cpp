@@ -1,0 +1,311 @@
+#include "supaplane/projection/tenant_projection.hpp"
+
+#include <chrono>
+
+#include "supaplane/domain/tenant.hpp"
+
+namespace supaplane::projection {
+
+namespace {
+
+// ARGV: base, gen, seq, ref, state, owner, score, old_phase, new_phase, check_pointer
+constexpr const char* kApply = R"lua(
+local base, gen = ARGV[1], ARGV[2]
+if ARGV[10] == '1' and redis.call('GET', base .. 'active') ~= gen then return -1 end
+local p = base .. gen .. ':'
+local cp = tonumber(redis.call('GET', p .. 'checkpoint') or '0')
+if tonumber(ARGV[3]) <= cp then return 0 end
+redis.call('SET', p .. 'checkpoint', ARGV[3])
+local ref = ARGV[4]
+if ref ~= '' then
+  redis.call('SET', p .. 't:' .. ref, ARGV[5])
+  redis.call('ZADD', p .. 'all', ARGV[7], ref)
+  redis.call('ZADD', p .. 'owner:' .. ARGV[6], ARGV[7], ref)
+  if ARGV[8] ~= ARGV[9] and ARGV[8] ~= '0' then
+    redis.call('ZREM', p .. 'phase:' .. ARGV[8], ref)
+  end
+  redis.call('ZADD', p .. 'phase:' .. ARGV[9], ARGV[7], ref)
+end
+return 1
+)lua";
+
+// ARGV: base, ref... → {gen, state or false ...}
+constexpr const char* kRead = R"lua(
+local gen = redis.call('GET', ARGV[1] .. 'active')
+if not gen then return {false} end
+local out = {gen}
+for i = 2, #ARGV do
+  out[i] = redis.call('GET', ARGV[1] .. gen .. ':t:' .. ARGV[i])
+end
+return out
+)lua";
+
+// ARGV: base, source, after, limit, want_phase ('' = any), exclude_phase ('' = none)
+// → {gen, score1, state1, score2, state2, ...}
+constexpr const char* kList = R"lua(
+local base, src, limit, want, excl = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local gen = redis.call('GET', base .. 'active')
+if not gen then return {} end
+local p = base .. gen .. ':'
+local out = {gen}
+local from = '(' .. ARGV[3]
+local n = 0
+while n < limit do
+  local refs = redis.call('ZRANGEBYSCORE', p .. src, from, '+inf', 'WITHSCORES', 'LIMIT', 0, 256)
+  if #refs == 0 then break end
+  for i = 1, #refs, 2 do
+    local ref, score = refs[i], refs[i + 1]
+    from = '(' .. score
+    local ok = true
+    if want ~= '' and not redis.call('ZSCORE', p .. 'phase:' .. want, ref) then ok = false end
+    if ok and excl ~= '' and redis.call('ZSCORE', p .. 'phase:' .. excl, ref) then ok = false end
+    if ok then
+      out[#out + 1] = score
+      out[#out + 1] = redis.call('GET', p .. 't:' .. ref)
+      n = n + 1
+      if n >= limit then break end
+    end
+  end
+end
+return out
+)lua";
+
+// ARGV: base, new gen → {1, previous} or {0, live checkpoint}
+constexpr const char* kSwap = R"lua(
+local base, gen = ARGV[1], ARGV[2]
+local cur = redis.call('GET', base .. 'active')
+local cpn = tonumber(redis.call('GET', base .. gen .. ':checkpoint') or '0')
+local cpo = 0
+if cur then cpo = tonumber(redis.call('GET', base .. cur .. ':checkpoint') or '0') end
+if cpn < cpo then return {0, tostring(cpo)} end
+redis.call('SET', base .. 'active', gen)
+return {1, cur or ''}
+)lua";
+
+std::string str(const redisReply* r) { return r && r->str ? std::string(r->str, r->len) : ""; }
+
+Error corrupt(const std::string& what) { return make_error(errc::corrupt, what); }
+
+}  // namespace
+
+TenantScripts::TenantScripts() : apply{kApply, {}}, read{kRead, {}}, list{kList, {}}, swap{kSwap, {}} {}
+
+DecodedEvent decode(const event_store::StoredMessage& m) {
+  DecodedEvent d;
+  d.sequence = m.sequence;
+  if (!d.envelope.ParseFromString(m.data)) {
+    d.kind = DecodedEvent::Kind::malformed;
+    return d;
+  }
+  constexpr std::string_view prefix = "platform.tenant.";
+  if (m.subject.compare(0, prefix.size(), prefix) == 0) {
+    d.ref = m.subject.substr(prefix.size());
+    if (!TenantRef::valid(d.ref) || d.envelope.payload_case() != v1::EventEnvelope::kTenant) {
+      d.kind = d.envelope.payload_case() == v1::EventEnvelope::PAYLOAD_NOT_SET &&
+                       TenantRef::valid(d.ref)
+                   ? DecodedEvent::Kind::unknown
+                   : DecodedEvent::Kind::malformed;
+      return d;
+    }
+    d.kind = d.envelope.tenant().kind_case() == v1::TenantEvent::KIND_NOT_SET
+                 ? DecodedEvent::Kind::unknown
+                 : DecodedEvent::Kind::tenant;
+    return d;
+  }
+  d.kind = d.envelope.payload_case() == v1::EventEnvelope::PAYLOAD_NOT_SET
+               ? DecodedEvent::Kind::unknown
+               : DecodedEvent::Kind::other;
+  return d;
+}
+
+Result<std::string> TenantProjection::init(RedisConnection& c) {
+  auto r = c.command({"SET", base_ + "active", "g1", "NX"});
+  if (!r) return r.error();
+  return active_generation(c);
+}
+
+Result<std::string> TenantProjection::active_generation(RedisConnection& c) {
+  auto r = c.command({"GET", base_ + "active"});
+  if (!r) return r.error();
+  if ((*r)->type != REDIS_REPLY_STRING) return make_error(errc::not_found, "no live projection");
+  return str(r->get());
+}
+
+Result<std::uint64_t> TenantProjection::checkpoint(RedisConnection& c, const std::string& gen) {
+  auto r = c.command({"GET", base_ + gen + ":checkpoint"});
+  if (!r) return r.error();
+  if ((*r)->type != REDIS_REPLY_STRING) return std::uint64_t{0};
+  return std::stoull(str(r->get()));
+}
+
+Result<TenantProjection::States> TenantProjection::read(RedisConnection& c,
+                                                         const std::vector<std::string>& refs) {
+  if (auto st = c.ensure(); !st) return st.error();
+  std::vector<std::string> args{base_};
+  args.insert(args.end(), refs.begin(), refs.end());
+  auto r = c.command(RedisConnection::evalsha(scripts_.read, std::move(args)));
+  if (!r) return r.error();
+  const redisReply* rep = r->get();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != refs.size() + 1)
+    return corrupt("unexpected read reply");
+  States out;
+  if (rep->element[0]->type != REDIS_REPLY_STRING)
+    return make_error(errc::unavailable, "projection not initialised");
+  out.gen = str(rep->element[0]);
+  out.states.resize(refs.size());
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    const redisReply* e = rep->element[i + 1];
+    if (e->type == REDIS_REPLY_STRING && !out.states[i].ParseFromArray(e->str, static_cast<int>(e->len)))
+      return corrupt("undecodable tenant state for " + refs[i]);
+  }
+  return out;
+}
+
+Result<std::optional<v1::TenantState>> TenantProjection::get(RedisConnection& c,
+                                                              const std::string& ref) {
+  auto r = read(c, {ref});
+  if (!r) return r.error();
+  if (!domain::exists(r->states[0])) return std::optional<v1::TenantState>{};
+  return std::optional<v1::TenantState>(std::move(r->states[0]));
+}
+
+Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) {
+  if (auto st = c.ensure(); !st) return st.error();
+  std::string src = "all";
+  std::string want;
+  if (q.source == ListQuery::Source::owner) {
+    src = "owner:" + q.owner;
+    if (q.phase != v1::PHASE_UNSPECIFIED) want = std::to_string(static_cast<int>(q.phase));
+  } else if (q.source == ListQuery::Source::phase) {
+    src = "phase:" + std::to_string(static_cast<int>(q.phase));
+  } else if (q.phase != v1::PHASE_UNSPECIFIED) {
+    want = std::to_string(static_cast<int>(q.phase));
+  }
+  const bool exclude = q.exclude_deleted && q.phase == v1::PHASE_UNSPECIFIED;
+  auto r = c.command(RedisConnection::evalsha(
+      scripts_.list, {base_, src, std::to_string(q.after), std::to_string(q.limit), want,
+                      exclude ? std::to_string(static_cast<int>(v1::PHASE_DELETED)) : ""}));
+  if (!r) return r.error();
+  const redisReply* rep = r->get();
+  ListPage page;
+  if (rep->type != REDIS_REPLY_ARRAY) return corrupt("unexpected list reply");
+  std::uint64_t last = 0;
+  for (std::size_t i = 1; i + 1 < rep->elements; i += 2) {
+    last = std::stoull(str(rep->element[i]));
+    v1::TenantState s;
+    const redisReply* e = rep->element[i + 1];
+    if (e->type != REDIS_REPLY_STRING || !s.ParseFromArray(e->str, static_cast<int>(e->len)))
+      return corrupt("undecodable tenant state in list");
+    page.tenants.push_back(std::move(s));
+  }
+  if (static_cast<int>(page.tenants.size()) >= q.limit) page.next_after = last;
+  return page;
+}
+
+void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen,
+                                   const TenantWrite& w, bool check_pointer) {
+  std::vector<std::string> args;
+  args.reserve(10);
+  args.push_back(base_);
+  args.push_back(gen);
+  args.push_back(std::to_string(w.sequence));
+  if (w.state) {
+    args.push_back(w.state->ref());
+    args.push_back(w.state->SerializeAsString());
+    args.push_back(w.state->owner_account_id());
+    args.push_back(std::to_string(w.state->created_sequence()));
+    args.push_back(std::to_string(static_cast<int>(w.old_phase)));
+    args.push_back(std::to_string(static_cast<int>(w.state->phase())));
+  } else {
+    for (int i = 0; i < 6; ++i) args.emplace_back();
+  }
+  args.push_back(check_pointer ? "1" : "0");
+  c.append(RedisConnection::evalsha(scripts_.apply, std::move(args)));
+}
+
+Result<bool> TenantProjection::switch_to(RedisConnection& c, const std::string& gen,
+                                         std::string* previous) {
+  auto r = c.command(RedisConnection::evalsha(scripts_.swap, {base_, gen}));
+  if (!r) return r.error();
+  const redisReply* rep = r->get();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) return corrupt("unexpected swap reply");
+  const bool switched = rep->element[0]->integer == 1;
+  if (switched && previous) *previous = str(rep->element[1]);
+  return switched;
+}
+
+namespace {
+template <typename F>
+Status scan_keys(RedisConnection& c, const std::string& pattern, F&& each) {
+  std::string cursor = "0";
+  do {
+    auto r = c.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+    if (!r) return r.error();
+    const redisReply* rep = r->get();
+    cursor = str(rep->element[0]);
+    const redisReply* keys = rep->element[1];
+    std::vector<std::string> batch;
+    for (std::size_t i = 0; i < keys->elements; ++i) batch.push_back(str(keys->element[i]));
+    if (auto st = each(batch); !st) return st;
+  } while (cursor != "0");
+  return Status::Ok();
+}
+}  // namespace
+
+Status TenantProjection::drop_generation(RedisConnection& c, const std::string& gen) {
+  return scan_keys(c, base_ + gen + ":*", [&](const std::vector<std::string>& keys) -> Status {
+    if (keys.empty()) return Status::Ok();
+    std::vector<std::string> argv{"UNLINK"};
+    argv.insert(argv.end(), keys.begin(), keys.end());
+    auto r = c.command(argv);
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Result<std::map<std::string, std::string>> TenantProjection::dump(RedisConnection& c,
+                                                                  const std::string& gen) {
+  std::map<std::string, std::string> out;
+  const std::string prefix = base_ + gen + ":";
+  auto st = scan_keys(c, prefix + "*", [&](const std::vector<std::string>& keys) -> Status {
+    for (const auto& k : keys) {
+      auto t = c.command({"TYPE", k});
+      if (!t) return t.error();
+      const std::string type = str(t->get());
+      std::string value;
+      if (type == "string") {
+        auto v = c.command({"GET", k});
+        if (!v) return v.error();
+        value = str(v->get());
+      } else if (type == "zset") {
+        auto v = c.command({"ZRANGE", k, "0", "-1", "WITHSCORES"});
+        if (!v) return v.error();
+        for (std::size_t i = 0; i < (*v)->elements; ++i) value += str((*v)->element[i]) + "\n";
+      } else {
+        value = "<" + type + ">";
+      }
+      out[k.substr(prefix.size())] = std::move(value);
+    }
+    return Status::Ok();
+  });
+  if (!st) return st.error();
+  return out;
+}
+
+void SequenceWaiter::advance(std::uint64_t seq) {
+  std::uint64_t cur = seq_.load();
+  while (seq > cur && !seq_.compare_exchange_weak(cur, seq)) {
+  }
+  if (seq > cur) {
+    std::lock_guard lk(mu_);
+    cv_.notify_all();
+  }
+}
+
+bool SequenceWaiter::wait_for(std::uint64_t seq, int timeout_ms) {
+  if (seq_.load() >= seq) return true;
+  std::unique_lock lk(mu_);
+  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return seq_.load() >= seq; });
+}
+
+}  // namespace supaplane::projection

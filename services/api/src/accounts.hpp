@@ -1,0 +1,54 @@
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "supaplane/auth/token.hpp"
+#include "supaplane/core/result.hpp"
+
+#include <pqxx/pqxx>
+
+namespace supaplane::api {
+
+struct AccountRow {
+  std::string id;
+  std::string email;
+  std::string password_hash;
+  auth::Role role{auth::Role::customer};
+  std::int64_t created_at_unix_ms{0};
+};
+
+/// Accounts in the platform PostgreSQL. One connection behind a mutex
+/// (account calls are rare next to tenant calls); reconnects on failure.
+class AccountStore {
+ public:
+  explicit AccountStore(std::string dsn);
+  ~AccountStore();
+  /// Creates the table if needed.
+  Status migrate();
+  /// Inserts an account; `in_tx` runs inside the transaction before commit
+  /// (the caller appends the AccountCreated event there): if it fails,
+  /// nothing is stored. already_exists when the e-mail is taken.
+  Result<AccountRow> create(const std::string& email, const std::string& password_hash,
+                            auth::Role role, const std::function<Status(const AccountRow&)>& in_tx);
+  Result<AccountRow> find_by_email(const std::string& email);
+  Result<AccountRow> find_by_id(const std::string& id);
+  /// Creates the admin account, or makes the existing one admin with this password.
+  Result<AccountRow> ensure_admin(const std::string& email, const std::string& password_hash,
+                                  const std::function<Status(const AccountRow&)>& on_create);
+  Status ping();
+
+ private:
+  template <typename F>
+  auto with_tx(F&& f) -> decltype(f(std::declval<pqxx::work&>()));
+  std::string dsn_;
+  std::mutex mu_;
+  std::unique_ptr<pqxx::connection> conn_;
+};
+
+/// Lower-cases and trims an e-mail address.
+std::string normalize_email(std::string email);
+
+}  // namespace supaplane::api

@@ -1,0 +1,314 @@
+#include "app.hpp"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+
+#include "grpc_services.hpp"
+#include "supaplane/auth/password.hpp"
+#include "supaplane/core/ids.hpp"
+#include "supaplane/config/config.hpp"
+#include "supaplane/logging/logging.hpp"
+
+namespace supaplane::api {
+
+namespace {
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("app");
+  return l;
+}
+}  // namespace
+
+ApiMetrics::ApiMetrics(prometheus::Registry& r)
+    : commands(prometheus::BuildCounter()
+                   .Name("supaplane_api_calls_total")
+                   .Help("gRPC calls by method and status code")
+                   .Register(r)),
+      command_seconds(prometheus::BuildHistogram()
+                          .Name("supaplane_api_call_duration_seconds")
+                          .Help("gRPC call latency by method")
+                          .Register(r)),
+      applied(prometheus::BuildCounter()
+                  .Name("supaplane_api_projection_applied_total")
+                  .Help("events applied to the api projection")
+                  .Register(r)
+                  .Add({})),
+      unknown(prometheus::BuildCounter()
+                  .Name("supaplane_api_projection_unknown_events_total")
+                  .Help("events of kinds this build does not know (skipped)")
+                  .Register(r)
+                  .Add({})),
+      malformed(prometheus::BuildCounter()
+                    .Name("supaplane_api_projection_malformed_total")
+                    .Help("undecodable messages terminated by the projector")
+                    .Register(r)
+                    .Add({})),
+      redis_errors(prometheus::BuildCounter()
+                       .Name("supaplane_api_projection_redis_errors_total")
+                       .Help("failed projection writes (retried in place)")
+                       .Register(r)
+                       .Add({})),
+      checkpoint(prometheus::BuildGauge()
+                     .Name("supaplane_api_projection_checkpoint")
+                     .Help("stream sequence the projection has applied")
+                     .Register(r)
+                     .Add({})),
+      consumer_pending(prometheus::BuildGauge()
+                           .Name("supaplane_api_consumer_pending_messages")
+                           .Help("messages the projector's durable consumer has not received yet")
+                           .Register(r)
+                           .Add({})),
+      watchers(prometheus::BuildGauge()
+                   .Name("supaplane_api_watchers")
+                   .Help("open WatchTenants streams")
+                   .Register(r)
+                   .Add({})) {}
+
+bool ChangeHub::Subscription::next(Change* out, int timeout_ms) {
+  std::unique_lock lk(mu_);
+  if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms),
+                    [&] { return !q_.empty() || closed_; }))
+    return false;
+  if (q_.empty()) return false;
+  *out = std::move(q_.front());
+  q_.pop_front();
+  return true;
+}
+
+std::shared_ptr<ChangeHub::Subscription> ChangeHub::subscribe() {
+  auto s = std::make_shared<Subscription>();
+  std::lock_guard lk(mu_);
+  subs_.push_back(s);
+  return s;
+}
+
+void ChangeHub::unsubscribe(const std::shared_ptr<Subscription>& s) {
+  std::lock_guard lk(mu_);
+  std::erase(subs_, s);
+}
+
+void ChangeHub::publish(const Change& c) {
+  constexpr std::size_t kMaxQueued = 10'000;
+  std::lock_guard lk(mu_);
+  for (auto& s : subs_) {
+    std::lock_guard sl(s->mu_);
+    if (s->closed_) continue;
+    if (s->q_.size() >= kMaxQueued) {
+      s->overflowed_ = true;
+      s->closed_ = true;
+    } else {
+      s->q_.push_back(c);
+    }
+    s->cv_.notify_one();
+  }
+}
+
+void ChangeHub::close_all() {
+  std::lock_guard lk(mu_);
+  for (auto& s : subs_) {
+    std::lock_guard sl(s->mu_);
+    s->closed_ = true;
+    s->cv_.notify_all();
+  }
+}
+
+std::size_t ChangeHub::size() {
+  std::lock_guard lk(mu_);
+  return subs_.size();
+}
+
+ApiApp::ApiApp(ApiOptions opts, const Clock& clock)
+    : opts_(std::move(opts)), clock_(clock), projection_(opts_.projection_prefix) {}
+
+ApiApp::~ApiApp() { stop(); }
+
+Status ApiApp::start() {
+  if (opts_.jwt_secret.size() < 32)
+    return make_error(errc::invalid_argument,
+                      "SUPAPLANE_JWT_SECRET must be set to at least 32 bytes", "jwt_secret");
+  auto redis_addr = projection::parse_redis_url(opts_.redis_url);
+  if (!redis_addr) return redis_addr.error();
+  auto grpc_hp = config::parse_host_port(opts_.grpc_addr);
+  if (!grpc_hp) return grpc_hp.error();
+  auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
+  if (!metrics_hp) return metrics_hp.error();
+
+  registry_ = std::make_shared<prometheus::Registry>();
+  metrics_ = std::make_unique<ApiMetrics>(*registry_);
+
+  event_store::ConnectOptions co;
+  co.url = opts_.nats_url;
+  co.name = "supaplane-api";
+  event_store::StreamSettings ss;
+  ss.replicas = opts_.stream_replicas;
+  auto es = event_store::EventStore::connect(co, ss);
+  if (!es) return es.error();
+  store_ = std::move(*es);
+  // One synchronous attempt so an incompatible stream stops the start with a
+  // clear message; an unreachable NATS is retried in the background.
+  if (auto st = store_->ensure_stream(); !st) {
+    if (st.error().code == errc::incompatible) return st.error();
+    log()->warn("event store not ready: {}", st.error().message);
+  } else {
+    stream_ready_ = true;
+  }
+
+  redis_ = std::make_unique<projection::RedisPool>(*redis_addr, projection_.scripts().all());
+  commands_ = std::make_unique<TenantCommands>(*store_, projection_, *redis_, cache_, clock_);
+  accounts_ = std::make_unique<AccountStore>(opts_.database_url);
+  tokens_ = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
+  ctx_ = std::make_unique<ApiContext>(ApiContext{opts_, *store_, projection_, *redis_, waiter_,
+                                                 *commands_, *accounts_, *tokens_, hub_,
+                                                 *metrics_, clock_, stopping_});
+  projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_, *this);
+  event_store::ConsumerOptions cons;
+  cons.durable = opts_.durable;
+  runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *projector_);
+
+  services_.push_back(make_account_service(*ctx_));
+  services_.push_back(make_tenant_service(*ctx_));
+  services_.push_back(make_admin_service(*ctx_));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(opts_.grpc_addr, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.SetMaxReceiveMessageSize(opts_.max_message_bytes);
+  for (auto& s : services_) builder.RegisterService(s.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || grpc_port_ == 0)
+    return make_error(errc::unavailable, "cannot listen for gRPC on " + opts_.grpc_addr);
+
+  ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
+  auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
+  if (!mp) return mp.error();
+  metrics_port_ = *mp;
+
+  bootstrap_thread_ = std::thread([this] { bootstrap(); });
+  gauges_thread_ = std::thread([this] {
+    while (!stopping_) {
+      metrics_->checkpoint.Set(static_cast<double>(waiter_.current()));
+      if (runner_) metrics_->consumer_pending.Set(static_cast<double>(runner_->stats().pending.load()));
+      for (int i = 0; i < 50 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  log()->info("supaplane-api listening: grpc {}:{} metrics {}:{}", grpc_hp->host, grpc_port_,
+              metrics_hp->host, metrics_port_);
+  return Status::Ok();
+}
+
+void ApiApp::bootstrap() {
+  int delay_ms = 100;
+  auto sleep = [&] {
+    for (int w = 0; w < delay_ms && !stopping_; w += 10)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    delay_ms = std::min(delay_ms * 2, 5000);
+  };
+  bool admin_done = opts_.admin_email.empty() || opts_.admin_password.empty();
+  while (!stopping_) {
+    if (!stream_ready_) {
+      auto st = store_->ensure_stream();
+      if (st) {
+        stream_ready_ = true;
+      } else {
+        std::lock_guard lk(mu_);
+        stream_problem_ = st.error().message;
+        if (st.error().code == errc::incompatible) log()->error("{}", st.error().message);
+      }
+    }
+    if (!redis_ready_) {
+      auto lease = redis_->acquire();
+      auto gen = projection_.init(*lease);
+      if (gen) {
+        auto cp = projection_.checkpoint(*lease, *gen);
+        if (cp) {
+          waiter_.advance(*cp);
+          redis_ready_ = true;
+        }
+      } else {
+        log()->warn("redis not ready: {}", gen.error().message);
+      }
+    }
+    if (!accounts_ready_) {
+      if (accounts_->migrate()) accounts_ready_ = true;
+      else log()->warn("accounts database not ready; retrying");
+    }
+    if (accounts_ready_ && stream_ready_ && !admin_done) {
+      auto hash = auth::hash_password(opts_.admin_password);
+      if (hash) {
+        auto row = accounts_->ensure_admin(
+            normalize_email(opts_.admin_email), *hash, [&](const AccountRow& a) -> Status {
+              v1::EventEnvelope env;
+              env.set_event_id(ids::random_hex_id());
+              env.set_aggregate_id(a.id);
+              env.set_occurred_at_unix_ms(clock_.now_unix_ms());
+              env.mutable_actor()->set_kind(v1::ACTOR_KIND_SYSTEM);
+              env.mutable_actor()->set_id("api");
+              env.mutable_account()->mutable_created()->set_role("admin");
+              event_store::OutgoingEvent ev;
+              ev.subject = "platform.account." + a.id;
+              ev.expected = event_store::Expected::no_message();
+              ev.msg_id = "account:" + a.id;
+              ev.event_type = "account.created";
+              ev.schema = "supaplane.v1.AccountEvent";
+              ev.body = env.SerializeAsString();
+              auto r = store_->append(ev);
+              if (!r) return r.error();
+              return Status::Ok();
+            });
+        if (row) {
+          admin_done = true;
+          log()->info("admin account ready account={}", row->id);
+        }
+      }
+    }
+    if (stream_ready_ && redis_ready_ && !runner_started_) {
+      runner_->start();
+      runner_started_ = true;
+    }
+    if (stream_ready_ && redis_ready_ && accounts_ready_ && admin_done) return;
+    sleep();
+  }
+}
+
+std::string ApiApp::readiness() {
+  if (!store_ || !store_->connected()) return "event store (NATS) not connected";
+  if (!stream_ready_) {
+    std::lock_guard lk(mu_);
+    return "stream not ready: " + stream_problem_;
+  }
+  if (!redis_ready_) return "redis projection not initialised";
+  {
+    auto lease = redis_->acquire();
+    auto r = lease->command({"PING"});
+    if (!r) return "redis: " + r.error().message;
+  }
+  if (!accounts_ready_) return "accounts database not ready";
+  if (!runner_ || !runner_->subscribed()) return "projector not subscribed";
+  return {};
+}
+
+void ApiApp::on_applied(const v1::TenantState& state, std::uint64_t seq,
+                        const std::string& event_type) {
+  metrics_->applied.Increment();
+  cache_.put_if_newer(state);
+  if (hub_.size() > 0) hub_.publish(Change{state, seq, event_type});
+}
+
+void ApiApp::on_unknown(std::uint64_t) { metrics_->unknown.Increment(); }
+void ApiApp::on_malformed(std::uint64_t, const std::string&) { metrics_->malformed.Increment(); }
+void ApiApp::on_redis_error(const Error&) { metrics_->redis_errors.Increment(); }
+
+void ApiApp::stop() {
+  if (stopping_.exchange(true)) return;
+  hub_.close_all();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
+  if (projector_) projector_->request_stop();
+  if (runner_) runner_->stop();
+  if (gauges_thread_.joinable()) gauges_thread_.join();
+  if (ops_) ops_->stop();
+  server_.reset();
+}
+
+}  // namespace supaplane::api

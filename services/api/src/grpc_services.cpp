@@ -1,0 +1,497 @@
+#include "grpc_services.hpp"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <chrono>
+
+#include "app.hpp"
+#include "supaplane/v1/api.grpc.pb.h"
+#include "supaplane/auth/password.hpp"
+#include "supaplane/core/ids.hpp"
+#include "supaplane/logging/logging.hpp"
+#include "supaplane/projection/history.hpp"
+
+namespace supaplane::api {
+
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("grpc");
+  return l;
+}
+
+grpc::Status invalid(const std::string& field, const std::string& msg) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, field + ": " + msg);
+}
+
+/// Times a call and counts its result.
+class CallScope {
+ public:
+  CallScope(ApiContext& ctx, const char* method) : ctx_(ctx), method_(method), t0_(std::chrono::steady_clock::now()) {}
+  grpc::Status done(grpc::Status s) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    ctx_.metrics.command_seconds.Add({{"method", method_}}, prometheus::Histogram::BucketBoundaries{
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}).Observe(secs);
+    ctx_.metrics.commands.Add({{"method", method_}, {"code", code_name(s.error_code())}}).Increment();
+    return s;
+  }
+
+ private:
+  static const char* code_name(grpc::StatusCode c) {
+    switch (c) {
+      case grpc::StatusCode::OK: return "OK";
+      case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+      case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+      case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+      case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+      case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+      case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+      case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+      case grpc::StatusCode::ABORTED: return "ABORTED";
+      default: return "OTHER";
+    }
+  }
+  ApiContext& ctx_;
+  const char* method_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+Result<auth::Principal> authenticate(ApiContext& ctx, grpc::ServerContext* sc) {
+  const auto& md = sc->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return make_error(errc::unauthenticated, "missing authorization metadata");
+  std::string v(it->second.data(), it->second.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (v.size() <= kBearer.size() || v.compare(0, kBearer.size(), kBearer) != 0)
+    return make_error(errc::unauthenticated, "authorization must be 'Bearer <token>'");
+  return ctx.tokens.verify(v.substr(kBearer.size()));
+}
+
+std::string correlation_id(grpc::ServerContext* sc) {
+  const auto& md = sc->client_metadata();
+  auto it = md.find("x-correlation-id");
+  if (it != md.end()) {
+    std::string v(it->second.data(), it->second.size());
+    if (ids::valid_request_id(v) && v.size() <= 64) return v;
+  }
+  return ids::random_hex_id();
+}
+
+google::protobuf::Timestamp ts(std::int64_t unix_ms) {
+  return TimeUtil::MillisecondsToTimestamp(unix_ms);
+}
+
+v1::Tenant to_api(const ApiContext& ctx, const v1::TenantState& s) {
+  v1::Tenant t;
+  t.set_ref(s.ref());
+  t.set_name(s.name());
+  t.set_plan(s.plan());
+  t.set_phase(s.phase());
+  t.set_status(domain::management_api_status(s));
+  t.set_desired_state(s.desired_state());
+  t.set_generation(s.generation());
+  t.set_observed_generation(s.observed_generation());
+  t.set_suspended(s.suspended());
+  t.set_suspend_reason(s.suspend_reason());
+  *t.mutable_created_at() = ts(s.created_at_unix_ms());
+  *t.mutable_updated_at() = ts(s.updated_at_unix_ms());
+  t.set_owner_account_id(s.owner_account_id());
+  t.set_api_url("https://" + s.ref() + "." + ctx.options.base_domain);
+  t.set_version(s.version());
+  t.set_active_deployment_count(s.active_deployment_count());
+  t.set_last_error(s.last_error());
+  return t;
+}
+
+grpc::Status validate_request_id(const std::string& rid) {
+  if (!rid.empty() && !ids::valid_request_id(rid))
+    return invalid("request_id", "must be 1..128 characters of [A-Za-z0-9_.:-]");
+  return grpc::Status::OK;
+}
+
+void fill_account(const AccountRow& a, v1::Account* out) {
+  out->set_id(a.id);
+  out->set_email(a.email);
+  out->set_role(auth::to_string(a.role));
+  *out->mutable_created_at() = ts(a.created_at_unix_ms);
+}
+
+grpc::Status page_args(const v1::ListTenantsRequest& req, projection::ListQuery* q) {
+  if (req.page_size() < 0 || req.page_size() > 500) return invalid("page_size", "must be 0..500");
+  q->limit = req.page_size() == 0 ? 50 : req.page_size();
+  if (!req.page_token().empty()) {
+    const auto& t = req.page_token();
+    if (t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos)
+      return invalid("page_token", "is not a token returned by this API");
+    q->after = std::stoull(t);
+  }
+  if (!v1::Phase_IsValid(req.phase())) return invalid("phase", "unknown phase");
+  q->phase = req.phase();
+  return grpc::Status::OK;
+}
+
+grpc::Status wait_for(ApiContext& ctx, std::uint64_t min_sequence) {
+  if (min_sequence == 0) return grpc::Status::OK;
+  if (!ctx.waiter.wait_for(min_sequence, ctx.options.read_wait_ms))
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "projection has not reached sequence " + std::to_string(min_sequence) +
+                            " yet; retry");
+  return grpc::Status::OK;
+}
+
+grpc::Status list_into(ApiContext& ctx, projection::ListQuery q, v1::ListTenantsResponse* resp) {
+  auto lease = ctx.redis.acquire();
+  auto page = ctx.projection.list(*lease, q);
+  if (!page) return to_grpc(page.error());
+  for (const auto& s : page->tenants) *resp->add_tenants() = to_api(ctx, s);
+  if (page->next_after) resp->set_next_page_token(std::to_string(page->next_after));
+  return grpc::Status::OK;
+}
+
+grpc::Status mutation_reply(ApiContext& ctx, Result<Mutation> m, v1::TenantMutation* resp) {
+  if (!m) return to_grpc(m.error());
+  *resp->mutable_tenant() = to_api(ctx, m->state);
+  resp->set_sequence(m->sequence);
+  return grpc::Status::OK;
+}
+
+// ------------------------------------------------------------------ accounts
+class AccountServiceImpl final : public v1::AccountService::Service {
+ public:
+  explicit AccountServiceImpl(ApiContext& ctx) : ctx_(ctx) {}
+
+  grpc::Status SignUp(grpc::ServerContext*, const v1::SignUpRequest* req,
+                      v1::SessionResponse* resp) override {
+    CallScope call(ctx_, "SignUp");
+    const std::string email = normalize_email(req->email());
+    if (auto st = auth::validate_email(email); !st) return call.done(to_grpc(st.error()));
+    if (auto st = auth::validate_password(req->password()); !st)
+      return call.done(to_grpc(st.error()));
+    auto hash = auth::hash_password(req->password());
+    if (!hash) return call.done(to_grpc(hash.error()));
+    auto row = ctx_.accounts.create(email, *hash, auth::Role::customer,
+                                    [&](const AccountRow& a) { return append_account(a); });
+    if (!row) return call.done(to_grpc(row.error()));
+    log()->info("account signed up account={}", row->id);
+    return call.done(session(*row, resp));
+  }
+
+  grpc::Status Login(grpc::ServerContext*, const v1::LoginRequest* req,
+                     v1::SessionResponse* resp) override {
+    CallScope call(ctx_, "Login");
+    const std::string email = normalize_email(req->email());
+    if (email.empty()) return call.done(invalid("email", "must not be empty"));
+    if (req->password().empty() || req->password().size() > 128)
+      return call.done(invalid("password", "must be 1..128 bytes"));
+    auto row = ctx_.accounts.find_by_email(email);
+    if (!row && row.error().code != errc::not_found) return call.done(to_grpc(row.error()));
+    // Same answer for an unknown e-mail and a wrong password.
+    if (!row || !auth::verify_password(req->password(), row->password_hash))
+      return call.done(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid email or password"));
+    return call.done(session(*row, resp));
+  }
+
+  grpc::Status Me(grpc::ServerContext* sc, const v1::MeRequest*, v1::Account* resp) override {
+    CallScope call(ctx_, "Me");
+    auto p = authenticate(ctx_, sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    auto row = ctx_.accounts.find_by_id(p->account_id);
+    if (!row) {
+      if (row.error().code == errc::not_found)
+        return call.done(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "account no longer exists"));
+      return call.done(to_grpc(row.error()));
+    }
+    fill_account(*row, resp);
+    return call.done(grpc::Status::OK);
+  }
+
+ private:
+  Status append_account(const AccountRow& a) {
+    v1::EventEnvelope env;
+    env.set_event_id(ids::random_hex_id());
+    env.set_aggregate_id(a.id);
+    env.set_occurred_at_unix_ms(ctx_.clock.now_unix_ms());
+    env.mutable_actor()->set_kind(v1::ACTOR_KIND_ACCOUNT);
+    env.mutable_actor()->set_id(a.id);
+    env.mutable_account()->mutable_created()->set_role(auth::to_string(a.role));
+    event_store::OutgoingEvent ev;
+    ev.subject = "platform.account." + a.id;
+    ev.expected = event_store::Expected::no_message();
+    ev.msg_id = "account:" + a.id;
+    ev.event_type = "account.created";
+    ev.schema = "supaplane.v1.AccountEvent";
+    ev.body = env.SerializeAsString();
+    auto r = ctx_.store.append(ev);
+    if (!r) return r.error();
+    return Status::Ok();
+  }
+
+  grpc::Status session(const AccountRow& row, v1::SessionResponse* resp) {
+    auto tok = ctx_.tokens.issue({row.id, row.role});
+    if (!tok) return to_grpc(tok.error());
+    resp->set_token(tok->token);
+    *resp->mutable_expires_at() = ts(tok->expires_at_unix_ms);
+    fill_account(row, resp->mutable_account());
+    return grpc::Status::OK;
+  }
+
+  ApiContext& ctx_;
+};
+
+// ------------------------------------------------------------------ tenants
+class TenantServiceImpl final : public v1::TenantService::Service {
+ public:
+  explicit TenantServiceImpl(ApiContext& ctx) : ctx_(ctx) {}
+
+  grpc::Status CreateTenant(grpc::ServerContext* sc, const v1::CreateTenantRequest* req,
+                            v1::TenantMutation* resp) override {
+    CallScope call(ctx_, "CreateTenant");
+    auto p = authenticate(ctx_, sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    if (auto st = validate_request_id(req->request_id()); !st.ok()) return call.done(st);
+    v1::Plan plan = req->plan() == v1::PLAN_UNSPECIFIED ? v1::PLAN_FREE : req->plan();
+    if (!domain::valid_plan(plan)) return call.done(invalid("plan", "must be FREE, STARTER or PRO"));
+    CommandContext cc{*p, req->request_id(), correlation_id(sc)};
+    auto m = ctx_.commands.create(req->name(), plan, cc);
+    if (m) log()->info("tenant created ref={} corr={}", m->state.ref(), cc.correlation_id);
+    return call.done(mutation_reply(ctx_, std::move(m), resp));
+  }
+
+  grpc::Status GetTenant(grpc::ServerContext* sc, const v1::GetTenantRequest* req,
+                         v1::Tenant* resp) override {
+    CallScope call(ctx_, "GetTenant");
+    auto p = authenticate(ctx_, sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    auto ref = ids::parse_tenant_ref(req->ref());
+    if (!ref) return call.done(to_grpc(ref.error()));
+    if (auto st = wait_for(ctx_, req->min_sequence()); !st.ok()) return call.done(st);
+    auto lease = ctx_.redis.acquire();
+    auto s = ctx_.projection.get(*lease, ref->str());
+    if (!s) return call.done(to_grpc(s.error()));
+    if (!s->has_value() || (!p->is_admin() && (*s)->owner_account_id() != p->account_id))
+      return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
+    *resp = to_api(ctx_, **s);
+    return call.done(grpc::Status::OK);
+  }
+
+  grpc::Status ListTenants(grpc::ServerContext* sc, const v1::ListTenantsRequest* req,
+                           v1::ListTenantsResponse* resp) override {
+    CallScope call(ctx_, "ListTenants");
+    auto p = authenticate(ctx_, sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    projection::ListQuery q;
+    if (auto st = page_args(*req, &q); !st.ok()) return call.done(st);
+    if (auto st = wait_for(ctx_, req->min_sequence()); !st.ok()) return call.done(st);
+    q.source = projection::ListQuery::Source::owner;
+    q.owner = p->account_id;
+    return call.done(list_into(ctx_, q, resp));
+  }
+
+  grpc::Status PauseTenant(grpc::ServerContext* sc, const v1::TenantRequest* req,
+                           v1::TenantMutation* resp) override {
+    return command(sc, req, resp, domain::CommandKind::pause, "PauseTenant");
+  }
+  grpc::Status ResumeTenant(grpc::ServerContext* sc, const v1::TenantRequest* req,
+                            v1::TenantMutation* resp) override {
+    return command(sc, req, resp, domain::CommandKind::resume, "ResumeTenant");
+  }
+  grpc::Status DeleteTenant(grpc::ServerContext* sc, const v1::TenantRequest* req,
+                            v1::TenantMutation* resp) override {
+    return command(sc, req, resp, domain::CommandKind::remove, "DeleteTenant");
+  }
+
+  grpc::Status ListTenantEvents(grpc::ServerContext* sc, const v1::TenantRequest* req,
+                                v1::ListTenantEventsResponse* resp) override {
+    CallScope call(ctx_, "ListTenantEvents");
+    auto p = authenticate(ctx_, sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    auto ref = ids::parse_tenant_ref(req->ref());
+    if (!ref) return call.done(to_grpc(ref.error()));
+    auto msgs = ctx_.store.read_subject("platform.tenant." + ref->str());
+    if (!msgs) return call.done(to_grpc(msgs.error()));
+    const v1::TenantState s = projection::fold_history(ref->str(), *msgs);
+    if (!domain::exists(s) || (!p->is_admin() && s.owner_account_id() != p->account_id))
+      return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
+    for (const auto& m : *msgs) {
+      const auto h = projection::describe(m);
+      auto* e = resp->add_events();
+      e->set_sequence(h.sequence);
+      *e->mutable_time() = ts(h.time_unix_ms);
+      e->set_actor(h.actor);
+      e->set_type(h.type);
+      e->set_details(h.details);
+      e->set_correlation_id(h.correlation_id);
+      e->set_event_id(h.event_id);
+    }
+    return call.done(grpc::Status::OK);
+  }
+
+  grpc::Status WatchTenants(grpc::ServerContext* sc, const v1::WatchTenantsRequest*,
+                            grpc::ServerWriter<v1::TenantChange>* writer) override {
+    auto p = authenticate(ctx_, sc);
+    if (!p) return to_grpc(p.error());
+    auto sub = ctx_.hub.subscribe();
+    ctx_.metrics.watchers.Increment();
+    grpc::Status result = grpc::Status::OK;
+    while (!sc->IsCancelled() && !ctx_.shutting_down) {
+      Change c;
+      if (!sub->next(&c, 250)) {
+        if (sub->overflowed()) {
+          result = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                "watcher fell behind; reconnect and re-list");
+          break;
+        }
+        continue;
+      }
+      if (!p->is_admin() && c.state.owner_account_id() != p->account_id) continue;
+      v1::TenantChange out;
+      *out.mutable_tenant() = to_api(ctx_, c.state);
+      out.set_sequence(c.sequence);
+      out.set_event_type(c.event_type);
+      if (!writer->Write(out)) break;
+    }
+    ctx_.hub.unsubscribe(sub);
+    ctx_.metrics.watchers.Decrement();
+    return result;
+  }
+
+ private:
+  grpc::Status command(grpc::ServerContext* sc, const v1::TenantRequest* req,
+                       v1::TenantMutation* resp, domain::CommandKind kind, const char* method) {
+    CallScope call(ctx_, method);
+    auto p = authenticate(ctx_, sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    auto ref = ids::parse_tenant_ref(req->ref());
+    if (!ref) return call.done(to_grpc(ref.error()));
+    if (auto st = validate_request_id(req->request_id()); !st.ok()) return call.done(st);
+    domain::TenantCommand cmd;
+    cmd.kind = kind;
+    CommandContext cc{*p, req->request_id(), correlation_id(sc)};
+    auto m = ctx_.commands.execute(ref->str(), cmd, cc);
+    if (m)
+      log()->info("tenant command {} ref={} seq={} corr={}", domain::to_string(kind), ref->str(),
+                  m->sequence, cc.correlation_id);
+    return call.done(mutation_reply(ctx_, std::move(m), resp));
+  }
+
+  ApiContext& ctx_;
+};
+
+// ------------------------------------------------------------------ admin
+class AdminServiceImpl final : public v1::AdminService::Service {
+ public:
+  explicit AdminServiceImpl(ApiContext& ctx) : ctx_(ctx) {}
+
+  grpc::Status ListAllTenants(grpc::ServerContext* sc, const v1::ListTenantsRequest* req,
+                              v1::ListTenantsResponse* resp) override {
+    CallScope call(ctx_, "ListAllTenants");
+    auto p = admin(sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    projection::ListQuery q;
+    if (auto st = page_args(*req, &q); !st.ok()) return call.done(st);
+    if (auto st = wait_for(ctx_, req->min_sequence()); !st.ok()) return call.done(st);
+    q.source = q.phase == v1::PHASE_UNSPECIFIED ? projection::ListQuery::Source::all
+                                                : projection::ListQuery::Source::phase;
+    return call.done(list_into(ctx_, q, resp));
+  }
+
+  grpc::Status SuspendTenant(grpc::ServerContext* sc, const v1::SuspendTenantRequest* req,
+                             v1::TenantMutation* resp) override {
+    CallScope call(ctx_, "SuspendTenant");
+    domain::TenantCommand cmd;
+    cmd.kind = domain::CommandKind::suspend;
+    cmd.reason = req->reason();
+    return call.done(run(sc, req->ref(), req->request_id(), cmd, resp));
+  }
+
+  grpc::Status UnsuspendTenant(grpc::ServerContext* sc, const v1::TenantRequest* req,
+                               v1::TenantMutation* resp) override {
+    CallScope call(ctx_, "UnsuspendTenant");
+    domain::TenantCommand cmd;
+    cmd.kind = domain::CommandKind::unsuspend;
+    return call.done(run(sc, req->ref(), req->request_id(), cmd, resp));
+  }
+
+  grpc::Status RebuildProjection(grpc::ServerContext* sc, const v1::RebuildProjectionRequest* req,
+                                 v1::RebuildProjectionResponse* resp) override {
+    CallScope call(ctx_, "RebuildProjection");
+    auto p = admin(sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    if (req->name() != "api" && req->name() != "tenants")
+      return call.done(invalid("name", "unknown projection (this service owns: api)"));
+    std::lock_guard lk(rebuild_mu_);  // one rebuild at a time
+    projection::RedisConnection conn(
+        projection::parse_redis_url(ctx_.options.redis_url).value(), ctx_.projection.scripts().all());
+    const std::string gen = "g" + std::to_string(ctx_.clock.now_unix_ms());
+    auto r = projection::rebuild_tenants(ctx_.store, conn, ctx_.projection, gen, true);
+    if (!r) return call.done(to_grpc(r.error()));
+    log()->info("projection rebuilt into {}: {} events in {:.3f}s", gen, r->events, r->seconds);
+    resp->set_events(r->events);
+    resp->set_seconds(r->seconds);
+    resp->set_checkpoint(r->checkpoint);
+    resp->set_generation(r->generation);
+    return call.done(grpc::Status::OK);
+  }
+
+ private:
+  Result<auth::Principal> admin(grpc::ServerContext* sc) {
+    auto p = authenticate(ctx_, sc);
+    if (!p) return p;
+    if (!p->is_admin()) return make_error(errc::permission_denied, "admin role required");
+    return p;
+  }
+
+  grpc::Status run(grpc::ServerContext* sc, const std::string& ref_s, const std::string& rid,
+                   const domain::TenantCommand& cmd, v1::TenantMutation* resp) {
+    auto p = admin(sc);
+    if (!p) return to_grpc(p.error());
+    auto ref = ids::parse_tenant_ref(ref_s);
+    if (!ref) return to_grpc(ref.error());
+    if (auto st = validate_request_id(rid); !st.ok()) return st;
+    CommandContext cc{*p, rid, correlation_id(sc)};
+    auto m = ctx_.commands.execute(ref->str(), cmd, cc);
+    if (m)
+      log()->info("admin command {} ref={} seq={} corr={}", domain::to_string(cmd.kind),
+                  ref->str(), m->sequence, cc.correlation_id);
+    return mutation_reply(ctx_, std::move(m), resp);
+  }
+
+  ApiContext& ctx_;
+  std::mutex rebuild_mu_;
+};
+
+}  // namespace
+
+grpc::Status to_grpc(const Error& e) {
+  using C = grpc::StatusCode;
+  switch (e.code) {
+    case errc::invalid_argument:
+      return grpc::Status(C::INVALID_ARGUMENT,
+                          e.field.empty() ? e.message : e.field + ": " + e.message);
+    case errc::not_found: return grpc::Status(C::NOT_FOUND, e.message);
+    case errc::already_exists: return grpc::Status(C::ALREADY_EXISTS, e.message);
+    case errc::failed_precondition: return grpc::Status(C::FAILED_PRECONDITION, e.message);
+    case errc::conflict: return grpc::Status(C::ABORTED, e.message);
+    case errc::unavailable: return grpc::Status(C::UNAVAILABLE, e.message);
+    case errc::unauthenticated: return grpc::Status(C::UNAUTHENTICATED, e.message);
+    case errc::permission_denied: return grpc::Status(C::PERMISSION_DENIED, e.message);
+    case errc::incompatible:
+    case errc::corrupt:
+    case errc::internal: return grpc::Status(C::INTERNAL, "internal error");
+  }
+  return grpc::Status(C::INTERNAL, "internal error");
+}
+
+std::unique_ptr<grpc::Service> make_account_service(ApiContext& ctx) {
+  return std::make_unique<AccountServiceImpl>(ctx);
+}
+std::unique_ptr<grpc::Service> make_tenant_service(ApiContext& ctx) {
+  return std::make_unique<TenantServiceImpl>(ctx);
+}
+std::unique_ptr<grpc::Service> make_admin_service(ApiContext& ctx) {
+  return std::make_unique<AdminServiceImpl>(ctx);
+}
+
+}  // namespace supaplane::api

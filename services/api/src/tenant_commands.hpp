@@ -1,0 +1,82 @@
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "supaplane/auth/token.hpp"
+#include "supaplane/core/result.hpp"
+#include "supaplane/core/time.hpp"
+#include "supaplane/domain/tenant.hpp"
+#include "supaplane/event_store/event_store.hpp"
+#include "supaplane/projection/tenant_projection.hpp"
+
+namespace supaplane::api {
+
+namespace v1 = ::supaplane::v1;
+
+struct CommandContext {
+  auth::Principal principal;
+  std::string request_id;  ///< client idempotency key ("" = none)
+  std::string correlation_id;
+};
+
+struct Mutation {
+  v1::TenantState state;
+  std::uint64_t sequence{0};  ///< the appended event (or the one that already holds)
+};
+
+/// Latest known state per tenant, fed by our own appends and by the
+/// projector. Only a hint: every append is checked by OCC. Thread-safe.
+class StateCache {
+ public:
+  explicit StateCache(std::size_t max_entries = 200'000) : max_(max_entries) {}
+  bool get(const std::string& ref, v1::TenantState* out);
+  void put_if_newer(const v1::TenantState& s);
+
+ private:
+  std::size_t max_;
+  std::mutex mu_;
+  std::unordered_map<std::string, v1::TenantState> map_;
+};
+
+/// Builds the envelope + stream message of one tenant event.
+event_store::OutgoingEvent make_tenant_event(const std::string& ref, const v1::TenantEvent& ev,
+                                             const v1::Actor& actor, const std::string& msg_id,
+                                             event_store::Expected expected,
+                                             const std::string& correlation_id,
+                                             const std::string& causation_id,
+                                             std::int64_t now_unix_ms,
+                                             v1::EventEnvelope* envelope_out = nullptr);
+
+/// The write side of tenants: decide against the latest state and append
+/// with the expected subject sequence; on conflict re-read from the stream
+/// and decide again. Thread-safe.
+class TenantCommands {
+ public:
+  TenantCommands(event_store::EventStore& store, projection::TenantProjection& projection,
+                 projection::RedisPool& redis, StateCache& cache, const Clock& clock);
+
+  Result<Mutation> create(const std::string& name, v1::Plan plan, const CommandContext& ctx);
+  /// Any command but create on `ref`. Customers only reach their own tenants
+  /// (another's answers not_found).
+  Result<Mutation> execute(const std::string& ref, const domain::TenantCommand& cmd,
+                           const CommandContext& ctx);
+  /// The authoritative state, folded from the tenant's subject.
+  Result<v1::TenantState> load_from_stream(const std::string& ref);
+
+  static constexpr int kMaxAttempts = 16;
+
+ private:
+  Result<v1::TenantState> load_hint(const std::string& ref);
+  std::string msg_id(const CommandContext& ctx) const;
+  v1::Actor actor(const CommandContext& ctx) const;
+
+  event_store::EventStore& store_;
+  projection::TenantProjection& projection_;
+  projection::RedisPool& redis_;
+  StateCache& cache_;
+  const Clock& clock_;
+};
+
+}  // namespace supaplane::api
