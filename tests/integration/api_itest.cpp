@@ -1,0 +1,675 @@
+// supaplane-api end to end over gRPC, against real nats-server, redis-server
+// and PostgreSQL started by the harness.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "app.hpp"
+#include "servers.hpp"
+#include "supaplane/domain/tenant.hpp"
+#include "supaplane/projection/history.hpp"
+#include "supaplane/v1/api.grpc.pb.h"
+
+namespace {
+
+using namespace supaplane;
+namespace v1 = supaplane::v1;
+using grpc::StatusCode;
+using Clock = std::chrono::steady_clock;
+
+const std::string kSecret = "test-secret-0123456789-0123456789-abcdef";
+const std::string kAdminEmail = "admin@example.com";
+const std::string kAdminPassword = "admin-password-1";
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats_.start();
+    redis_.start();
+    static int n = 0;
+    db_ = testenv::shared_postgres().create_database("api_" + std::to_string(::getpid()) + "_" +
+                                                      std::to_string(++n));
+    start_api();
+  }
+  void TearDown() override { app_.reset(); }
+
+  api::ApiOptions options() {
+    api::ApiOptions o;
+    o.nats_url = nats_.url();
+    o.redis_url = redis_.url();
+    o.database_url = db_;
+    o.grpc_addr = "127.0.0.1:0";
+    o.metrics_addr = "127.0.0.1:0";
+    o.jwt_secret = kSecret;
+    o.admin_email = kAdminEmail;
+    o.admin_password = kAdminPassword;
+    return o;
+  }
+
+  void start_api() {
+    app_ = std::make_unique<api::ApiApp>(options());
+    auto st = app_->start();
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    std::string why = "?";
+    while (Clock::now() < deadline && !(why = app_->readiness()).empty())
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(why, "") << "api never became ready";
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(app_->grpc_port()),
+                                   grpc::InsecureChannelCredentials());
+    accounts_ = v1::AccountService::NewStub(channel_);
+    tenants_ = v1::TenantService::NewStub(channel_);
+    admin_ = v1::AdminService::NewStub(channel_);
+  }
+
+  std::unique_ptr<grpc::ClientContext> ctx(const std::string& token) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) c->AddMetadata("authorization", "Bearer " + token);
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return c;
+  }
+
+  std::string signup(const std::string& email) {
+    v1::SignUpRequest req;
+    req.set_email(email);
+    req.set_password("password-" + email);
+    v1::SessionResponse resp;
+    grpc::ClientContext c;
+    auto s = accounts_->SignUp(&c, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.token();
+  }
+  std::string admin_token() {
+    v1::LoginRequest req;
+    req.set_email(kAdminEmail);
+    req.set_password(kAdminPassword);
+    v1::SessionResponse resp;
+    grpc::ClientContext c;
+    auto s = accounts_->Login(&c, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.account().role(), "admin");
+    return resp.token();
+  }
+
+  grpc::Status create(const std::string& token, const std::string& name, v1::TenantMutation* out,
+                      const std::string& rid = "", v1::Plan plan = v1::PLAN_FREE) {
+    v1::CreateTenantRequest req;
+    req.set_name(name);
+    req.set_plan(plan);
+    req.set_request_id(rid);
+    return tenants_->CreateTenant(ctx(token).get(), req, out);
+  }
+  enum class Op { pause, resume, remove };
+  grpc::Status op(const std::string& token, Op o, const std::string& ref, v1::TenantMutation* out,
+                  const std::string& rid = "") {
+    v1::TenantRequest req;
+    req.set_ref(ref);
+    req.set_request_id(rid);
+    auto c = ctx(token);
+    switch (o) {
+      case Op::pause: return tenants_->PauseTenant(c.get(), req, out);
+      case Op::resume: return tenants_->ResumeTenant(c.get(), req, out);
+      case Op::remove: return tenants_->DeleteTenant(c.get(), req, out);
+    }
+    return grpc::Status::CANCELLED;
+  }
+  grpc::Status get(const std::string& token, const std::string& ref, v1::Tenant* out,
+                   std::uint64_t min_seq = 0) {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    req.set_min_sequence(min_seq);
+    return tenants_->GetTenant(ctx(token).get(), req, out);
+  }
+  std::vector<event_store::StoredMessage> history(const std::string& ref) {
+    event_store::ConnectOptions o;
+    o.url = nats_.url();
+    auto es = event_store::EventStore::connect(o).value();
+    return es->read_subject("platform.tenant." + ref).value();
+  }
+  void wait_applied(std::uint64_t seq) {
+    ASSERT_TRUE(app_->waiter().wait_for(seq, 20000)) << "projection stuck below " << seq;
+  }
+
+  testenv::NatsServer nats_;
+  testenv::RedisServer redis_;
+  std::string db_;
+  std::unique_ptr<api::ApiApp> app_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AccountService::Stub> accounts_;
+  std::unique_ptr<v1::TenantService::Stub> tenants_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+};
+
+void expect_code(const grpc::Status& s, StatusCode code, const std::string& mentions = "") {
+  EXPECT_EQ(s.error_code(), code) << s.error_message();
+  if (!mentions.empty()) {
+    EXPECT_NE(s.error_message().find(mentions), std::string::npos) << s.error_message();
+  }
+}
+
+TEST_F(ApiTest, SignUpLoginAndMe) {
+  const std::string token = signup("Alice@Example.com");
+  ASSERT_FALSE(token.empty());
+  v1::Account me;
+  ASSERT_TRUE(accounts_->Me(ctx(token).get(), v1::MeRequest{}, &me).ok());
+  EXPECT_EQ(me.email(), "alice@example.com");
+  EXPECT_EQ(me.role(), "customer");
+
+  v1::SignUpRequest dup;
+  dup.set_email("alice@example.com");
+  dup.set_password("another-password");
+  v1::SessionResponse r;
+  {
+    grpc::ClientContext c;
+    expect_code(accounts_->SignUp(&c, dup, &r), StatusCode::ALREADY_EXISTS);
+  }
+  v1::LoginRequest bad;
+  bad.set_email("alice@example.com");
+  bad.set_password("wrong-password");
+  {
+    grpc::ClientContext c;
+    expect_code(accounts_->Login(&c, bad, &r), StatusCode::UNAUTHENTICATED);
+  }
+  bad.set_email("nobody@example.com");
+  {
+    grpc::ClientContext c;
+    expect_code(accounts_->Login(&c, bad, &r), StatusCode::UNAUTHENTICATED);
+  }
+  v1::SignUpRequest invalid;
+  invalid.set_email("not-an-email");
+  invalid.set_password("long-enough-pw");
+  {
+    grpc::ClientContext c;
+    expect_code(accounts_->SignUp(&c, invalid, &r), StatusCode::INVALID_ARGUMENT, "email");
+  }
+  invalid.set_email("bob@example.com");
+  invalid.set_password("short");
+  {
+    grpc::ClientContext c;
+    expect_code(accounts_->SignUp(&c, invalid, &r), StatusCode::INVALID_ARGUMENT, "password");
+  }
+  // The account event carries the id, never the e-mail.
+  event_store::ConnectOptions o;
+  o.url = nats_.url();
+  auto es = event_store::EventStore::connect(o).value();
+  auto msgs = es->read_subject("platform.account." + me.id()).value();
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].event_type, "account.created");
+  EXPECT_EQ(msgs[0].data.find("alice"), std::string::npos);
+}
+
+TEST_F(ApiTest, TokensAreChecked) {
+  v1::TenantMutation m;
+  expect_code(create("", "x", &m), StatusCode::UNAUTHENTICATED);
+  expect_code(create("garbage", "x", &m), StatusCode::UNAUTHENTICATED);
+  // Right claims, wrong key.
+  auth::TokenService forger(std::string(40, 'f'), SystemClock::instance());
+  expect_code(create(forger.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::admin})->token, "x", &m),
+              StatusCode::UNAUTHENTICATED);
+  // Right key, expired.
+  class OldClock : public supaplane::Clock {
+   public:
+    std::int64_t now_unix_ms() const override { return SystemClock::instance().now_unix_ms() - 7'200'000; }
+  } old;
+  auth::TokenService expired(kSecret, old);
+  expect_code(create(expired.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::customer})->token, "x", &m),
+              StatusCode::UNAUTHENTICATED, "expired");
+  grpc::ClientContext c;
+  c.AddMetadata("authorization", "Basic abc");
+  v1::CreateTenantRequest req;
+  req.set_name("x");
+  expect_code(tenants_->CreateTenant(&c, req, &m), StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(ApiTest, TenantLifecycleAndErrors) {
+  const std::string alice = signup("alice@example.com");
+  const std::string bob = signup("bob@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "Shop", &m, "", v1::PLAN_PRO).ok());
+  const std::string ref = m.tenant().ref();
+  EXPECT_TRUE(TenantRef::valid(ref));
+  EXPECT_EQ(m.tenant().phase(), v1::PHASE_PROVISIONING);
+  EXPECT_EQ(m.tenant().status(), "COMING_UP");
+  EXPECT_EQ(m.tenant().plan(), v1::PLAN_PRO);
+  EXPECT_EQ(m.tenant().api_url(), "https://" + ref + ".supabase.localhost");
+  EXPECT_GT(m.sequence(), 0u);
+
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, ref, &t, m.sequence()).ok());
+  EXPECT_EQ(t.name(), "Shop");
+  EXPECT_EQ(t.version(), m.sequence());
+
+  ASSERT_TRUE(op(alice, Op::pause, ref, &m).ok());
+  EXPECT_EQ(m.tenant().phase(), v1::PHASE_PAUSING);
+  EXPECT_EQ(m.tenant().generation(), 2);
+  ASSERT_TRUE(op(alice, Op::resume, ref, &m).ok());
+  EXPECT_EQ(m.tenant().phase(), v1::PHASE_PROVISIONING);
+
+  // Another customer's tenant does not exist for bob.
+  expect_code(get(bob, ref, &t), StatusCode::NOT_FOUND);
+  expect_code(op(bob, Op::pause, ref, &m), StatusCode::NOT_FOUND);
+  {
+    v1::TenantRequest req;
+    req.set_ref(ref);
+    v1::ListTenantEventsResponse ev;
+    expect_code(tenants_->ListTenantEvents(ctx(bob).get(), req, &ev), StatusCode::NOT_FOUND);
+  }
+  // Bad fields are named.
+  expect_code(get(alice, "NOT-A-REF", &t), StatusCode::INVALID_ARGUMENT, "ref");
+  expect_code(op(alice, Op::pause, "abc", &m), StatusCode::INVALID_ARGUMENT, "ref");
+  expect_code(create(alice, "", &m), StatusCode::INVALID_ARGUMENT, "name");
+  expect_code(create(alice, std::string(65, 'n'), &m), StatusCode::INVALID_ARGUMENT, "name");
+  expect_code(create(alice, "ok", &m, "", static_cast<v1::Plan>(42)), StatusCode::INVALID_ARGUMENT, "plan");
+  expect_code(create(alice, "ok", &m, "bad request id"), StatusCode::INVALID_ARGUMENT, "request_id");
+  expect_code(get(alice, "zzzzzzzzzzzzzzzzzzzz", &t), StatusCode::NOT_FOUND);
+  {
+    v1::ListTenantsRequest req;
+    req.set_page_size(501);
+    v1::ListTenantsResponse resp;
+    expect_code(tenants_->ListTenants(ctx(alice).get(), req, &resp), StatusCode::INVALID_ARGUMENT, "page_size");
+    req.set_page_size(10);
+    req.set_page_token("forged!");
+    expect_code(tenants_->ListTenants(ctx(alice).get(), req, &resp), StatusCode::INVALID_ARGUMENT, "page_token");
+  }
+  // An oversized request is refused before it reaches us; nothing appended.
+  const auto before = history(ref).size();
+  expect_code(create(alice, std::string(2 << 20, 'x'), &m), StatusCode::RESOURCE_EXHAUSTED);
+
+  // Admin only.
+  v1::SuspendTenantRequest sreq;
+  sreq.set_ref(ref);
+  sreq.set_reason("payment overdue");
+  expect_code(admin_->SuspendTenant(ctx(alice).get(), sreq, &m), StatusCode::PERMISSION_DENIED);
+  const std::string admin = admin_token();
+  ASSERT_TRUE(admin_->SuspendTenant(ctx(admin).get(), sreq, &m).ok());
+  EXPECT_EQ(m.tenant().phase(), v1::PHASE_SUSPENDED);
+  EXPECT_TRUE(m.tenant().suspended());
+  // Owner can pause, but not resume, a suspended tenant.
+  ASSERT_TRUE(op(alice, Op::pause, ref, &m).ok());
+  expect_code(op(alice, Op::resume, ref, &m), StatusCode::FAILED_PRECONDITION, "suspended");
+  v1::TenantRequest ureq;
+  ureq.set_ref(ref);
+  ASSERT_TRUE(admin_->UnsuspendTenant(ctx(admin).get(), ureq, &m).ok());
+  ASSERT_TRUE(op(alice, Op::resume, ref, &m).ok());
+
+  ASSERT_TRUE(op(alice, Op::remove, ref, &m).ok());
+  EXPECT_EQ(m.tenant().phase(), v1::PHASE_DELETING);
+  EXPECT_EQ(m.tenant().status(), "GOING_DOWN");
+  expect_code(op(alice, Op::pause, ref, &m), StatusCode::FAILED_PRECONDITION);
+  expect_code(op(alice, Op::resume, ref, &m), StatusCode::FAILED_PRECONDITION);
+  const auto seq_before = m.sequence();
+  ASSERT_TRUE(op(alice, Op::remove, ref, &m).ok());  // idempotent
+  EXPECT_EQ(m.sequence(), seq_before);
+
+  // The history, in order, with actors.
+  v1::TenantRequest hreq;
+  hreq.set_ref(ref);
+  v1::ListTenantEventsResponse ev;
+  ASSERT_TRUE(tenants_->ListTenantEvents(ctx(alice).get(), hreq, &ev).ok());
+  std::vector<std::string> types;
+  for (const auto& e : ev.events()) types.push_back(e.type());
+  EXPECT_EQ(types, (std::vector<std::string>{
+                       "tenant.created", "tenant.pause_requested", "tenant.resume_requested",
+                       "tenant.suspended", "tenant.pause_requested", "tenant.unsuspended",
+                       "tenant.resume_requested", "tenant.deletion_requested"}));
+  EXPECT_EQ(ev.events(0).actor().rfind("account:acct_", 0), 0u);
+  EXPECT_EQ(ev.events(3).actor().rfind("admin:acct_", 0), 0u);
+  EXPECT_NE(ev.events(3).details().find("payment overdue"), std::string::npos);
+  EXPECT_EQ(history(ref).size(), before + 7);
+}
+
+TEST_F(ApiTest, ListingPagesAndFilters) {
+  const std::string alice = signup("alice@example.com");
+  const std::string bob = signup("bob@example.com");
+  v1::TenantMutation m;
+  std::vector<std::string> refs;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(create(alice, "t" + std::to_string(i), &m).ok());
+    refs.push_back(m.tenant().ref());
+  }
+  ASSERT_TRUE(create(bob, "bobs", &m).ok());
+  ASSERT_TRUE(op(alice, Op::pause, refs[1], &m).ok());
+  const auto last = m.sequence();
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListTenantsRequest req;
+    req.set_page_size(2);
+    req.set_page_token(token);
+    req.set_min_sequence(last);
+    v1::ListTenantsResponse resp;
+    ASSERT_TRUE(tenants_->ListTenants(ctx(alice).get(), req, &resp).ok());
+    for (const auto& t : resp.tenants()) seen.push_back(t.ref());
+    token = resp.next_page_token();
+    ASSERT_LT(++pages, 10);
+  } while (!token.empty());
+  EXPECT_EQ(seen, refs);  // creation order, only alice's
+  v1::ListTenantsRequest req;
+  req.set_phase(v1::PHASE_PAUSING);
+  v1::ListTenantsResponse resp;
+  ASSERT_TRUE(tenants_->ListTenants(ctx(alice).get(), req, &resp).ok());
+  ASSERT_EQ(resp.tenants_size(), 1);
+  EXPECT_EQ(resp.tenants(0).ref(), refs[1]);
+  v1::ListTenantsResponse all;
+  ASSERT_TRUE(admin_->ListAllTenants(ctx(admin_token()).get(), v1::ListTenantsRequest{}, &all).ok());
+  EXPECT_EQ(all.tenants_size(), 6);
+  expect_code(admin_->ListAllTenants(ctx(alice).get(), v1::ListTenantsRequest{}, &all),
+              StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(ApiTest, SameRequestIdIsOneEventAndTheSameAnswer) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation a, b;
+  ASSERT_TRUE(create(alice, "shop", &a, "create-1").ok());
+  ASSERT_TRUE(create(alice, "shop", &b, "create-1").ok());
+  EXPECT_EQ(a.tenant().ref(), b.tenant().ref());
+  EXPECT_EQ(a.sequence(), b.sequence());
+  const std::string ref = a.tenant().ref();
+  ASSERT_TRUE(op(alice, Op::pause, ref, &a, "pause-1").ok());
+  ASSERT_TRUE(op(alice, Op::resume, ref, &b, "resume-1").ok());
+  v1::TenantMutation again;
+  ASSERT_TRUE(op(alice, Op::pause, ref, &again, "pause-1").ok());  // a client retry
+  EXPECT_EQ(again.sequence(), a.sequence());
+  const auto h = history(ref);
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h[0].event_type, "tenant.created");
+  EXPECT_EQ(h[1].event_type, "tenant.pause_requested");
+  EXPECT_EQ(h[2].event_type, "tenant.resume_requested");
+  // Another customer using the same request id gets its own tenant.
+  const std::string bob = signup("bob@example.com");
+  ASSERT_TRUE(create(bob, "shop", &b, "create-1").ok());
+  EXPECT_NE(b.tenant().ref(), ref);
+}
+
+TEST_F(ApiTest, EightConcurrentWritersLeaveAConsistentHistory) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "contended", &m).ok());
+  const std::string ref = m.tenant().ref();
+  std::atomic<int> appended{0}, failures{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 8; ++w) {
+    writers.emplace_back([&, w] {
+      std::mt19937 rng(w);
+      for (int i = 0; i < 40; ++i) {
+        v1::TenantMutation out;
+        auto s = op(alice, rng() % 2 ? Op::pause : Op::resume, ref, &out,
+                    "w" + std::to_string(w) + "-" + std::to_string(i));
+        if (!s.ok()) {
+          failures++;
+          ADD_FAILURE() << s.error_message();
+        }
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  const auto h = history(ref);
+  // Every decision saw the state before it: generations 1, 2, 3, ... with no
+  // gap or repeat, and pause/resume alternate (a no-op appends nothing).
+  std::int64_t gen = 0;
+  std::string last_type;
+  for (const auto& msg : h) {
+    v1::EventEnvelope env;
+    ASSERT_TRUE(env.ParseFromString(msg.data));
+    const auto& e = env.tenant();
+    std::int64_t g = 0;
+    if (e.has_created()) g = e.created().generation();
+    if (e.has_pause_requested()) g = e.pause_requested().generation();
+    if (e.has_resume_requested()) g = e.resume_requested().generation();
+    EXPECT_EQ(g, gen + 1) << "at seq " << msg.sequence;
+    gen = g;
+    EXPECT_NE(msg.event_type, last_type) << "a no-op was appended at seq " << msg.sequence;
+    last_type = msg.event_type;
+  }
+  EXPECT_GT(h.size(), 2u);
+  // The projection folds to the same state as the log.
+  const auto folded = projection::fold_history(ref, h);
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, ref, &t, h.back().sequence).ok());
+  EXPECT_EQ(t.generation(), folded.generation());
+  EXPECT_EQ(t.desired_state(), folded.desired_state());
+  EXPECT_EQ(t.version(), h.back().sequence);
+}
+
+TEST_F(ApiTest, RandomCommandsThenRebuildEqualsLiveKeyForKey) {
+  std::vector<std::string> users = {signup("a@example.com"), signup("b@example.com"),
+                                    signup("c@example.com")};
+  const std::string admin = admin_token();
+  std::vector<std::pair<std::string, std::string>> tenants;  // (token, ref)
+  std::mt19937 rng(7);
+  std::uint64_t last = 0;
+  for (int i = 0; i < 2000; ++i) {
+    v1::TenantMutation m;
+    const int pick = static_cast<int>(rng() % 100);
+    grpc::Status s;
+    if (tenants.size() < 5 || pick < 10) {
+      const auto& u = users[rng() % users.size()];
+      s = create(u, "t" + std::to_string(i), &m, "", static_cast<v1::Plan>(1 + rng() % 3));
+      if (s.ok()) tenants.emplace_back(u, m.tenant().ref());
+    } else {
+      const auto& [tok, ref] = tenants[rng() % tenants.size()];
+      if (pick < 40) {
+        s = op(tok, Op::pause, ref, &m);
+      } else if (pick < 75) {
+        s = op(tok, Op::resume, ref, &m);
+      } else if (pick < 80) {
+        s = op(tok, Op::remove, ref, &m);
+      } else if (pick < 90) {
+        v1::SuspendTenantRequest r;
+        r.set_ref(ref);
+        r.set_reason("audit " + std::to_string(i));
+        s = admin_->SuspendTenant(ctx(admin).get(), r, &m);
+      } else {
+        v1::TenantRequest r;
+        r.set_ref(ref);
+        s = admin_->UnsuspendTenant(ctx(admin).get(), r, &m);
+      }
+    }
+    if (s.ok()) {
+      last = std::max<std::uint64_t>(last, m.sequence());
+    } else {
+      ASSERT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION) << s.error_message();
+    }
+  }
+  wait_applied(last);
+  projection::RedisConnection conn(projection::parse_redis_url(redis_.url()).value(),
+                                   projection::TenantProjection().scripts().all());
+  projection::TenantProjection proj;
+  const std::string live = proj.active_generation(conn).value();
+  auto live_dump = proj.dump(conn, live).value();
+  event_store::ConnectOptions o;
+  o.url = nats_.url();
+  auto es = event_store::EventStore::connect(o).value();
+  auto rebuilt = projection::rebuild_tenants(*es, conn, proj, "gcheck", false);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.error().message;
+  EXPECT_FALSE(rebuilt->switched);
+  auto rebuilt_dump = proj.dump(conn, "gcheck").value();
+  ASSERT_GT(live_dump.size(), tenants.size());
+  EXPECT_EQ(rebuilt_dump.size(), live_dump.size());
+  for (const auto& [k, v] : live_dump) {
+    auto it = rebuilt_dump.find(k);
+    ASSERT_NE(it, rebuilt_dump.end()) << "rebuild lacks key " << k;
+    EXPECT_EQ(it->second, v) << "key " << k << " differs";
+  }
+  // The operator's rebuild switches the live generation; reads keep working.
+  v1::RebuildProjectionRequest rq;
+  rq.set_name("api");
+  v1::RebuildProjectionResponse rr;
+  ASSERT_TRUE(admin_->RebuildProjection(ctx(admin).get(), rq, &rr).ok());
+  EXPECT_GE(rr.checkpoint(), last);
+  EXPECT_NE(proj.active_generation(conn).value(), live);
+  EXPECT_TRUE(proj.dump(conn, live)->empty()) << "old generation left behind";
+  v1::Tenant t;
+  ASSERT_TRUE(get(tenants[0].first, tenants[0].second, &t).ok());
+  rq.set_name("nope");
+  expect_code(admin_->RebuildProjection(ctx(admin).get(), rq, &rr), StatusCode::INVALID_ARGUMENT, "name");
+}
+
+TEST_F(ApiTest, RestartResumesFromCheckpointWithoutReapplying) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  std::vector<std::string> refs;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(create(alice, "t" + std::to_string(i), &m).ok());
+    refs.push_back(m.tenant().ref());
+  }
+  wait_applied(m.sequence());
+  EXPECT_GE(app_->projector().counters().applied.load(), 20u);
+  app_.reset();
+  start_api();
+  ASSERT_TRUE(op(alice, Op::pause, refs[3], &m).ok());
+  wait_applied(m.sequence());
+  // Give a wrongly re-delivering consumer the chance to show itself.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(app_->projector().counters().applied.load(), 1u);
+  EXPECT_EQ(app_->projector().counters().skipped.load(), 0u);
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, refs[3], &t, m.sequence()).ok());
+  EXPECT_EQ(t.phase(), v1::PHASE_PAUSING);
+  ASSERT_TRUE(get(alice, refs[19], &t).ok());
+  EXPECT_EQ(t.name(), "t19");
+}
+
+TEST_F(ApiTest, MalformedMessagesAreTerminatedCountedAndServingGoesOn) {
+  const std::string alice = signup("alice@example.com");
+  event_store::ConnectOptions o;
+  o.url = nats_.url();
+  auto es = event_store::EventStore::connect(o).value();
+  event_store::OutgoingEvent junk;
+  junk.subject = "platform.tenant.qqqqqqqqqqqqqqqqqqqq";
+  junk.body = std::string("\xff\xfe not protobuf \x01", 18);
+  ASSERT_TRUE(es->append(junk).ok());
+  junk.subject = "platform.tenant.NotAValidRef";
+  v1::EventEnvelope env;
+  env.mutable_tenant()->mutable_pause_requested()->set_generation(2);
+  junk.body = env.SerializeAsString();
+  ASSERT_TRUE(es->append(junk).ok());
+  // A kind from a newer build: field 99 of TenantEvent, unknown here.
+  v1::EventEnvelope future;
+  future.set_occurred_at_unix_ms(1);
+  std::string payload = future.SerializeAsString();
+  const std::string tenant_event = std::string("\x9a\x06\x02\x08\x01", 5);  // field 99, {field 1: 1}
+  payload += std::string("\x82\x01", 2) + static_cast<char>(tenant_event.size()) + tenant_event;
+  junk.subject = "platform.tenant.rrrrrrrrrrrrrrrrrrrr";
+  junk.body = payload;
+  ASSERT_TRUE(es->append(junk).ok());
+
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "after-junk", &m).ok());
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, m.tenant().ref(), &t, m.sequence()).ok());
+  EXPECT_EQ(app_->projector().counters().malformed.load(), 2u);
+  EXPECT_EQ(app_->projector().counters().unknown.load(), 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(app_->runner().stats().terminated.load(), 2u);  // never redelivered
+  httplib::Client http("127.0.0.1", app_->metrics_port());
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->body.find("supaplane_api_projection_malformed_total 2"), std::string::npos);
+  EXPECT_NE(res->body.find("supaplane_api_projection_unknown_events_total 1"), std::string::npos);
+  EXPECT_EQ(http.Get("/healthz")->status, 200);
+  EXPECT_EQ(http.Get("/readyz")->status, 200);
+}
+
+TEST_F(ApiTest, NatsRestartMidRunLosesNoAcknowledgedCommand) {
+  const std::string alice = signup("alice@example.com");
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::map<std::string, std::string> acked;  // request id → ref
+  std::atomic<int> unavailable{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop; ++i) {
+      const std::string rid = "c-" + std::to_string(i);
+      // Retry the same request id until it is acknowledged (as a client would).
+      for (;;) {
+        v1::TenantMutation m;
+        auto s = create(alice, "t" + std::to_string(i), &m, rid);
+        if (s.ok()) {
+          std::lock_guard lk(mu);
+          acked[rid] = m.tenant().ref();
+          break;
+        }
+        EXPECT_EQ(s.error_code(), StatusCode::UNAVAILABLE) << s.error_message();
+        unavailable++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+  });
+  auto count = [&] {
+    std::lock_guard lk(mu);
+    return acked.size();
+  };
+  while (count() < 20) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  nats_.restart();
+  const auto after = count();
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (count() < after + 20 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  stop = true;
+  writer.join();
+  ASSERT_GE(count(), after + 20) << "api did not recover after the NATS restart";
+  // Every acknowledged create is in the log exactly once and in the projection.
+  std::uint64_t max_seq = 0;
+  for (const auto& [rid, ref] : acked) {
+    auto h = history(ref);
+    ASSERT_EQ(h.size(), 1u) << rid;
+    max_seq = std::max(max_seq, h[0].sequence);
+  }
+  wait_applied(max_seq);
+  for (const auto& [rid, ref] : acked) {
+    v1::Tenant t;
+    ASSERT_TRUE(get(alice, ref, &t).ok()) << rid;
+  }
+}
+
+TEST_F(ApiTest, WatchStreamsOnlyTheCallersTenants) {
+  const std::string alice = signup("alice@example.com");
+  const std::string bob = signup("bob@example.com");
+  grpc::ClientContext c;
+  c.AddMetadata("authorization", "Bearer " + alice);
+  auto reader = tenants_->WatchTenants(&c, v1::WatchTenantsRequest{});
+  // Wait until the server registered the watcher.
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (Clock::now() < deadline) {
+    httplib::Client http("127.0.0.1", app_->metrics_port());
+    auto res = http.Get("/metrics");
+    if (res && res->body.find("supaplane_api_watchers 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(bob, "bobs", &m).ok());
+  ASSERT_TRUE(create(alice, "alices", &m).ok());
+  const std::string ref = m.tenant().ref();
+  ASSERT_TRUE(op(alice, Op::pause, ref, &m).ok());
+  v1::TenantChange ch;
+  ASSERT_TRUE(reader->Read(&ch));
+  EXPECT_EQ(ch.tenant().ref(), ref);
+  EXPECT_EQ(ch.event_type(), "tenant.created");
+  ASSERT_TRUE(reader->Read(&ch));
+  EXPECT_EQ(ch.tenant().ref(), ref);
+  EXPECT_EQ(ch.event_type(), "tenant.pause_requested");
+  EXPECT_EQ(ch.tenant().phase(), v1::PHASE_PAUSING);
+  c.TryCancel();
+  while (reader->Read(&ch)) {
+  }
+}
+
+TEST(ApiStart, RefusesWithoutJwtSecret) {
+  api::ApiOptions o;
+  o.jwt_secret = "short";
+  api::ApiApp app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("SUPAPLANE_JWT_SECRET"), std::string::npos);
+}
+
+}  // namespace

@@ -1,0 +1,98 @@
+#pragma once
+// Real throwaway servers for integration tests: nats-server (JetStream),
+// redis-server and PostgreSQL on free ports in temp dirs, stopped by PID.
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace supaplane::testenv {
+
+/// A free TCP port on 127.0.0.1 (bind to 0 and read it back).
+int free_port();
+/// Waits until something accepts on 127.0.0.1:port.
+bool wait_port(int port, int timeout_ms);
+
+/// A directory removed (recursively) on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "supaplane-test");
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+/// A child process with its output in a log file.
+class Process {
+ public:
+  Process() = default;
+  ~Process() { stop(); }
+  /// Starts argv; if `run_as` is set (and we are root), drops to that user.
+  void start(const std::vector<std::string>& argv, const std::string& log_file,
+             const std::string& run_as = "");
+  /// SIGTERM (or `sig`), then waits; SIGKILL after 10 s.
+  void stop(int sig = 15);
+  /// Waits for the process to exit; returns its exit code (-1 if signalled).
+  int wait();
+  bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_{-1};
+};
+
+class NatsServer {
+ public:
+  NatsServer();
+  void start();
+  void stop(int sig = 15) { proc_.stop(sig); }
+  /// Same port, same store directory.
+  void restart();
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+ private:
+  TempDir dir_;
+  int port_;
+  Process proc_;
+};
+
+class RedisServer {
+ public:
+  RedisServer();
+  void start();
+  void stop() { proc_.stop(); }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+ private:
+  TempDir dir_;
+  int port_;
+  Process proc_;
+};
+
+class PostgresServer {
+ public:
+  PostgresServer();
+  ~PostgresServer();
+  void start();
+  void stop() { proc_.stop(); }
+  /// libpq connection string for database `db`.
+  std::string dsn(const std::string& db = "postgres") const;
+  /// Creates a fresh database and returns its DSN.
+  std::string create_database(const std::string& name);
+  int port() const { return port_; }
+
+ private:
+  TempDir dir_;
+  int port_;
+  Process proc_;
+};
+
+/// One PostgreSQL per test binary (initdb costs seconds).
+PostgresServer& shared_postgres();
+
+}  // namespace supaplane::testenv
