@@ -174,6 +174,12 @@ Status ApiApp::start() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(opts_.grpc_addr, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.SetMaxReceiveMessageSize(opts_.max_message_bytes);
+  // Handlers block on a JetStream round trip; with gRPC's default of at most
+  // two idle pollers the sync server creates and destroys a thread for
+  // nearly every call under concurrency. Keep a pool of idle pollers instead.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 4);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              opts_.grpc_max_pollers);
   for (auto& s : services_) builder.RegisterService(s.get());
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0)

@@ -41,6 +41,7 @@ struct ApiOptions {
   int stream_replicas{1};
   int read_wait_ms{5000};
   int max_message_bytes{1 << 20};
+  int grpc_max_pollers{64};
 };
 
 /// Metrics of the api (names prefixed supaplane_api_).
