@@ -115,6 +115,10 @@ void Process::stop(int sig) {
   pid_ = -1;
 }
 
+void Process::signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
 int Process::wait() {
   if (pid_ <= 0) return -1;
   int status = 0;

@@ -35,6 +35,8 @@ class Process {
              const std::string& run_as = "");
   /// SIGTERM (or `sig`), then waits; SIGKILL after 10 s.
   void stop(int sig = 15);
+  /// Sends a signal without waiting (e.g. SIGSTOP / SIGCONT to freeze a server).
+  void signal(int sig);
   /// Waits for the process to exit; returns its exit code (-1 if signalled).
   int wait();
   bool running() const { return pid_ > 0; }
@@ -65,6 +67,9 @@ class RedisServer {
   RedisServer();
   void start();
   void stop() { proc_.stop(); }
+  /// Freezes / thaws the server (SIGSTOP / SIGCONT): connections hang.
+  void freeze() { proc_.signal(19); }
+  void thaw() { proc_.signal(18); }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
 
