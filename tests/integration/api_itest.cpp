@@ -673,3 +673,37 @@ TEST(ApiStart, RefusesWithoutJwtSecret) {
 }
 
 }  // namespace
+
+namespace {
+
+// A dead dependency at start: the api starts, says why it is not ready, and
+// becomes ready once NATS appears.
+TEST(ApiStart, StartsWithNatsDownAndBecomesReadyWhenItAppears) {
+  supaplane::testenv::NatsServer nats;  // not started yet
+  supaplane::testenv::RedisServer redis;
+  redis.start();
+  const std::string db = supaplane::testenv::shared_postgres().create_database(
+      "api_nats_down_" + std::to_string(::getpid()));
+  supaplane::api::ApiOptions o;
+  o.nats_url = nats.url();
+  o.redis_url = redis.url();
+  o.database_url = db;
+  o.grpc_addr = "127.0.0.1:0";
+  o.metrics_addr = "127.0.0.1:0";
+  o.jwt_secret = kSecret;
+  supaplane::api::ApiApp app(o);
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(app.start().ok());
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(app.readiness().find("NATS"), std::string::npos) << app.readiness();
+  httplib::Client http("127.0.0.1", app.metrics_port());
+  EXPECT_EQ(http.Get("/readyz")->status, 503);
+  nats.start();
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (!app.readiness().empty() && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(app.readiness(), "");
+  EXPECT_EQ(http.Get("/readyz")->status, 200);
+}
+
+}  // namespace

@@ -23,6 +23,7 @@ std::string header(natsMsg* m, const char* key) {
 
 void on_disconnected(natsConnection*, void*) { log()->warn("disconnected from NATS; reconnecting"); }
 void on_reconnected(natsConnection*, void*) { log()->info("reconnected to NATS"); }
+void on_connected(natsConnection*, void*) { log()->info("connected to NATS"); }
 
 struct SubGuard {
   natsSubscription* sub{nullptr};
@@ -91,7 +92,10 @@ Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, o.reconnect_wait_ms);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
-  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
+  if (s == NATS_OK && !o.fail_fast)
+    // With a connected callback, Connect returns at once (NOT_YET_CONNECTED)
+    // and keeps trying in the background; without one it would block.
+    s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, nullptr);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, nullptr);
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, nullptr);
   if (s == NATS_OK) {

@@ -22,6 +22,9 @@ struct ConnectOptions {
   std::string name{"supaplane"};
   int reconnect_wait_ms{250};
   int request_timeout_ms{5000};
+  /// Fail at once (`unavailable`) when no server answers the first attempt,
+  /// instead of retrying until one does (command-line tools).
+  bool fail_fast{false};
 };
 
 /// Settings of the PLATFORM stream (DESIGN §3).

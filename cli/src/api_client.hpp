@@ -1,0 +1,47 @@
+#pragma once
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "options.hpp"
+#include "supaplane/core/result.hpp"
+#include "supaplane/v1/api.grpc.pb.h"
+
+namespace supaplane::cli {
+
+/// The gRPC stubs of one API address plus the per-call metadata (deadline,
+/// bearer token, correlation id). Single-threaded use.
+class ApiClient {
+ public:
+  /// `token` empty: no authorization metadata (SignUp / Login).
+  ApiClient(const GlobalOptions& g, std::string token);
+
+  v1::AccountService::Stub& accounts() { return *accounts_; }
+  v1::TenantService::Stub& tenants() { return *tenants_; }
+  v1::AdminService::Stub& admin() { return *admin_; }
+
+  /// A context for one call; `streaming` calls get no deadline.
+  std::unique_ptr<grpc::ClientContext> context(bool streaming = false);
+
+  /// Prints the failure of the last call and returns its exit code.
+  int fail(const grpc::Status& s) const;
+
+ private:
+  const GlobalOptions& g_;
+  std::string token_;
+  std::string last_correlation_id_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AccountService::Stub> accounts_;
+  std::unique_ptr<v1::TenantService::Stub> tenants_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+};
+
+/// --token / SUPAPLANE_TOKEN, else the token file.
+Result<std::string> load_token(const GlobalOptions& g);
+
+/// Runs `body` with a client that carries the saved session token; fails with
+/// exit code 3 and a login hint when there is none.
+int with_session(const GlobalOptions& g, const std::function<int(ApiClient&)>& body);
+
+}  // namespace supaplane::cli

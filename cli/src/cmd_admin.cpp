@@ -1,0 +1,125 @@
+// admin list | suspend | unsuspend; projections rebuild (admin role required).
+#include <iomanip>
+#include <iostream>
+#include <memory>
+
+#include "api_client.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "output.hpp"
+#include "tenant_output.hpp"
+
+namespace supaplane::cli {
+
+namespace {
+
+struct AdminOptions {
+  std::string ref;
+  std::string reason;
+  std::string request_id;
+  std::string phase;
+  int page_size{0};
+  std::string page_token;
+  std::string projection;
+};
+
+int list_all(const GlobalOptions& g, const AdminOptions& o) {
+  auto req = list_request(o.phase, o.page_size, o.page_token);
+  if (!req) return fail(req.error());
+  return with_session(g, [&](ApiClient& client) {
+    v1::ListTenantsResponse resp;
+    auto ctx = client.context();
+    const grpc::Status s = client.admin().ListAllTenants(ctx.get(), *req, &resp);
+    if (!s.ok()) return client.fail(s);
+    print_tenant_list(g, resp, /*with_owner=*/true);
+    return 0;
+  });
+}
+
+int suspend(const GlobalOptions& g, const AdminOptions& o) {
+  v1::SuspendTenantRequest req;
+  req.set_ref(o.ref);
+  req.set_reason(o.reason);
+  req.set_request_id(o.request_id);
+  return with_session(g, [&](ApiClient& client) {
+    v1::TenantMutation resp;
+    auto ctx = client.context();
+    const grpc::Status s = client.admin().SuspendTenant(ctx.get(), req, &resp);
+    if (!s.ok()) return client.fail(s);
+    print_mutation(g, resp, o.request_id);
+    return 0;
+  });
+}
+
+int unsuspend(const GlobalOptions& g, const AdminOptions& o) {
+  v1::TenantRequest req;
+  req.set_ref(o.ref);
+  req.set_request_id(o.request_id);
+  return with_session(g, [&](ApiClient& client) {
+    v1::TenantMutation resp;
+    auto ctx = client.context();
+    const grpc::Status s = client.admin().UnsuspendTenant(ctx.get(), req, &resp);
+    if (!s.ok()) return client.fail(s);
+    print_mutation(g, resp, o.request_id);
+    return 0;
+  });
+}
+
+int rebuild(const GlobalOptions& g, const AdminOptions& o) {
+  v1::RebuildProjectionRequest req;
+  req.set_name(o.projection);
+  return with_session(g, [&](ApiClient& client) {
+    v1::RebuildProjectionResponse resp;
+    auto ctx = client.context();
+    const grpc::Status s = client.admin().RebuildProjection(ctx.get(), req, &resp);
+    if (!s.ok()) return client.fail(s);
+    if (g.json) {
+      Json j;
+      j["name"] = o.projection;
+      j["events"] = resp.events();
+      j["seconds"] = resp.seconds();
+      j["checkpoint"] = resp.checkpoint();
+      j["generation"] = resp.generation();
+      print_json(std::cout, j);
+    } else {
+      std::cout << "rebuilt " << o.projection << ": " << resp.events() << " events in "
+                << std::fixed << std::setprecision(3) << resp.seconds() << " s, checkpoint "
+                << resp.checkpoint() << ", generation " << resp.generation() << "\n";
+    }
+    return 0;
+  });
+}
+
+}  // namespace
+
+void add_admin_commands(CLI::App& app, const GlobalOptions& g, Action& action) {
+  auto o = std::make_shared<AdminOptions>();
+
+  auto* admin = add_command(app, "admin", "operator commands (admin role)");
+  admin->require_subcommand(1);
+
+  auto* list_cmd = add_command(*admin, "list", "list every account's tenants");
+  add_list_options(list_cmd, o->phase, o->page_size, o->page_token);
+  on_parsed(list_cmd, action, [&g, o] { return list_all(g, *o); });
+
+  auto* suspend_cmd = add_command(*admin, "suspend", "suspend a tenant");
+  suspend_cmd->add_option("ref", o->ref, "tenant ref")->required();
+  suspend_cmd->add_option("--reason", o->reason, "why (recorded in the event log)")->required();
+  suspend_cmd->add_option("--request-id", o->request_id, "idempotency key");
+  on_parsed(suspend_cmd, action, [&g, o] { return suspend(g, *o); });
+
+  auto* unsuspend_cmd = add_command(*admin, "unsuspend", "lift a suspension");
+  unsuspend_cmd->add_option("ref", o->ref, "tenant ref")->required();
+  unsuspend_cmd->add_option("--request-id", o->request_id, "idempotency key");
+  on_parsed(unsuspend_cmd, action, [&g, o] { return unsuspend(g, *o); });
+
+  auto* projections = add_command(app, "projections", "read models (admin role)");
+  projections->require_subcommand(1);
+  auto* rebuild_cmd = add_command(*projections, "rebuild",
+                                  "rebuild a projection from the event log (raise --timeout "
+                                  "for long streams)");
+  rebuild_cmd->add_option("name", o->projection, "projection name (api)")->required();
+  on_parsed(rebuild_cmd, action, [&g, o] { return rebuild(g, *o); });
+}
+
+}  // namespace supaplane::cli

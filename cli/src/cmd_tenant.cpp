@@ -1,0 +1,239 @@
+// tenant create | get | list | pause | resume | delete | events | watch.
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "api_client.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "interrupt.hpp"
+#include "output.hpp"
+#include "supaplane/core/ids.hpp"
+#include "tenant_output.hpp"
+
+namespace supaplane::cli {
+
+namespace {
+
+struct TenantOptions {
+  std::string name;
+  std::string plan;
+  std::string ref;
+  std::string request_id;
+  std::uint64_t min_sequence{0};
+  std::string phase;
+  int page_size{0};
+  std::string page_token;
+  std::uint64_t count{0};
+};
+
+enum class Mutation { pause, resume, remove };
+
+int create(const GlobalOptions& g, const TenantOptions& o) {
+  v1::CreateTenantRequest req;
+  req.set_name(o.name);
+  if (!o.plan.empty()) {
+    auto plan = parse_plan(o.plan);
+    if (!plan) return fail_usage("--plan must be free, starter or pro, not '" + o.plan + "'");
+    req.set_plan(*plan);
+  }
+  std::string request_id = o.request_id;
+  if (request_id.empty()) {
+    request_id = ids::random_hex_id();
+    // Before the call, so a failed or timed-out create can be retried safely.
+    std::cerr << "request id " << request_id << " (retry with --request-id " << request_id << ")\n";
+  }
+  req.set_request_id(request_id);
+  return with_session(g, [&](ApiClient& client) {
+    v1::TenantMutation resp;
+    auto ctx = client.context();
+    const grpc::Status s = client.tenants().CreateTenant(ctx.get(), req, &resp);
+    if (!s.ok()) return client.fail(s);
+    print_mutation(g, resp, request_id);
+    return 0;
+  });
+}
+
+int get(const GlobalOptions& g, const TenantOptions& o) {
+  v1::GetTenantRequest req;
+  req.set_ref(o.ref);
+  req.set_min_sequence(o.min_sequence);
+  return with_session(g, [&](ApiClient& client) {
+    v1::Tenant t;
+    auto ctx = client.context();
+    const grpc::Status s = client.tenants().GetTenant(ctx.get(), req, &t);
+    if (!s.ok()) return client.fail(s);
+    if (g.json) {
+      print_json(std::cout, tenant_json(t));
+    } else {
+      print_tenant(std::cout, t);
+    }
+    return 0;
+  });
+}
+
+int list(const GlobalOptions& g, const TenantOptions& o) {
+  auto req = list_request(o.phase, o.page_size, o.page_token);
+  if (!req) return fail(req.error());
+  return with_session(g, [&](ApiClient& client) {
+    v1::ListTenantsResponse resp;
+    auto ctx = client.context();
+    const grpc::Status s = client.tenants().ListTenants(ctx.get(), *req, &resp);
+    if (!s.ok()) return client.fail(s);
+    print_tenant_list(g, resp, /*with_owner=*/false);
+    return 0;
+  });
+}
+
+int mutate(const GlobalOptions& g, const TenantOptions& o, Mutation m) {
+  v1::TenantRequest req;
+  req.set_ref(o.ref);
+  req.set_request_id(o.request_id);
+  return with_session(g, [&](ApiClient& client) {
+    v1::TenantMutation resp;
+    auto ctx = client.context();
+    auto& stub = client.tenants();
+    grpc::Status s;
+    switch (m) {
+      case Mutation::pause: s = stub.PauseTenant(ctx.get(), req, &resp); break;
+      case Mutation::resume: s = stub.ResumeTenant(ctx.get(), req, &resp); break;
+      case Mutation::remove: s = stub.DeleteTenant(ctx.get(), req, &resp); break;
+    }
+    if (!s.ok()) return client.fail(s);
+    print_mutation(g, resp, o.request_id);
+    return 0;
+  });
+}
+
+int events(const GlobalOptions& g, const TenantOptions& o) {
+  v1::TenantRequest req;
+  req.set_ref(o.ref);
+  return with_session(g, [&](ApiClient& client) {
+    v1::ListTenantEventsResponse resp;
+    auto ctx = client.context();
+    const grpc::Status s = client.tenants().ListTenantEvents(ctx.get(), req, &resp);
+    if (!s.ok()) return client.fail(s);
+    std::vector<projection::HistoryRecord> records;
+    for (const auto& e : resp.events()) records.push_back(to_history(e));
+    if (g.json) {
+      Json arr = Json::array();
+      for (const auto& r : records) arr.push_back(event_json(r));
+      print_json(std::cout, arr);
+    } else {
+      print_event_table(std::cout, records);
+    }
+    return 0;
+  });
+}
+
+/// One line (or one JSON object) per change until Ctrl-C or `o.count` changes.
+int watch(const GlobalOptions& g, const TenantOptions& o) {
+  install_interrupt_handler();
+  return with_session(g, [&](ApiClient& client) {
+    auto ctx = client.context(/*streaming=*/true);
+    auto reader = client.tenants().WatchTenants(ctx.get(), v1::WatchTenantsRequest{});
+    // Read() blocks; a signal handler may not touch the context, so a helper
+    // thread turns Ctrl-C into a cancel.
+    std::atomic<bool> done{false};
+    std::atomic<bool> cancelled{false};
+    std::thread canceller([&] {
+      while (!done.load()) {
+        if (interrupted()) {
+          cancelled = true;
+          ctx->TryCancel();
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+    std::uint64_t seen = 0;
+    v1::TenantChange c;
+    while (reader->Read(&c)) {
+      const auto& t = c.tenant();
+      if (g.json) {
+        Json j;
+        j["time"] = format_time(t.updated_at());
+        j["sequence"] = c.sequence();
+        j["event_type"] = c.event_type();
+        j["tenant"] = tenant_json(t);
+        std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << std::endl;
+      } else {
+        std::cout << format_time(t.updated_at()) << " " << c.sequence() << " " << t.ref() << " "
+                  << phase_label(t.phase()) << " " << t.status() << " " << c.event_type()
+                  << std::endl;
+      }
+      if (o.count > 0 && ++seen >= o.count) {
+        cancelled = true;
+        ctx->TryCancel();
+        break;
+      }
+    }
+    done = true;
+    canceller.join();
+    const grpc::Status s = reader->Finish();
+    if (cancelled.load() || s.ok()) return 0;
+    return client.fail(s);
+  });
+}
+
+void add_ref(CLI::App* cmd, TenantOptions& o) {
+  cmd->add_option("ref", o.ref, "tenant ref (20 lowercase letters)")->required();
+}
+
+void add_request_id(CLI::App* cmd, TenantOptions& o) {
+  cmd->add_option("--request-id", o.request_id,
+                  "idempotency key: a retry with the same id does not act twice");
+}
+
+}  // namespace
+
+void add_tenant_commands(CLI::App& app, const GlobalOptions& g, Action& action) {
+  auto* tenant = add_command(app, "tenant", "manage your tenants");
+  tenant->require_subcommand(1);
+  auto o = std::make_shared<TenantOptions>();
+
+  auto* create_cmd = add_command(*tenant, "create", "create a tenant");
+  create_cmd->add_option("--name", o->name, "tenant name")->required();
+  create_cmd->add_option("--plan", o->plan, "free | starter | pro (default free)");
+  create_cmd->add_option("--request-id", o->request_id,
+                         "idempotency key (generated and printed when absent)");
+  on_parsed(create_cmd, action, [&g, o] { return create(g, *o); });
+
+  auto* get_cmd = add_command(*tenant, "get", "show one tenant");
+  add_ref(get_cmd, *o);
+  get_cmd->add_option("--min-sequence", o->min_sequence,
+                      "wait until the read model has applied this stream sequence");
+  on_parsed(get_cmd, action, [&g, o] { return get(g, *o); });
+
+  auto* list_cmd = add_command(*tenant, "list", "list your tenants");
+  add_list_options(list_cmd, o->phase, o->page_size, o->page_token);
+  on_parsed(list_cmd, action, [&g, o] { return list(g, *o); });
+
+  auto* pause_cmd = add_command(*tenant, "pause", "pause a tenant");
+  add_ref(pause_cmd, *o);
+  add_request_id(pause_cmd, *o);
+  on_parsed(pause_cmd, action, [&g, o] { return mutate(g, *o, Mutation::pause); });
+
+  auto* resume_cmd = add_command(*tenant, "resume", "resume a paused tenant");
+  add_ref(resume_cmd, *o);
+  add_request_id(resume_cmd, *o);
+  on_parsed(resume_cmd, action, [&g, o] { return mutate(g, *o, Mutation::resume); });
+
+  auto* delete_cmd = add_command(*tenant, "delete", "delete a tenant");
+  add_ref(delete_cmd, *o);
+  add_request_id(delete_cmd, *o);
+  on_parsed(delete_cmd, action, [&g, o] { return mutate(g, *o, Mutation::remove); });
+
+  auto* events_cmd = add_command(*tenant, "events", "a tenant's event history (via the API)");
+  add_ref(events_cmd, *o);
+  on_parsed(events_cmd, action, [&g, o] { return events(g, *o); });
+
+  auto* watch_cmd =
+      add_command(*tenant, "watch", "print tenant changes as they happen (Ctrl-C stops)");
+  watch_cmd->add_option("--count", o->count, "exit after this many changes");
+  on_parsed(watch_cmd, action, [&g, o] { return watch(g, *o); });
+}
+
+}  // namespace supaplane::cli

@@ -1,0 +1,20 @@
+#pragma once
+#include <functional>
+#include <string>
+
+namespace supaplane::cli {
+
+/// Options shared by every command (flags, or SUPAPLANE_* environment).
+struct GlobalOptions {
+  std::string api_addr{"127.0.0.1:50051"};
+  std::string nats_url{"nats://127.0.0.1:4222"};
+  std::string token_file;
+  std::string token;  ///< overrides the token file; never printed
+  bool json{false};
+  int timeout_seconds{10};
+};
+
+/// What a parsed command runs; returns the process exit code.
+using Action = std::function<int()>;
+
+}  // namespace supaplane::cli
