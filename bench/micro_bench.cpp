@@ -1,0 +1,68 @@
+// Micro-benchmarks (Google Benchmark) of the per-call CPU work of the api:
+// token verification, decide + fold, envelope encoding, projection decode.
+#include <benchmark/benchmark.h>
+
+#include "supaplane/auth/token.hpp"
+#include "supaplane/domain/tenant.hpp"
+#include "supaplane/projection/tenant_projection.hpp"
+#include "tenant_commands.hpp"
+
+namespace {
+using namespace supaplane;
+namespace v1 = supaplane::v1;
+
+void BM_TokenVerify(benchmark::State& st) {
+  auth::TokenService ts(std::string(40, 'k'), SystemClock::instance());
+  const auto tok = ts.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::customer})->token;
+  for (auto _ : st) benchmark::DoNotOptimize(ts.verify(tok));
+}
+BENCHMARK(BM_TokenVerify);
+
+v1::TenantState created_state() {
+  domain::TenantCommand c;
+  c.kind = domain::CommandKind::create;
+  c.name = "shop";
+  c.plan = v1::PLAN_FREE;
+  c.owner_account_id = "acct_aaaaaaaaaaaaaaaaaaaa";
+  return domain::fold({}, domain::decide({}, c)->front(), {"abcdefghijklmnopqrst", 1, 1});
+}
+
+void BM_DecideFoldPause(benchmark::State& st) {
+  const auto s = created_state();
+  domain::TenantCommand pause;
+  pause.kind = domain::CommandKind::pause;
+  for (auto _ : st) {
+    auto ev = domain::decide(s, pause);
+    benchmark::DoNotOptimize(domain::fold(s, ev->front(), {"abcdefghijklmnopqrst", 2, 2}));
+  }
+}
+BENCHMARK(BM_DecideFoldPause);
+
+void BM_EncodeEnvelope(benchmark::State& st) {
+  v1::TenantEvent e;
+  e.mutable_pause_requested()->set_generation(2);
+  v1::Actor a;
+  a.set_kind(v1::ACTOR_KIND_ACCOUNT);
+  a.set_id("acct_aaaaaaaaaaaaaaaaaaaa");
+  for (auto _ : st)
+    benchmark::DoNotOptimize(api::make_tenant_event("abcdefghijklmnopqrst", e, a, "acct:req-1",
+                                                    event_store::Expected::at(7), "corr", "req-1", 1));
+}
+BENCHMARK(BM_EncodeEnvelope);
+
+void BM_DecodeStoredEvent(benchmark::State& st) {
+  v1::TenantEvent e;
+  e.mutable_pause_requested()->set_generation(2);
+  v1::Actor a;
+  auto out = api::make_tenant_event("abcdefghijklmnopqrst", e, a, "", event_store::Expected::any(), "", "", 1);
+  event_store::StoredMessage m;
+  m.subject = out.subject;
+  m.data = out.body;
+  m.sequence = 9;
+  for (auto _ : st) benchmark::DoNotOptimize(projection::decode(m));
+}
+BENCHMARK(BM_DecodeStoredEvent);
+
+}  // namespace
+
+BENCHMARK_MAIN();
