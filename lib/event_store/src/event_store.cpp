@@ -73,11 +73,17 @@ StoredMessage to_stored(natsMsg* m) {
 }
 
 EventStore::~EventStore() {
-  if (js_) jsCtx_Destroy(js_);
-  if (conn_) {
-    natsConnection_Close(conn_);
-    natsConnection_Destroy(conn_);
+  if (conn_) natsConnection_Close(conn_);
+  // Appends whose ack can no longer arrive are answered, not forgotten.
+  std::unordered_map<natsMsg*, AppendCallback> orphans;
+  {
+    std::lock_guard lk(pending_mu_);
+    orphans.swap(pending_);
   }
+  for (auto& [msg, cb] : orphans)
+    cb(make_error(errc::unavailable, "event store closed before the append was acknowledged"));
+  if (js_) jsCtx_Destroy(js_);
+  if (conn_) natsConnection_Destroy(conn_);
 }
 
 Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
@@ -110,6 +116,9 @@ Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = o.request_timeout_ms;
+  jo.PublishAsync.AckHandler = &EventStore::on_async_ack;
+  jo.PublishAsync.AckHandlerClosure = es.get();
+  jo.PublishAsync.MaxPending = 8192;
   s = natsConnection_JetStream(&es->js_, es->conn_, &jo);
   if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "JetStream context");
   return es;
@@ -169,22 +178,29 @@ Status EventStore::ensure_stream() {
   return Status::Ok();
 }
 
-Result<AppendResult> EventStore::append(const OutgoingEvent& ev) {
+natsMsg* EventStore::build_message(const OutgoingEvent& ev, jsPubOptions* po, natsStatus* status) {
   natsMsg* msg = nullptr;
-  natsStatus s = natsMsg_Create(&msg, ev.subject.c_str(), nullptr, ev.body.data(),
-                                static_cast<int>(ev.body.size()));
-  if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "create message");
+  *status = natsMsg_Create(&msg, ev.subject.c_str(), nullptr, ev.body.data(),
+                           static_cast<int>(ev.body.size()));
+  if (*status != NATS_OK) return nullptr;
   if (!ev.event_type.empty()) natsMsgHeader_Set(msg, kHeaderEventType, ev.event_type.c_str());
   if (!ev.schema.empty()) natsMsgHeader_Set(msg, kHeaderSchema, ev.schema.c_str());
   if (!ev.correlation_id.empty())
     natsMsgHeader_Set(msg, kHeaderCorrelation, ev.correlation_id.c_str());
+  jsPubOptions_Init(po);
+  po->MaxWait = request_timeout_ms_;
+  po->ExpectStream = stream_.name.c_str();
+  if (!ev.msg_id.empty()) po->MsgId = ev.msg_id.c_str();
+  if (ev.expected.kind == Expected::Kind::no_message) po->ExpectNoMessage = true;
+  if (ev.expected.kind == Expected::Kind::sequence) po->ExpectLastSubjectSeq = ev.expected.sequence;
+  return msg;
+}
+
+Result<AppendResult> EventStore::append(const OutgoingEvent& ev) {
   jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MaxWait = request_timeout_ms_;
-  po.ExpectStream = stream_.name.c_str();
-  if (!ev.msg_id.empty()) po.MsgId = ev.msg_id.c_str();
-  if (ev.expected.kind == Expected::Kind::no_message) po.ExpectNoMessage = true;
-  if (ev.expected.kind == Expected::Kind::sequence) po.ExpectLastSubjectSeq = ev.expected.sequence;
+  natsStatus s = NATS_OK;
+  natsMsg* msg = build_message(ev, &po, &s);
+  if (!msg) return nats_error(s, static_cast<jsErrCode>(0), "create message");
   jsPubAck* pa = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   s = js_PublishMsg(&pa, js_, msg, &po, &jerr);
@@ -193,6 +209,60 @@ Result<AppendResult> EventStore::append(const OutgoingEvent& ev) {
   AppendResult r{StreamSequence(pa->Sequence), pa->Duplicate};
   jsPubAck_Destroy(pa);
   return r;
+}
+
+void EventStore::append_async(const OutgoingEvent& ev, AppendCallback done) {
+  jsPubOptions po;
+  natsStatus s = NATS_OK;
+  natsMsg* msg = build_message(ev, &po, &s);
+  if (!msg) {
+    done(nats_error(s, static_cast<jsErrCode>(0), "create message"));
+    return;
+  }
+  natsMsg* key = msg;
+  {
+    // Registered before publishing: the ack may arrive before we return.
+    std::lock_guard lk(pending_mu_);
+    pending_.emplace(key, std::move(done));
+  }
+  s = js_PublishMsgAsync(js_, &msg, &po);
+  if (s != NATS_OK) {
+    AppendCallback cb;
+    {
+      std::lock_guard lk(pending_mu_);
+      auto it = pending_.find(key);
+      if (it != pending_.end()) {
+        cb = std::move(it->second);
+        pending_.erase(it);
+      }
+    }
+    natsMsg_Destroy(msg);  // no-op when the library took it
+    if (cb) cb(nats_error(s, static_cast<jsErrCode>(0), "append to " + ev.subject));
+  }
+}
+
+void EventStore::on_async_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto* self = static_cast<EventStore*>(closure);
+  AppendCallback cb;
+  {
+    std::lock_guard lk(self->pending_mu_);
+    auto it = self->pending_.find(msg);
+    if (it != self->pending_.end()) {
+      cb = std::move(it->second);
+      self->pending_.erase(it);
+    }
+  }
+  if (cb) {
+    if (pa) {
+      cb(AppendResult{StreamSequence(pa->Sequence), pa->Duplicate});
+    } else {
+      const natsStatus err = pae ? pae->Err : NATS_ERR;
+      const jsErrCode code = pae ? pae->ErrCode : static_cast<jsErrCode>(0);
+      const char* subj = natsMsg_GetSubject(msg);
+      cb(nats_error(err, code, std::string("append to ") + (subj ? subj : "?")));
+    }
+  }
+  natsMsg_Destroy(msg);
 }
 
 Result<StoredMessage> EventStore::get(std::uint64_t sequence) {

@@ -58,7 +58,7 @@ class CallScope {
   std::chrono::steady_clock::time_point t0_;
 };
 
-Result<auth::Principal> authenticate(ApiContext& ctx, grpc::ServerContext* sc) {
+Result<auth::Principal> authenticate(ApiContext& ctx, grpc::ServerContextBase* sc) {
   const auto& md = sc->client_metadata();
   auto it = md.find("authorization");
   if (it == md.end()) return make_error(errc::unauthenticated, "missing authorization metadata");
@@ -69,7 +69,7 @@ Result<auth::Principal> authenticate(ApiContext& ctx, grpc::ServerContext* sc) {
   return ctx.tokens.verify(v.substr(kBearer.size()));
 }
 
-std::string correlation_id(grpc::ServerContext* sc) {
+std::string correlation_id(grpc::ServerContextBase* sc) {
   const auto& md = sc->client_metadata();
   auto it = md.find("x-correlation-id");
   if (it != md.end()) {
@@ -241,22 +241,35 @@ class AccountServiceImpl final : public v1::AccountService::Service {
 };
 
 // ------------------------------------------------------------------ tenants
-class TenantServiceImpl final : public v1::TenantService::Service {
+// The mutating calls are served with gRPC's callback API: the handler
+// queues the append and returns; the JetStream ack finishes the call, so no
+// thread waits on a round trip (see docs/benchmarks.md).
+using TenantServiceBase = v1::TenantService::WithCallbackMethod_CreateTenant<
+    v1::TenantService::WithCallbackMethod_PauseTenant<v1::TenantService::WithCallbackMethod_ResumeTenant<
+        v1::TenantService::WithCallbackMethod_DeleteTenant<v1::TenantService::Service>>>>;
+
+class TenantServiceImpl final : public TenantServiceBase {
  public:
   explicit TenantServiceImpl(ApiContext& ctx) : ctx_(ctx) {}
 
-  grpc::Status CreateTenant(grpc::ServerContext* sc, const v1::CreateTenantRequest* req,
-                            v1::TenantMutation* resp) override {
+  grpc::ServerUnaryReactor* CreateTenant(grpc::CallbackServerContext* sc,
+                                         const v1::CreateTenantRequest* req,
+                                         v1::TenantMutation* resp) override {
+    auto* reactor = sc->DefaultReactor();
     CallScope call(ctx_, "CreateTenant");
     auto p = authenticate(ctx_, sc);
-    if (!p) return call.done(to_grpc(p.error()));
-    if (auto st = validate_request_id(req->request_id()); !st.ok()) return call.done(st);
+    if (!p) return finish(reactor, call, to_grpc(p.error()));
+    if (auto st = validate_request_id(req->request_id()); !st.ok()) return finish(reactor, call, st);
     v1::Plan plan = req->plan() == v1::PLAN_UNSPECIFIED ? v1::PLAN_FREE : req->plan();
-    if (!domain::valid_plan(plan)) return call.done(invalid("plan", "must be FREE, STARTER or PRO"));
+    if (!domain::valid_plan(plan))
+      return finish(reactor, call, invalid("plan", "must be FREE, STARTER or PRO"));
     CommandContext cc{*p, req->request_id(), correlation_id(sc)};
-    auto m = ctx_.commands.create(req->name(), plan, cc);
-    if (m) log()->info("tenant created ref={} corr={}", m->state.ref(), cc.correlation_id);
-    return call.done(mutation_reply(ctx_, std::move(m), resp));
+    ctx_.commands.create_async(
+        req->name(), plan, cc, [this, reactor, call, resp, corr = cc.correlation_id](Result<Mutation> m) mutable {
+          if (m) log()->info("tenant created ref={} corr={}", m->state.ref(), corr);
+          finish(reactor, call, mutation_reply(ctx_, std::move(m), resp));
+        });
+    return reactor;
   }
 
   grpc::Status GetTenant(grpc::ServerContext* sc, const v1::GetTenantRequest* req,
@@ -289,16 +302,19 @@ class TenantServiceImpl final : public v1::TenantService::Service {
     return call.done(list_into(ctx_, q, resp));
   }
 
-  grpc::Status PauseTenant(grpc::ServerContext* sc, const v1::TenantRequest* req,
-                           v1::TenantMutation* resp) override {
+  grpc::ServerUnaryReactor* PauseTenant(grpc::CallbackServerContext* sc,
+                                        const v1::TenantRequest* req,
+                                        v1::TenantMutation* resp) override {
     return command(sc, req, resp, domain::CommandKind::pause, "PauseTenant");
   }
-  grpc::Status ResumeTenant(grpc::ServerContext* sc, const v1::TenantRequest* req,
-                            v1::TenantMutation* resp) override {
+  grpc::ServerUnaryReactor* ResumeTenant(grpc::CallbackServerContext* sc,
+                                         const v1::TenantRequest* req,
+                                         v1::TenantMutation* resp) override {
     return command(sc, req, resp, domain::CommandKind::resume, "ResumeTenant");
   }
-  grpc::Status DeleteTenant(grpc::ServerContext* sc, const v1::TenantRequest* req,
-                            v1::TenantMutation* resp) override {
+  grpc::ServerUnaryReactor* DeleteTenant(grpc::CallbackServerContext* sc,
+                                         const v1::TenantRequest* req,
+                                         v1::TenantMutation* resp) override {
     return command(sc, req, resp, domain::CommandKind::remove, "DeleteTenant");
   }
 
@@ -358,22 +374,34 @@ class TenantServiceImpl final : public v1::TenantService::Service {
   }
 
  private:
-  grpc::Status command(grpc::ServerContext* sc, const v1::TenantRequest* req,
-                       v1::TenantMutation* resp, domain::CommandKind kind, const char* method) {
+  static grpc::ServerUnaryReactor* finish(grpc::ServerUnaryReactor* reactor, CallScope& call,
+                                          grpc::Status st) {
+    reactor->Finish(call.done(std::move(st)));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* command(grpc::CallbackServerContext* sc, const v1::TenantRequest* req,
+                                    v1::TenantMutation* resp, domain::CommandKind kind,
+                                    const char* method) {
+    auto* reactor = sc->DefaultReactor();
     CallScope call(ctx_, method);
     auto p = authenticate(ctx_, sc);
-    if (!p) return call.done(to_grpc(p.error()));
+    if (!p) return finish(reactor, call, to_grpc(p.error()));
     auto ref = ids::parse_tenant_ref(req->ref());
-    if (!ref) return call.done(to_grpc(ref.error()));
-    if (auto st = validate_request_id(req->request_id()); !st.ok()) return call.done(st);
+    if (!ref) return finish(reactor, call, to_grpc(ref.error()));
+    if (auto st = validate_request_id(req->request_id()); !st.ok()) return finish(reactor, call, st);
     domain::TenantCommand cmd;
     cmd.kind = kind;
     CommandContext cc{*p, req->request_id(), correlation_id(sc)};
-    auto m = ctx_.commands.execute(ref->str(), cmd, cc);
-    if (m)
-      log()->info("tenant command {} ref={} seq={} corr={}", domain::to_string(kind), ref->str(),
-                  m->sequence, cc.correlation_id);
-    return call.done(mutation_reply(ctx_, std::move(m), resp));
+    ctx_.commands.execute_async(
+        ref->str(), cmd, cc,
+        [this, reactor, call, resp, kind, r = ref->str(), corr = cc.correlation_id](Result<Mutation> m) mutable {
+          if (m)
+            log()->info("tenant command {} ref={} seq={} corr={}", domain::to_string(kind), r,
+                        m->sequence, corr);
+          finish(reactor, call, mutation_reply(ctx_, std::move(m), resp));
+        });
+    return reactor;
   }
 
   ApiContext& ctx_;

@@ -1,6 +1,8 @@
 #include "tenant_commands.hpp"
 
 #include "supaplane/core/ids.hpp"
+#include <future>
+
 #include "supaplane/projection/history.hpp"
 
 namespace supaplane::api {
@@ -56,9 +58,11 @@ TenantCommands::TenantCommands(event_store::EventStore& store,
                                projection::RedisPool& redis, StateCache& cache, const Clock& clock)
     : store_(store), projection_(projection), redis_(redis), cache_(cache), clock_(clock) {}
 
-std::string TenantCommands::msg_id(const CommandContext& ctx) const {
-  // Scoped by account: two customers may pick the same request id.
-  return ctx.request_id.empty() ? std::string() : ctx.principal.account_id + ":" + ctx.request_id;
+std::string command_msg_id(const CommandContext& ctx, const std::string& ref,
+                           domain::CommandKind kind) {
+  if (ctx.request_id.empty()) return {};
+  return ctx.principal.account_id + ":" + ref + ":" + domain::to_string(kind) + ":" +
+         ctx.request_id;
 }
 
 v1::Actor TenantCommands::actor(const CommandContext& ctx) const {
@@ -88,8 +92,29 @@ Result<v1::TenantState> TenantCommands::load_hint(const std::string& ref) {
   return load_from_stream(ref);
 }
 
+namespace {
+template <typename F>
+Result<Mutation> wait_for_result(F&& start) {
+  std::promise<Result<Mutation>> p;
+  auto f = p.get_future();
+  start([&p](Result<Mutation> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+}  // namespace
+
 Result<Mutation> TenantCommands::create(const std::string& name, v1::Plan plan,
                                         const CommandContext& ctx) {
+  return wait_for_result([&](MutationCallback cb) { create_async(name, plan, ctx, std::move(cb)); });
+}
+
+Result<Mutation> TenantCommands::execute(const std::string& ref, const domain::TenantCommand& cmd,
+                                         const CommandContext& ctx) {
+  return wait_for_result(
+      [&](MutationCallback cb) { execute_async(ref, cmd, ctx, std::move(cb)); });
+}
+
+void TenantCommands::create_async(const std::string& name, v1::Plan plan,
+                                  const CommandContext& ctx, MutationCallback done) {
   const TenantRef ref = ctx.request_id.empty()
                             ? ids::random_tenant_ref()
                             : ids::tenant_ref_for(ctx.principal.account_id, ctx.request_id);
@@ -99,67 +124,108 @@ Result<Mutation> TenantCommands::create(const std::string& name, v1::Plan plan,
   cmd.plan = plan;
   cmd.owner_account_id = ctx.principal.account_id;
   auto events = domain::decide(v1::TenantState{}, cmd);
-  if (!events) return events.error();
+  if (!events) return done(events.error());
   const std::int64_t now = clock_.now_unix_ms();
-  auto out = make_tenant_event(ref.str(), events->front(), actor(ctx), msg_id(ctx),
+  const v1::TenantEvent ev = events->front();
+  auto out = make_tenant_event(ref.str(), ev, actor(ctx),
+                               command_msg_id(ctx, "new", domain::CommandKind::create),
                                event_store::Expected::no_message(), ctx.correlation_id,
                                ctx.request_id, now);
-  auto appended = store_.append(out);
-  if (appended && !appended->duplicate) {
-    v1::TenantState s = domain::fold({}, events->front(), {ref.str(), appended->sequence.value(), now});
-    cache_.put_if_newer(s);
-    return Mutation{std::move(s), appended->sequence.value()};
-  }
-  if (!appended && appended.error().code != errc::conflict) return appended.error();
-  // Duplicate or the subject is taken: the same request already created it
-  // (the ref is derived from account + request id). Answer as the first time.
-  auto s = load_from_stream(ref.str());
-  if (!s) return s.error();
-  if (!domain::exists(*s) || s->owner_account_id() != ctx.principal.account_id)
-    return make_error(errc::already_exists, "tenant ref is taken; use another request_id",
-                      "request_id");
-  const std::uint64_t seq = s->created_sequence();
-  return Mutation{std::move(*s), seq};
+  const std::string account = ctx.principal.account_id;
+  store_.append_async(out, [this, ref, ev, now, account, done = std::move(done)](
+                               Result<event_store::AppendResult> appended) mutable {
+    if (appended && !appended->duplicate) {
+      v1::TenantState s = domain::fold({}, ev, {ref.str(), appended->sequence.value(), now});
+      cache_.put_if_newer(s);
+      const std::uint64_t seq = appended->sequence.value();
+      return done(Mutation{std::move(s), seq});
+    }
+    if (!appended && appended.error().code != errc::conflict) return done(appended.error());
+    // Duplicate, or the subject is taken: the same request already created it
+    // (the ref is derived from account + request id). Answer as the first time.
+    slow_path_.post([this, ref, account, done = std::move(done)]() mutable {
+      auto s = load_from_stream(ref.str());
+      if (!s) return done(s.error());
+      if (!domain::exists(*s) || s->owner_account_id() != account)
+        return done(make_error(errc::already_exists, "tenant ref is taken; use another request_id",
+                               "request_id"));
+      const std::uint64_t seq = s->created_sequence();
+      done(Mutation{std::move(*s), seq});
+    });
+  });
 }
 
-Result<Mutation> TenantCommands::execute(const std::string& ref, const domain::TenantCommand& cmd,
-                                         const CommandContext& ctx) {
+struct TenantCommands::Op {
+  std::string ref;
+  domain::TenantCommand cmd;
+  CommandContext ctx;
+  MutationCallback done;
+  int attempts{0};
+};
+
+void TenantCommands::execute_async(const std::string& ref, const domain::TenantCommand& cmd,
+                                   const CommandContext& ctx, MutationCallback done) {
   if (cmd.kind == domain::CommandKind::create)
-    return make_error(errc::internal, "create goes through TenantCommands::create");
-  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    auto state = attempt == 0 ? load_hint(ref) : load_from_stream(ref);
-    if (!state) return state.error();
-    if (!domain::exists(*state) ||
-        (!ctx.principal.is_admin() && state->owner_account_id() != ctx.principal.account_id))
-      return make_error(errc::not_found, "tenant not found");
-    auto events = domain::decide(*state, cmd);
-    if (!events) return events.error();
-    if (events->empty()) {
-      // Already the desired state: accepted, nothing appended.
-      const std::uint64_t v = state->version();
-      return Mutation{std::move(*state), v};
-    }
-    const std::int64_t now = clock_.now_unix_ms();
-    auto out = make_tenant_event(ref, events->front(), actor(ctx), msg_id(ctx),
-                                 event_store::Expected::at(state->version()), ctx.correlation_id,
-                                 ctx.request_id, now);
-    auto appended = store_.append(out);
-    if (appended) {
-      if (appended->duplicate) {
-        // The same request was appended before: answer with its sequence.
-        auto current = load_from_stream(ref);
-        if (!current) return current.error();
-        return Mutation{std::move(*current), appended->sequence.value()};
-      }
-      v1::TenantState next =
-          domain::fold(std::move(*state), events->front(), {ref, appended->sequence.value(), now});
-      cache_.put_if_newer(next);
-      return Mutation{std::move(next), appended->sequence.value()};
-    }
-    if (appended.error().code != errc::conflict) return appended.error();
-    // Someone else appended first: re-read the log and decide again.
+    return done(make_error(errc::internal, "create goes through TenantCommands::create"));
+  auto op = std::make_shared<Op>(Op{ref, cmd, ctx, std::move(done), 0});
+  auto state = load_hint(ref);
+  if (!state) return op->done(state.error());
+  attempt(std::move(op), std::move(*state), /*authoritative=*/false);
+}
+
+void TenantCommands::retry_from_stream(std::shared_ptr<Op> op) {
+  slow_path_.post([this, op = std::move(op)]() mutable {
+    auto s = load_from_stream(op->ref);
+    if (!s) return op->done(s.error());
+    attempt(std::move(op), std::move(*s), /*authoritative=*/true);
+  });
+}
+
+void TenantCommands::attempt(std::shared_ptr<Op> op, v1::TenantState state, bool authoritative) {
+  const auto& ctx = op->ctx;
+  if (!domain::exists(state) ||
+      (!ctx.principal.is_admin() && state.owner_account_id() != ctx.principal.account_id))
+    return op->done(make_error(errc::not_found, "tenant not found"));
+  auto events = domain::decide(state, op->cmd);
+  const bool refusal = !events && events.error().code == errc::failed_precondition;
+  if ((refusal || (events && events->empty())) && !authoritative) {
+    // A hint may lag the log: confirm a no-op or a refusal against the stream.
+    return retry_from_stream(std::move(op));
   }
-  return make_error(errc::unavailable, "too much contention on this tenant; retry");
+  if (!events) return op->done(events.error());
+  if (events->empty()) {
+    const std::uint64_t v = state.version();
+    return op->done(Mutation{std::move(state), v});  // already the desired state
+  }
+  const std::int64_t now = clock_.now_unix_ms();
+  const v1::TenantEvent ev = events->front();
+  auto out = make_tenant_event(op->ref, ev, actor(ctx), command_msg_id(ctx, op->ref, op->cmd.kind),
+                               event_store::Expected::at(state.version()), ctx.correlation_id,
+                               ctx.request_id, now);
+  store_.append_async(out, [this, op, ev, now, state = std::move(state)](
+                               Result<event_store::AppendResult> appended) mutable {
+    if (appended && !appended->duplicate) {
+      v1::TenantState next =
+          domain::fold(std::move(state), ev, {op->ref, appended->sequence.value(), now});
+      cache_.put_if_newer(next);
+      const std::uint64_t seq = appended->sequence.value();
+      return op->done(Mutation{std::move(next), seq});
+    }
+    if (appended) {
+      // The same request was appended before: answer with its sequence.
+      const std::uint64_t seq = appended->sequence.value();
+      return slow_path_.post([this, op, seq] {
+        auto current = load_from_stream(op->ref);
+        if (!current) return op->done(current.error());
+        op->done(Mutation{std::move(*current), seq});
+      });
+    }
+    if (appended.error().code != errc::conflict) return op->done(appended.error());
+    // Someone else appended first: re-read the log and decide again.
+    if (++op->attempts >= kMaxAttempts)
+      return op->done(make_error(errc::unavailable, "too much contention on this tenant; retry"));
+    retry_from_stream(op);
+  });
 }
 
 }  // namespace supaplane::api

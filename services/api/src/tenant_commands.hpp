@@ -7,6 +7,7 @@
 #include "supaplane/auth/token.hpp"
 #include "supaplane/core/result.hpp"
 #include "supaplane/core/time.hpp"
+#include "supaplane/core/work_queue.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
@@ -49,17 +50,25 @@ event_store::OutgoingEvent make_tenant_event(const std::string& ref, const v1::T
                                              std::int64_t now_unix_ms,
                                              v1::EventEnvelope* envelope_out = nullptr);
 
+using MutationCallback = std::function<void(Result<Mutation>)>;
+
 /// The write side of tenants: decide against the latest state and append
 /// with the expected subject sequence; on conflict re-read from the stream
-/// and decide again. Thread-safe.
+/// and decide again. The *_async forms never block on the append (it is
+/// pipelined on the NATS connection); `done` runs on the ack thread or on
+/// the internal work queue. Thread-safe.
 class TenantCommands {
  public:
   TenantCommands(event_store::EventStore& store, projection::TenantProjection& projection,
                  projection::RedisPool& redis, StateCache& cache, const Clock& clock);
 
-  Result<Mutation> create(const std::string& name, v1::Plan plan, const CommandContext& ctx);
+  void create_async(const std::string& name, v1::Plan plan, const CommandContext& ctx,
+                    MutationCallback done);
   /// Any command but create on `ref`. Customers only reach their own tenants
   /// (another's answers not_found).
+  void execute_async(const std::string& ref, const domain::TenantCommand& cmd,
+                     const CommandContext& ctx, MutationCallback done);
+  Result<Mutation> create(const std::string& name, v1::Plan plan, const CommandContext& ctx);
   Result<Mutation> execute(const std::string& ref, const domain::TenantCommand& cmd,
                            const CommandContext& ctx);
   /// The authoritative state, folded from the tenant's subject.
@@ -68,8 +77,10 @@ class TenantCommands {
   static constexpr int kMaxAttempts = 16;
 
  private:
+  struct Op;
+  void attempt(std::shared_ptr<Op> op, v1::TenantState state, bool authoritative);
+  void retry_from_stream(std::shared_ptr<Op> op);
   Result<v1::TenantState> load_hint(const std::string& ref);
-  std::string msg_id(const CommandContext& ctx) const;
   v1::Actor actor(const CommandContext& ctx) const;
 
   event_store::EventStore& store_;
@@ -77,6 +88,12 @@ class TenantCommands {
   projection::RedisPool& redis_;
   StateCache& cache_;
   const Clock& clock_;
+  WorkQueue slow_path_{4};  // stream re-reads after conflicts / duplicates
 };
+
+/// Nats-Msg-Id of a command: scoped by account, tenant and command, so one
+/// request id reused for another tenant or command is not taken for a retry.
+std::string command_msg_id(const CommandContext& ctx, const std::string& ref,
+                           domain::CommandKind kind);
 
 }  // namespace supaplane::api

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "supaplane/core/result.hpp"
@@ -73,6 +75,10 @@ struct StoredMessage {
   std::uint64_t pending{0};    ///< messages left after this one (consumers only)
 };
 
+/// Completion of an asynchronous append; runs on the client's ack thread:
+/// keep it short and never block in it.
+using AppendCallback = std::function<void(Result<AppendResult>)>;
+
 /// Returns false to stop a replay early.
 using ReplayHandler = std::function<bool(const StoredMessage&)>;
 
@@ -94,6 +100,10 @@ class EventStore {
   Status ensure_stream();
 
   Result<AppendResult> append(const OutgoingEvent& ev);
+  /// The same append without blocking the caller: many appends in flight
+  /// share the connection's writes. `done` is called exactly once (inline
+  /// when the message cannot even be queued).
+  void append_async(const OutgoingEvent& ev, AppendCallback done);
   /// Every message on `subject`, in order.
   Result<std::vector<StoredMessage>> read_subject(const std::string& subject);
   /// Messages matching `filter` from `from_sequence` (1 = the beginning) up to
@@ -111,6 +121,10 @@ class EventStore {
 
  private:
   EventStore() = default;
+  static void on_async_ack(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
+  natsMsg* build_message(const OutgoingEvent& ev, jsPubOptions* po, natsStatus* status);
+  std::mutex pending_mu_;
+  std::unordered_map<natsMsg*, AppendCallback> pending_;  ///< async appends awaiting their ack
   natsConnection* conn_{nullptr};
   jsCtx* js_{nullptr};
   StreamSettings stream_;
