@@ -580,6 +580,44 @@ TEST_F(ApiTest, MalformedMessagesAreTerminatedCountedAndServingGoesOn) {
   EXPECT_EQ(http.Get("/readyz")->status, 200);
 }
 
+TEST_F(ApiTest, UndecodableMessageOnATenantKeepsItsVersionInStep) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "shop", &m).ok());
+  const std::string ref = m.tenant().ref();
+  event_store::ConnectOptions o;
+  o.url = nats_.url();
+  auto es = event_store::EventStore::connect(o).value();
+  event_store::OutgoingEvent junk;
+  junk.subject = "platform.tenant." + ref;
+  junk.body = "\xff\xff garbage";
+  auto seq = es->append(junk).value().sequence.value();
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, ref, &t, seq).ok());
+  EXPECT_EQ(t.version(), seq);  // the next command expects the right sequence
+  EXPECT_EQ(t.phase(), v1::PHASE_PROVISIONING);
+  ASSERT_TRUE(op(alice, Op::pause, ref, &m).ok());
+  EXPECT_EQ(m.tenant().phase(), v1::PHASE_PAUSING);
+}
+
+TEST_F(ApiTest, LostRedisDataIsRebuiltFromTheLog) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "before", &m).ok());
+  const std::string before = m.tenant().ref();
+  wait_applied(m.sequence());
+  {
+    projection::RedisConnection c(projection::parse_redis_url(redis_.url()).value(), {});
+    ASSERT_TRUE(c.command({"FLUSHALL"}).ok());
+  }
+  ASSERT_TRUE(create(alice, "after", &m).ok());
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, m.tenant().ref(), &t, m.sequence()).ok());
+  ASSERT_TRUE(get(alice, before, &t).ok()) << "older tenant lost with Redis";
+  EXPECT_EQ(t.name(), "before");
+  EXPECT_EQ(app_->projector().counters().recoveries.load(), 1u);
+}
+
 TEST_F(ApiTest, NatsRestartMidRunLosesNoAcknowledgedCommand) {
   const std::string alice = signup("alice@example.com");
   std::atomic<bool> stop{false};

@@ -16,17 +16,16 @@ std::shared_ptr<spdlog::logger> log() {
   return l;
 }
 
-domain::EventMeta meta_of(const DecodedEvent& d) {
-  return {d.ref, d.sequence, d.envelope.occurred_at_unix_ms()};
-}
 }  // namespace
 
 TenantProjector::TenantProjector(TenantProjection& projection, RedisAddress redis,
-                                 SequenceWaiter& waiter, ProjectorObserver& observer)
+                                 SequenceWaiter& waiter, ProjectorObserver& observer,
+                                 event_store::EventStore* store)
     : projection_(projection),
       redis_(std::move(redis), projection.scripts().all()),
       waiter_(waiter),
-      observer_(observer) {}
+      observer_(observer),
+      store_(store) {}
 
 void TenantProjector::handle(std::vector<event_store::InboundMessage>& batch) {
   std::vector<DecodedEvent> decoded;
@@ -46,6 +45,21 @@ void TenantProjector::handle(std::vector<event_store::InboundMessage>& batch) {
       failures = 0;
       continue;
     }
+    if (r.error().code == errc::not_found && store_) {
+      // The live generation is gone (Redis lost its data): rebuild it from
+      // the log, then go on; this batch is then already applied.
+      log()->warn("projection missing in Redis; rebuilding it from the event log");
+      const std::string gen = "g" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                       std::chrono::system_clock::now().time_since_epoch())
+                                                       .count());
+      auto rb = rebuild_tenants(*store_, redis_, projection_, gen, true);
+      if (rb) {
+        counters_.recoveries++;
+        log()->info("projection rebuilt into {}: {} events", gen, rb->events);
+        continue;
+      }
+      log()->error("projection rebuild failed: {}", rb.error().message);
+    }
     // Redis is down: order matters, so wait here instead of nak'ing.
     counters_.redis_errors++;
     observer_.on_redis_error(r.error());
@@ -63,7 +77,7 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
   std::unordered_map<std::string, std::size_t> index;
   for (std::size_t i = from; i < batch.size(); ++i) {
     const auto& d = decoded[i];
-    if (d.kind == DecodedEvent::Kind::tenant && !index.count(d.ref)) {
+    if (!d.ref.empty() && !index.count(d.ref)) {
       index.emplace(d.ref, refs.size());
       refs.push_back(d.ref);
     }
@@ -77,15 +91,17 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
     const auto& d = decoded[i];
     TenantWrite w;
     w.sequence = d.sequence;
-    if (d.kind == DecodedEvent::Kind::tenant) {
+    if (!d.ref.empty()) {
       auto& cur = states->states[index.at(d.ref)];
-      if (d.sequence > cur.version()) {
-        w.old_phase = cur.phase();
-        cur = domain::fold(std::move(cur), d.envelope.tenant(), meta_of(d));
+      const auto old_phase = cur.phase();
+      if (advance_tenant(d, cur)) {
+        w.old_phase = old_phase;
         written.push_back(cur);
         w.state = &written.back();
-        applied_state[i] = w.state;
-        types[i] = domain::event_type(d.envelope.tenant());
+        if (d.kind == DecodedEvent::Kind::tenant) {
+          applied_state[i] = w.state;
+          types[i] = domain::event_type(d.envelope.tenant());
+        }
       }
     }
     projection_.queue_apply(redis_, states->gen, w, /*check_pointer=*/true);
@@ -162,11 +178,13 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
       const DecodedEvent d = decode(m);
       TenantWrite w;
       w.sequence = d.sequence;
-      if (d.kind == DecodedEvent::Kind::tenant) {
+      if (!d.ref.empty()) {
         auto& cur = states[d.ref];
-        w.old_phase = cur.phase();
-        cur = domain::fold(std::move(cur), d.envelope.tenant(), meta_of(d));
-        w.state = &cur;
+        const auto old_phase = cur.phase();
+        if (advance_tenant(d, cur)) {
+          w.old_phase = old_phase;
+          w.state = &cur;
+        }
       }
       projection.queue_apply(redis, gen, w, /*check_pointer=*/false);
       ++res.events;

@@ -40,6 +40,19 @@ RedisConnection::~RedisConnection() {
   if (ctx_) redisFree(ctx_);
 }
 
+Error RedisConnection::reply_error(const redisReply* r) {
+  const std::string text(r->str, r->len);
+  if (text.rfind("NOSCRIPT", 0) == 0) {
+    // The server lost our scripts (SCRIPT FLUSH): reconnect, which reloads
+    // them, and let the caller retry. Replies still queued are lost with the
+    // connection; pipelining callers re-send their batch.
+    redisFree(ctx_);
+    ctx_ = nullptr;
+    return make_error(errc::unavailable, "redis lost its scripts; reloading");
+  }
+  return make_error(errc::internal, "redis: " + text);
+}
+
 Error RedisConnection::drop(const std::string& what) {
   std::string msg = "redis " + what;
   if (ctx_ && ctx_->err) msg += ": " + std::string(ctx_->errstr);
@@ -101,8 +114,7 @@ Result<Reply> RedisConnection::command(const std::vector<std::string>& argv) {
   Reply r(static_cast<redisReply*>(
       redisCommandArgv(ctx_, static_cast<int>(argv.size()), p.data(), lens.data())));
   if (!r) return drop(argv.empty() ? "command" : argv[0]);
-  if (r->type == REDIS_REPLY_ERROR)
-    return make_error(errc::internal, "redis " + argv[0] + ": " + std::string(r->str, r->len));
+  if (r->type == REDIS_REPLY_ERROR) return reply_error(r.get());
   return r;
 }
 
@@ -118,8 +130,7 @@ Result<Reply> RedisConnection::get_reply() {
   void* raw = nullptr;
   if (redisGetReply(ctx_, &raw) != REDIS_OK || !raw) return drop("pipeline");
   Reply r(static_cast<redisReply*>(raw));
-  if (r->type == REDIS_REPLY_ERROR)
-    return make_error(errc::internal, "redis: " + std::string(r->str, r->len));
+  if (r->type == REDIS_REPLY_ERROR) return reply_error(r.get());
   return r;
 }
 

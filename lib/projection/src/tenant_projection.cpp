@@ -93,29 +93,46 @@ TenantScripts::TenantScripts() : apply{kApply, {}}, read{kRead, {}}, list{kList,
 DecodedEvent decode(const event_store::StoredMessage& m) {
   DecodedEvent d;
   d.sequence = m.sequence;
+  constexpr std::string_view prefix = "platform.tenant.";
+  const bool tenant_subject = m.subject.compare(0, prefix.size(), prefix) == 0;
+  if (tenant_subject) {
+    const std::string ref = m.subject.substr(prefix.size());
+    if (TenantRef::valid(ref)) d.ref = ref;
+  }
   if (!d.envelope.ParseFromString(m.data)) {
     d.kind = DecodedEvent::Kind::malformed;
     return d;
   }
-  constexpr std::string_view prefix = "platform.tenant.";
-  if (m.subject.compare(0, prefix.size(), prefix) == 0) {
-    d.ref = m.subject.substr(prefix.size());
-    if (!TenantRef::valid(d.ref) || d.envelope.payload_case() != v1::EventEnvelope::kTenant) {
-      d.kind = d.envelope.payload_case() == v1::EventEnvelope::PAYLOAD_NOT_SET &&
-                       TenantRef::valid(d.ref)
-                   ? DecodedEvent::Kind::unknown
-                   : DecodedEvent::Kind::malformed;
-      return d;
+  const auto payload = d.envelope.payload_case();
+  if (tenant_subject) {
+    if (d.ref.empty() || (payload != v1::EventEnvelope::kTenant &&
+                          payload != v1::EventEnvelope::PAYLOAD_NOT_SET)) {
+      d.kind = DecodedEvent::Kind::malformed;  // wrong subject or wrong payload for it
+    } else if (payload == v1::EventEnvelope::PAYLOAD_NOT_SET ||
+               d.envelope.tenant().kind_case() == v1::TenantEvent::KIND_NOT_SET) {
+      d.kind = DecodedEvent::Kind::unknown;
+    } else {
+      d.kind = DecodedEvent::Kind::tenant;
     }
-    d.kind = d.envelope.tenant().kind_case() == v1::TenantEvent::KIND_NOT_SET
-                 ? DecodedEvent::Kind::unknown
-                 : DecodedEvent::Kind::tenant;
     return d;
   }
-  d.kind = d.envelope.payload_case() == v1::EventEnvelope::PAYLOAD_NOT_SET
-               ? DecodedEvent::Kind::unknown
-               : DecodedEvent::Kind::other;
+  d.kind = payload == v1::EventEnvelope::PAYLOAD_NOT_SET ? DecodedEvent::Kind::unknown
+                                                           : DecodedEvent::Kind::other;
   return d;
+}
+
+bool advance_tenant(const DecodedEvent& d, v1::TenantState& cur) {
+  if (d.ref.empty() || d.sequence <= cur.version()) return false;
+  if (d.kind == DecodedEvent::Kind::tenant) {
+    cur = domain::fold(std::move(cur), d.envelope.tenant(),
+                       {d.ref, d.sequence, d.envelope.occurred_at_unix_ms()});
+    return true;
+  }
+  // A message this build cannot apply still moves the subject's sequence:
+  // keep `version` equal to it, so the next command's expected sequence holds.
+  if (!domain::exists(cur)) return false;
+  cur.set_version(d.sequence);
+  return true;
 }
 
 Result<std::string> TenantProjection::init(RedisConnection& c) {
@@ -146,11 +163,11 @@ Result<TenantProjection::States> TenantProjection::read(RedisConnection& c,
   auto r = c.command(RedisConnection::evalsha(scripts_.read, std::move(args)));
   if (!r) return r.error();
   const redisReply* rep = r->get();
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != refs.size() + 1)
-    return corrupt("unexpected read reply");
-  States out;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0) return corrupt("unexpected read reply");
   if (rep->element[0]->type != REDIS_REPLY_STRING)
-    return make_error(errc::unavailable, "projection not initialised");
+    return make_error(errc::not_found, "projection not initialised (no live generation)");
+  if (rep->elements != refs.size() + 1) return corrupt("unexpected read reply");
+  States out;
   out.gen = str(rep->element[0]);
   out.states.resize(refs.size());
   for (std::size_t i = 0; i < refs.size(); ++i) {
@@ -164,6 +181,8 @@ Result<TenantProjection::States> TenantProjection::read(RedisConnection& c,
 Result<std::optional<v1::TenantState>> TenantProjection::get(RedisConnection& c,
                                                               const std::string& ref) {
   auto r = read(c, {ref});
+  if (!r && r.error().code == errc::not_found)  // no live generation: being rebuilt
+    return make_error(errc::unavailable, "tenant projection is being rebuilt; retry");
   if (!r) return r.error();
   if (!domain::exists(r->states[0])) return std::optional<v1::TenantState>{};
   return std::optional<v1::TenantState>(std::move(r->states[0]));
@@ -189,6 +208,8 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
   const redisReply* rep = r->get();
   ListPage page;
   if (rep->type != REDIS_REPLY_ARRAY) return corrupt("unexpected list reply");
+  if (rep->elements == 0)
+    return make_error(errc::unavailable, "tenant projection is being rebuilt; retry");
   std::uint64_t last = 0;
   for (std::size_t i = 1; i + 1 < rep->elements; i += 2) {
     last = std::stoull(str(rep->element[i]));

@@ -30,7 +30,17 @@ std::string normalize_email(std::string email) {
   return email;
 }
 
-AccountStore::AccountStore(std::string dsn) : dsn_(std::move(dsn)) {}
+namespace {
+// libpq waits forever for an unreachable host by default; bound it.
+std::string with_connect_timeout(std::string dsn) {
+  if (dsn.find("connect_timeout") != std::string::npos) return dsn;
+  if (dsn.rfind("postgres://", 0) == 0 || dsn.rfind("postgresql://", 0) == 0)
+    return dsn + (dsn.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=3";
+  return dsn + " connect_timeout=3";
+}
+}  // namespace
+
+AccountStore::AccountStore(std::string dsn) : dsn_(with_connect_timeout(std::move(dsn))) {}
 AccountStore::~AccountStore() = default;
 
 template <typename F>

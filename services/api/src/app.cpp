@@ -161,7 +161,8 @@ Status ApiApp::start() {
   ctx_ = std::make_unique<ApiContext>(ApiContext{opts_, *store_, projection_, *redis_, waiter_,
                                                  *commands_, *accounts_, *tokens_, hub_,
                                                  *metrics_, clock_, stopping_});
-  projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_, *this);
+  projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
+                                                             *this, store_.get());
   event_store::ConsumerOptions cons;
   cons.durable = opts_.durable;
   runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *projector_);
@@ -290,6 +291,7 @@ std::string ApiApp::readiness() {
     if (!r) return "redis: " + r.error().message;
   }
   if (!accounts_ready_) return "accounts database not ready";
+  if (auto st = accounts_->ping(); !st) return "accounts database: " + st.error().message;
   if (!runner_ || !runner_->subscribed()) return "projector not subscribed";
   return {};
 }

@@ -28,14 +28,17 @@ struct ProjectorCounters {
   std::atomic<std::uint64_t> unknown{0};    ///< event kinds this build does not know
   std::atomic<std::uint64_t> malformed{0};  ///< undecodable: terminated
   std::atomic<std::uint64_t> redis_errors{0};
+  std::atomic<std::uint64_t> recoveries{0};  ///< rebuilds after the projection vanished
 };
 
 /// The live projector of the tenants read model: the BatchHandler of the
 /// api's durable consumer. One instance per consumer thread.
 class TenantProjector final : public event_store::BatchHandler {
  public:
+  /// With `store`, a projection found missing in Redis (data lost, FLUSHALL)
+  /// is rebuilt from the log before the projector goes on.
   TenantProjector(TenantProjection& projection, RedisAddress redis, SequenceWaiter& waiter,
-                  ProjectorObserver& observer);
+                  ProjectorObserver& observer, event_store::EventStore* store = nullptr);
   void handle(std::vector<event_store::InboundMessage>& batch) override;
   /// Asks a blocked handle() (waiting for Redis) to give up: the rest of the
   /// batch is released for redelivery.
@@ -51,6 +54,7 @@ class TenantProjector final : public event_store::BatchHandler {
   RedisConnection redis_;
   SequenceWaiter& waiter_;
   ProjectorObserver& observer_;
+  event_store::EventStore* store_;
   ProjectorCounters counters_;
   std::atomic<bool> stop_{false};
 };

@@ -49,6 +49,7 @@ class RedisConnection {
 
  private:
   Error drop(const std::string& what);
+  Error reply_error(const redisReply* r);
   RedisAddress addr_;
   std::vector<Script*> scripts_;
   redisContext* ctx_{nullptr};

@@ -36,8 +36,14 @@ struct DecodedEvent {
   std::string ref;  ///< tenant events: from the subject
   v1::EventEnvelope envelope;
 };
-/// Decodes a stored message. Never throws.
+/// Decodes a stored message. Never throws. `ref` is set for any message on a
+/// well-formed tenant subject, even when its body cannot be decoded.
 DecodedEvent decode(const event_store::StoredMessage& m);
+
+/// Applies `d` to the tenant's current state `cur` (in place). Returns true
+/// when `cur` changed and must be written. Shared by the live projector and
+/// the rebuild so that both produce the same keys.
+bool advance_tenant(const DecodedEvent& d, v1::TenantState& cur);
 
 /// One tenant write: state after the event, with its phase before and after.
 struct TenantWrite {
