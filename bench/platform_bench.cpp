@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "api_options.hpp"
 #include "app.hpp"
 #include "servers.hpp"
 #include "supaplane/core/ids.hpp"
@@ -110,14 +111,7 @@ int main(int argc, char** argv) {
   auto& pg = testenv::shared_postgres();
   const std::string db = pg.create_database("bench");
 
-  api::ApiOptions o;
-  o.nats_url = nats.url();
-  o.redis_url = redis.url();
-  o.database_url = db;
-  o.grpc_addr = "127.0.0.1:0";
-  o.metrics_addr = "127.0.0.1:0";
-  o.jwt_secret = std::string(40, 'b');
-  api::ApiApp app(o);
+  api::ApiApp app(testenv::api_options(nats, redis, db, std::string(40, 'b')));
   if (auto st = app.start(); !st) {
     std::fprintf(stderr, "api: %s\n", st.error().message.c_str());
     return 1;

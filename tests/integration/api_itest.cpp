@@ -1,5 +1,6 @@
 // supaplane-api end to end over gRPC, against real nats-server, redis-server
 // and PostgreSQL started by the harness.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -11,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "api_options.hpp"
 #include "app.hpp"
 #include "servers.hpp"
 #include "supaplane/domain/tenant.hpp"
@@ -41,13 +43,7 @@ class ApiTest : public ::testing::Test {
   void TearDown() override { app_.reset(); }
 
   api::ApiOptions options() {
-    api::ApiOptions o;
-    o.nats_url = nats_.url();
-    o.redis_url = redis_.url();
-    o.database_url = db_;
-    o.grpc_addr = "127.0.0.1:0";
-    o.metrics_addr = "127.0.0.1:0";
-    o.jwt_secret = kSecret;
+    api::ApiOptions o = testenv::api_options(nats_, redis_, db_, kSecret);
     o.admin_email = kAdminEmail;
     o.admin_password = kAdminPassword;
     return o;
@@ -701,6 +697,45 @@ TEST_F(ApiTest, WatchStreamsOnlyTheCallersTenants) {
   }
 }
 
+TEST(ApiStart, RefusesABadAdminPassword) {
+  api::ApiOptions o;
+  o.jwt_secret = kSecret;
+  o.admin_email = "admin@example.com";
+  o.admin_password = "short";
+  api::ApiApp app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "admin_password");
+}
+
+TEST_F(ApiTest, StandardHealthServiceAnswersServing) {
+  grpc::GenericStub generic(channel_);
+  grpc::ClientContext c;
+  grpc::ByteBuffer request;  // HealthCheckRequest{service: ""} is empty
+  grpc::Slice empty("", 0);
+  request = grpc::ByteBuffer(&empty, 1);
+  grpc::ByteBuffer reply;
+  grpc::Status status;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  generic.UnaryCall(&c, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
+                    [&](grpc::Status s) {
+                      std::lock_guard lk(mu);
+                      status = s;
+                      done = true;
+                      cv.notify_one();
+                    });
+  std::unique_lock lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(10), [&] { return done; }));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(reply.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+}
+
 TEST(ApiStart, RefusesWithoutJwtSecret) {
   api::ApiOptions o;
   o.jwt_secret = "short";
@@ -722,14 +757,7 @@ TEST(ApiStart, StartsWithNatsDownAndBecomesReadyWhenItAppears) {
   redis.start();
   const std::string db = supaplane::testenv::shared_postgres().create_database(
       "api_nats_down_" + std::to_string(::getpid()));
-  supaplane::api::ApiOptions o;
-  o.nats_url = nats.url();
-  o.redis_url = redis.url();
-  o.database_url = db;
-  o.grpc_addr = "127.0.0.1:0";
-  o.metrics_addr = "127.0.0.1:0";
-  o.jwt_secret = kSecret;
-  supaplane::api::ApiApp app(o);
+  supaplane::api::ApiApp app(supaplane::testenv::api_options(nats, redis, db, kSecret));
   const auto t0 = Clock::now();
   ASSERT_TRUE(app.start().ok());
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(10));

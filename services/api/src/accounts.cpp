@@ -4,6 +4,7 @@
 
 #include "supaplane/core/ids.hpp"
 #include "supaplane/logging/logging.hpp"
+#include "supaplane/v1/events.pb.h"
 
 namespace supaplane::api {
 
@@ -39,6 +40,26 @@ std::string with_connect_timeout(std::string dsn) {
   return dsn + " connect_timeout=3";
 }
 }  // namespace
+
+Status append_account_created(event_store::EventStore& store, const AccountRow& account,
+                              const v1::Actor& actor, std::int64_t now_unix_ms) {
+  v1::EventEnvelope env;
+  env.set_event_id(ids::random_hex_id());
+  env.set_aggregate_id(account.id);
+  env.set_occurred_at_unix_ms(now_unix_ms);
+  *env.mutable_actor() = actor;
+  env.mutable_account()->mutable_created()->set_role(auth::to_string(account.role));
+  event_store::OutgoingEvent ev;
+  ev.subject = "platform.account." + account.id;
+  ev.expected = event_store::Expected::no_message();
+  ev.msg_id = "account:" + account.id;
+  ev.event_type = "account.created";
+  ev.schema = "supaplane.v1.AccountEvent";
+  ev.body = env.SerializeAsString();
+  auto r = store.append(ev);
+  if (!r) return r.error();
+  return Status::Ok();
+}
 
 AccountStore::AccountStore(std::string dsn) : dsn_(with_connect_timeout(std::move(dsn))) {}
 AccountStore::~AccountStore() = default;

@@ -7,6 +7,8 @@
 
 #include "supaplane/auth/token.hpp"
 #include "supaplane/core/result.hpp"
+#include "supaplane/event_store/event_store.hpp"
+#include "supaplane/v1/types.pb.h"
 
 #include <pqxx/pqxx>
 
@@ -47,6 +49,11 @@ class AccountStore {
   std::mutex mu_;
   std::unique_ptr<pqxx::connection> conn_;
 };
+
+/// Appends `account.created` for a new account (id and role only: the
+/// e-mail stays in PostgreSQL). Called inside the insert's transaction.
+Status append_account_created(event_store::EventStore& store, const AccountRow& account,
+                              const v1::Actor& actor, std::int64_t now_unix_ms);
 
 /// Lower-cases and trims an e-mail address.
 std::string normalize_email(std::string email);

@@ -127,6 +127,14 @@ Status ApiApp::start() {
   if (opts_.jwt_secret.size() < 32)
     return make_error(errc::invalid_argument,
                       "SUPAPLANE_JWT_SECRET must be set to at least 32 bytes", "jwt_secret");
+  if (!opts_.admin_email.empty() || !opts_.admin_password.empty()) {
+    if (auto st = auth::validate_email(normalize_email(opts_.admin_email)); !st)
+      return make_error(errc::invalid_argument, "SUPAPLANE_ADMIN_EMAIL is not a valid address",
+                        "admin_email");
+    if (auto st = auth::validate_password(opts_.admin_password); !st)
+      return make_error(errc::invalid_argument, "SUPAPLANE_ADMIN_PASSWORD must be 8..128 bytes",
+                        "admin_password");
+  }
   auto redis_addr = projection::parse_redis_url(opts_.redis_url);
   if (!redis_addr) return redis_addr.error();
   auto grpc_hp = config::parse_host_port(opts_.grpc_addr);
@@ -244,24 +252,11 @@ void ApiApp::bootstrap() {
       auto hash = auth::hash_password(opts_.admin_password);
       if (hash) {
         auto row = accounts_->ensure_admin(
-            normalize_email(opts_.admin_email), *hash, [&](const AccountRow& a) -> Status {
-              v1::EventEnvelope env;
-              env.set_event_id(ids::random_hex_id());
-              env.set_aggregate_id(a.id);
-              env.set_occurred_at_unix_ms(clock_.now_unix_ms());
-              env.mutable_actor()->set_kind(v1::ACTOR_KIND_SYSTEM);
-              env.mutable_actor()->set_id("api");
-              env.mutable_account()->mutable_created()->set_role("admin");
-              event_store::OutgoingEvent ev;
-              ev.subject = "platform.account." + a.id;
-              ev.expected = event_store::Expected::no_message();
-              ev.msg_id = "account:" + a.id;
-              ev.event_type = "account.created";
-              ev.schema = "supaplane.v1.AccountEvent";
-              ev.body = env.SerializeAsString();
-              auto r = store_->append(ev);
-              if (!r) return r.error();
-              return Status::Ok();
+            normalize_email(opts_.admin_email), *hash, [&](const AccountRow& a) {
+              v1::Actor actor;
+              actor.set_kind(v1::ACTOR_KIND_SYSTEM);
+              actor.set_id("api");
+              return append_account_created(*store_, a, actor, clock_.now_unix_ms());
             });
         if (row) {
           admin_done = true;

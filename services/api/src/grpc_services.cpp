@@ -209,23 +209,10 @@ class AccountServiceImpl final : public v1::AccountService::Service {
 
  private:
   Status append_account(const AccountRow& a) {
-    v1::EventEnvelope env;
-    env.set_event_id(ids::random_hex_id());
-    env.set_aggregate_id(a.id);
-    env.set_occurred_at_unix_ms(ctx_.clock.now_unix_ms());
-    env.mutable_actor()->set_kind(v1::ACTOR_KIND_ACCOUNT);
-    env.mutable_actor()->set_id(a.id);
-    env.mutable_account()->mutable_created()->set_role(auth::to_string(a.role));
-    event_store::OutgoingEvent ev;
-    ev.subject = "platform.account." + a.id;
-    ev.expected = event_store::Expected::no_message();
-    ev.msg_id = "account:" + a.id;
-    ev.event_type = "account.created";
-    ev.schema = "supaplane.v1.AccountEvent";
-    ev.body = env.SerializeAsString();
-    auto r = ctx_.store.append(ev);
-    if (!r) return r.error();
-    return Status::Ok();
+    v1::Actor actor;
+    actor.set_kind(v1::ACTOR_KIND_ACCOUNT);
+    actor.set_id(a.id);
+    return append_account_created(ctx_.store, a, actor, ctx_.clock.now_unix_ms());
   }
 
   grpc::Status session(const AccountRow& row, v1::SessionResponse* resp) {
