@@ -46,7 +46,8 @@ void BM_EncodeEnvelope(benchmark::State& st) {
   a.set_id("acct_aaaaaaaaaaaaaaaaaaaa");
   for (auto _ : st)
     benchmark::DoNotOptimize(api::make_tenant_event("abcdefghijklmnopqrst", e, a, "acct:req-1",
-                                                    event_store::Expected::at(7), "corr", "req-1", 1));
+                                                    event_store::Expected::at(7), "corr", "req-1",
+                                                    1));
 }
 BENCHMARK(BM_EncodeEnvelope);
 
@@ -54,7 +55,8 @@ void BM_DecodeStoredEvent(benchmark::State& st) {
   v1::TenantEvent e;
   e.mutable_pause_requested()->set_generation(2);
   v1::Actor a;
-  auto out = api::make_tenant_event("abcdefghijklmnopqrst", e, a, "", event_store::Expected::any(), "", "", 1);
+  auto out = api::make_tenant_event("abcdefghijklmnopqrst", e, a, "", event_store::Expected::any(),
+                                    "", "", 1);
   event_store::StoredMessage m;
   m.subject = out.subject;
   m.data = out.body;

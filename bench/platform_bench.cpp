@@ -34,7 +34,8 @@ struct Stats {
   double pct(double p) {
     if (lat_us.empty()) return 0;
     std::sort(lat_us.begin(), lat_us.end());
-    return lat_us[std::min(lat_us.size() - 1, static_cast<std::size_t>(p * static_cast<double>(lat_us.size())))];
+    return lat_us[std::min(lat_us.size() - 1,
+                           static_cast<std::size_t>(p * static_cast<double>(lat_us.size())))];
   }
 };
 
@@ -54,8 +55,10 @@ Stats run_concurrent(int threads, double seconds, F body) {
     ts.emplace_back([&, t] {
       for (std::size_t i = 0; !stop; ++i) {
         const auto s = SteadyClock::now();
-        if (body(t, i)) lat[static_cast<std::size_t>(t)].push_back(us_since(s));
-        else errors++;
+        if (body(t, i))
+          lat[static_cast<std::size_t>(t)].push_back(us_since(s));
+        else
+          errors++;
       }
     });
   }
@@ -188,7 +191,8 @@ int main(int argc, char** argv) {
   }
   std::vector<std::unique_ptr<v1::TenantService::Stub>> stubs;
   for (int i = 0; i < clients; ++i)
-    stubs.push_back(v1::TenantService::NewStub(channels[static_cast<std::size_t>(i) % channels.size()]));
+    stubs.push_back(
+        v1::TenantService::NewStub(channels[static_cast<std::size_t>(i) % channels.size()]));
   // The floor: an authenticated call that does no I/O (GetTenant of a
   // malformed ref answers INVALID_ARGUMENT after the token check).
   Stats floor = run_concurrent(clients, seconds / 2, [&](int t, std::size_t) {
@@ -220,14 +224,21 @@ int main(int argc, char** argv) {
   const double raw_p50 = raw.pct(0.50), raw_p99 = raw.pct(0.99);
   const double api_p50 = api.pct(0.50), api_p99 = api.pct(0.99);
   const double floor_p50 = floor.pct(0.50), floor_p99 = floor.pct(0.99);
-  std::printf("\n## (a) CreateTenant + PauseTenant over gRPC, %d concurrent clients, %.0f s each\n\n", clients, seconds);
+  std::printf(
+      "\n## (a) CreateTenant + PauseTenant over gRPC, %d concurrent clients, %.0f s each\n\n",
+      clients, seconds);
   std::printf("| path | ops/s | p50 µs | p99 µs | errors |\n|---|---:|---:|---:|---:|\n");
-  std::printf("| raw js_Publish (sync, %d threads) | %.0f | %.0f | %.0f | %zu |\n", clients, raw.rate(), raw_p50, raw_p99, raw.errors);
-  std::printf("| raw js_Publish + Msg-Id + expected seq | %.0f | %.0f | %.0f | %zu |\n", raw_occ.rate(), raw_occ.pct(0.5), raw_occ.pct(0.99), raw_occ.errors);
-  std::printf("| supaplane-api gRPC (Create/Pause) | %.0f | %.0f | %.0f | %zu |\n", api.rate(), api_p50, api_p99, api.errors);
-  std::printf("| gRPC floor (authenticated call, no I/O) | %.0f | %.0f | %.0f | %zu |\n", floor.rate(), floor_p50, floor_p99, floor.errors);
-  std::printf("\nthroughput ratio api/raw = %.2f (target >= 0.5); p99 ratio api/raw = %.2f (target <= 2)\n",
-              api.rate() / raw.rate(), api_p99 / raw_p99);
+  std::printf("| raw js_Publish (sync, %d threads) | %.0f | %.0f | %.0f | %zu |\n", clients,
+              raw.rate(), raw_p50, raw_p99, raw.errors);
+  std::printf("| raw js_Publish + Msg-Id + expected seq | %.0f | %.0f | %.0f | %zu |\n",
+              raw_occ.rate(), raw_occ.pct(0.5), raw_occ.pct(0.99), raw_occ.errors);
+  std::printf("| supaplane-api gRPC (Create/Pause) | %.0f | %.0f | %.0f | %zu |\n", api.rate(),
+              api_p50, api_p99, api.errors);
+  std::printf("| gRPC floor (authenticated call, no I/O) | %.0f | %.0f | %.0f | %zu |\n",
+              floor.rate(), floor_p50, floor_p99, floor.errors);
+  std::printf(
+      "\nthroughput ratio api/raw = %.2f (target >= 0.5); p99 ratio api/raw = %.2f (target <= 2)\n",
+      api.rate() / raw.rate(), api_p99 / raw_p99);
   std::fflush(stdout);
 
   // ---------------------------------------------------------------- (b)
@@ -255,9 +266,11 @@ int main(int argc, char** argv) {
         } else {
           e.mutable_resume_requested()->set_generation(k + 1);
         }
-        auto out = api::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
+        auto out =
+            api::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
         natsMsg* msg = nullptr;
-        natsMsg_Create(&msg, out.subject.c_str(), nullptr, out.body.data(), static_cast<int>(out.body.size()));
+        natsMsg_Create(&msg, out.subject.c_str(), nullptr, out.body.data(),
+                       static_cast<int>(out.body.size()));
         natsMsgHeader_Set(msg, event_store::kHeaderEventType, out.event_type.c_str());
         if (js_PublishMsgAsync(es->jetstream(), &msg, nullptr) != NATS_OK) return 1;
         ++published;
@@ -304,14 +317,18 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::printf("\n## (b) projection rebuild of %llu events\n\n", static_cast<unsigned long long>(last));
+  std::printf("\n## (b) projection rebuild of %llu events\n\n",
+              static_cast<unsigned long long>(last));
   std::printf("| path | events | seconds | events/s |\n|---|---:|---:|---:|\n");
-  std::printf("| raw pull Fetch(256)+Ack | %llu | %.3f | %.0f |\n", static_cast<unsigned long long>(raw_fetched), raw_fetch_s,
+  std::printf("| raw pull Fetch(256)+Ack | %llu | %.3f | %.0f |\n",
+              static_cast<unsigned long long>(raw_fetched), raw_fetch_s,
               static_cast<double>(raw_fetched) / raw_fetch_s);
-  std::printf("| rebuild_tenants (replay+fold+Redis) | %llu | %.3f | %.0f |\n", static_cast<unsigned long long>(rb->events),
-              rb->seconds, static_cast<double>(rb->events) / rb->seconds);
+  std::printf("| rebuild_tenants (replay+fold+Redis) | %llu | %.3f | %.0f |\n",
+              static_cast<unsigned long long>(rb->events), rb->seconds,
+              static_cast<double>(rb->events) / rb->seconds);
   std::printf("\nrebuild ratio = %.2f (target >= 0.5, and >= 50000 events/s)\n",
-              (static_cast<double>(rb->events) / rb->seconds) / (static_cast<double>(raw_fetched) / raw_fetch_s));
+              (static_cast<double>(rb->events) / rb->seconds) /
+                  (static_cast<double>(raw_fetched) / raw_fetch_s));
   app.stop();
   return 0;
 }

@@ -37,7 +37,8 @@ int ApiClient::fail(const grpc::Status& s) const {
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return cli::fail(code, "no answer from the API at " + g_.api_addr + " within " +
                                  std::to_string(g_.timeout_seconds) + " s (raise --timeout?)");
-    default: break;
+    default:
+      break;
   }
   if (code == ExitCode::internal)
     return cli::fail(code, s.error_message(), "correlation id " + last_correlation_id_);

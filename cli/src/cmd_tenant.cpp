@@ -97,9 +97,15 @@ int mutate(const GlobalOptions& g, const TenantOptions& o, Mutation m) {
     auto& stub = client.tenants();
     grpc::Status s;
     switch (m) {
-      case Mutation::pause: s = stub.PauseTenant(ctx.get(), req, &resp); break;
-      case Mutation::resume: s = stub.ResumeTenant(ctx.get(), req, &resp); break;
-      case Mutation::remove: s = stub.DeleteTenant(ctx.get(), req, &resp); break;
+      case Mutation::pause:
+        s = stub.PauseTenant(ctx.get(), req, &resp);
+        break;
+      case Mutation::resume:
+        s = stub.ResumeTenant(ctx.get(), req, &resp);
+        break;
+      case Mutation::remove:
+        s = stub.DeleteTenant(ctx.get(), req, &resp);
+        break;
     }
     if (!s.ok()) return client.fail(s);
     print_mutation(g, resp, o.request_id);

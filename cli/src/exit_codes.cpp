@@ -6,31 +6,44 @@ namespace supaplane::cli {
 
 ExitCode exit_code_for(grpc::StatusCode code) noexcept {
   switch (code) {
-    case grpc::StatusCode::OK: return ExitCode::ok;
-    case grpc::StatusCode::INVALID_ARGUMENT: return ExitCode::usage;
+    case grpc::StatusCode::OK:
+      return ExitCode::ok;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return ExitCode::usage;
     case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED: return ExitCode::auth;
-    case grpc::StatusCode::NOT_FOUND: return ExitCode::not_found;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return ExitCode::auth;
+    case grpc::StatusCode::NOT_FOUND:
+      return ExitCode::not_found;
     case grpc::StatusCode::FAILED_PRECONDITION:
     case grpc::StatusCode::ALREADY_EXISTS:
-    case grpc::StatusCode::ABORTED: return ExitCode::rejected;
+    case grpc::StatusCode::ABORTED:
+      return ExitCode::rejected;
     case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return ExitCode::unavailable;
-    default: return ExitCode::internal;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return ExitCode::unavailable;
+    default:
+      return ExitCode::internal;
   }
 }
 
 ExitCode exit_code_for(errc code) noexcept {
   switch (code) {
-    case errc::invalid_argument: return ExitCode::usage;
+    case errc::invalid_argument:
+      return ExitCode::usage;
     case errc::unauthenticated:
-    case errc::permission_denied: return ExitCode::auth;
-    case errc::not_found: return ExitCode::not_found;
+    case errc::permission_denied:
+      return ExitCode::auth;
+    case errc::not_found:
+      return ExitCode::not_found;
     case errc::already_exists:
     case errc::failed_precondition:
-    case errc::conflict: return ExitCode::rejected;
-    case errc::unavailable: return ExitCode::unavailable;
-    default: return ExitCode::internal;
+    case errc::conflict:
+      return ExitCode::rejected;
+    case errc::unavailable:
+      return ExitCode::unavailable;
+    default:
+      return ExitCode::internal;
   }
 }
 

@@ -37,7 +37,7 @@ class ApiTest : public ::testing::Test {
     redis_.start();
     static int n = 0;
     db_ = testenv::shared_postgres().create_database("api_" + std::to_string(::getpid()) + "_" +
-                                                      std::to_string(++n));
+                                                     std::to_string(++n));
     start_api();
   }
   void TearDown() override { app_.reset(); }
@@ -110,9 +110,12 @@ class ApiTest : public ::testing::Test {
     req.set_request_id(rid);
     auto c = ctx(token);
     switch (o) {
-      case Op::pause: return tenants_->PauseTenant(c.get(), req, out);
-      case Op::resume: return tenants_->ResumeTenant(c.get(), req, out);
-      case Op::remove: return tenants_->DeleteTenant(c.get(), req, out);
+      case Op::pause:
+        return tenants_->PauseTenant(c.get(), req, out);
+      case Op::resume:
+        return tenants_->ResumeTenant(c.get(), req, out);
+      case Op::remove:
+        return tenants_->DeleteTenant(c.get(), req, out);
     }
     return grpc::Status::CANCELLED;
   }
@@ -207,16 +210,20 @@ TEST_F(ApiTest, TokensAreChecked) {
   expect_code(create("garbage", "x", &m), StatusCode::UNAUTHENTICATED);
   // Right claims, wrong key.
   auth::TokenService forger(std::string(40, 'f'), SystemClock::instance());
-  expect_code(create(forger.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::admin})->token, "x", &m),
-              StatusCode::UNAUTHENTICATED);
+  expect_code(
+      create(forger.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::admin})->token, "x", &m),
+      StatusCode::UNAUTHENTICATED);
   // Right key, expired.
   class OldClock : public supaplane::Clock {
    public:
-    std::int64_t now_unix_ms() const override { return SystemClock::instance().now_unix_ms() - 7'200'000; }
+    std::int64_t now_unix_ms() const override {
+      return SystemClock::instance().now_unix_ms() - 7'200'000;
+    }
   } old;
   auth::TokenService expired(kSecret, old);
-  expect_code(create(expired.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::customer})->token, "x", &m),
-              StatusCode::UNAUTHENTICATED, "expired");
+  expect_code(
+      create(expired.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::customer})->token, "x", &m),
+      StatusCode::UNAUTHENTICATED, "expired");
   grpc::ClientContext c;
   c.AddMetadata("authorization", "Basic abc");
   v1::CreateTenantRequest req;
@@ -262,17 +269,21 @@ TEST_F(ApiTest, TenantLifecycleAndErrors) {
   expect_code(op(alice, Op::pause, "abc", &m), StatusCode::INVALID_ARGUMENT, "ref");
   expect_code(create(alice, "", &m), StatusCode::INVALID_ARGUMENT, "name");
   expect_code(create(alice, std::string(65, 'n'), &m), StatusCode::INVALID_ARGUMENT, "name");
-  expect_code(create(alice, "ok", &m, "", static_cast<v1::Plan>(42)), StatusCode::INVALID_ARGUMENT, "plan");
-  expect_code(create(alice, "ok", &m, "bad request id"), StatusCode::INVALID_ARGUMENT, "request_id");
+  expect_code(create(alice, "ok", &m, "", static_cast<v1::Plan>(42)), StatusCode::INVALID_ARGUMENT,
+              "plan");
+  expect_code(create(alice, "ok", &m, "bad request id"), StatusCode::INVALID_ARGUMENT,
+              "request_id");
   expect_code(get(alice, "zzzzzzzzzzzzzzzzzzzz", &t), StatusCode::NOT_FOUND);
   {
     v1::ListTenantsRequest req;
     req.set_page_size(501);
     v1::ListTenantsResponse resp;
-    expect_code(tenants_->ListTenants(ctx(alice).get(), req, &resp), StatusCode::INVALID_ARGUMENT, "page_size");
+    expect_code(tenants_->ListTenants(ctx(alice).get(), req, &resp), StatusCode::INVALID_ARGUMENT,
+                "page_size");
     req.set_page_size(10);
     req.set_page_token("forged!");
-    expect_code(tenants_->ListTenants(ctx(alice).get(), req, &resp), StatusCode::INVALID_ARGUMENT, "page_token");
+    expect_code(tenants_->ListTenants(ctx(alice).get(), req, &resp), StatusCode::INVALID_ARGUMENT,
+                "page_token");
   }
   // An oversized request is refused before it reaches us; nothing appended.
   const auto before = history(ref).size();
@@ -355,7 +366,8 @@ TEST_F(ApiTest, ListingPagesAndFilters) {
   ASSERT_EQ(resp.tenants_size(), 1);
   EXPECT_EQ(resp.tenants(0).ref(), refs[1]);
   v1::ListTenantsResponse all;
-  ASSERT_TRUE(admin_->ListAllTenants(ctx(admin_token()).get(), v1::ListTenantsRequest{}, &all).ok());
+  ASSERT_TRUE(
+      admin_->ListAllTenants(ctx(admin_token()).get(), v1::ListTenantsRequest{}, &all).ok());
   EXPECT_EQ(all.tenants_size(), 6);
   expect_code(admin_->ListAllTenants(ctx(alice).get(), v1::ListTenantsRequest{}, &all),
               StatusCode::PERMISSION_DENIED);
@@ -507,7 +519,8 @@ TEST_F(ApiTest, RandomCommandsThenRebuildEqualsLiveKeyForKey) {
   v1::Tenant t;
   ASSERT_TRUE(get(tenants[0].first, tenants[0].second, &t).ok());
   rq.set_name("nope");
-  expect_code(admin_->RebuildProjection(ctx(admin).get(), rq, &rr), StatusCode::INVALID_ARGUMENT, "name");
+  expect_code(admin_->RebuildProjection(ctx(admin).get(), rq, &rr), StatusCode::INVALID_ARGUMENT,
+              "name");
 }
 
 TEST_F(ApiTest, RestartResumesFromCheckpointWithoutReapplying) {
@@ -553,7 +566,8 @@ TEST_F(ApiTest, MalformedMessagesAreTerminatedCountedAndServingGoesOn) {
   v1::EventEnvelope future;
   future.set_occurred_at_unix_ms(1);
   std::string payload = future.SerializeAsString();
-  const std::string tenant_event = std::string("\x9a\x06\x02\x08\x01", 5);  // field 99, {field 1: 1}
+  const std::string tenant_event =
+      std::string("\x9a\x06\x02\x08\x01", 5);  // field 99, {field 1: 1}
   payload += std::string("\x82\x01", 2) + static_cast<char>(tenant_event.size()) + tenant_event;
   junk.subject = "platform.tenant.rrrrrrrrrrrrrrrrrrrr";
   junk.body = payload;

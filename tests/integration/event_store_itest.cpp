@@ -25,8 +25,8 @@ class EventStoreTest : public ::testing::Test {
     store_ = EventStore::connect(o).value();
     ASSERT_TRUE(store_->ensure_stream().ok());
   }
-  OutgoingEvent ev(const std::string& subject, const std::string& body, Expected e = Expected::any(),
-                   const std::string& msg_id = "") {
+  OutgoingEvent ev(const std::string& subject, const std::string& body,
+                   Expected e = Expected::any(), const std::string& msg_id = "") {
     OutgoingEvent out;
     out.subject = subject;
     out.body = body;
@@ -74,7 +74,8 @@ TEST(EventStoreStream, IncompatibleExistingStreamIsRefused) {
   auto st = store->ensure_stream();
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().code, errc::incompatible);
-  EXPECT_NE(st.error().message.find("storage is not file"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("storage is not file"), std::string::npos)
+      << st.error().message;
   EXPECT_NE(st.error().message.find("deny_delete"), std::string::npos);
 }
 
@@ -122,10 +123,13 @@ TEST_F(EventStoreTest, ReplayFromASequence) {
   for (int i = 1; i <= 10; ++i)
     ASSERT_TRUE(store_->append(ev("platform.tenant.eeeeeeeeeeeeeeeeeeee", std::to_string(i))).ok());
   std::vector<std::uint64_t> seqs;
-  ASSERT_TRUE(store_->replay("platform.>", 4, [&](const StoredMessage& m) {
-                seqs.push_back(m.sequence);
-                return true;
-              }).ok());
+  ASSERT_TRUE(store_
+                  ->replay("platform.>", 4,
+                           [&](const StoredMessage& m) {
+                             seqs.push_back(m.sequence);
+                             return true;
+                           })
+                  .ok());
   ASSERT_EQ(seqs.size(), 7u);
   EXPECT_EQ(seqs.front(), 4u);
   EXPECT_EQ(seqs.back(), 10u);

@@ -98,7 +98,8 @@ TEST_F(ProjectionTest, RedisOutageBlocksInPlaceAndLosesNothing) {
   // Hold the outage until a write has timed out (hiredis: 5 s), so the
   // retry path runs, not only a slow call.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (projector_->counters().redis_errors.load() == 0 && std::chrono::steady_clock::now() < deadline)
+  while (projector_->counters().redis_errors.load() == 0 &&
+         std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_LT(waiter_.current(), s2);
   redis_.thaw();

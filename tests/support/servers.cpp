@@ -144,8 +144,8 @@ void NatsServer::restart() {
 RedisServer::RedisServer() : dir_("supaplane-redis"), port_(free_port()) {}
 
 void RedisServer::start() {
-  proc_.start({"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save",
-               "", "--appendonly", "no", "--dir", dir_.path()},
+  proc_.start({"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", dir_.path()},
               dir_.path() + "/redis.log");
   if (!wait_port(port_, 10000)) throw std::runtime_error("redis-server did not start");
 }
@@ -176,15 +176,15 @@ void PostgresServer::start() {
   const std::string data = dir_.path() + "/data";
   {
     Process p;
-    p.start({pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-             "--no-sync"},
-            dir_.path() + "/initdb.log", as);
+    p.start(
+        {pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"},
+        dir_.path() + "/initdb.log", as);
     if (p.wait() != 0)
       throw std::runtime_error("initdb failed; see " + dir_.path() + "/initdb.log");
   }
-  proc_.start({pg_bin("postgres"), "-D", data, "-p", std::to_string(port_), "-k", dir_.path(),
-               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
-               "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"},
+  proc_.start({pg_bin("postgres"), "-D", data, "-p", std::to_string(port_), "-k", dir_.path(), "-c",
+               "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+               "-c", "full_page_writes=off", "-c", "max_connections=200"},
               dir_.path() + "/postgres.log", as);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (PQping(dsn().c_str()) != PQPING_OK) {

@@ -58,7 +58,8 @@ TEST(Token, ExpiredForgedAndForeignAreRejected) {
   // alg "none" with the same claims
   const std::string none =
       "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0."
-      "eyJzdWIiOiJhY2N0X2FhYWFhYWFhYWFhYWFhYWFhYWFhIiwicm9sZSI6ImFkbWluIiwiaXNzIjoic3VwYXBsYW5lIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+      "eyJzdWIiOiJhY2N0X2FhYWFhYWFhYWFhYWFhYWFhYWFhIiwicm9sZSI6ImFkbWluIiwiaXNzIjoic3VwYXBsYW5lIiwi"
+      "ZXhwIjo5OTk5OTk5OTk5fQ.";
   EXPECT_FALSE(ts.verify(none).ok());
   EXPECT_FALSE(ts.verify("").ok());
   EXPECT_FALSE(ts.verify("garbage").ok());

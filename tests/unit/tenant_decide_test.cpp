@@ -48,10 +48,18 @@ struct Builder {
   }
 };
 
-void converged(v1::TenantEvent& e, std::int64_t g) { e.mutable_stack_converged()->set_observed_generation(g); }
-void paused(v1::TenantEvent& e, std::int64_t g) { e.mutable_stack_paused()->set_observed_generation(g); }
-void deleted(v1::TenantEvent& e, std::int64_t g) { e.mutable_stack_deleted()->set_observed_generation(g); }
-void drift(v1::TenantEvent& e, std::int64_t g) { e.mutable_drift_detected()->set_observed_generation(g); }
+void converged(v1::TenantEvent& e, std::int64_t g) {
+  e.mutable_stack_converged()->set_observed_generation(g);
+}
+void paused(v1::TenantEvent& e, std::int64_t g) {
+  e.mutable_stack_paused()->set_observed_generation(g);
+}
+void deleted(v1::TenantEvent& e, std::int64_t g) {
+  e.mutable_stack_deleted()->set_observed_generation(g);
+}
+void drift(v1::TenantEvent& e, std::int64_t g) {
+  e.mutable_drift_detected()->set_observed_generation(g);
+}
 void failed(v1::TenantEvent& e, std::int64_t g) {
   auto* f = e.mutable_converge_failed();
   f->set_observed_generation(g);
@@ -62,19 +70,42 @@ void failed(v1::TenantEvent& e, std::int64_t g) {
 v1::TenantState in_phase(v1::Phase p) {
   Builder b;
   switch (p) {
-    case v1::PHASE_PROVISIONING: b.created(); break;
-    case v1::PHASE_ACTIVE: b.created().outcome(converged); break;
-    case v1::PHASE_PAUSING: b.created().outcome(converged).cmd(CommandKind::pause); break;
-    case v1::PHASE_PAUSED: b.created().outcome(converged).cmd(CommandKind::pause).outcome(paused); break;
-    case v1::PHASE_RESUMING:
-      b.created().outcome(converged).cmd(CommandKind::pause).outcome(paused).cmd(CommandKind::resume);
+    case v1::PHASE_PROVISIONING:
+      b.created();
       break;
-    case v1::PHASE_SUSPENDED: b.created().outcome(converged).cmd(CommandKind::suspend); break;
-    case v1::PHASE_RECONCILING: b.created().outcome(converged).outcome(drift); break;
-    case v1::PHASE_DELETING: b.created().outcome(converged).cmd(CommandKind::remove); break;
-    case v1::PHASE_DELETED: b.created().outcome(converged).cmd(CommandKind::remove).outcome(deleted); break;
-    case v1::PHASE_FAILED: b.created().outcome(failed); break;
-    default: break;
+    case v1::PHASE_ACTIVE:
+      b.created().outcome(converged);
+      break;
+    case v1::PHASE_PAUSING:
+      b.created().outcome(converged).cmd(CommandKind::pause);
+      break;
+    case v1::PHASE_PAUSED:
+      b.created().outcome(converged).cmd(CommandKind::pause).outcome(paused);
+      break;
+    case v1::PHASE_RESUMING:
+      b.created()
+          .outcome(converged)
+          .cmd(CommandKind::pause)
+          .outcome(paused)
+          .cmd(CommandKind::resume);
+      break;
+    case v1::PHASE_SUSPENDED:
+      b.created().outcome(converged).cmd(CommandKind::suspend);
+      break;
+    case v1::PHASE_RECONCILING:
+      b.created().outcome(converged).outcome(drift);
+      break;
+    case v1::PHASE_DELETING:
+      b.created().outcome(converged).cmd(CommandKind::remove);
+      break;
+    case v1::PHASE_DELETED:
+      b.created().outcome(converged).cmd(CommandKind::remove).outcome(deleted);
+      break;
+    case v1::PHASE_FAILED:
+      b.created().outcome(failed);
+      break;
+    default:
+      break;
   }
   EXPECT_EQ(b.s.phase(), p) << phase_name(p);
   return b.s;
@@ -102,8 +133,14 @@ std::map<v1::Phase, std::vector<Cell>> table() {
   const Cell AE = err(errc::already_exists);
   const Cell FP = err(errc::failed_precondition);
   const auto live = [&](Cell pause, Cell resume) {
-    return std::vector<Cell>{AE,  pause, resume, ev(K::kDeletionRequested), ev(K::kKeysRotationRequested),
-                             ev(K::kSuspended), noop(), ev(K::kPlanChanged)};
+    return std::vector<Cell>{AE,
+                             pause,
+                             resume,
+                             ev(K::kDeletionRequested),
+                             ev(K::kKeysRotationRequested),
+                             ev(K::kSuspended),
+                             noop(),
+                             ev(K::kPlanChanged)};
   };
   const std::vector<Cell> gone = {AE, FP, FP, noop(), FP, FP, FP, FP};
   return {

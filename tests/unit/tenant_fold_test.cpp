@@ -121,11 +121,21 @@ TEST(TenantFold, RandomHistoriesKeepInvariants) {
       }
       const auto g = s.generation();
       switch (pick) {
-        case 7: e.mutable_provisioning_started()->set_observed_generation(g); break;
-        case 8: e.mutable_stack_converged()->set_observed_generation(g); break;
-        case 9: e.mutable_stack_paused()->set_observed_generation(g); break;
-        case 10: e.mutable_stack_deleted()->set_observed_generation(g); break;
-        default: e.mutable_drift_detected()->set_observed_generation(g); break;
+        case 7:
+          e.mutable_provisioning_started()->set_observed_generation(g);
+          break;
+        case 8:
+          e.mutable_stack_converged()->set_observed_generation(g);
+          break;
+        case 9:
+          e.mutable_stack_paused()->set_observed_generation(g);
+          break;
+        case 10:
+          e.mutable_stack_deleted()->set_observed_generation(g);
+          break;
+        default:
+          e.mutable_drift_detected()->set_observed_generation(g);
+          break;
       }
       s = fold(s, e, {kRef, ++seq, step});
       EXPECT_GE(s.active_deployment_count(), 0);

@@ -26,7 +26,9 @@ Status validate_password(std::string_view password) {
 }
 
 Status validate_email(std::string_view email) {
-  auto bad = [] { return make_error(errc::invalid_argument, "email is not a valid address", "email"); };
+  auto bad = [] {
+    return make_error(errc::invalid_argument, "email is not a valid address", "email");
+  };
   if (email.size() < 3 || email.size() > 254) return bad();
   const auto at = email.find('@');
   if (at == std::string_view::npos || at == 0 || email.find('@', at + 1) != std::string_view::npos)

@@ -5,12 +5,12 @@
 namespace supaplane::config {
 
 CLI::Option* bind_option(CLI::App& app, const std::string& flag, const std::string& env,
-                  std::string& target, const std::string& help) {
+                         std::string& target, const std::string& help) {
   return app.add_option("--" + flag, target, help)->envname(env)->capture_default_str();
 }
 
-CLI::Option* bind_option(CLI::App& app, const std::string& flag, const std::string& env, int& target,
-                  const std::string& help) {
+CLI::Option* bind_option(CLI::App& app, const std::string& flag, const std::string& env,
+                         int& target, const std::string& help) {
   return app.add_option("--" + flag, target, help)->envname(env)->capture_default_str();
 }
 

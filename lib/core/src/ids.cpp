@@ -9,17 +9,28 @@ namespace supaplane {
 
 const char* to_string(errc e) noexcept {
   switch (e) {
-    case errc::invalid_argument: return "invalid_argument";
-    case errc::not_found: return "not_found";
-    case errc::already_exists: return "already_exists";
-    case errc::failed_precondition: return "failed_precondition";
-    case errc::conflict: return "conflict";
-    case errc::unavailable: return "unavailable";
-    case errc::unauthenticated: return "unauthenticated";
-    case errc::permission_denied: return "permission_denied";
-    case errc::incompatible: return "incompatible";
-    case errc::corrupt: return "corrupt";
-    case errc::internal: return "internal";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::not_found:
+      return "not_found";
+    case errc::already_exists:
+      return "already_exists";
+    case errc::failed_precondition:
+      return "failed_precondition";
+    case errc::conflict:
+      return "conflict";
+    case errc::unavailable:
+      return "unavailable";
+    case errc::unauthenticated:
+      return "unauthenticated";
+    case errc::permission_denied:
+      return "permission_denied";
+    case errc::incompatible:
+      return "incompatible";
+    case errc::corrupt:
+      return "corrupt";
+    case errc::internal:
+      return "internal";
   }
   return "unknown";
 }
@@ -108,8 +119,7 @@ Status validate_tenant_name(std::string_view name) {
   bool any_visible = false;
   for (unsigned char c : name) {
     if (c < 0x20 || c == 0x7f)
-      return make_error(errc::invalid_argument, "name must not contain control characters",
-                        "name");
+      return make_error(errc::invalid_argument, "name must not contain control characters", "name");
     if (c != ' ') any_visible = true;
   }
   if (!any_visible) return make_error(errc::invalid_argument, "name must not be blank", "name");
@@ -118,8 +128,8 @@ Status validate_tenant_name(std::string_view name) {
 
 Result<TenantRef> parse_tenant_ref(std::string_view s, std::string_view field) {
   if (!TenantRef::valid(s))
-    return make_error(errc::invalid_argument,
-                      std::string(field) + " must be 20 lowercase letters", std::string(field));
+    return make_error(errc::invalid_argument, std::string(field) + " must be 20 lowercase letters",
+                      std::string(field));
   return TenantRef::unchecked(std::string(s));
 }
 

@@ -82,7 +82,8 @@ std::optional<std::int64_t> parse_rfc3339_ms(std::string_view s) {
   unsigned yoe = static_cast<unsigned>(y - era * 400);
   unsigned doy = (153 * (M + (M > 2 ? -3 : 9)) + 2) / 5 + D - 1;
   unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  std::int64_t days = static_cast<std::int64_t>(era) * 146097 + static_cast<std::int64_t>(doe) - 719468;
+  std::int64_t days =
+      static_cast<std::int64_t>(era) * 146097 + static_cast<std::int64_t>(doe) - 719468;
   std::int64_t secs = days * 86400 + h * 3600 + m * 60 + sec - offset_min * 60;
   return secs * 1000 + ms;
 }

@@ -6,14 +6,22 @@ namespace supaplane::domain {
 
 const char* to_string(CommandKind k) noexcept {
   switch (k) {
-    case CommandKind::create: return "create";
-    case CommandKind::pause: return "pause";
-    case CommandKind::resume: return "resume";
-    case CommandKind::remove: return "delete";
-    case CommandKind::rotate_keys: return "rotate_keys";
-    case CommandKind::suspend: return "suspend";
-    case CommandKind::unsuspend: return "unsuspend";
-    case CommandKind::change_plan: return "change_plan";
+    case CommandKind::create:
+      return "create";
+    case CommandKind::pause:
+      return "pause";
+    case CommandKind::resume:
+      return "resume";
+    case CommandKind::remove:
+      return "delete";
+    case CommandKind::rotate_keys:
+      return "rotate_keys";
+    case CommandKind::suspend:
+      return "suspend";
+    case CommandKind::unsuspend:
+      return "unsuspend";
+    case CommandKind::change_plan:
+      return "change_plan";
   }
   return "unknown";
 }
@@ -30,7 +38,9 @@ std::vector<v1::TenantEvent> one(v1::TenantEvent e) {
   return v;
 }
 
-Error precondition(std::string msg) { return make_error(errc::failed_precondition, std::move(msg)); }
+Error precondition(std::string msg) {
+  return make_error(errc::failed_precondition, std::move(msg));
+}
 
 }  // namespace
 
@@ -62,7 +72,8 @@ Result<std::vector<v1::TenantEvent>> decide(const v1::TenantState& s, const Tena
   const std::int64_t next = s.generation() + 1;
   v1::TenantEvent e;
   switch (cmd.kind) {
-    case CommandKind::create: break;  // handled above
+    case CommandKind::create:
+      break;  // handled above
     case CommandKind::pause:
       if (s.desired_state() == v1::DESIRED_STATE_PAUSED) return nothing;
       e.mutable_pause_requested()->set_generation(next);
@@ -213,7 +224,7 @@ v1::Phase derive_phase(const v1::TenantState& s) {
   if (s.drifted()) return v1::PHASE_RECONCILING;
   if (s.desired_state() == v1::DESIRED_STATE_PAUSED) {
     return settled && s.observed_state() == v1::OBSERVED_STATE_PAUSED ? v1::PHASE_PAUSED
-                                                                       : v1::PHASE_PAUSING;
+                                                                      : v1::PHASE_PAUSING;
   }
   // desired RUNNING
   if (settled && s.observed_state() == v1::OBSERVED_STATE_RUNNING) return v1::PHASE_ACTIVE;
@@ -224,35 +235,56 @@ v1::Phase derive_phase(const v1::TenantState& s) {
 
 const char* management_api_status(const v1::TenantState& s) {
   switch (derive_phase(s)) {
-    case v1::PHASE_PROVISIONING: return "COMING_UP";
-    case v1::PHASE_ACTIVE: return "ACTIVE_HEALTHY";
-    case v1::PHASE_PAUSING: return "PAUSING";
-    case v1::PHASE_PAUSED: return "INACTIVE";
-    case v1::PHASE_RESUMING: return "RESTORING";
-    case v1::PHASE_SUSPENDED: return "INACTIVE";
-    case v1::PHASE_RECONCILING: return "ACTIVE_UNHEALTHY";
-    case v1::PHASE_DELETING: return "GOING_DOWN";
-    case v1::PHASE_DELETED: return "REMOVED";
+    case v1::PHASE_PROVISIONING:
+      return "COMING_UP";
+    case v1::PHASE_ACTIVE:
+      return "ACTIVE_HEALTHY";
+    case v1::PHASE_PAUSING:
+      return "PAUSING";
+    case v1::PHASE_PAUSED:
+      return "INACTIVE";
+    case v1::PHASE_RESUMING:
+      return "RESTORING";
+    case v1::PHASE_SUSPENDED:
+      return "INACTIVE";
+    case v1::PHASE_RECONCILING:
+      return "ACTIVE_UNHEALTHY";
+    case v1::PHASE_DELETING:
+      return "GOING_DOWN";
+    case v1::PHASE_DELETED:
+      return "REMOVED";
     case v1::PHASE_FAILED:
       if (s.desired_state() == v1::DESIRED_STATE_PAUSED) return "PAUSE_FAILED";
       return s.ever_active() ? "RESTORE_FAILED" : "INIT_FAILED";
-    default: return "UNKNOWN";
+    default:
+      return "UNKNOWN";
   }
 }
 
 const char* phase_name(v1::Phase p) {
   switch (p) {
-    case v1::PHASE_PROVISIONING: return "PROVISIONING";
-    case v1::PHASE_ACTIVE: return "ACTIVE";
-    case v1::PHASE_PAUSING: return "PAUSING";
-    case v1::PHASE_PAUSED: return "PAUSED";
-    case v1::PHASE_RESUMING: return "RESUMING";
-    case v1::PHASE_SUSPENDED: return "SUSPENDED";
-    case v1::PHASE_RECONCILING: return "RECONCILING";
-    case v1::PHASE_DELETING: return "DELETING";
-    case v1::PHASE_DELETED: return "DELETED";
-    case v1::PHASE_FAILED: return "FAILED";
-    default: return "UNSPECIFIED";
+    case v1::PHASE_PROVISIONING:
+      return "PROVISIONING";
+    case v1::PHASE_ACTIVE:
+      return "ACTIVE";
+    case v1::PHASE_PAUSING:
+      return "PAUSING";
+    case v1::PHASE_PAUSED:
+      return "PAUSED";
+    case v1::PHASE_RESUMING:
+      return "RESUMING";
+    case v1::PHASE_SUSPENDED:
+      return "SUSPENDED";
+    case v1::PHASE_RECONCILING:
+      return "RECONCILING";
+    case v1::PHASE_DELETING:
+      return "DELETING";
+    case v1::PHASE_DELETED:
+      return "DELETED";
+    case v1::PHASE_FAILED:
+      return "FAILED";
+    default:
+      return "UNSPECIFIED";
   }
 }
 

@@ -94,7 +94,8 @@ void ConsumerRunner::run() {
     failures = 0;
     std::vector<InboundMessage> batch;
     batch.reserve(static_cast<std::size_t>(list.Count));
-    for (int i = 0; i < list.Count; ++i) batch.push_back({to_stored(list.Msgs[i]), Disposition::ack});
+    for (int i = 0; i < list.Count; ++i)
+      batch.push_back({to_stored(list.Msgs[i]), Disposition::ack});
     handler_.handle(batch);
     for (int i = 0; i < list.Count; ++i) {
       natsMsg* m = list.Msgs[i];
@@ -111,9 +112,9 @@ void ConsumerRunner::run() {
             natsMsg_Term(m, nullptr);
             stats_.terminated++;
           } else {
-            natsMsg_NakWithDelay(m, backoff_ms(in.message.delivered, opts_.backoff_base_ms,
-                                               opts_.backoff_max_ms),
-                                 nullptr);
+            natsMsg_NakWithDelay(
+                m, backoff_ms(in.message.delivered, opts_.backoff_base_ms, opts_.backoff_max_ms),
+                nullptr);
             stats_.retried++;
           }
           break;

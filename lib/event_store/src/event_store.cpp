@@ -21,7 +21,9 @@ std::string header(natsMsg* m, const char* key) {
   return {};
 }
 
-void on_disconnected(natsConnection*, void*) { log()->warn("disconnected from NATS; reconnecting"); }
+void on_disconnected(natsConnection*, void*) {
+  log()->warn("disconnected from NATS; reconnecting");
+}
 void on_reconnected(natsConnection*, void*) { log()->info("reconnected to NATS"); }
 void on_connected(natsConnection*, void*) { log()->info("connected to NATS"); }
 
@@ -325,7 +327,8 @@ Result<std::vector<StoredMessage>> EventStore::read_subject(const std::string& s
   std::vector<StoredMessage> out;
   natsMsg* lastmsg = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetLastMsg(&lastmsg, js_, stream_.name.c_str(), subject.c_str(), nullptr, &jerr);
+  natsStatus s =
+      js_GetLastMsg(&lastmsg, js_, stream_.name.c_str(), subject.c_str(), nullptr, &jerr);
   if (s == NATS_NOT_FOUND) return out;
   if (s != NATS_OK) return nats_error(s, jerr, "last message of " + subject);
   natsMsg_Destroy(lastmsg);

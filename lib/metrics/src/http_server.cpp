@@ -35,8 +35,7 @@ Result<int> OpsServer::start(const std::string& host, int port) {
     bound = -1;
   }
   if (bound <= 0)
-    return make_error(errc::unavailable,
-                      "cannot listen on " + host + ":" + std::to_string(port));
+    return make_error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port));
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return bound;
 }

@@ -11,11 +11,20 @@ namespace {
 std::string actor_string(const v1::Actor& a) {
   std::string kind;
   switch (a.kind()) {
-    case v1::ACTOR_KIND_ACCOUNT: kind = "account"; break;
-    case v1::ACTOR_KIND_ADMIN: kind = "admin"; break;
-    case v1::ACTOR_KIND_SYSTEM: kind = "system"; break;
-    case v1::ACTOR_KIND_STRIPE: kind = "stripe"; break;
-    default: kind = "unknown";
+    case v1::ACTOR_KIND_ACCOUNT:
+      kind = "account";
+      break;
+    case v1::ACTOR_KIND_ADMIN:
+      kind = "admin";
+      break;
+    case v1::ACTOR_KIND_SYSTEM:
+      kind = "system";
+      break;
+    case v1::ACTOR_KIND_STRIPE:
+      kind = "stripe";
+      break;
+    default:
+      kind = "unknown";
   }
   return kind + ":" + a.id();
 }

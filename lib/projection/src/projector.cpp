@@ -49,9 +49,10 @@ void TenantProjector::handle(std::vector<event_store::InboundMessage>& batch) {
       // The live generation is gone (Redis lost its data): rebuild it from
       // the log, then go on; this batch is then already applied.
       log()->warn("projection missing in Redis; rebuilding it from the event log");
-      const std::string gen = "g" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                       std::chrono::system_clock::now().time_since_epoch())
-                                                       .count());
+      const std::string gen =
+          "g" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
       auto rb = rebuild_tenants(*store_, redis_, projection_, gen, true);
       if (rb) {
         counters_.recoveries++;
@@ -199,7 +200,8 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
   if (redis_failed) return redis_error;
   res.checkpoint = next - 1;
   if (switch_live) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(catch_up_timeout_ms);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(catch_up_timeout_ms);
     for (;;) {
       std::string previous;
       auto sw = projection.switch_to(redis, gen, &previous);
@@ -208,7 +210,8 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
         res.switched = true;
         if (!previous.empty() && previous != gen) {
           if (auto d = projection.drop_generation(redis, previous); !d)
-            log()->warn("rebuild: could not drop old generation {}: {}", previous, d.error().message);
+            log()->warn("rebuild: could not drop old generation {}: {}", previous,
+                        d.error().message);
         }
         break;
       }

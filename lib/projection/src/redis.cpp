@@ -75,8 +75,7 @@ Status RedisConnection::ensure() {
   timeval rw{5, 0};
   redisSetTimeout(ctx_, rw);
   if (addr_.db != 0) {
-    Reply r(static_cast<redisReply*>(
-        redisCommand(ctx_, "SELECT %d", addr_.db)));
+    Reply r(static_cast<redisReply*>(redisCommand(ctx_, "SELECT %d", addr_.db)));
     if (!r || r->type == REDIS_REPLY_ERROR) return drop("select db");
   }
   for (Script* s : scripts_) {
@@ -84,8 +83,8 @@ Status RedisConnection::ensure() {
         redisCommand(ctx_, "SCRIPT LOAD %b", s->source.data(), s->source.size())));
     if (!r) return drop("script load");
     if (r->type != REDIS_REPLY_STRING)
-      return make_error(errc::internal, "redis script load failed: " +
-                                            std::string(r->str ? r->str : "?"));
+      return make_error(errc::internal,
+                        "redis script load failed: " + std::string(r->str ? r->str : "?"));
     // Scripts are shared by every connection; the SHA is the same for all.
     static std::mutex sha_mu;
     std::lock_guard lk(sha_mu);
@@ -95,7 +94,8 @@ Status RedisConnection::ensure() {
 }
 
 namespace {
-std::vector<const char*> argv_ptrs(const std::vector<std::string>& argv, std::vector<size_t>& lens) {
+std::vector<const char*> argv_ptrs(const std::vector<std::string>& argv,
+                                   std::vector<size_t>& lens) {
   std::vector<const char*> p;
   p.reserve(argv.size());
   lens.clear();

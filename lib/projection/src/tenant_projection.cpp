@@ -88,7 +88,8 @@ Error corrupt(const std::string& what) { return make_error(errc::corrupt, what);
 
 }  // namespace
 
-TenantScripts::TenantScripts() : apply{kApply, {}}, read{kRead, {}}, list{kList, {}}, swap{kSwap, {}} {}
+TenantScripts::TenantScripts()
+    : apply{kApply, {}}, read{kRead, {}}, list{kList, {}}, swap{kSwap, {}} {}
 
 DecodedEvent decode(const event_store::StoredMessage& m) {
   DecodedEvent d;
@@ -105,8 +106,8 @@ DecodedEvent decode(const event_store::StoredMessage& m) {
   }
   const auto payload = d.envelope.payload_case();
   if (tenant_subject) {
-    if (d.ref.empty() || (payload != v1::EventEnvelope::kTenant &&
-                          payload != v1::EventEnvelope::PAYLOAD_NOT_SET)) {
+    if (d.ref.empty() ||
+        (payload != v1::EventEnvelope::kTenant && payload != v1::EventEnvelope::PAYLOAD_NOT_SET)) {
       d.kind = DecodedEvent::Kind::malformed;  // wrong subject or wrong payload for it
     } else if (payload == v1::EventEnvelope::PAYLOAD_NOT_SET ||
                d.envelope.tenant().kind_case() == v1::TenantEvent::KIND_NOT_SET) {
@@ -117,7 +118,7 @@ DecodedEvent decode(const event_store::StoredMessage& m) {
     return d;
   }
   d.kind = payload == v1::EventEnvelope::PAYLOAD_NOT_SET ? DecodedEvent::Kind::unknown
-                                                           : DecodedEvent::Kind::other;
+                                                         : DecodedEvent::Kind::other;
   return d;
 }
 
@@ -156,7 +157,7 @@ Result<std::uint64_t> TenantProjection::checkpoint(RedisConnection& c, const std
 }
 
 Result<TenantProjection::States> TenantProjection::read(RedisConnection& c,
-                                                         const std::vector<std::string>& refs) {
+                                                        const std::vector<std::string>& refs) {
   if (auto st = c.ensure(); !st) return st.error();
   std::vector<std::string> args{base_};
   args.insert(args.end(), refs.begin(), refs.end());
@@ -172,14 +173,15 @@ Result<TenantProjection::States> TenantProjection::read(RedisConnection& c,
   out.states.resize(refs.size());
   for (std::size_t i = 0; i < refs.size(); ++i) {
     const redisReply* e = rep->element[i + 1];
-    if (e->type == REDIS_REPLY_STRING && !out.states[i].ParseFromArray(e->str, static_cast<int>(e->len)))
+    if (e->type == REDIS_REPLY_STRING &&
+        !out.states[i].ParseFromArray(e->str, static_cast<int>(e->len)))
       return corrupt("undecodable tenant state for " + refs[i]);
   }
   return out;
 }
 
 Result<std::optional<v1::TenantState>> TenantProjection::get(RedisConnection& c,
-                                                              const std::string& ref) {
+                                                             const std::string& ref) {
   auto r = read(c, {ref});
   if (!r && r.error().code == errc::not_found)  // no live generation: being rebuilt
     return make_error(errc::unavailable, "tenant projection is being rebuilt; retry");
@@ -223,8 +225,8 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
   return page;
 }
 
-void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen,
-                                   const TenantWrite& w, bool check_pointer) {
+void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen, const TenantWrite& w,
+                                   bool check_pointer) {
   std::vector<std::string> args;
   args.reserve(10);
   args.push_back(base_);
@@ -326,7 +328,8 @@ void SequenceWaiter::advance(std::uint64_t seq) {
 bool SequenceWaiter::wait_for(std::uint64_t seq, int timeout_ms) {
   if (seq_.load() >= seq) return true;
   std::unique_lock lk(mu_);
-  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return seq_.load() >= seq; });
+  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms),
+                      [&] { return seq_.load() >= seq; });
 }
 
 }  // namespace supaplane::projection

@@ -115,7 +115,8 @@ Result<AccountRow> AccountStore::create(const std::string& email, const std::str
   return with_tx([&](pqxx::work& tx) -> Result<AccountRow> {
     const std::string id = ids::new_account_id();
     auto res = tx.exec_params(std::string("INSERT INTO accounts (id, email, password_hash, role) "
-                                          "VALUES ($1, $2, $3, $4) RETURNING ") + kColumns,
+                                          "VALUES ($1, $2, $3, $4) RETURNING ") +
+                                  kColumns,
                               id, email, hash, auth::to_string(role));
     AccountRow row = row_of(res[0]);
     if (in_tx) {
@@ -150,9 +151,11 @@ Result<AccountRow> AccountStore::ensure_admin(
   auto existing = find_by_email(email);
   if (existing) {
     return with_tx([&](pqxx::work& tx) -> Result<AccountRow> {
-      auto res = tx.exec_params(std::string("UPDATE accounts SET role = 'admin', password_hash = $2 "
-                                            "WHERE email = $1 RETURNING ") + kColumns,
-                                email, hash);
+      auto res =
+          tx.exec_params(std::string("UPDATE accounts SET role = 'admin', password_hash = $2 "
+                                     "WHERE email = $1 RETURNING ") +
+                             kColumns,
+                         email, hash);
       tx.commit();
       return row_of(res[0]);
     });

@@ -3,14 +3,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <pqxx/pqxx>
 #include <string>
 
 #include "supaplane/auth/token.hpp"
 #include "supaplane/core/result.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/v1/types.pb.h"
-
-#include <pqxx/pqxx>
 
 namespace supaplane::api {
 

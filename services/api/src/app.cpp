@@ -7,8 +7,8 @@
 
 #include "grpc_services.hpp"
 #include "supaplane/auth/password.hpp"
-#include "supaplane/core/ids.hpp"
 #include "supaplane/config/config.hpp"
+#include "supaplane/core/ids.hpp"
 #include "supaplane/logging/logging.hpp"
 
 namespace supaplane::api {
@@ -167,8 +167,8 @@ Status ApiApp::start() {
   accounts_ = std::make_unique<AccountStore>(opts_.database_url);
   tokens_ = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
   ctx_ = std::make_unique<ApiContext>(ApiContext{opts_, *store_, projection_, *redis_, waiter_,
-                                                 *commands_, *accounts_, *tokens_, hub_,
-                                                 *metrics_, clock_, stopping_});
+                                                 *commands_, *accounts_, *tokens_, hub_, *metrics_,
+                                                 clock_, stopping_});
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
                                                              *this, store_.get());
   event_store::ConsumerOptions cons;
@@ -203,8 +203,10 @@ Status ApiApp::start() {
   gauges_thread_ = std::thread([this] {
     while (!stopping_) {
       metrics_->checkpoint.Set(static_cast<double>(waiter_.current()));
-      if (runner_) metrics_->consumer_pending.Set(static_cast<double>(runner_->stats().pending.load()));
-      for (int i = 0; i < 50 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (runner_)
+        metrics_->consumer_pending.Set(static_cast<double>(runner_->stats().pending.load()));
+      for (int i = 0; i < 50 && !stopping_; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
   log()->info("supaplane-api listening: grpc {}:{} metrics {}:{}", grpc_hp->host, grpc_port_,
@@ -245,8 +247,10 @@ void ApiApp::bootstrap() {
       }
     }
     if (!accounts_ready_) {
-      if (accounts_->migrate()) accounts_ready_ = true;
-      else log()->warn("accounts database not ready; retrying");
+      if (accounts_->migrate())
+        accounts_ready_ = true;
+      else
+        log()->warn("accounts database not ready; retrying");
     }
     if (accounts_ready_ && stream_ready_ && !admin_done) {
       auto hash = auth::hash_password(opts_.admin_password);

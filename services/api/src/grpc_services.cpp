@@ -5,11 +5,11 @@
 #include <chrono>
 
 #include "app.hpp"
-#include "supaplane/v1/api.grpc.pb.h"
 #include "supaplane/auth/password.hpp"
 #include "supaplane/core/ids.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/projection/history.hpp"
+#include "supaplane/v1/api.grpc.pb.h"
 
 namespace supaplane::api {
 
@@ -29,28 +29,44 @@ grpc::Status invalid(const std::string& field, const std::string& msg) {
 /// Times a call and counts its result.
 class CallScope {
  public:
-  CallScope(ApiContext& ctx, const char* method) : ctx_(ctx), method_(method), t0_(std::chrono::steady_clock::now()) {}
+  CallScope(ApiContext& ctx, const char* method)
+      : ctx_(ctx), method_(method), t0_(std::chrono::steady_clock::now()) {}
   grpc::Status done(grpc::Status s) {
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    ctx_.metrics.command_seconds.Add({{"method", method_}}, prometheus::Histogram::BucketBoundaries{
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}).Observe(secs);
-    ctx_.metrics.commands.Add({{"method", method_}, {"code", code_name(s.error_code())}}).Increment();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    ctx_.metrics.command_seconds
+        .Add({{"method", method_}},
+             prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5})
+        .Observe(secs);
+    ctx_.metrics.commands.Add({{"method", method_}, {"code", code_name(s.error_code())}})
+        .Increment();
     return s;
   }
 
  private:
   static const char* code_name(grpc::StatusCode c) {
     switch (c) {
-      case grpc::StatusCode::OK: return "OK";
-      case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-      case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-      case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-      case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-      case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-      case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-      case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-      case grpc::StatusCode::ABORTED: return "ABORTED";
-      default: return "OTHER";
+      case grpc::StatusCode::OK:
+        return "OK";
+      case grpc::StatusCode::INVALID_ARGUMENT:
+        return "INVALID_ARGUMENT";
+      case grpc::StatusCode::NOT_FOUND:
+        return "NOT_FOUND";
+      case grpc::StatusCode::ALREADY_EXISTS:
+        return "ALREADY_EXISTS";
+      case grpc::StatusCode::FAILED_PRECONDITION:
+        return "FAILED_PRECONDITION";
+      case grpc::StatusCode::UNAUTHENTICATED:
+        return "UNAUTHENTICATED";
+      case grpc::StatusCode::PERMISSION_DENIED:
+        return "PERMISSION_DENIED";
+      case grpc::StatusCode::UNAVAILABLE:
+        return "UNAVAILABLE";
+      case grpc::StatusCode::ABORTED:
+        return "ABORTED";
+      default:
+        return "OTHER";
     }
   }
   ApiContext& ctx_;
@@ -135,9 +151,9 @@ grpc::Status page_args(const v1::ListTenantsRequest& req, projection::ListQuery*
 grpc::Status wait_for(ApiContext& ctx, std::uint64_t min_sequence) {
   if (min_sequence == 0) return grpc::Status::OK;
   if (!ctx.waiter.wait_for(min_sequence, ctx.options.read_wait_ms))
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "projection has not reached sequence " + std::to_string(min_sequence) +
-                            " yet; retry");
+    return grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        "projection has not reached sequence " + std::to_string(min_sequence) + " yet; retry");
   return grpc::Status::OK;
 }
 
@@ -189,7 +205,8 @@ class AccountServiceImpl final : public v1::AccountService::Service {
     if (!row && row.error().code != errc::not_found) return call.done(to_grpc(row.error()));
     // Same answer for an unknown e-mail and a wrong password.
     if (!row || !auth::verify_password(req->password(), row->password_hash))
-      return call.done(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid email or password"));
+      return call.done(
+          grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid email or password"));
     return call.done(session(*row, resp));
   }
 
@@ -200,7 +217,8 @@ class AccountServiceImpl final : public v1::AccountService::Service {
     auto row = ctx_.accounts.find_by_id(p->account_id);
     if (!row) {
       if (row.error().code == errc::not_found)
-        return call.done(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "account no longer exists"));
+        return call.done(
+            grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "account no longer exists"));
       return call.done(to_grpc(row.error()));
     }
     fill_account(*row, resp);
@@ -232,8 +250,9 @@ class AccountServiceImpl final : public v1::AccountService::Service {
 // queues the append and returns; the JetStream ack finishes the call, so no
 // thread waits on a round trip (see docs/benchmarks.md).
 using TenantServiceBase = v1::TenantService::WithCallbackMethod_CreateTenant<
-    v1::TenantService::WithCallbackMethod_PauseTenant<v1::TenantService::WithCallbackMethod_ResumeTenant<
-        v1::TenantService::WithCallbackMethod_DeleteTenant<v1::TenantService::Service>>>>;
+    v1::TenantService::WithCallbackMethod_PauseTenant<
+        v1::TenantService::WithCallbackMethod_ResumeTenant<
+            v1::TenantService::WithCallbackMethod_DeleteTenant<v1::TenantService::Service>>>>;
 
 class TenantServiceImpl final : public TenantServiceBase {
  public:
@@ -246,13 +265,15 @@ class TenantServiceImpl final : public TenantServiceBase {
     CallScope call(ctx_, "CreateTenant");
     auto p = authenticate(ctx_, sc);
     if (!p) return finish(reactor, call, to_grpc(p.error()));
-    if (auto st = validate_request_id(req->request_id()); !st.ok()) return finish(reactor, call, st);
+    if (auto st = validate_request_id(req->request_id()); !st.ok())
+      return finish(reactor, call, st);
     v1::Plan plan = req->plan() == v1::PLAN_UNSPECIFIED ? v1::PLAN_FREE : req->plan();
     if (!domain::valid_plan(plan))
       return finish(reactor, call, invalid("plan", "must be FREE, STARTER or PRO"));
     CommandContext cc{*p, req->request_id(), correlation_id(sc)};
     ctx_.commands.create_async(
-        req->name(), plan, cc, [this, reactor, call, resp, corr = cc.correlation_id](Result<Mutation> m) mutable {
+        req->name(), plan, cc,
+        [this, reactor, call, resp, corr = cc.correlation_id](Result<Mutation> m) mutable {
           if (m) log()->info("tenant created ref={} corr={}", m->state.ref(), corr);
           finish(reactor, call, mutation_reply(ctx_, std::move(m), resp));
         });
@@ -376,18 +397,19 @@ class TenantServiceImpl final : public TenantServiceBase {
     if (!p) return finish(reactor, call, to_grpc(p.error()));
     auto ref = ids::parse_tenant_ref(req->ref());
     if (!ref) return finish(reactor, call, to_grpc(ref.error()));
-    if (auto st = validate_request_id(req->request_id()); !st.ok()) return finish(reactor, call, st);
+    if (auto st = validate_request_id(req->request_id()); !st.ok())
+      return finish(reactor, call, st);
     domain::TenantCommand cmd;
     cmd.kind = kind;
     CommandContext cc{*p, req->request_id(), correlation_id(sc)};
-    ctx_.commands.execute_async(
-        ref->str(), cmd, cc,
-        [this, reactor, call, resp, kind, r = ref->str(), corr = cc.correlation_id](Result<Mutation> m) mutable {
-          if (m)
-            log()->info("tenant command {} ref={} seq={} corr={}", domain::to_string(kind), r,
-                        m->sequence, corr);
-          finish(reactor, call, mutation_reply(ctx_, std::move(m), resp));
-        });
+    ctx_.commands.execute_async(ref->str(), cmd, cc,
+                                [this, reactor, call, resp, kind, r = ref->str(),
+                                 corr = cc.correlation_id](Result<Mutation> m) mutable {
+                                  if (m)
+                                    log()->info("tenant command {} ref={} seq={} corr={}",
+                                                domain::to_string(kind), r, m->sequence, corr);
+                                  finish(reactor, call, mutation_reply(ctx_, std::move(m), resp));
+                                });
     return reactor;
   }
 
@@ -437,8 +459,8 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     if (req->name() != "api" && req->name() != "tenants")
       return call.done(invalid("name", "unknown projection (this service owns: api)"));
     std::lock_guard lk(rebuild_mu_);  // one rebuild at a time
-    projection::RedisConnection conn(
-        projection::parse_redis_url(ctx_.options.redis_url).value(), ctx_.projection.scripts().all());
+    projection::RedisConnection conn(projection::parse_redis_url(ctx_.options.redis_url).value(),
+                                     ctx_.projection.scripts().all());
     const std::string gen = "g" + std::to_string(ctx_.clock.now_unix_ms());
     auto r = projection::rebuild_tenants(ctx_.store, conn, ctx_.projection, gen, true);
     if (!r) return call.done(to_grpc(r.error()));
@@ -468,8 +490,8 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     CommandContext cc{*p, rid, correlation_id(sc)};
     auto m = ctx_.commands.execute(ref->str(), cmd, cc);
     if (m)
-      log()->info("admin command {} ref={} seq={} corr={}", domain::to_string(cmd.kind),
-                  ref->str(), m->sequence, cc.correlation_id);
+      log()->info("admin command {} ref={} seq={} corr={}", domain::to_string(cmd.kind), ref->str(),
+                  m->sequence, cc.correlation_id);
     return mutation_reply(ctx_, std::move(m), resp);
   }
 
@@ -485,16 +507,24 @@ grpc::Status to_grpc(const Error& e) {
     case errc::invalid_argument:
       return grpc::Status(C::INVALID_ARGUMENT,
                           e.field.empty() ? e.message : e.field + ": " + e.message);
-    case errc::not_found: return grpc::Status(C::NOT_FOUND, e.message);
-    case errc::already_exists: return grpc::Status(C::ALREADY_EXISTS, e.message);
-    case errc::failed_precondition: return grpc::Status(C::FAILED_PRECONDITION, e.message);
-    case errc::conflict: return grpc::Status(C::ABORTED, e.message);
-    case errc::unavailable: return grpc::Status(C::UNAVAILABLE, e.message);
-    case errc::unauthenticated: return grpc::Status(C::UNAUTHENTICATED, e.message);
-    case errc::permission_denied: return grpc::Status(C::PERMISSION_DENIED, e.message);
+    case errc::not_found:
+      return grpc::Status(C::NOT_FOUND, e.message);
+    case errc::already_exists:
+      return grpc::Status(C::ALREADY_EXISTS, e.message);
+    case errc::failed_precondition:
+      return grpc::Status(C::FAILED_PRECONDITION, e.message);
+    case errc::conflict:
+      return grpc::Status(C::ABORTED, e.message);
+    case errc::unavailable:
+      return grpc::Status(C::UNAVAILABLE, e.message);
+    case errc::unauthenticated:
+      return grpc::Status(C::UNAUTHENTICATED, e.message);
+    case errc::permission_denied:
+      return grpc::Status(C::PERMISSION_DENIED, e.message);
     case errc::incompatible:
     case errc::corrupt:
-    case errc::internal: return grpc::Status(C::INTERNAL, "internal error");
+    case errc::internal:
+      return grpc::Status(C::INTERNAL, "internal error");
   }
   return grpc::Status(C::INTERNAL, "internal error");
 }

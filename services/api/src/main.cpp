@@ -17,24 +17,29 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   CLI::App app{"supaplane-api: the gRPC API of supaplane (supaplane.v1)"};
   bind_option(app, "nats-url", "SUPAPLANE_NATS_URL", o.nats_url, "NATS server URL");
-  bind_option(app, "redis-url", "SUPAPLANE_REDIS_URL", o.redis_url, "Redis URL (redis://host:port[/db])");
+  bind_option(app, "redis-url", "SUPAPLANE_REDIS_URL", o.redis_url,
+              "Redis URL (redis://host:port[/db])");
   bind_option(app, "database-url", "SUPAPLANE_DATABASE_URL", o.database_url,
-       "platform PostgreSQL connection string (accounts)");
-  bind_option(app, "grpc-addr", "SUPAPLANE_GRPC_ADDR", o.grpc_addr, "gRPC listen address host:port");
+              "platform PostgreSQL connection string (accounts)");
+  bind_option(app, "grpc-addr", "SUPAPLANE_GRPC_ADDR", o.grpc_addr,
+              "gRPC listen address host:port");
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
-       "/metrics, /healthz, /readyz listen address host:port");
+              "/metrics, /healthz, /readyz listen address host:port");
   bind_option(app, "jwt-secret", "SUPAPLANE_JWT_SECRET", o.jwt_secret,
-       "HS256 secret for session tokens (>= 32 bytes)");
-  bind_option(app, "base-domain", "SUPAPLANE_BASE_DOMAIN", o.base_domain, "tenants live at <ref>.<base-domain>");
-  bind_option(app, "admin-email", "SUPAPLANE_ADMIN_EMAIL", o.admin_email, "admin account created at start");
+              "HS256 secret for session tokens (>= 32 bytes)");
+  bind_option(app, "base-domain", "SUPAPLANE_BASE_DOMAIN", o.base_domain,
+              "tenants live at <ref>.<base-domain>");
+  bind_option(app, "admin-email", "SUPAPLANE_ADMIN_EMAIL", o.admin_email,
+              "admin account created at start");
   bind_option(app, "admin-password", "SUPAPLANE_ADMIN_PASSWORD", o.admin_password, "its password");
   bind_option(app, "projection-prefix", "SUPAPLANE_PROJECTION_PREFIX", o.projection_prefix,
-       "Redis key prefix of the api projection");
-  bind_option(app, "durable", "SUPAPLANE_API_DURABLE", o.durable, "durable consumer name of the projector");
+              "Redis key prefix of the api projection");
+  bind_option(app, "durable", "SUPAPLANE_API_DURABLE", o.durable,
+              "durable consumer name of the projector");
   bind_option(app, "stream-replicas", "SUPAPLANE_STREAM_REPLICAS", o.stream_replicas,
-       "replicas of the PLATFORM stream when it is created");
+              "replicas of the PLATFORM stream when it is created");
   bind_option(app, "read-wait-ms", "SUPAPLANE_READ_WAIT_MS", o.read_wait_ms,
-       "longest wait for min_sequence reads");
+              "longest wait for min_sequence reads");
   bind_option(app, "log-level", "SUPAPLANE_LOG_LEVEL", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
 

@@ -1,8 +1,8 @@
 #include "tenant_commands.hpp"
 
-#include "supaplane/core/ids.hpp"
 #include <future>
 
+#include "supaplane/core/ids.hpp"
 #include "supaplane/projection/history.hpp"
 
 namespace supaplane::api {
@@ -26,13 +26,10 @@ void StateCache::put_if_newer(const v1::TenantState& s) {
   map_.emplace(s.ref(), s);
 }
 
-event_store::OutgoingEvent make_tenant_event(const std::string& ref, const v1::TenantEvent& ev,
-                                             const v1::Actor& actor, const std::string& msg_id,
-                                             event_store::Expected expected,
-                                             const std::string& correlation_id,
-                                             const std::string& causation_id,
-                                             std::int64_t now_unix_ms,
-                                             v1::EventEnvelope* envelope_out) {
+event_store::OutgoingEvent make_tenant_event(
+    const std::string& ref, const v1::TenantEvent& ev, const v1::Actor& actor,
+    const std::string& msg_id, event_store::Expected expected, const std::string& correlation_id,
+    const std::string& causation_id, std::int64_t now_unix_ms, v1::EventEnvelope* envelope_out) {
   v1::EventEnvelope env;
   env.set_event_id(ids::random_hex_id());
   env.set_aggregate_id(ref);
@@ -104,17 +101,17 @@ Result<Mutation> wait_for_result(F&& start) {
 
 Result<Mutation> TenantCommands::create(const std::string& name, v1::Plan plan,
                                         const CommandContext& ctx) {
-  return wait_for_result([&](MutationCallback cb) { create_async(name, plan, ctx, std::move(cb)); });
+  return wait_for_result(
+      [&](MutationCallback cb) { create_async(name, plan, ctx, std::move(cb)); });
 }
 
 Result<Mutation> TenantCommands::execute(const std::string& ref, const domain::TenantCommand& cmd,
                                          const CommandContext& ctx) {
-  return wait_for_result(
-      [&](MutationCallback cb) { execute_async(ref, cmd, ctx, std::move(cb)); });
+  return wait_for_result([&](MutationCallback cb) { execute_async(ref, cmd, ctx, std::move(cb)); });
 }
 
-void TenantCommands::create_async(const std::string& name, v1::Plan plan,
-                                  const CommandContext& ctx, MutationCallback done) {
+void TenantCommands::create_async(const std::string& name, v1::Plan plan, const CommandContext& ctx,
+                                  MutationCallback done) {
   const TenantRef ref = ctx.request_id.empty()
                             ? ids::random_tenant_ref()
                             : ids::tenant_ref_for(ctx.principal.account_id, ctx.request_id);
@@ -127,10 +124,9 @@ void TenantCommands::create_async(const std::string& name, v1::Plan plan,
   if (!events) return done(events.error());
   const std::int64_t now = clock_.now_unix_ms();
   const v1::TenantEvent ev = events->front();
-  auto out = make_tenant_event(ref.str(), ev, actor(ctx),
-                               command_msg_id(ctx, "new", domain::CommandKind::create),
-                               event_store::Expected::no_message(), ctx.correlation_id,
-                               ctx.request_id, now);
+  auto out = make_tenant_event(
+      ref.str(), ev, actor(ctx), command_msg_id(ctx, "new", domain::CommandKind::create),
+      event_store::Expected::no_message(), ctx.correlation_id, ctx.request_id, now);
   const std::string account = ctx.principal.account_id;
   store_.append_async(out, [this, ref, ev, now, account, done = std::move(done)](
                                Result<event_store::AppendResult> appended) mutable {

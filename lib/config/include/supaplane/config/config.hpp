@@ -9,9 +9,9 @@ namespace supaplane::config {
 /// Adds `--<flag>` bound to `target`, also read from environment `env`
 /// (the flag wins). The default stays in `target`.
 CLI::Option* bind_option(CLI::App& app, const std::string& flag, const std::string& env,
-                  std::string& target, const std::string& help);
-CLI::Option* bind_option(CLI::App& app, const std::string& flag, const std::string& env, int& target,
-                  const std::string& help);
+                         std::string& target, const std::string& help);
+CLI::Option* bind_option(CLI::App& app, const std::string& flag, const std::string& env,
+                         int& target, const std::string& help);
 
 struct HostPort {
   std::string host;

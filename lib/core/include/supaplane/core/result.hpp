@@ -8,7 +8,7 @@ namespace supaplane {
 /// Expected failure categories shared by all libraries. Adapters map them to
 /// gRPC / HTTP codes at the edge.
 enum class errc {
-  invalid_argument,     ///< bad input; `Error::field` names the field
+  invalid_argument,  ///< bad input; `Error::field` names the field
   not_found,
   already_exists,
   failed_precondition,  ///< impossible transition
@@ -16,8 +16,8 @@ enum class errc {
   unavailable,          ///< a dependency is down or timed out
   unauthenticated,
   permission_denied,
-  incompatible,         ///< e.g. the stream exists with incompatible settings
-  corrupt,              ///< a message that cannot be decoded
+  incompatible,  ///< e.g. the stream exists with incompatible settings
+  corrupt,       ///< a message that cannot be decoded
   internal,
 };
 
@@ -37,8 +37,8 @@ inline Error make_error(errc code, std::string message, std::string field = {}) 
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}          // NOLINT(implicit)
-  Result(Error error) : v_(std::move(error)) {}      // NOLINT(implicit)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(implicit)
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT(implicit)
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
   T& value() & { return std::get<0>(v_); }

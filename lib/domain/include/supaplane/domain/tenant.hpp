@@ -29,10 +29,10 @@ const char* to_string(CommandKind k) noexcept;
 /// transition is possible.
 struct TenantCommand {
   CommandKind kind{CommandKind::pause};
-  std::string name;              // create
+  std::string name;                     // create
   v1::Plan plan{v1::PLAN_UNSPECIFIED};  // create, change_plan
-  std::string owner_account_id;  // create
-  std::string reason;            // suspend
+  std::string owner_account_id;         // create
+  std::string reason;                   // suspend
 };
 
 /// Metadata of the stream message that carried an event.
@@ -48,8 +48,7 @@ inline bool exists(const v1::TenantState& s) { return s.created_sequence() != 0;
 /// The events `cmd` produces against `state` (empty = accepted, nothing to do),
 /// or an error: not_found, already_exists, invalid_argument,
 /// failed_precondition.
-Result<std::vector<v1::TenantEvent>> decide(const v1::TenantState& state,
-                                            const TenantCommand& cmd);
+Result<std::vector<v1::TenantEvent>> decide(const v1::TenantState& state, const TenantCommand& cmd);
 
 /// Applies one event. Unknown kinds (KIND_NOT_SET) only move `version`.
 v1::TenantState fold(v1::TenantState state, const v1::TenantEvent& event, const EventMeta& meta);

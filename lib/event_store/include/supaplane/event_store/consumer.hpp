@@ -11,22 +11,22 @@
 namespace supaplane::event_store {
 
 struct ConsumerOptions {
-  std::string durable;                 ///< durable consumer name
+  std::string durable;  ///< durable consumer name
   std::string filter{"platform.>"};
   int batch{256};
   int fetch_timeout_ms{250};
   std::int64_t ack_wait_ms{30'000};
   int max_ack_pending{20'000};
-  std::uint64_t max_deliveries{8};     ///< a message failing this often is terminated
+  std::uint64_t max_deliveries{8};  ///< a message failing this often is terminated
   int backoff_base_ms{100};
   int backoff_max_ms{30'000};
 };
 
 enum class Disposition {
-  ack,     ///< handled
-  retry,   ///< transient failure: nak with backoff, redelivered later
-  poison,  ///< can never be handled: terminate (counted), never redelivered
-  release, ///< not handled (shutting down): nak now so it comes back first
+  ack,      ///< handled
+  retry,    ///< transient failure: nak with backoff, redelivered later
+  poison,   ///< can never be handled: terminate (counted), never redelivered
+  release,  ///< not handled (shutting down): nak now so it comes back first
 };
 
 struct InboundMessage {

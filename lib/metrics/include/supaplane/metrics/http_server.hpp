@@ -8,7 +8,9 @@
 
 #include "supaplane/core/result.hpp"
 
-namespace httplib { class Server; }
+namespace httplib {
+class Server;
+}
 
 namespace supaplane::metrics {
 
