@@ -77,9 +77,7 @@ Result<v1::TenantState> TenantCommands::load_from_stream(const std::string& ref)
   return s;
 }
 
-Result<v1::TenantState> TenantCommands::load_hint(const std::string& ref) {
-  v1::TenantState s;
-  if (cache_.get(ref, &s)) return s;
+Result<v1::TenantState> TenantCommands::load_uncached(const std::string& ref) {
   {
     auto lease = redis_.acquire();
     auto r = projection_.get(*lease, ref);
@@ -164,9 +162,15 @@ void TenantCommands::execute_async(const std::string& ref, const domain::TenantC
   if (cmd.kind == domain::CommandKind::create)
     return done(make_error(errc::internal, "create goes through TenantCommands::create"));
   auto op = std::make_shared<Op>(Op{ref, cmd, ctx, std::move(done), 0});
-  auto state = load_hint(ref);
-  if (!state) return op->done(state.error());
-  attempt(std::move(op), std::move(*state), /*authoritative=*/false);
+  v1::TenantState cached;
+  if (cache_.get(ref, &cached)) return attempt(std::move(op), std::move(cached), false);
+  // A miss costs a Redis (or stream) round trip: not on the caller's thread,
+  // which may be one of gRPC's callback threads.
+  slow_path_.post([this, op = std::move(op)]() mutable {
+    auto state = load_uncached(op->ref);
+    if (!state) return op->done(state.error());
+    attempt(std::move(op), std::move(*state), /*authoritative=*/false);
+  });
 }
 
 void TenantCommands::retry_from_stream(std::shared_ptr<Op> op) {

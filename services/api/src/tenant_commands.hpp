@@ -80,7 +80,8 @@ class TenantCommands {
   struct Op;
   void attempt(std::shared_ptr<Op> op, v1::TenantState state, bool authoritative);
   void retry_from_stream(std::shared_ptr<Op> op);
-  Result<v1::TenantState> load_hint(const std::string& ref);
+  /// The state hint when the cache has none: the Redis projection, else the stream.
+  Result<v1::TenantState> load_uncached(const std::string& ref);
   v1::Actor actor(const CommandContext& ctx) const;
 
   event_store::EventStore& store_;
