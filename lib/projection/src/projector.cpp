@@ -1,9 +1,11 @@
 #include "supaplane/projection/projector.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/logging/logging.hpp"
@@ -160,45 +162,67 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
   if (auto st = projection.drop_generation(redis, gen); !st) return st.error();
   RebuildResult res;
   res.generation = gen;
+  // The new generation is private until the switch, so each round folds the
+  // log in memory and writes every changed tenant once (in version order,
+  // through the same Lua apply as the live projector, so the keys are the
+  // same), then the checkpoint.
   std::unordered_map<std::string, v1::TenantState> states;
-  std::size_t queued = 0;
-  Error redis_error;
-  bool redis_failed = false;
-  auto drain = [&] {
-    for (; queued > 0; --queued) {
-      auto r = redis.get_reply();
-      if (!r && !redis_failed) {
-        redis_failed = true;
-        redis_error = r.error();
-      }
-    }
-  };
+  std::unordered_map<std::string, v1::Phase> written_phase;
+  std::unordered_set<std::string> dirty;
   std::uint64_t next = 1;
   auto replay_from = [&](std::uint64_t from) -> Status {
     return store.replay("platform.>", from, [&](const event_store::StoredMessage& m) {
       const DecodedEvent d = decode(m);
-      TenantWrite w;
-      w.sequence = d.sequence;
-      if (!d.ref.empty()) {
-        auto& cur = states[d.ref];
-        const auto old_phase = cur.phase();
-        if (advance_tenant(d, cur)) {
-          w.old_phase = old_phase;
-          w.state = &cur;
-        }
-      }
-      projection.queue_apply(redis, gen, w, /*check_pointer=*/false);
+      if (!d.ref.empty() && advance_tenant(d, states[d.ref])) dirty.insert(d.ref);
       ++res.events;
       next = d.sequence + 1;
-      if (++queued >= 512) drain();
-      return !redis_failed;
+      return true;
     });
   };
-  auto st = replay_from(1);
-  drain();
-  if (!st) return st.error();
-  if (redis_failed) return redis_error;
-  res.checkpoint = next - 1;
+  auto flush = [&]() -> Status {
+    std::vector<const v1::TenantState*> order;
+    order.reserve(dirty.size());
+    for (const auto& ref : dirty) order.push_back(&states.at(ref));
+    std::sort(order.begin(), order.end(),
+              [](const auto* a, const auto* b) { return a->version() < b->version(); });
+    std::size_t queued = 0;
+    Error error;
+    bool failed = false;
+    auto drain = [&] {
+      for (; queued > 0; --queued) {
+        auto r = redis.get_reply();
+        if (!r && !failed) {
+          failed = true;
+          error = r.error();
+        }
+      }
+    };
+    for (const auto* st : order) {
+      TenantWrite w;
+      w.sequence = st->version();
+      w.state = st;
+      auto it = written_phase.find(st->ref());
+      w.old_phase = it == written_phase.end() ? v1::PHASE_UNSPECIFIED : it->second;
+      written_phase[st->ref()] = st->phase();
+      projection.queue_apply(redis, gen, w, /*check_pointer=*/false);
+      if (++queued >= 1024) drain();
+    }
+    TenantWrite cp;  // the checkpoint: everything read so far
+    cp.sequence = next - 1;
+    projection.queue_apply(redis, gen, cp, /*check_pointer=*/false);
+    ++queued;
+    drain();
+    dirty.clear();
+    if (failed) return error;
+    return Status::Ok();
+  };
+  auto round = [&](std::uint64_t from) -> Status {
+    if (auto st = replay_from(from); !st) return st;
+    if (auto st = flush(); !st) return st;
+    res.checkpoint = next - 1;
+    return Status::Ok();
+  };
+  if (auto st = round(1); !st) return st.error();
   if (switch_live) {
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::milliseconds(catch_up_timeout_ms);
@@ -217,11 +241,7 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
       }
       if (std::chrono::steady_clock::now() > deadline)
         return make_error(errc::unavailable, "rebuild could not catch up with the live projection");
-      st = replay_from(next);
-      drain();
-      if (!st) return st.error();
-      if (redis_failed) return redis_error;
-      res.checkpoint = next - 1;
+      if (auto st = round(next); !st) return st.error();
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
