@@ -628,6 +628,26 @@ TEST_F(ApiTest, LostRedisDataIsRebuiltFromTheLog) {
   EXPECT_EQ(app_->projector().counters().recoveries.load(), 1u);
 }
 
+TEST_F(ApiTest, RedisDataLostWhileTheApiWasDownIsRebuiltAtStart) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "kept", &m).ok());
+  const std::string ref = m.tenant().ref();
+  wait_applied(m.sequence());
+  app_.reset();
+  {
+    projection::RedisConnection c(projection::parse_redis_url(redis_.url()).value(), {});
+    ASSERT_TRUE(c.command({"FLUSHALL"}).ok());
+  }
+  start_api();
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, ref, &t).ok()) << "tenant lost with Redis";
+  EXPECT_EQ(t.name(), "kept");
+  ASSERT_TRUE(op(alice, Op::pause, ref, &m).ok());
+  ASSERT_TRUE(get(alice, ref, &t, m.sequence()).ok());
+  EXPECT_EQ(t.phase(), v1::PHASE_PAUSING);
+}
+
 TEST_F(ApiTest, NatsRestartMidRunLosesNoAcknowledgedCommand) {
   const std::string alice = signup("alice@example.com");
   std::atomic<bool> stop{false};

@@ -113,6 +113,29 @@ TEST_F(ProjectionTest, RedisOutageBlocksInPlaceAndLosesNothing) {
   EXPECT_EQ(proj_.checkpoint(*conn_, proj_.active_generation(*conn_).value()).value(), s2);
 }
 
+// Within a pipelined batch a write whose predecessor did not land must not
+// move the checkpoint past it (else the retry would skip the predecessor).
+TEST_F(ProjectionTest, ApplyRefusesToOvertakeAMissingPredecessor) {
+  projection::RedisConnection rc(addr_, proj_.scripts().all());
+  ASSERT_TRUE(rc.ensure().ok());
+  const std::string gen = proj_.active_generation(rc).value();
+  const auto base = proj_.checkpoint(rc, gen).value();
+  auto apply = [&](std::uint64_t seq, std::uint64_t after) {
+    projection::TenantWrite w;
+    w.sequence = seq;
+    w.after = after;
+    proj_.queue_apply(rc, gen, w, true);
+    auto r = rc.get_reply();
+    return r.ok() ? r.value()->integer : -100;
+  };
+  EXPECT_EQ(apply(base + 2, base + 1), -2);  // base+1 never applied
+  EXPECT_EQ(proj_.checkpoint(rc, gen).value(), base);
+  EXPECT_EQ(apply(base + 1, 0), 1);
+  EXPECT_EQ(apply(base + 2, base + 1), 1);
+  EXPECT_EQ(apply(base + 2, base + 1), 0);  // redelivery: already applied
+  EXPECT_EQ(proj_.checkpoint(rc, gen).value(), base + 2);
+}
+
 TEST_F(ProjectionTest, RebuildSwitchesWhileEventsKeepArriving) {
   const auto s1 = append_history("cccccccccccccccccccc", 200);
   ASSERT_TRUE(waiter_.wait_for(s1, 10000));

@@ -83,7 +83,9 @@ void ConsumerRunner::run() {
       if (failures == 0)
         log()->warn("consumer {}: fetch failed: {}; retrying", opts_.durable,
                     natsStatus_GetText(s));
-      if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) {
+      // A subscription that keeps failing (durable deleted or recreated on
+      // the server, ...) is dropped and made again.
+      if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED || failures >= 10) {
         natsSubscription_Destroy(sub);  // never Unsubscribe: that deletes the durable
         sub = nullptr;
         subscribed_ = false;

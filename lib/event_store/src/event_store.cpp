@@ -307,15 +307,18 @@ Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence
   natsStatus s = js_SubscribeSync(&g.sub, js_, filter.c_str(), nullptr, &so, &jerr);
   if (s != NATS_OK) return nats_error(s, jerr, "replay subscribe " + filter);
   natsSubscription_SetPendingLimits(g.sub, -1, -1);
+  bool received = false;
   for (;;) {
     natsMsg* m = nullptr;
     s = natsSubscription_NextMsg(&m, g.sub, request_timeout_ms_);
     if (s == NATS_TIMEOUT) {
-      // Nothing more matching the filter was delivered in time: a filtered
-      // replay whose last match lies before the stream's end ends here.
-      return Status::Ok();
+      // Nothing matched the filter at all: an empty replay. A silence after
+      // messages said more were pending is a cut-off, never an end.
+      if (!received) return Status::Ok();
+      return make_error(errc::unavailable, "replay " + filter + " stalled before its end");
     }
     if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "replay " + filter);
+    received = true;
     StoredMessage sm = to_stored(m);
     natsMsg_Destroy(m);
     const bool more = handler(sm);
@@ -331,12 +334,16 @@ Result<std::vector<StoredMessage>> EventStore::read_subject(const std::string& s
       js_GetLastMsg(&lastmsg, js_, stream_.name.c_str(), subject.c_str(), nullptr, &jerr);
   if (s == NATS_NOT_FOUND) return out;
   if (s != NATS_OK) return nats_error(s, jerr, "last message of " + subject);
+  const std::uint64_t last = natsMsg_GetSequence(lastmsg);
   natsMsg_Destroy(lastmsg);
   auto st = replay(subject, 1, [&](const StoredMessage& m) {
     out.push_back(m);
-    return true;
+    return m.sequence < last;
   });
   if (!st) return st.error();
+  // The history is whole only if it reaches the subject's last message.
+  if (out.empty() || out.back().sequence < last)
+    return make_error(errc::unavailable, "history of " + subject + " was cut short; retry");
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "supaplane/core/ids.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/logging/logging.hpp"
 
@@ -47,14 +48,12 @@ void TenantProjector::handle(std::vector<event_store::InboundMessage>& batch) {
       failures = 0;
       continue;
     }
-    if (r.error().code == errc::not_found && store_) {
-      // The live generation is gone (Redis lost its data): rebuild it from
-      // the log, then go on; this batch is then already applied.
+    if ((r.error().code == errc::not_found || r.error().code == errc::corrupt) && store_) {
+      // The live generation is gone (Redis lost its data) or holds a value
+      // that cannot be decoded: rebuild it from the log, then go on; this
+      // batch is then already applied.
       log()->warn("projection missing in Redis; rebuilding it from the event log");
-      const std::string gen =
-          "g" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
+      const std::string gen = new_generation_name();
       auto rb = rebuild_tenants(*store_, redis_, projection_, gen, true);
       if (rb) {
         counters_.recoveries++;
@@ -94,6 +93,7 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
     const auto& d = decoded[i];
     TenantWrite w;
     w.sequence = d.sequence;
+    if (i > from) w.after = decoded[i - 1].sequence;
     if (!d.ref.empty()) {
       auto& cur = states->states[index.at(d.ref)];
       const auto old_phase = cur.phase();
@@ -121,7 +121,9 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
     }
     if (failed || restart != batch.size()) continue;
     const long long v = (*rep)->integer;
-    if (v == -1) {  // the live generation changed under us: re-read from here
+    if (v == -1 || v == -2) {
+      // -1: the live generation changed under us; -2: a predecessor in this
+      // batch failed. Either way: re-read and redo from here.
       restart = i;
       continue;
     }
@@ -154,11 +156,15 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
   return restart;
 }
 
+std::string new_generation_name() { return "g" + ids::random_hex_id().substr(0, 12); }
+
 Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConnection& redis,
                                       TenantProjection& projection, const std::string& gen,
                                       bool switch_live, int catch_up_timeout_ms) {
   const auto t0 = std::chrono::steady_clock::now();
   if (auto st = redis.ensure(); !st) return st.error();
+  if (auto live = projection.active_generation(redis); live && *live == gen)
+    return make_error(errc::invalid_argument, "generation " + gen + " is live; pick another name");
   if (auto st = projection.drop_generation(redis, gen); !st) return st.error();
   RebuildResult res;
   res.generation = gen;

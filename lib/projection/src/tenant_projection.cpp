@@ -8,13 +8,15 @@ namespace supaplane::projection {
 
 namespace {
 
-// ARGV: base, gen, seq, ref, state, owner, score, old_phase, new_phase, check_pointer
+// ARGV: base, gen, seq, ref, state, owner, score, old_phase, new_phase, check_pointer,
+//       prev (the sequence that must already be applied, '' = none)
 constexpr const char* kApply = R"lua(
 local base, gen = ARGV[1], ARGV[2]
 if ARGV[10] == '1' and redis.call('GET', base .. 'active') ~= gen then return -1 end
 local p = base .. gen .. ':'
 local cp = tonumber(redis.call('GET', p .. 'checkpoint') or '0')
 if tonumber(ARGV[3]) <= cp then return 0 end
+if ARGV[11] ~= '' and cp < tonumber(ARGV[11]) then return -2 end
 redis.call('SET', p .. 'checkpoint', ARGV[3])
 local ref = ARGV[4]
 if ref ~= '' then
@@ -228,7 +230,7 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
 void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen, const TenantWrite& w,
                                    bool check_pointer) {
   std::vector<std::string> args;
-  args.reserve(10);
+  args.reserve(11);
   args.push_back(base_);
   args.push_back(gen);
   args.push_back(std::to_string(w.sequence));
@@ -243,6 +245,7 @@ void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen, c
     for (int i = 0; i < 6; ++i) args.emplace_back();
   }
   args.push_back(check_pointer ? "1" : "0");
+  args.push_back(w.after ? std::to_string(w.after) : std::string());
   c.append(RedisConnection::evalsha(scripts_.apply, std::move(args)));
 }
 

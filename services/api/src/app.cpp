@@ -233,9 +233,28 @@ void ApiApp::bootstrap() {
         if (st.error().code == errc::incompatible) log()->error("{}", st.error().message);
       }
     }
-    if (!redis_ready_) {
+    if (!redis_ready_ && stream_ready_) {
       auto lease = redis_->acquire();
-      auto gen = projection_.init(*lease);
+      auto gen = projection_.active_generation(*lease);
+      if (!gen && gen.error().code == errc::not_found) {
+        // No projection in Redis. With events in the log (Redis lost its
+        // data while we were down), rebuild before consuming: the durable
+        // consumer resumes after its ack floor and would never replay them.
+        auto last = store_->last_sequence();
+        if (last && *last == 0) {
+          gen = projection_.init(*lease);
+        } else if (last) {
+          log()->warn("no projection in Redis but {} events in the log; rebuilding", *last);
+          auto rb = projection::rebuild_tenants(*store_, *lease, projection_,
+                                                projection::new_generation_name(), true);
+          if (rb)
+            gen = rb->generation;
+          else
+            gen = rb.error();
+        } else {
+          gen = last.error();
+        }
+      }
       if (gen) {
         auto cp = projection_.checkpoint(*lease, *gen);
         if (cp) {
@@ -316,6 +335,10 @@ void ApiApp::stop() {
   if (gauges_thread_.joinable()) gauges_thread_.join();
   if (ops_) ops_->stop();
   server_.reset();
+  // The event store goes before the command side it calls back into.
+  runner_.reset();
+  projector_.reset();
+  store_.reset();
 }
 
 }  // namespace supaplane::api

@@ -80,7 +80,7 @@ class ChangeHub {
     std::condition_variable cv_;
     std::deque<Change> q_;
     bool closed_{false};
-    bool overflowed_{false};
+    std::atomic<bool> overflowed_{false};
   };
   std::shared_ptr<Subscription> subscribe();
   void unsubscribe(const std::shared_ptr<Subscription>& s);

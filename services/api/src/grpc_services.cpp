@@ -461,7 +461,7 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     std::lock_guard lk(rebuild_mu_);  // one rebuild at a time
     projection::RedisConnection conn(projection::parse_redis_url(ctx_.options.redis_url).value(),
                                      ctx_.projection.scripts().all());
-    const std::string gen = "g" + std::to_string(ctx_.clock.now_unix_ms());
+    const std::string gen = projection::new_generation_name();
     auto r = projection::rebuild_tenants(ctx_.store, conn, ctx_.projection, gen, true);
     if (!r) return call.done(to_grpc(r.error()));
     log()->info("projection rebuilt into {}: {} events in {:.3f}s", gen, r->events, r->seconds);

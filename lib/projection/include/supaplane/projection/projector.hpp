@@ -67,7 +67,11 @@ struct RebuildResult {
   bool switched{false};
 };
 
-/// Replays the stream from sequence 1 into generation `gen`; with
+/// A fresh, unique generation name ("g" + 12 hex digits).
+std::string new_generation_name();
+
+/// Replays the stream from sequence 1 into generation `gen` (refused if it
+/// is the live one); with
 /// `switch_live`, catches up with the live generation, switches the pointer
 /// atomically and drops the old generation.
 Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConnection& redis,

@@ -50,6 +50,10 @@ struct TenantWrite {
   std::uint64_t sequence{0};
   const v1::TenantState* state{nullptr};  ///< null: only move the checkpoint
   v1::Phase old_phase{v1::PHASE_UNSPECIFIED};
+  /// Applied only if this sequence already is (0 = no condition): within a
+  /// pipelined batch, a write whose predecessor failed must not move the
+  /// checkpoint past it.
+  std::uint64_t after{0};
 };
 
 struct ListQuery {
