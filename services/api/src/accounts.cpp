@@ -64,22 +64,39 @@ Status append_account_created(event_store::EventStore& store, const AccountRow& 
 AccountStore::AccountStore(std::string dsn) : dsn_(with_connect_timeout(std::move(dsn))) {}
 AccountStore::~AccountStore() = default;
 
+void AccountStore::release(std::unique_ptr<pqxx::connection> conn) {
+  std::lock_guard lk(mu_);
+  if (idle_.size() < kMaxIdle) idle_.push_back(std::move(conn));
+}
+
 template <typename F>
 auto AccountStore::with_tx(F&& f) -> decltype(f(std::declval<pqxx::work&>())) {
-  std::lock_guard lk(mu_);
+  // One connection per call from a small pool: a slow call (SignUp appends
+  // its event inside the transaction) never holds up the others.
+  std::unique_ptr<pqxx::connection> conn;
+  {
+    std::lock_guard lk(mu_);
+    if (!idle_.empty()) {
+      conn = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
   try {
-    if (!conn_ || !conn_->is_open()) conn_ = std::make_unique<pqxx::connection>(dsn_);
-    pqxx::work tx(*conn_);
-    return f(tx);
+    if (!conn || !conn->is_open()) conn = std::make_unique<pqxx::connection>(dsn_);
+    auto result = [&] {
+      pqxx::work tx(*conn);
+      return f(tx);
+    }();
+    release(std::move(conn));
+    return result;
   } catch (const pqxx::unique_violation&) {
+    release(std::move(conn));
     return make_error(errc::already_exists, "an account with this email already exists", "email");
-  } catch (const pqxx::broken_connection& e) {
-    conn_.reset();
+  } catch (const pqxx::broken_connection&) {
     return make_error(errc::unavailable, "accounts database unavailable");
   } catch (const std::exception& e) {
     // libpq error texts can echo connection parameters: log, do not return them.
     logging::get("accounts")->error("accounts database error: {}", e.what());
-    conn_.reset();
     return make_error(errc::unavailable, "accounts database error");
   }
 }

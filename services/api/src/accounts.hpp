@@ -21,8 +21,8 @@ struct AccountRow {
   std::int64_t created_at_unix_ms{0};
 };
 
-/// Accounts in the platform PostgreSQL. One connection behind a mutex
-/// (account calls are rare next to tenant calls); reconnects on failure.
+/// Accounts in the platform PostgreSQL, through a small pool of connections
+/// (a broken one is dropped and replaced on the next call). Thread-safe.
 class AccountStore {
  public:
   explicit AccountStore(std::string dsn);
@@ -31,7 +31,9 @@ class AccountStore {
   Status migrate();
   /// Inserts an account; `in_tx` runs inside the transaction before commit
   /// (the caller appends the AccountCreated event there): if it fails,
-  /// nothing is stored. already_exists when the e-mail is taken.
+  /// nothing is stored. Known gap: an append that succeeded followed by a
+  /// failed commit leaves an `account.created` with no account behind it.
+  /// already_exists when the e-mail is taken.
   Result<AccountRow> create(const std::string& email, const std::string& password_hash,
                             auth::Role role, const std::function<Status(const AccountRow&)>& in_tx);
   Result<AccountRow> find_by_email(const std::string& email);
@@ -45,8 +47,10 @@ class AccountStore {
   template <typename F>
   auto with_tx(F&& f) -> decltype(f(std::declval<pqxx::work&>()));
   std::string dsn_;
-  std::mutex mu_;
-  std::unique_ptr<pqxx::connection> conn_;
+  void release(std::unique_ptr<pqxx::connection> conn);
+  static constexpr std::size_t kMaxIdle = 8;
+  std::mutex mu_;  // guards idle_ only
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;
 };
 
 /// Appends `account.created` for a new account (id and role only: the
