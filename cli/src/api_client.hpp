@@ -44,4 +44,19 @@ Result<std::string> load_token(const GlobalOptions& g);
 /// exit code 3 and a login hint when there is none.
 int with_session(const GlobalOptions& g, const std::function<int(ApiClient&)>& body);
 
+/// The shape of most commands: one unary call in a session; a failed call
+/// maps to its exit code, a good answer goes to `print`.
+/// `call(ApiClient&, grpc::ClientContext*, Resp*) -> grpc::Status`.
+template <typename Resp, typename Call, typename Print>
+int unary_call(const GlobalOptions& g, Call&& call, Print&& print) {
+  return with_session(g, [&](ApiClient& client) {
+    Resp resp;
+    auto ctx = client.context();
+    const grpc::Status s = call(client, ctx.get(), &resp);
+    if (!s.ok()) return client.fail(s);
+    print(resp);
+    return 0;
+  });
+}
+
 }  // namespace supaplane::cli

@@ -26,14 +26,12 @@ struct AdminOptions {
 int list_all(const GlobalOptions& g, const AdminOptions& o) {
   auto req = list_request(o.phase, o.page_size, o.page_token);
   if (!req) return fail(req.error());
-  return with_session(g, [&](ApiClient& client) {
-    v1::ListTenantsResponse resp;
-    auto ctx = client.context();
-    const grpc::Status s = client.admin().ListAllTenants(ctx.get(), *req, &resp);
-    if (!s.ok()) return client.fail(s);
-    print_tenant_list(g, resp, /*with_owner=*/true);
-    return 0;
-  });
+  return unary_call<v1::ListTenantsResponse>(
+      g,
+      [&](ApiClient& c, auto* ctx, auto* resp) {
+        return c.admin().ListAllTenants(ctx, *req, resp);
+      },
+      [&](const auto& resp) { print_tenant_list(g, resp, /*with_owner=*/true); });
 }
 
 int suspend(const GlobalOptions& g, const AdminOptions& o) {
@@ -41,28 +39,22 @@ int suspend(const GlobalOptions& g, const AdminOptions& o) {
   req.set_ref(o.ref);
   req.set_reason(o.reason);
   req.set_request_id(o.request_id);
-  return with_session(g, [&](ApiClient& client) {
-    v1::TenantMutation resp;
-    auto ctx = client.context();
-    const grpc::Status s = client.admin().SuspendTenant(ctx.get(), req, &resp);
-    if (!s.ok()) return client.fail(s);
-    print_mutation(g, resp, o.request_id);
-    return 0;
-  });
+  return unary_call<v1::TenantMutation>(
+      g,
+      [&](ApiClient& c, auto* ctx, auto* resp) { return c.admin().SuspendTenant(ctx, req, resp); },
+      [&](const auto& resp) { print_mutation(g, resp, o.request_id); });
 }
 
 int unsuspend(const GlobalOptions& g, const AdminOptions& o) {
   v1::TenantRequest req;
   req.set_ref(o.ref);
   req.set_request_id(o.request_id);
-  return with_session(g, [&](ApiClient& client) {
-    v1::TenantMutation resp;
-    auto ctx = client.context();
-    const grpc::Status s = client.admin().UnsuspendTenant(ctx.get(), req, &resp);
-    if (!s.ok()) return client.fail(s);
-    print_mutation(g, resp, o.request_id);
-    return 0;
-  });
+  return unary_call<v1::TenantMutation>(
+      g,
+      [&](ApiClient& c, auto* ctx, auto* resp) {
+        return c.admin().UnsuspendTenant(ctx, req, resp);
+      },
+      [&](const auto& resp) { print_mutation(g, resp, o.request_id); });
 }
 
 int rebuild(const GlobalOptions& g, const AdminOptions& o) {

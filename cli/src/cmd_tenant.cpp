@@ -91,26 +91,21 @@ int mutate(const GlobalOptions& g, const TenantOptions& o, Mutation m) {
   v1::TenantRequest req;
   req.set_ref(o.ref);
   req.set_request_id(o.request_id);
-  return with_session(g, [&](ApiClient& client) {
-    v1::TenantMutation resp;
-    auto ctx = client.context();
-    auto& stub = client.tenants();
-    grpc::Status s;
-    switch (m) {
-      case Mutation::pause:
-        s = stub.PauseTenant(ctx.get(), req, &resp);
-        break;
-      case Mutation::resume:
-        s = stub.ResumeTenant(ctx.get(), req, &resp);
-        break;
-      case Mutation::remove:
-        s = stub.DeleteTenant(ctx.get(), req, &resp);
-        break;
-    }
-    if (!s.ok()) return client.fail(s);
-    print_mutation(g, resp, o.request_id);
-    return 0;
-  });
+  return unary_call<v1::TenantMutation>(
+      g,
+      [&](ApiClient& c, grpc::ClientContext* ctx, v1::TenantMutation* resp) {
+        auto& stub = c.tenants();
+        switch (m) {
+          case Mutation::pause:
+            return stub.PauseTenant(ctx, req, resp);
+          case Mutation::resume:
+            return stub.ResumeTenant(ctx, req, resp);
+          case Mutation::remove:
+            return stub.DeleteTenant(ctx, req, resp);
+        }
+        return grpc::Status(grpc::StatusCode::INTERNAL, "unknown command");
+      },
+      [&](const auto& resp) { print_mutation(g, resp, o.request_id); });
 }
 
 int events(const GlobalOptions& g, const TenantOptions& o) {

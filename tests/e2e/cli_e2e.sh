@@ -74,7 +74,15 @@ expect_exit 3 ctl --token-file "$SUPAPLANE_RUN_DIR/other" admin list
 # The operator.
 source "$SUPAPLANE_RUN_DIR/secrets.env"
 ctl --token-file "$SUPAPLANE_RUN_DIR/admin" login --email "$SUPAPLANE_ADMIN_EMAIL" --password "$SUPAPLANE_ADMIN_PASSWORD" >/dev/null
-ctl --token-file "$SUPAPLANE_RUN_DIR/admin" --json admin list | jq -e '.tenants | length == 1' >/dev/null
+ctl --token-file "$SUPAPLANE_RUN_DIR/admin" --json admin list | jq -e '.tenants | length == 1' >/dev/null \
+  || fail "admin list"
+
+ref2=$(ctl --json tenant create --name shop2 | jq -r '.tenant.ref')
+ctl --token-file "$SUPAPLANE_RUN_DIR/admin" --json admin suspend "$ref2" --reason "payment overdue" \
+  | jq -e '.tenant.phase == "SUSPENDED"' >/dev/null || fail "admin suspend"
+expect_exit 5 ctl tenant resume "$ref2"
+ctl --token-file "$SUPAPLANE_RUN_DIR/admin" admin unsuspend "$ref2" >/dev/null
+ctl tenant resume "$ref2" >/dev/null
 ctl --token-file "$SUPAPLANE_RUN_DIR/admin" projections rebuild api >/dev/null
 ctl --json tenant get "$ref" | jq -e '.phase == "DELETING"' >/dev/null
 
