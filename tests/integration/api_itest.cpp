@@ -4,11 +4,13 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <yaml-cpp/yaml.h>
 
 #include <atomic>
 #include <chrono>
 #include <map>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -729,6 +731,34 @@ TEST_F(ApiTest, WatchStreamsOnlyTheCallersTenants) {
   c.TryCancel();
   while (reader->Read(&ch)) {
   }
+}
+
+// deploy/prometheus/alerts.yml must only name metrics the api exports.
+TEST_F(ApiTest, DeployAlertRulesUseOnlyMetricsTheApiExports) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "metrics", &m).ok());
+  wait_applied(m.sequence());
+  httplib::Client http("127.0.0.1", app_->metrics_port());
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res);
+  const YAML::Node doc =
+      YAML::LoadFile(std::string(SUPAPLANE_SOURCE_DIR) + "/deploy/prometheus/alerts.yml");
+  int rules = 0;
+  const std::regex metric("supaplane_[a-z_]+");
+  for (const auto& group : doc["groups"]) {
+    for (const auto& rule : group["rules"]) {
+      ASSERT_TRUE(rule["alert"] && rule["expr"]) << "rule without alert or expr";
+      const std::string expr = rule["expr"].as<std::string>();
+      for (std::sregex_iterator it(expr.begin(), expr.end(), metric), end; it != end; ++it) {
+        const std::string name = it->str();
+        EXPECT_NE(res->body.find("\n" + name), std::string::npos)
+            << rule["alert"].as<std::string>() << " uses " << name << ", which /metrics lacks";
+      }
+      ++rules;
+    }
+  }
+  EXPECT_GE(rules, 5);
 }
 
 TEST(ApiStart, RefusesABadAdminPassword) {
