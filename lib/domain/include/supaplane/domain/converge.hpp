@@ -1,0 +1,35 @@
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "supaplane/v1/events.pb.h"
+#include "supaplane/v1/types.pb.h"
+
+namespace supaplane::domain {
+
+namespace v1 = ::supaplane::v1;
+
+/// What a driver must do to a tenant's stack.
+enum class StackAction {
+  none,       ///< observed already matches the latest desire
+  provision,  ///< create if missing, allow connections (also re-converges a running stack)
+  pause,      ///< exist but refuse connections (suspension pauses too)
+  resume,     ///< allow connections again
+  remove,     ///< delete the stack and everything it owns
+};
+
+const char* to_string(StackAction a) noexcept;
+
+/// The provisioner's level-triggered decision: from the latest folded state
+/// only (commands queued during a long step collapse into one action), for
+/// generation `s.generation()`. Pure.
+StackAction plan_convergence(const v1::TenantState& s);
+
+/// The outcome event appended after `action` succeeded for `generation`.
+v1::TenantEvent outcome_event(StackAction action, std::int64_t generation);
+
+/// A failed attempt; `final` once retries are exhausted (the tenant goes FAILED).
+v1::TenantEvent failure_event(std::int64_t generation, const std::string& reason, int attempt,
+                              bool final);
+
+}  // namespace supaplane::domain
