@@ -1,0 +1,38 @@
+#pragma once
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "supaplane/driver/driver.hpp"
+
+
+namespace supaplane::driver {
+
+/// Database-per-tenant on a shared PostgreSQL cluster, through an admin
+/// connection (`SUPAPLANE_TENANT_DB_URL`). Thread-safe (a small pool).
+class PostgresDriver final : public Driver {
+ public:
+  explicit PostgresDriver(std::string admin_dsn);
+  ~PostgresDriver() override;
+  Status provision(const StackRequest& r) override;
+  Status pause(const StackRequest& r) override;
+  Status resume(const StackRequest& r) override;
+  Status remove(const std::string& ref) override;
+  Result<StackStatus> observe(const std::string& ref) override;
+
+  /// Names of a tenant's database and login role.
+  static std::string database_name(const std::string& ref) { return "t_" + ref; }
+  static std::string role_name(const std::string& ref) { return "t_" + ref; }
+
+ private:
+  struct Conn;
+  template <typename F>
+  Status run(const char* what, const std::string& ref, F&& f);
+  Status ensure(const StackRequest& r, bool accept);
+  std::string dsn_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Conn>> idle_;
+};
+
+}  // namespace supaplane::driver
