@@ -161,7 +161,8 @@ std::string pg_bin(const std::string& name) {
 constexpr const char* kPgUser = "postgres";
 }  // namespace
 
-PostgresServer::PostgresServer() : dir_("supaplane-pg"), port_(free_port()) {}
+PostgresServer::PostgresServer(bool password_auth)
+    : dir_("supaplane-pg"), port_(free_port()), password_auth_(password_auth) {}
 PostgresServer::~PostgresServer() { stop(); }
 
 void PostgresServer::start() {
@@ -176,9 +177,10 @@ void PostgresServer::start() {
   const std::string data = dir_.path() + "/data";
   {
     Process p;
-    p.start(
-        {pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"},
-        dir_.path() + "/initdb.log", as);
+    p.start({pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth-local=trust",
+             password_auth_ ? "--auth-host=scram-sha-256" : "--auth-host=trust", "-E", "UTF8",
+             "--no-sync"},
+            dir_.path() + "/initdb.log", as);
     if (p.wait() != 0)
       throw std::runtime_error("initdb failed; see " + dir_.path() + "/initdb.log");
   }
@@ -187,7 +189,7 @@ void PostgresServer::start() {
                "-c", "full_page_writes=off", "-c", "max_connections=200"},
               dir_.path() + "/postgres.log", as);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (PQping(dsn().c_str()) != PQPING_OK) {
+  while (PQping(admin_dsn().c_str()) != PQPING_OK) {
     if (std::chrono::steady_clock::now() > deadline)
       throw std::runtime_error("postgres did not start; see " + dir_.path() + "/postgres.log");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -198,8 +200,12 @@ std::string PostgresServer::dsn(const std::string& db) const {
   return "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=" + db;
 }
 
+std::string PostgresServer::admin_dsn(const std::string& db) const {
+  return "host=" + dir_.path() + " port=" + std::to_string(port_) + " user=postgres dbname=" + db;
+}
+
 std::string PostgresServer::create_database(const std::string& name) {
-  PGconn* c = PQconnectdb(dsn().c_str());
+  PGconn* c = PQconnectdb(admin_dsn().c_str());
   if (PQstatus(c) != CONNECTION_OK) {
     PQfinish(c);
     throw std::runtime_error("cannot connect to test postgres");

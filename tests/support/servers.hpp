@@ -81,9 +81,13 @@ class RedisServer {
 
 class PostgresServer {
  public:
-  PostgresServer();
+  /// With `password_auth`, TCP connections need a password (scram-sha-256)
+  /// while the unix socket stays trusted (see `admin_dsn`).
+  explicit PostgresServer(bool password_auth = false);
   ~PostgresServer();
   void start();
+  /// Superuser over the unix socket (trusted in both modes).
+  std::string admin_dsn(const std::string& db = "postgres") const;
   void stop() { proc_.stop(); }
   /// libpq connection string for database `db`.
   std::string dsn(const std::string& db = "postgres") const;
@@ -94,6 +98,7 @@ class PostgresServer {
  private:
   TempDir dir_;
   int port_;
+  bool password_auth_;
   Process proc_;
 };
 

@@ -48,7 +48,8 @@ Status PostgresDriver::run(const char* what, const std::string& ref, F&& f) {
     return Status::Ok();
   } catch (const pqxx::broken_connection&) {
     log()->warn("{} ref={}: tenant database cluster unreachable", what, ref);
-    return make_error(errc::unavailable, std::string(what) + ": tenant database cluster unreachable");
+    return make_error(errc::unavailable,
+                      std::string(what) + ": tenant database cluster unreachable");
   } catch (const pqxx::sql_error& e) {
     // The statement may carry a password: log the SQLSTATE only.
     log()->error("{} ref={}: SQL error {}", what, ref, e.sqlstate());
@@ -64,12 +65,27 @@ Status PostgresDriver::ensure(const StackRequest& r, bool accept) {
     const std::string name = role_name(r.ref);
     const std::string db = database_name(r.ref);
     const std::string limit = std::to_string(r.connection_limit);
+    if (!hardened_.load()) {
+      // A fresh cluster lets PUBLIC connect to every database (postgres,
+      // template1, a platform database): tenant roles must reach only their
+      // own. Owners and superusers keep their access.
+      tx.exec(
+          "DO $$ DECLARE d record; BEGIN "
+          "FOR d IN SELECT datname FROM pg_database WHERE datname NOT LIKE 't\\_%' "
+          "AND datname <> 'template0' LOOP "
+          "EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', d.datname); "
+          "END LOOP; END $$");
+      hardened_ = true;
+    }
     // The Supabase roles are cluster-wide; each tenant's login role may use them.
     tx.exec(
         "DO $$ BEGIN "
-        "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF; "
-        "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF; "
-        "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF; "
+        "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon "
+        "NOLOGIN; END IF; "
+        "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE "
+        "authenticated NOLOGIN; END IF; "
+        "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN CREATE ROLE "
+        "service_role NOLOGIN BYPASSRLS; END IF; "
         "EXCEPTION WHEN duplicate_object THEN NULL; END $$");
     if (tx.exec_params("SELECT 1 FROM pg_roles WHERE rolname = $1", name).empty())
       tx.exec("CREATE ROLE " + ident(name) + " NOLOGIN");

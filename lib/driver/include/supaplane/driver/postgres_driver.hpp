@@ -1,11 +1,11 @@
 #pragma once
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "supaplane/driver/driver.hpp"
-
 
 namespace supaplane::driver {
 
@@ -31,6 +31,7 @@ class PostgresDriver final : public Driver {
   Status run(const char* what, const std::string& ref, F&& f);
   Status ensure(const StackRequest& r, bool accept);
   std::string dsn_;
+  std::atomic<bool> hardened_{false};  ///< PUBLIC's CONNECT revoked cluster-wide
   std::mutex mu_;
   std::vector<std::unique_ptr<Conn>> idle_;
 };

@@ -1,0 +1,134 @@
+// PostgresDriver (database mode) against a real PostgreSQL that checks
+// passwords over TCP: what a tenant's credentials can and cannot do.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <string>
+
+#include "servers.hpp"
+#include "supaplane/driver/postgres_driver.hpp"
+
+namespace {
+
+using namespace supaplane;
+using driver::PostgresDriver;
+
+testenv::PostgresServer& pg() {
+  static testenv::PostgresServer* server = [] {
+    auto* s = new testenv::PostgresServer(/*password_auth=*/true);
+    s->start();
+    return s;
+  }();
+  return *server;
+}
+
+/// A tenant's connection over TCP with its password; "" when it works,
+/// else the server's complaint.
+std::string try_connect(const std::string& ref, const std::string& password,
+                        const std::string& db = "") {
+  const std::string dsn = "host=127.0.0.1 port=" + std::to_string(pg().port()) + " user=t_" + ref +
+                          " dbname=" + (db.empty() ? "t_" + ref : db) + " password=" + password +
+                          " connect_timeout=5";
+  PGconn* c = PQconnectdb(dsn.c_str());
+  std::string err = PQstatus(c) == CONNECTION_OK ? "" : PQerrorMessage(c);
+  PQfinish(c);
+  return err;
+}
+
+std::string admin_query(const std::string& sql) {
+  PGconn* c = PQconnectdb(pg().admin_dsn().c_str());
+  PGresult* r = PQexec(c, sql.c_str());
+  std::string out = PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+  PQclear(r);
+  PQfinish(c);
+  return out;
+}
+
+class DriverTest : public ::testing::Test {
+ protected:
+  PostgresDriver driver_{pg().admin_dsn()};
+  driver::StackRequest req(const std::string& ref, const std::string& pw) { return {ref, pw, 5}; }
+};
+
+TEST_F(DriverTest, LifecycleIsIdempotentAndEnforced) {
+  const std::string ref = "lifecycleaaaaaaaaaaa";
+  auto r = req(ref, "pw-one-0123456789");
+  ASSERT_TRUE(driver_.provision(r).ok());
+  ASSERT_TRUE(driver_.provision(r).ok());  // twice = once
+  EXPECT_EQ(try_connect(ref, "pw-one-0123456789"), "");
+  EXPECT_NE(try_connect(ref, "wrong-password"), "");
+  auto st = driver_.observe(ref).value();
+  EXPECT_TRUE(st.exists);
+  EXPECT_TRUE(st.accepting_connections);
+
+  ASSERT_TRUE(driver_.pause(r).ok());
+  ASSERT_TRUE(driver_.pause(r).ok());
+  EXPECT_NE(try_connect(ref, "pw-one-0123456789"), "");
+  EXPECT_FALSE(driver_.observe(ref)->accepting_connections);
+
+  ASSERT_TRUE(driver_.resume(r).ok());
+  EXPECT_EQ(try_connect(ref, "pw-one-0123456789"), "");
+
+  // A new password (rotation) replaces the old one.
+  auto rotated = req(ref, "pw-two-0123456789");
+  ASSERT_TRUE(driver_.provision(rotated).ok());
+  EXPECT_NE(try_connect(ref, "pw-one-0123456789"), "");
+  EXPECT_EQ(try_connect(ref, "pw-two-0123456789"), "");
+
+  ASSERT_TRUE(driver_.remove(ref).ok());
+  ASSERT_TRUE(driver_.remove(ref).ok());
+  EXPECT_FALSE(driver_.observe(ref)->exists);
+  EXPECT_EQ(admin_query("SELECT count(*) FROM pg_database WHERE datname = 't_" + ref + "'"), "0");
+  EXPECT_EQ(admin_query("SELECT count(*) FROM pg_roles WHERE rolname = 't_" + ref + "'"), "0");
+}
+
+TEST_F(DriverTest, ATenantCannotReachAnotherTenantsDatabase) {
+  const std::string a = "isolationaaaaaaaaaaa", b = "isolationbbbbbbbbbbb";
+  ASSERT_TRUE(driver_.provision(req(a, "pw-a-0123456789")).ok());
+  ASSERT_TRUE(driver_.provision(req(b, "pw-b-0123456789")).ok());
+  EXPECT_EQ(try_connect(a, "pw-a-0123456789"), "");
+  EXPECT_NE(try_connect(a, "pw-a-0123456789", "t_" + b), "");  // CONNECT revoked
+  EXPECT_NE(try_connect(a, "pw-a-0123456789", "postgres"), "");
+  // The Supabase roles exist and each tenant may use them, but cannot log in as them.
+  EXPECT_EQ(admin_query("SELECT count(*) FROM pg_roles WHERE rolname IN "
+                        "('anon','authenticated','service_role') AND NOT rolcanlogin"),
+            "3");
+  EXPECT_EQ(admin_query("SELECT pg_has_role('t_" + a + "', 'anon', 'MEMBER')"), "t");
+  EXPECT_EQ(admin_query("SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles WHERE "
+                        "rolname = 't_" +
+                        a + "'"),
+            "f");
+  ASSERT_TRUE(driver_.remove(a).ok());
+  ASSERT_TRUE(driver_.remove(b).ok());
+}
+
+TEST_F(DriverTest, PauseEndsOpenSessions) {
+  const std::string ref = "sessionsaaaaaaaaaaaa";
+  ASSERT_TRUE(driver_.provision(req(ref, "pw-s-0123456789")).ok());
+  const std::string dsn = "host=127.0.0.1 port=" + std::to_string(pg().port()) + " user=t_" + ref +
+                          " dbname=t_" + ref + " password=pw-s-0123456789";
+  PGconn* c = PQconnectdb(dsn.c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  ASSERT_TRUE(driver_.pause(req(ref, "pw-s-0123456789")).ok());
+  PGresult* r = PQexec(c, "SELECT 1");
+  EXPECT_NE(PQresultStatus(r), PGRES_TUPLES_OK) << "session survived the pause";
+  PQclear(r);
+  PQfinish(c);
+  ASSERT_TRUE(driver_.remove(ref).ok());
+}
+
+TEST_F(DriverTest, RejectsMalformedRefs) {
+  EXPECT_EQ(driver_.provision(req("Robert'); DROP TABLE x;--", "pw")).error().code,
+            errc::invalid_argument);
+  EXPECT_EQ(driver_.remove("short").error().code, errc::invalid_argument);
+}
+
+TEST(DriverDown, UnreachableClusterIsUnavailable) {
+  PostgresDriver d("host=127.0.0.1 port=" + std::to_string(testenv::free_port()) +
+                   " user=postgres connect_timeout=2");
+  auto st = d.provision({"downaaaaaaaaaaaaaaaa", "pw", 5});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, errc::unavailable);
+}
+
+}  // namespace
