@@ -5,6 +5,7 @@
 #include "supaplane/auth/token.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
+#include "supaplane/projection/tenant_events.hpp"
 #include "tenant_commands.hpp"
 
 namespace {
@@ -45,7 +46,7 @@ void BM_EncodeEnvelope(benchmark::State& st) {
   a.set_kind(v1::ACTOR_KIND_ACCOUNT);
   a.set_id("acct_aaaaaaaaaaaaaaaaaaaa");
   for (auto _ : st)
-    benchmark::DoNotOptimize(api::make_tenant_event("abcdefghijklmnopqrst", e, a, "acct:req-1",
+    benchmark::DoNotOptimize(projection::make_tenant_event("abcdefghijklmnopqrst", e, a, "acct:req-1",
                                                     event_store::Expected::at(7), "corr", "req-1",
                                                     1));
 }
@@ -55,7 +56,7 @@ void BM_DecodeStoredEvent(benchmark::State& st) {
   v1::TenantEvent e;
   e.mutable_pause_requested()->set_generation(2);
   v1::Actor a;
-  auto out = api::make_tenant_event("abcdefghijklmnopqrst", e, a, "", event_store::Expected::any(),
+  auto out = projection::make_tenant_event("abcdefghijklmnopqrst", e, a, "", event_store::Expected::any(),
                                     "", "", 1);
   event_store::StoredMessage m;
   m.subject = out.subject;

@@ -19,6 +19,7 @@
 #include "servers.hpp"
 #include "supaplane/core/ids.hpp"
 #include "supaplane/logging/logging.hpp"
+#include "supaplane/projection/tenant_events.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -284,7 +285,7 @@ int main(int argc, char** argv) {
           e.mutable_resume_requested()->set_generation(k + 1);
         }
         auto out =
-            api::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
+            projection::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
         natsMsg* msg = nullptr;
         natsMsg_Create(&msg, out.subject.c_str(), nullptr, out.body.data(),
                        static_cast<int>(out.body.size()));

@@ -11,6 +11,7 @@
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/projection/projector.hpp"
+#include "supaplane/projection/tenant_events.hpp"
 #include "tenant_commands.hpp"
 
 namespace {
@@ -61,7 +62,7 @@ class ProjectionTest : public ::testing::Test, public projection::ProjectorObser
       } else {
         e.mutable_resume_requested()->set_generation(k + 1);
       }
-      auto out = api::make_tenant_event(ref, e, actor, "", event_store::Expected::at(last), "", "",
+      auto out = projection::make_tenant_event(ref, e, actor, "", event_store::Expected::at(last), "", "",
                                         1000 + k);
       auto r = store_->append(out);
       EXPECT_TRUE(r.ok()) << r.error().message;

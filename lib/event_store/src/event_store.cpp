@@ -287,6 +287,23 @@ Result<std::uint64_t> EventStore::last_sequence() {
   return last;
 }
 
+Result<std::vector<std::string>> EventStore::subjects(const std::string& filter) {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = request_timeout_ms_;
+  o.Stream.Info.SubjectsFilter = filter.c_str();
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&si, js_, stream_.name.c_str(), &o, &jerr);
+  if (s != NATS_OK) return nats_error(s, jerr, "stream subjects");
+  std::vector<std::string> out;
+  if (si->State.Subjects)
+    for (int i = 0; i < si->State.Subjects->Count; ++i)
+      out.emplace_back(si->State.Subjects->List[i].Subject);
+  jsStreamInfo_Destroy(si);
+  return out;
+}
+
 Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence,
                           const ReplayHandler& handler) {
   auto last = last_sequence();

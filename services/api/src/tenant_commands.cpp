@@ -4,6 +4,7 @@
 
 #include "supaplane/core/ids.hpp"
 #include "supaplane/projection/history.hpp"
+#include "supaplane/projection/tenant_events.hpp"
 
 namespace supaplane::api {
 
@@ -24,30 +25,6 @@ void StateCache::put_if_newer(const v1::TenantState& s) {
   }
   if (map_.size() >= max_) map_.clear();  // a hint cache: dropping it only costs reads
   map_.emplace(s.ref(), s);
-}
-
-event_store::OutgoingEvent make_tenant_event(
-    const std::string& ref, const v1::TenantEvent& ev, const v1::Actor& actor,
-    const std::string& msg_id, event_store::Expected expected, const std::string& correlation_id,
-    const std::string& causation_id, std::int64_t now_unix_ms, v1::EventEnvelope* envelope_out) {
-  v1::EventEnvelope env;
-  env.set_event_id(ids::random_hex_id());
-  env.set_aggregate_id(ref);
-  env.set_occurred_at_unix_ms(now_unix_ms);
-  *env.mutable_actor() = actor;
-  env.set_correlation_id(correlation_id);
-  env.set_causation_id(causation_id);
-  *env.mutable_tenant() = ev;
-  event_store::OutgoingEvent out;
-  out.subject = "platform.tenant." + ref;
-  out.msg_id = msg_id;
-  out.expected = expected;
-  out.event_type = domain::event_type(ev);
-  out.schema = "supaplane.v1.TenantEvent";
-  out.correlation_id = correlation_id;
-  out.body = env.SerializeAsString();
-  if (envelope_out) *envelope_out = std::move(env);
-  return out;
 }
 
 TenantCommands::TenantCommands(event_store::EventStore& store,
@@ -122,7 +99,7 @@ void TenantCommands::create_async(const std::string& name, v1::Plan plan, const 
   if (!events) return done(events.error());
   const std::int64_t now = clock_.now_unix_ms();
   const v1::TenantEvent ev = events->front();
-  auto out = make_tenant_event(
+  auto out = projection::make_tenant_event(
       ref.str(), ev, actor(ctx), command_msg_id(ctx, "new", domain::CommandKind::create),
       event_store::Expected::no_message(), ctx.correlation_id, ctx.request_id, now);
   const std::string account = ctx.principal.account_id;
@@ -199,7 +176,7 @@ void TenantCommands::attempt(std::shared_ptr<Op> op, v1::TenantState state, bool
   }
   const std::int64_t now = clock_.now_unix_ms();
   const v1::TenantEvent ev = events->front();
-  auto out = make_tenant_event(op->ref, ev, actor(ctx), command_msg_id(ctx, op->ref, op->cmd.kind),
+  auto out = projection::make_tenant_event(op->ref, ev, actor(ctx), command_msg_id(ctx, op->ref, op->cmd.kind),
                                event_store::Expected::at(state.version()), ctx.correlation_id,
                                ctx.request_id, now);
   store_.append_async(out, [this, op, ev, now, state = std::move(state)](

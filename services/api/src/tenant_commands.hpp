@@ -41,14 +41,7 @@ class StateCache {
   std::unordered_map<std::string, v1::TenantState> map_;
 };
 
-/// Builds the envelope + stream message of one tenant event.
-event_store::OutgoingEvent make_tenant_event(const std::string& ref, const v1::TenantEvent& ev,
-                                             const v1::Actor& actor, const std::string& msg_id,
-                                             event_store::Expected expected,
-                                             const std::string& correlation_id,
-                                             const std::string& causation_id,
-                                             std::int64_t now_unix_ms,
-                                             v1::EventEnvelope* envelope_out = nullptr);
+
 
 using MutationCallback = std::function<void(Result<Mutation>)>;
 

@@ -113,6 +113,8 @@ class EventStore {
   Result<StoredMessage> get(std::uint64_t sequence);
   /// Sequence of the last message in the stream (0 when empty).
   Result<std::uint64_t> last_sequence();
+  /// Every subject matching `filter` that holds at least one message.
+  Result<std::vector<std::string>> subjects(const std::string& filter);
 
   bool connected() const;
   const StreamSettings& stream() const { return stream_; }
