@@ -31,15 +31,6 @@ std::string normalize_email(std::string email) {
   return email;
 }
 
-namespace {
-// libpq waits forever for an unreachable host by default; bound it.
-std::string with_connect_timeout(std::string dsn) {
-  if (dsn.find("connect_timeout") != std::string::npos) return dsn;
-  if (dsn.rfind("postgres://", 0) == 0 || dsn.rfind("postgresql://", 0) == 0)
-    return dsn + (dsn.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=3";
-  return dsn + " connect_timeout=3";
-}
-}  // namespace
 
 Status append_account_created(event_store::EventStore& store, const AccountRow& account,
                               const v1::Actor& actor, std::int64_t now_unix_ms) {
@@ -61,44 +52,15 @@ Status append_account_created(event_store::EventStore& store, const AccountRow& 
   return Status::Ok();
 }
 
-AccountStore::AccountStore(std::string dsn) : dsn_(with_connect_timeout(std::move(dsn))) {}
+AccountStore::AccountStore(std::string dsn) : pool_(std::move(dsn), "accounts") {}
 AccountStore::~AccountStore() = default;
-
-void AccountStore::release(std::unique_ptr<pqxx::connection> conn) {
-  std::lock_guard lk(mu_);
-  if (idle_.size() < kMaxIdle) idle_.push_back(std::move(conn));
-}
 
 template <typename F>
 auto AccountStore::with_tx(F&& f) -> decltype(f(std::declval<pqxx::work&>())) {
-  // One connection per call from a small pool: a slow call (SignUp appends
-  // its event inside the transaction) never holds up the others.
-  std::unique_ptr<pqxx::connection> conn;
-  {
-    std::lock_guard lk(mu_);
-    if (!idle_.empty()) {
-      conn = std::move(idle_.back());
-      idle_.pop_back();
-    }
-  }
-  try {
-    if (!conn || !conn->is_open()) conn = std::make_unique<pqxx::connection>(dsn_);
-    auto result = [&] {
-      pqxx::work tx(*conn);
-      return f(tx);
-    }();
-    release(std::move(conn));
-    return result;
-  } catch (const pqxx::unique_violation&) {
-    release(std::move(conn));
+  auto r = pool_.with_tx(std::forward<F>(f));
+  if (!r && r.error().code == errc::already_exists)
     return make_error(errc::already_exists, "an account with this email already exists", "email");
-  } catch (const pqxx::broken_connection&) {
-    return make_error(errc::unavailable, "accounts database unavailable");
-  } catch (const std::exception& e) {
-    // libpq error texts can echo connection parameters: log, do not return them.
-    logging::get("accounts")->error("accounts database error: {}", e.what());
-    return make_error(errc::unavailable, "accounts database error");
-  }
+  return r;
 }
 
 Status AccountStore::migrate() {

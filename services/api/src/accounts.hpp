@@ -4,6 +4,8 @@
 #include <memory>
 #include <mutex>
 #include <pqxx/pqxx>
+
+#include "supaplane/pg/pool.hpp"
 #include <string>
 
 #include "supaplane/auth/token.hpp"
@@ -46,11 +48,7 @@ class AccountStore {
  private:
   template <typename F>
   auto with_tx(F&& f) -> decltype(f(std::declval<pqxx::work&>()));
-  std::string dsn_;
-  void release(std::unique_ptr<pqxx::connection> conn);
-  static constexpr std::size_t kMaxIdle = 8;
-  std::mutex mu_;  // guards idle_ only
-  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  pg::Pool pool_;
 };
 
 /// Appends `account.created` for a new account (id and role only: the

@@ -1,0 +1,103 @@
+#include "key_store.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace supaplane::provisioner {
+
+namespace {
+std::string to_json(const secrets::TenantKeys& k) {
+  nlohmann::json j{{"jwt_secret", k.jwt_secret},
+                   {"anon_jwt", k.anon_jwt},
+                   {"service_role_jwt", k.service_role_jwt},
+                   {"publishable_key", k.publishable_key},
+                   {"secret_key", k.secret_key},
+                   {"db_password", k.db_password}};
+  return j.dump();
+}
+
+Result<secrets::TenantKeys> from_json(const std::string& s) {
+  const auto j = nlohmann::json::parse(s, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return make_error(errc::corrupt, "tenant keys unreadable");
+  secrets::TenantKeys k;
+  k.jwt_secret = j.value("jwt_secret", "");
+  k.anon_jwt = j.value("anon_jwt", "");
+  k.service_role_jwt = j.value("service_role_jwt", "");
+  k.publishable_key = j.value("publishable_key", "");
+  k.secret_key = j.value("secret_key", "");
+  k.db_password = j.value("db_password", "");
+  return k;
+}
+}  // namespace
+
+KeyStore::KeyStore(std::string dsn, secrets::MasterKey key, std::string issuer, const Clock& clock)
+    : pool_(std::move(dsn), "keys"), key_(key), issuer_(std::move(issuer)), clock_(clock) {}
+
+Status KeyStore::migrate() {
+  auto r = pool_.with_tx([](pqxx::work& tx) -> Result<Unit> {
+    tx.exec(
+        "CREATE TABLE IF NOT EXISTS tenant_secrets ("
+        " ref text PRIMARY KEY,"
+        " keys_generation bigint NOT NULL,"
+        " sealed text NOT NULL,"
+        " updated_at timestamptz NOT NULL DEFAULT now())");
+    tx.commit();
+    return Unit{};
+  });
+  if (!r) return r.error();
+  return Status::Ok();
+}
+
+Result<std::optional<StoredKeys>> KeyStore::load(const std::string& ref) {
+  auto row = pool_.with_tx(
+      [&](pqxx::work& tx) -> Result<std::optional<std::pair<std::int64_t, std::string>>> {
+        auto res = tx.exec_params(
+            "SELECT keys_generation, sealed FROM tenant_secrets WHERE ref = $1", ref);
+        if (res.empty()) return std::optional<std::pair<std::int64_t, std::string>>{};
+        return std::optional(std::pair{res[0][0].as<std::int64_t>(), res[0][1].as<std::string>()});
+      });
+  if (!row) return row.error();
+  if (!row->has_value()) return std::optional<StoredKeys>{};
+  auto plain = secrets::open(key_, ref, (*row)->second);
+  if (!plain) return plain.error();
+  auto keys = from_json(*plain);
+  if (!keys) return keys.error();
+  return std::optional(StoredKeys{(*row)->first, std::move(*keys)});
+}
+
+Result<StoredKeys> KeyStore::ensure(const std::string& ref, std::int64_t keys_generation) {
+  auto current = load(ref);
+  if (!current) return current.error();
+  if (current->has_value() && (*current)->keys_generation >= keys_generation) return **current;
+  auto keys = secrets::generate_tenant_keys(ref, issuer_, clock_.now_unix_ms() / 1000);
+  if (!keys) return keys.error();
+  const std::string sealed = secrets::seal(key_, ref, to_json(*keys));
+  // Only a newer generation replaces what is stored (two writers agree).
+  auto stored = pool_.with_tx([&](pqxx::work& tx) -> Result<Unit> {
+    tx.exec_params(
+        "INSERT INTO tenant_secrets (ref, keys_generation, sealed) VALUES ($1, $2, $3) "
+        "ON CONFLICT (ref) DO UPDATE SET keys_generation = EXCLUDED.keys_generation, "
+        "sealed = EXCLUDED.sealed, updated_at = now() "
+        "WHERE tenant_secrets.keys_generation < EXCLUDED.keys_generation",
+        ref, keys_generation, sealed);
+    tx.commit();
+    return Unit{};
+  });
+  if (!stored) return stored.error();
+  auto now = load(ref);  // what won
+  if (!now) return now.error();
+  if (!now->has_value()) return make_error(errc::unavailable, "tenant keys vanished; retry");
+  return **now;
+}
+
+Status KeyStore::remove(const std::string& ref) {
+  auto r = pool_.with_tx([&](pqxx::work& tx) -> Result<Unit> {
+    tx.exec_params("DELETE FROM tenant_secrets WHERE ref = $1", ref);
+    tx.commit();
+    return Unit{};
+  });
+  if (!r) return r.error();
+  return Status::Ok();
+}
+
+}  // namespace supaplane::provisioner

@@ -1,0 +1,56 @@
+// supaplane-provisioner: flags / SUPAPLANE_* environment → AppOptions → App.
+#include <unistd.h>
+
+#include <csignal>
+#include <iostream>
+
+#include "provisioner_app.hpp"
+#include "supaplane/config/config.hpp"
+#include "supaplane/logging/logging.hpp"
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+}  // namespace
+
+int main(int argc, char** argv) {
+  using supaplane::config::bind_option;
+  supaplane::provisioner::AppOptions o;
+  std::string log_level = "info";
+  CLI::App app{"supaplane-provisioner: converges every tenant's stack to its desired state"};
+  bind_option(app, "nats-url", "SUPAPLANE_NATS_URL", o.nats_url, "NATS server URL");
+  bind_option(app, "database-url", "SUPAPLANE_DATABASE_URL", o.database_url,
+              "platform PostgreSQL (sealed tenant keys)");
+  bind_option(app, "tenant-db-url", "SUPAPLANE_TENANT_DB_URL", o.tenant_db_url,
+              "admin connection to the tenants' PostgreSQL cluster");
+  bind_option(app, "master-key", "SUPAPLANE_MASTER_KEY", o.master_key,
+              "base64 of 32 bytes; seals tenant secrets at rest");
+  bind_option(app, "driver", "SUPAPLANE_DRIVER", o.driver, "postgres (docker: not built yet)");
+  bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
+              "/metrics, /healthz, /readyz listen address host:port");
+  bind_option(app, "durable", "SUPAPLANE_PROVISIONER_DURABLE", o.durable, "durable consumer name");
+  bind_option(app, "workers", "SUPAPLANE_PROVISIONER_WORKERS", o.provisioner.workers,
+              "tenants converged in parallel");
+  bind_option(app, "max-attempts", "SUPAPLANE_PROVISIONER_MAX_ATTEMPTS", o.provisioner.max_attempts,
+              "driver attempts before a tenant goes FAILED");
+  bind_option(app, "resync-interval-ms", "SUPAPLANE_RESYNC_INTERVAL_MS", o.resync_interval_ms,
+              "drift check period (0 = off)");
+  bind_option(app, "connection-limit", "SUPAPLANE_TENANT_CONNECTION_LIMIT",
+              o.provisioner.connection_limit, "connections per tenant database");
+  bind_option(app, "stream-replicas", "SUPAPLANE_STREAM_REPLICAS", o.stream_replicas,
+              "replicas of the PLATFORM stream when it is created");
+  bind_option(app, "log-level", "SUPAPLANE_LOG_LEVEL", log_level, "trace|debug|info|warn|error");
+  CLI11_PARSE(app, argc, argv);
+
+  supaplane::logging::init("provisioner", log_level);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  supaplane::provisioner::App prov(o);
+  if (auto st = prov.start(); !st) {
+    std::cerr << "supaplane-provisioner: cannot start: " << st.error().message << "\n";
+    return 2;
+  }
+  while (!g_stop) pause();
+  prov.stop();
+  return 0;
+}

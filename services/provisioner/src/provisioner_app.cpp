@@ -1,0 +1,150 @@
+#include "provisioner_app.hpp"
+
+#include <chrono>
+
+#include "supaplane/config/config.hpp"
+#include "supaplane/driver/postgres_driver.hpp"
+#include "supaplane/logging/logging.hpp"
+
+namespace supaplane::provisioner {
+
+namespace {
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("app");
+  return l;
+}
+}  // namespace
+
+App::App(AppOptions opts, const Clock& clock) : opts_(std::move(opts)), clock_(clock) {}
+App::~App() { stop(); }
+
+Status App::start() {
+  auto master = secrets::MasterKey::from_base64(opts_.master_key);
+  if (!master)
+    return make_error(errc::invalid_argument,
+                      "SUPAPLANE_MASTER_KEY must be base64 of exactly 32 bytes", "master_key");
+  if (opts_.driver != "postgres")
+    return make_error(errc::invalid_argument,
+                      "SUPAPLANE_DRIVER=" + opts_.driver + " is not available (postgres only)",
+                      "driver");
+  auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
+  if (!metrics_hp) return metrics_hp.error();
+
+  registry_ = std::make_shared<prometheus::Registry>();
+  event_store::ConnectOptions co;
+  co.url = opts_.nats_url;
+  co.name = "supaplane-provisioner";
+  event_store::StreamSettings ss;
+  ss.replicas = opts_.stream_replicas;
+  auto es = event_store::EventStore::connect(co, ss);
+  if (!es) return es.error();
+  store_ = std::move(*es);
+  if (auto st = store_->ensure_stream(); !st) {
+    if (st.error().code == errc::incompatible) return st.error();
+  } else {
+    stream_ready_ = true;
+  }
+  driver_ = std::make_unique<driver::PostgresDriver>(opts_.tenant_db_url);
+  keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
+  provisioner_ =
+      std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner);
+  event_store::ConsumerOptions cons;
+  cons.durable = opts_.durable;
+  cons.filter = "platform.tenant.>";
+  cons.batch = 64;
+  cons.max_deliveries = 100;  // the periodic resync is the last resort after that
+  cons.ack_wait_ms = 120'000;
+  runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *provisioner_);
+
+  ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
+  auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
+  if (!mp) return mp.error();
+  metrics_port_ = *mp;
+  bootstrap_thread_ = std::thread([this] { bootstrap(); });
+  background_thread_ = std::thread([this] { background(); });
+  log()->info("supaplane-provisioner started: driver {} metrics {}:{}", opts_.driver,
+              metrics_hp->host, metrics_port_);
+  return Status::Ok();
+}
+
+void App::bootstrap() {
+  int delay_ms = 100;
+  while (!stopping_) {
+    if (!stream_ready_ && store_->ensure_stream()) stream_ready_ = true;
+    if (!keys_ready_ && keys_->migrate()) keys_ready_ = true;
+    if (stream_ready_ && keys_ready_) {
+      runner_->start();
+      return;
+    }
+    for (int w = 0; w < delay_ms && !stopping_; w += 10)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    delay_ms = std::min(delay_ms * 2, 5000);
+  }
+}
+
+void App::background() {
+  auto& actions = prometheus::BuildCounter()
+                      .Name("supaplane_provisioner_actions_total")
+                      .Help("driver actions that succeeded and were recorded")
+                      .Register(*registry_)
+                      .Add({});
+  auto& failures = prometheus::BuildCounter()
+                       .Name("supaplane_provisioner_failed_total")
+                       .Help("tenants that went FAILED after retries")
+                       .Register(*registry_)
+                       .Add({});
+  auto& retries = prometheus::BuildCounter()
+                      .Name("supaplane_provisioner_driver_retries_total")
+                      .Help("driver attempts that failed and were retried")
+                      .Register(*registry_)
+                      .Add({});
+  auto& drift = prometheus::BuildCounter()
+                    .Name("supaplane_provisioner_drift_total")
+                    .Help("DriftDetected events appended by the resync")
+                    .Register(*registry_)
+                    .Add({});
+  std::uint64_t seen[4] = {0, 0, 0, 0};
+  auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
+    if (now > last) c.Increment(static_cast<double>(now - last));
+    last = now;
+  };
+  auto next_resync =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.resync_interval_ms);
+  while (!stopping_) {
+    const auto& k = provisioner_->counters();
+    sync(actions, k.actions, seen[0]);
+    sync(failures, k.failures, seen[1]);
+    sync(retries, k.retries, seen[2]);
+    sync(drift, k.drift, seen[3]);
+    if (opts_.resync_interval_ms > 0 && std::chrono::steady_clock::now() >= next_resync &&
+        readiness().empty()) {
+      auto r = provisioner_->resync();
+      if (!r) log()->warn("resync: {}", r.error().message);
+      next_resync =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.resync_interval_ms);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+std::string App::readiness() {
+  if (!store_ || !store_->connected()) return "event store (NATS) not connected";
+  if (!stream_ready_) return "stream not ready";
+  if (!keys_ready_) return "platform database (keys) not ready";
+  if (!runner_ || !runner_->subscribed()) return "consumer not subscribed";
+  return {};
+}
+
+void App::stop() {
+  if (stopping_.exchange(true)) return;
+  if (provisioner_) provisioner_->request_stop();
+  if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
+  if (background_thread_.joinable()) background_thread_.join();
+  if (runner_) runner_->stop();
+  if (ops_) ops_->stop();
+  runner_.reset();
+  provisioner_.reset();
+  store_.reset();
+}
+
+}  // namespace supaplane::provisioner

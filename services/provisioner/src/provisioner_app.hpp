@@ -1,0 +1,67 @@
+#pragma once
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "key_store.hpp"
+#include "provisioner.hpp"
+#include "supaplane/driver/driver.hpp"
+#include "supaplane/event_store/consumer.hpp"
+#include "supaplane/event_store/event_store.hpp"
+#include "supaplane/metrics/http_server.hpp"
+
+namespace supaplane::provisioner {
+
+/// Plain configuration of the provisioner (filled by main).
+struct AppOptions {
+  std::string nats_url{"nats://127.0.0.1:4222"};
+  std::string database_url{"postgresql://postgres@127.0.0.1:5432/supaplane"};  ///< platform (keys)
+  std::string tenant_db_url{"postgresql://postgres@127.0.0.1:5432/postgres"};  ///< tenant cluster
+  std::string master_key;  ///< base64 of 32 bytes
+  std::string driver{"postgres"};
+  std::string metrics_addr{"127.0.0.1:9102"};
+  std::string durable{"provisioner"};
+  std::string issuer{"supaplane"};
+  int stream_replicas{1};
+  int resync_interval_ms{60'000};
+  ProvisionerOptions provisioner;
+};
+
+/// Composition root of supaplane-provisioner: builds in dependency order,
+/// retries dependencies in the background, stops in reverse.
+class App {
+ public:
+  explicit App(AppOptions opts, const Clock& clock = SystemClock::instance());
+  ~App();
+  Status start();
+  void stop();
+  std::string readiness();
+  int metrics_port() const { return metrics_port_; }
+  Provisioner& provisioner() { return *provisioner_; }
+  KeyStore& keys() { return *keys_; }
+
+ private:
+  void bootstrap();
+  void background();
+  AppOptions opts_;
+  const Clock& clock_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<event_store::EventStore> store_;
+  std::unique_ptr<driver::Driver> driver_;
+  std::unique_ptr<KeyStore> keys_;
+  std::unique_ptr<Provisioner> provisioner_;
+  std::unique_ptr<event_store::ConsumerRunner> runner_;
+  std::unique_ptr<metrics::OpsServer> ops_;
+  std::thread bootstrap_thread_;
+  std::thread background_thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stream_ready_{false};
+  std::atomic<bool> keys_ready_{false};
+  int metrics_port_{0};
+};
+
+}  // namespace supaplane::provisioner

@@ -1,0 +1,245 @@
+// supaplane-provisioner with the postgres driver, end to end: the api takes
+// commands over gRPC, the provisioner converges real tenant databases on a
+// PostgreSQL that checks passwords, outcomes come back through the log.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <thread>
+
+#include "api_options.hpp"
+#include "app.hpp"
+#include "provisioner_app.hpp"
+#include "servers.hpp"
+#include "supaplane/v1/api.grpc.pb.h"
+
+namespace {
+
+using namespace supaplane;
+namespace v1 = supaplane::v1;
+using SteadyClock = std::chrono::steady_clock;
+
+const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+testenv::PostgresServer& pg() {
+  static testenv::PostgresServer* server = [] {
+    auto* s = new testenv::PostgresServer(/*password_auth=*/true);
+    s->start();
+    return s;
+  }();
+  return *server;
+}
+
+class ProvisionerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats_.start();
+    redis_.start();
+    static int n = 0;
+    const std::string db = "prov_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
+    pg().create_database(db);
+    api_ = std::make_unique<api::ApiApp>(
+        testenv::api_options(nats_, redis_, pg().admin_dsn(db), std::string(40, 's')));
+    ASSERT_TRUE(api_->start().ok());
+    prov_ = std::make_unique<provisioner::App>(options(db));
+    ASSERT_TRUE(prov_->start().ok());
+    wait_ready();
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(api_->grpc_port()),
+                                   grpc::InsecureChannelCredentials());
+    accounts_ = v1::AccountService::NewStub(channel_);
+    tenants_ = v1::TenantService::NewStub(channel_);
+    v1::SignUpRequest req;
+    req.set_email("owner@example.com");
+    req.set_password("owner-password");
+    v1::SessionResponse resp;
+    grpc::ClientContext c;
+    ASSERT_TRUE(accounts_->SignUp(&c, req, &resp).ok());
+    token_ = resp.token();
+  }
+  void TearDown() override {
+    prov_.reset();
+    api_.reset();
+  }
+
+  provisioner::AppOptions options(const std::string& db) {
+    provisioner::AppOptions o;
+    o.nats_url = nats_.url();
+    o.database_url = pg().admin_dsn(db);
+    o.tenant_db_url = pg().admin_dsn("postgres");
+    o.master_key = kMasterKey;
+    o.metrics_addr = "127.0.0.1:0";
+    o.resync_interval_ms = 0;  // tests call resync() themselves
+    o.provisioner.backoff_base_ms = 20;
+    return o;
+  }
+
+  void wait_ready() {
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    while (SteadyClock::now() < deadline &&
+           (!api_->readiness().empty() || !prov_->readiness().empty()))
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(api_->readiness(), "");
+    ASSERT_EQ(prov_->readiness(), "");
+  }
+
+  std::unique_ptr<grpc::ClientContext> ctx() {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization", "Bearer " + token_);
+    return c;
+  }
+
+  v1::TenantMutation call(const char* what, const std::string& ref, const std::string& name = "") {
+    v1::TenantMutation m;
+    grpc::Status s;
+    if (std::string(what) == "create") {
+      v1::CreateTenantRequest req;
+      req.set_name(name);
+      s = tenants_->CreateTenant(ctx().get(), req, &m);
+    } else {
+      v1::TenantRequest req;
+      req.set_ref(ref);
+      auto c = ctx();
+      if (std::string(what) == "pause") s = tenants_->PauseTenant(c.get(), req, &m);
+      if (std::string(what) == "resume") s = tenants_->ResumeTenant(c.get(), req, &m);
+      if (std::string(what) == "delete") s = tenants_->DeleteTenant(c.get(), req, &m);
+    }
+    EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
+    return m;
+  }
+
+  /// Waits (bounded) until the tenant reports `phase` in the api's projection.
+  v1::Tenant wait_phase(const std::string& ref, v1::Phase phase) {
+    v1::Tenant t;
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    while (SteadyClock::now() < deadline) {
+      v1::GetTenantRequest req;
+      req.set_ref(ref);
+      if (tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == phase) return t;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << ref << " never reached phase " << v1::Phase_Name(phase) << " (is "
+                  << v1::Phase_Name(t.phase()) << ")";
+    return t;
+  }
+
+  std::string password(const std::string& ref) {
+    auto k = prov_->keys().load(ref);
+    EXPECT_TRUE(k.ok() && k->has_value());
+    return k.ok() && k->has_value() ? (*k)->keys.db_password : "";
+  }
+
+  bool can_connect(const std::string& ref, const std::string& pw) {
+    const std::string dsn = "host=127.0.0.1 port=" + std::to_string(pg().port()) + " user=t_" +
+                            ref + " dbname=t_" + ref + " password=" + pw + " connect_timeout=5";
+    PGconn* c = PQconnectdb(dsn.c_str());
+    const bool ok = PQstatus(c) == CONNECTION_OK;
+    PQfinish(c);
+    return ok;
+  }
+
+  std::vector<std::string> history_types(const std::string& ref) {
+    event_store::ConnectOptions o;
+    o.url = nats_.url();
+    auto es = event_store::EventStore::connect(o).value();
+    std::vector<std::string> out;
+    const auto msgs = es->read_subject("platform.tenant." + ref).value();
+    for (const auto& m : msgs) out.push_back(m.event_type);
+    return out;
+  }
+
+  testenv::NatsServer nats_;
+  testenv::RedisServer redis_;
+  std::unique_ptr<api::ApiApp> api_;
+  std::unique_ptr<provisioner::App> prov_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AccountService::Stub> accounts_;
+  std::unique_ptr<v1::TenantService::Stub> tenants_;
+  std::string token_;
+};
+
+TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
+  const std::string ref = call("create", "", "shop").tenant().ref();
+  auto t = wait_phase(ref, v1::PHASE_ACTIVE);
+  EXPECT_EQ(t.status(), "ACTIVE_HEALTHY");
+  EXPECT_EQ(t.observed_generation(), t.generation());
+  EXPECT_EQ(t.active_deployment_count(), 1);
+  const std::string pw = password(ref);
+  EXPECT_TRUE(can_connect(ref, pw));
+  EXPECT_FALSE(can_connect(ref, "not-the-password"));
+
+  call("pause", ref);
+  EXPECT_EQ(wait_phase(ref, v1::PHASE_PAUSED).status(), "INACTIVE");
+  EXPECT_FALSE(can_connect(ref, pw));
+  call("resume", ref);
+  wait_phase(ref, v1::PHASE_ACTIVE);
+  EXPECT_TRUE(can_connect(ref, pw));
+
+  call("delete", ref);
+  t = wait_phase(ref, v1::PHASE_DELETED);
+  EXPECT_EQ(t.status(), "REMOVED");
+  EXPECT_EQ(t.active_deployment_count(), 0);
+  EXPECT_FALSE(can_connect(ref, pw));
+  EXPECT_FALSE(prov_->keys().load(ref)->has_value()) << "keys outlived the tenant";
+  EXPECT_EQ(history_types(ref),
+            (std::vector<std::string>{"tenant.created", "tenant.stack_converged",
+                                      "tenant.pause_requested", "tenant.stack_paused",
+                                      "tenant.resume_requested", "tenant.stack_resumed",
+                                      "tenant.deletion_requested", "tenant.stack_deleted"}));
+}
+
+TEST_F(ProvisionerTest, CommandsQueuedWhileProvisioningCollapse) {
+  const std::string ref = call("create", "", "burst").tenant().ref();
+  call("pause", ref);
+  call("resume", ref);
+  call("pause", ref);
+  auto t = wait_phase(ref, v1::PHASE_PAUSED);
+  EXPECT_EQ(t.observed_generation(), t.generation());
+  EXPECT_FALSE(can_connect(ref, password(ref)));
+  // Never more than one outcome for one generation.
+  int outcomes = 0;
+  for (const auto& type : history_types(ref))
+    if (type.rfind("tenant.stack_", 0) == 0) ++outcomes;
+  EXPECT_GE(outcomes, 1);
+  EXPECT_LE(outcomes, 4);
+}
+
+TEST_F(ProvisionerTest, DriftIsDetectedAndRepaired) {
+  const std::string ref = call("create", "", "drifty").tenant().ref();
+  wait_phase(ref, v1::PHASE_ACTIVE);
+  const std::string pw = password(ref);
+  {
+    PGconn* c = PQconnectdb(pg().admin_dsn().c_str());
+    PGresult* r = PQexec(c, ("DROP DATABASE \"t_" + ref + "\" WITH (FORCE)").c_str());
+    ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+    PQclear(r);
+    PQfinish(c);
+  }
+  EXPECT_FALSE(can_connect(ref, pw));
+  auto drifted = prov_->provisioner().resync();
+  ASSERT_TRUE(drifted.ok()) << drifted.error().message;
+  EXPECT_EQ(*drifted, 1);
+  EXPECT_TRUE(can_connect(ref, pw)) << "drift not repaired";
+  wait_phase(ref, v1::PHASE_ACTIVE);
+  const auto types = history_types(ref);
+  EXPECT_NE(std::find(types.begin(), types.end(), "tenant.drift_detected"), types.end());
+  EXPECT_EQ(prov_->provisioner().resync().value(), 0);  // nothing left to repair
+}
+
+TEST_F(ProvisionerTest, ABrokenDriverEndsInFailedWithTheReason) {
+  prov_.reset();
+  auto o = options("unused");
+  o.database_url = pg().admin_dsn("postgres");
+  o.tenant_db_url = "host=127.0.0.1 port=" + std::to_string(testenv::free_port()) +
+                    " user=postgres connect_timeout=2";
+  o.provisioner.max_attempts = 2;
+  prov_ = std::make_unique<provisioner::App>(o);
+  ASSERT_TRUE(prov_->start().ok());
+  wait_ready();
+  const std::string ref = call("create", "", "doomed").tenant().ref();
+  auto t = wait_phase(ref, v1::PHASE_FAILED);
+  EXPECT_EQ(t.status(), "INIT_FAILED");
+  EXPECT_NE(t.last_error().find("unreachable"), std::string::npos) << t.last_error();
+}
+
+}  // namespace
