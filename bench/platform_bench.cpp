@@ -284,8 +284,8 @@ int main(int argc, char** argv) {
         } else {
           e.mutable_resume_requested()->set_generation(k + 1);
         }
-        auto out =
-            projection::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
+        auto out = projection::make_tenant_event(ref, e, actor, "", event_store::Expected::any(),
+                                                 "", "", 1);
         natsMsg* msg = nullptr;
         natsMsg_Create(&msg, out.subject.c_str(), nullptr, out.body.data(),
                        static_cast<int>(out.body.size()));

@@ -13,6 +13,7 @@ export SUPAPLANE_RUN_NATS_PORT; SUPAPLANE_RUN_NATS_PORT=$(free_port)
 export SUPAPLANE_RUN_REDIS_PORT; SUPAPLANE_RUN_REDIS_PORT=$(free_port)
 export SUPAPLANE_RUN_PG_PORT; SUPAPLANE_RUN_PG_PORT=$(free_port)
 export SUPAPLANE_GRPC_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_METRICS_ADDR="127.0.0.1:$(free_port)"
+export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$(free_port)"
 cleanup() {
   "$ROOT/scripts/run" stop >/dev/null 2>&1 || true
   rm -rf "$SUPAPLANE_RUN_DIR"
@@ -27,6 +28,15 @@ export SUPAPLANE_NATS_URL="nats://127.0.0.1:$SUPAPLANE_RUN_NATS_PORT"
 export SUPAPLANE_TOKEN_FILE="$SUPAPLANE_RUN_DIR/token"
 ctl() { "$BUILD/cli/supaplanectl" "$@"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
+wait_phase() {  # ref phase: the provisioner converges in the background
+  local deadline=$((SECONDS + 30)) phase=""
+  while ((SECONDS < deadline)); do
+    phase=$(ctl --json tenant get "$1" | jq -r '.phase')
+    [ "$phase" = "$2" ] && return 0
+    sleep 0.1
+  done
+  fail "$1 stayed $phase, never reached $2"
+}
 expect_exit() {  # code command...
   local want=$1; shift
   set +e; "$@" >/dev/null 2>&1; local got=$?; set -e
@@ -46,21 +56,25 @@ again=$(ctl --json tenant create --name shop --plan pro --request-id e2e-create-
 [ "$(jq -r '.tenant.ref' <<<"$again")" = "$ref" ] || fail "retry created another tenant"
 
 seq=$(jq -r '.sequence' <<<"$out")
-ctl --json tenant get "$ref" --min-sequence "$seq" | jq -e '.status == "COMING_UP"' >/dev/null
-ctl --json tenant pause "$ref" | jq -e '.tenant.phase == "PAUSING"' >/dev/null
+ctl --json tenant get "$ref" --min-sequence "$seq" | jq -e '.status == "COMING_UP" or .status == "ACTIVE_HEALTHY"' >/dev/null
+wait_phase "$ref" ACTIVE
 mid=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
 sleep 0.05
-ctl --json tenant resume "$ref" | jq -e '.tenant.phase == "PROVISIONING"' >/dev/null
+ctl --json tenant pause "$ref" | jq -e '.tenant.phase == "PAUSING"' >/dev/null
+wait_phase "$ref" PAUSED
+ctl --json tenant resume "$ref" | jq -e '.tenant.phase == "RESUMING"' >/dev/null
+wait_phase "$ref" ACTIVE
 ctl --json tenant delete "$ref" | jq -e '.tenant.phase == "DELETING"' >/dev/null
+wait_phase "$ref" DELETED
 expect_exit 5 ctl tenant pause "$ref"
 ctl tenant list >/dev/null
 
 # The audit trail, straight from the stream.
 ctl audit "$ref" | grep -q "tenant.deletion_requested" || fail "audit table lacks the deletion"
 n=$(ctl --json audit "$ref" | jq 'length')
-[ "$n" -eq 4 ] || fail "expected 4 events in the audit trail, got $n"
-ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "PAUSING" and (.events | length) == 2' >/dev/null \
-  || fail "audit --as-of did not fold to PAUSING"
+[ "$n" -eq 8 ] || fail "expected 8 events (4 commands, 4 outcomes) in the audit trail, got $n"
+ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "ACTIVE" and (.events | length) == 2' >/dev/null \
+  || fail "audit --as-of did not fold to ACTIVE"
 ctl events tail --from-seq 1 --count 3 >/dev/null
 
 # Errors: bad input, no token, someone else's tenant.
@@ -74,20 +88,25 @@ expect_exit 3 ctl --token-file "$SUPAPLANE_RUN_DIR/other" admin list
 # The operator.
 source "$SUPAPLANE_RUN_DIR/secrets.env"
 ctl --token-file "$SUPAPLANE_RUN_DIR/admin" login --email "$SUPAPLANE_ADMIN_EMAIL" --password "$SUPAPLANE_ADMIN_PASSWORD" >/dev/null
-ctl --token-file "$SUPAPLANE_RUN_DIR/admin" --json admin list | jq -e '.tenants | length == 1' >/dev/null \
-  || fail "admin list"
 
 ref2=$(ctl --json tenant create --name shop2 | jq -r '.tenant.ref')
+wait_phase "$ref2" ACTIVE
+ctl --token-file "$SUPAPLANE_RUN_DIR/admin" --json admin list | jq -e '.tenants | length == 1' >/dev/null \
+  || fail "admin list: deleted tenants are not listed, shop2 is"
 ctl --token-file "$SUPAPLANE_RUN_DIR/admin" --json admin suspend "$ref2" --reason "payment overdue" \
   | jq -e '.tenant.phase == "SUSPENDED"' >/dev/null || fail "admin suspend"
 expect_exit 5 ctl tenant resume "$ref2"
 ctl --token-file "$SUPAPLANE_RUN_DIR/admin" admin unsuspend "$ref2" >/dev/null
-ctl tenant resume "$ref2" >/dev/null
+wait_phase "$ref2" ACTIVE  # unsuspended: the stack the suspension paused runs again
+ctl tenant resume "$ref2" >/dev/null  # already running: accepted, nothing to do
 ctl --token-file "$SUPAPLANE_RUN_DIR/admin" projections rebuild api >/dev/null
-ctl --json tenant get "$ref" | jq -e '.phase == "DELETING"' >/dev/null
+ctl --json tenant get "$ref" | jq -e '.phase == "DELETED"' >/dev/null
 
 curl -fsS "http://$SUPAPLANE_METRICS_ADDR/readyz" >/dev/null
 curl -fsS "http://$SUPAPLANE_METRICS_ADDR/metrics" | grep -q '^supaplane_api_calls_total'
+curl -fsS "http://$SUPAPLANE_PROVISIONER_METRICS_ADDR/readyz" >/dev/null
+curl -fsS "http://$SUPAPLANE_PROVISIONER_METRICS_ADDR/metrics" | grep -q '^supaplane_provisioner_actions_total'
 # No secret in the logs.
-if grep -q -- "$SUPAPLANE_ADMIN_PASSWORD" "$SUPAPLANE_RUN_DIR/logs/api.log"; then fail "admin password in the log"; fi
+if grep -q -- "$SUPAPLANE_ADMIN_PASSWORD" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "admin password in a log"; fi
+if grep -q -- "$SUPAPLANE_MASTER_KEY" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "master key in a log"; fi
 echo "cli e2e: all checks passed"

@@ -62,8 +62,8 @@ class ProjectionTest : public ::testing::Test, public projection::ProjectorObser
       } else {
         e.mutable_resume_requested()->set_generation(k + 1);
       }
-      auto out = projection::make_tenant_event(ref, e, actor, "", event_store::Expected::at(last), "", "",
-                                        1000 + k);
+      auto out = projection::make_tenant_event(ref, e, actor, "", event_store::Expected::at(last),
+                                               "", "", 1000 + k);
       auto r = store_->append(out);
       EXPECT_TRUE(r.ok()) << r.error().message;
       last = r->sequence.value();

@@ -39,8 +39,10 @@ class ProvisionerTest : public ::testing::Test {
     static int n = 0;
     const std::string db = "prov_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
     pg().create_database(db);
-    api_ = std::make_unique<api::ApiApp>(
-        testenv::api_options(nats_, redis_, pg().admin_dsn(db), std::string(40, 's')));
+    auto ao = testenv::api_options(nats_, redis_, pg().admin_dsn(db), std::string(40, 's'));
+    ao.admin_email = "admin@example.com";
+    ao.admin_password = "admin-password";
+    api_ = std::make_unique<api::ApiApp>(ao);
     ASSERT_TRUE(api_->start().ok());
     prov_ = std::make_unique<provisioner::App>(options(db));
     ASSERT_TRUE(prov_->start().ok());
@@ -224,6 +226,42 @@ TEST_F(ProvisionerTest, DriftIsDetectedAndRepaired) {
   const auto types = history_types(ref);
   EXPECT_NE(std::find(types.begin(), types.end(), "tenant.drift_detected"), types.end());
   EXPECT_EQ(prov_->provisioner().resync().value(), 0);  // nothing left to repair
+}
+
+TEST_F(ProvisionerTest, SuspensionPausesTheStackAndUnsuspendResumesIt) {
+  const std::string ref = call("create", "", "unpaid").tenant().ref();
+  wait_phase(ref, v1::PHASE_ACTIVE);
+  const std::string pw = password(ref);
+  auto admin = v1::AdminService::NewStub(channel_);
+  v1::LoginRequest login;
+  login.set_email("admin@example.com");
+  login.set_password("admin-password");
+  v1::SessionResponse session;
+  {
+    grpc::ClientContext c;
+    ASSERT_TRUE(accounts_->Login(&c, login, &session).ok());
+  }
+  auto as_admin = [&] {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization", "Bearer " + session.token());
+    return c;
+  };
+  v1::SuspendTenantRequest sreq;
+  sreq.set_ref(ref);
+  sreq.set_reason("payment overdue");
+  v1::TenantMutation m;
+  ASSERT_TRUE(admin->SuspendTenant(as_admin().get(), sreq, &m).ok());
+  // The phase stays SUSPENDED; the stack is paused underneath.
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+  while (can_connect(ref, pw) && SteadyClock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(can_connect(ref, pw)) << "a suspended tenant still accepts connections";
+  EXPECT_EQ(wait_phase(ref, v1::PHASE_SUSPENDED).status(), "INACTIVE");
+  v1::TenantRequest ureq;
+  ureq.set_ref(ref);
+  ASSERT_TRUE(admin->UnsuspendTenant(as_admin().get(), ureq, &m).ok());
+  wait_phase(ref, v1::PHASE_ACTIVE);
+  EXPECT_TRUE(can_connect(ref, pw));
 }
 
 TEST_F(ProvisionerTest, ABrokenDriverEndsInFailedWithTheReason) {

@@ -31,7 +31,6 @@ std::string normalize_email(std::string email) {
   return email;
 }
 
-
 Status append_account_created(event_store::EventStore& store, const AccountRow& account,
                               const v1::Actor& actor, std::int64_t now_unix_ms) {
   v1::EventEnvelope env;

@@ -4,13 +4,12 @@
 #include <memory>
 #include <mutex>
 #include <pqxx/pqxx>
-
-#include "supaplane/pg/pool.hpp"
 #include <string>
 
 #include "supaplane/auth/token.hpp"
 #include "supaplane/core/result.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/pg/pool.hpp"
 #include "supaplane/v1/types.pb.h"
 
 namespace supaplane::api {

@@ -176,9 +176,9 @@ void TenantCommands::attempt(std::shared_ptr<Op> op, v1::TenantState state, bool
   }
   const std::int64_t now = clock_.now_unix_ms();
   const v1::TenantEvent ev = events->front();
-  auto out = projection::make_tenant_event(op->ref, ev, actor(ctx), command_msg_id(ctx, op->ref, op->cmd.kind),
-                               event_store::Expected::at(state.version()), ctx.correlation_id,
-                               ctx.request_id, now);
+  auto out = projection::make_tenant_event(
+      op->ref, ev, actor(ctx), command_msg_id(ctx, op->ref, op->cmd.kind),
+      event_store::Expected::at(state.version()), ctx.correlation_id, ctx.request_id, now);
   store_.append_async(out, [this, op, ev, now, state = std::move(state)](
                                Result<event_store::AppendResult> appended) mutable {
     if (appended && !appended->duplicate) {

@@ -41,8 +41,6 @@ class StateCache {
   std::unordered_map<std::string, v1::TenantState> map_;
 };
 
-
-
 using MutationCallback = std::function<void(Result<Mutation>)>;
 
 /// The write side of tenants: decide against the latest state and append

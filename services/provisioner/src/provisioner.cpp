@@ -110,8 +110,8 @@ Status Provisioner::converge(const std::string& ref) {
     // One outcome per decision (the state version it was made on): a retry
     // after a crash between append and ack is answered by the dedupe window
     // and by OCC; a later decision on the same generation (after drift) is not.
-    const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(state.version()) +
-                               ":" + (done ? domain::to_string(action) : "failed");
+    const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(state.version()) + ":" +
+                               (done ? domain::to_string(action) : "failed");
     auto out = projection::make_tenant_event(ref, ev, system_actor(), msg_id,
                                              event_store::Expected::at(state.version()),
                                              ids::random_hex_id(), "", clock_.now_unix_ms());
