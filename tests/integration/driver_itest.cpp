@@ -13,14 +13,7 @@ namespace {
 using namespace supaplane;
 using driver::PostgresDriver;
 
-testenv::PostgresServer& pg() {
-  static testenv::PostgresServer* server = [] {
-    auto* s = new testenv::PostgresServer(/*password_auth=*/true);
-    s->start();
-    return s;
-  }();
-  return *server;
-}
+testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
 
 /// A tenant's connection over TCP with its password; "" when it works,
 /// else the server's complaint.

@@ -22,14 +22,7 @@ using SteadyClock = std::chrono::steady_clock;
 
 const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-testenv::PostgresServer& pg() {
-  static testenv::PostgresServer* server = [] {
-    auto* s = new testenv::PostgresServer(/*password_auth=*/true);
-    s->start();
-    return s;
-  }();
-  return *server;
-}
+testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
 
 class ProvisionerTest : public ::testing::Test {
  protected:

@@ -218,6 +218,15 @@ std::string PostgresServer::create_database(const std::string& name) {
   return dsn(name);
 }
 
+PostgresServer& shared_postgres_with_passwords() {
+  static std::unique_ptr<PostgresServer> pg = [] {
+    auto p = std::make_unique<PostgresServer>(/*password_auth=*/true);
+    p->start();
+    return p;
+  }();
+  return *pg;
+}
+
 PostgresServer& shared_postgres() {
   // Stopped by its destructor when the test binary exits.
   static std::unique_ptr<PostgresServer> pg = [] {

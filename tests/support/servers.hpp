@@ -104,5 +104,7 @@ class PostgresServer {
 
 /// One PostgreSQL per test binary (initdb costs seconds).
 PostgresServer& shared_postgres();
+/// The same, but TCP logins need a password (tenant credentials are real).
+PostgresServer& shared_postgres_with_passwords();
 
 }  // namespace supaplane::testenv

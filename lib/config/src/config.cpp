@@ -1,5 +1,8 @@
 #include "supaplane/config/config.hpp"
 
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdlib>
 
 namespace supaplane::config {
@@ -29,6 +32,17 @@ Result<HostPort> parse_host_port(const std::string& addr) {
   hp.port = std::stoi(port);
   if (hp.port > 65535) return make_error(errc::invalid_argument, "bad port in address: " + addr);
   return hp;
+}
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+}  // namespace
+
+void wait_for_termination_signal() {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  while (!g_stop) pause();
 }
 
 std::string env_or(const char* name, const std::string& fallback) {

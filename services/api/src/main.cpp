@@ -1,15 +1,8 @@
 // supaplane-api: flags / SUPAPLANE_* environment → ApiOptions → ApiApp.
-#include <csignal>
-#include <iostream>
 
 #include "app.hpp"
 #include "supaplane/config/config.hpp"
 #include "supaplane/logging/logging.hpp"
-
-namespace {
-volatile std::sig_atomic_t g_stop = 0;
-void on_signal(int) { g_stop = 1; }
-}  // namespace
 
 int main(int argc, char** argv) {
   using supaplane::config::bind_option;
@@ -44,15 +37,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   supaplane::logging::init("api", log_level);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
   supaplane::api::ApiApp api(o);
-  if (auto st = api.start(); !st) {
-    std::cerr << "supaplane-api: cannot start: " << st.error().message << "\n";
-    return 2;
-  }
-  while (!g_stop) pause();
-  supaplane::logging::get("app")->info("stopping");
-  api.stop();
-  return 0;
+  return supaplane::config::serve_until_signal("supaplane-api", api);
 }

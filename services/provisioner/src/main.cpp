@@ -1,17 +1,8 @@
 // supaplane-provisioner: flags / SUPAPLANE_* environment → AppOptions → App.
-#include <unistd.h>
-
-#include <csignal>
-#include <iostream>
 
 #include "provisioner_app.hpp"
 #include "supaplane/config/config.hpp"
 #include "supaplane/logging/logging.hpp"
-
-namespace {
-volatile std::sig_atomic_t g_stop = 0;
-void on_signal(int) { g_stop = 1; }
-}  // namespace
 
 int main(int argc, char** argv) {
   using supaplane::config::bind_option;
@@ -43,14 +34,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   supaplane::logging::init("provisioner", log_level);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
   supaplane::provisioner::App prov(o);
-  if (auto st = prov.start(); !st) {
-    std::cerr << "supaplane-provisioner: cannot start: " << st.error().message << "\n";
-    return 2;
-  }
-  while (!g_stop) pause();
-  prov.stop();
-  return 0;
+  return supaplane::config::serve_until_signal("supaplane-provisioner", prov);
 }

@@ -1,5 +1,6 @@
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <string>
 
 #include "supaplane/core/result.hpp"
@@ -21,7 +22,26 @@ struct HostPort {
 /// "127.0.0.1:9101", ":9101" (all interfaces → 0.0.0.0), "[::1]:50051".
 Result<HostPort> parse_host_port(const std::string& addr);
 
+/// The tail of every service's main: start `app`, report a start failure
+/// (exit 2), else run until SIGINT / SIGTERM, then stop it (exit 0).
+template <typename App>
+int serve_until_signal(const std::string& binary, App& app);
+
+/// Blocks until SIGINT or SIGTERM (installs the handlers).
+void wait_for_termination_signal();
+
 /// Environment variable or a default.
 std::string env_or(const char* name, const std::string& fallback);
+
+template <typename App>
+int serve_until_signal(const std::string& binary, App& app) {
+  if (auto st = app.start(); !st) {
+    std::fprintf(stderr, "%s: cannot start: %s\n", binary.c_str(), st.error().message.c_str());
+    return 2;
+  }
+  wait_for_termination_signal();
+  app.stop();
+  return 0;
+}
 
 }  // namespace supaplane::config
