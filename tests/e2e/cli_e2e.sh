@@ -3,6 +3,8 @@
 # signs up, creates, pauses, resumes and deletes a tenant, reads its audit
 # trail from the stream, and checks error exit codes. Stops what it started.
 set -euo pipefail
+# Note: never pipe into `grep -q` under pipefail (it exits early and the
+# writer dies of SIGPIPE); grep a captured string instead.
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 BUILD="${1:?usage: cli_e2e.sh BUILD_DIR}"
 
@@ -70,7 +72,7 @@ expect_exit 5 ctl tenant pause "$ref"
 ctl tenant list >/dev/null
 
 # The audit trail, straight from the stream.
-ctl audit "$ref" | grep -q "tenant.deletion_requested" || fail "audit table lacks the deletion"
+grep -q "tenant.deletion_requested" <<<"$(ctl audit "$ref")" || fail "audit table lacks the deletion"
 n=$(ctl --json audit "$ref" | jq 'length')
 [ "$n" -eq 8 ] || fail "expected 8 events (4 commands, 4 outcomes) in the audit trail, got $n"
 ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "ACTIVE" and (.events | length) == 2' >/dev/null \
@@ -103,9 +105,9 @@ ctl --token-file "$SUPAPLANE_RUN_DIR/admin" projections rebuild api >/dev/null
 ctl --json tenant get "$ref" | jq -e '.phase == "DELETED"' >/dev/null
 
 curl -fsS "http://$SUPAPLANE_METRICS_ADDR/readyz" >/dev/null
-curl -fsS "http://$SUPAPLANE_METRICS_ADDR/metrics" | grep -q '^supaplane_api_calls_total'
+grep -q '^supaplane_api_calls_total' <<<"$(curl -fsS "http://$SUPAPLANE_METRICS_ADDR/metrics")"
 curl -fsS "http://$SUPAPLANE_PROVISIONER_METRICS_ADDR/readyz" >/dev/null
-curl -fsS "http://$SUPAPLANE_PROVISIONER_METRICS_ADDR/metrics" | grep -q '^supaplane_provisioner_actions_total'
+grep -q '^supaplane_provisioner_actions_total' <<<"$(curl -fsS "http://$SUPAPLANE_PROVISIONER_METRICS_ADDR/metrics")"
 # No secret in the logs.
 if grep -q -- "$SUPAPLANE_ADMIN_PASSWORD" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "admin password in a log"; fi
 if grep -q -- "$SUPAPLANE_MASTER_KEY" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "master key in a log"; fi
