@@ -22,7 +22,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 ensure_packages() {
   local missing=()
   for p in "${PACKAGES[@]}" "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
   done
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
