@@ -108,6 +108,44 @@ int mutate(const GlobalOptions& g, const TenantOptions& o, Mutation m) {
       [&](const auto& resp) { print_mutation(g, resp, o.request_id); });
 }
 
+int credentials(const GlobalOptions& g, const TenantOptions& o) {
+  v1::TenantRequest req;
+  req.set_ref(o.ref);
+  return unary_call<v1::TenantCredentials>(
+      g,
+      [&](ApiClient& c, grpc::ClientContext* ctx, v1::TenantCredentials* resp) {
+        return c.tenants().GetTenantCredentials(ctx, req, resp);
+      },
+      [&](const v1::TenantCredentials& c) {
+        if (g.json) {
+          Json j;
+          j["ref"] = c.ref();
+          j["api_url"] = c.api_url();
+          j["anon_key"] = c.anon_key();
+          j["service_role_key"] = c.service_role_key();
+          j["publishable_key"] = c.publishable_key();
+          j["secret_key"] = c.secret_key();
+          j["db_host"] = c.db_host();
+          j["db_port"] = c.db_port();
+          j["db_name"] = c.db_name();
+          j["db_user"] = c.db_user();
+          j["db_password"] = c.db_password();
+          j["connection_string"] = c.connection_string();
+          j["keys_generation"] = c.keys_generation();
+          print_json(std::cout, j);
+          return;
+        }
+        Table t({"KEY", "VALUE"});
+        t.add({"api url", c.api_url()});
+        t.add({"anon key", c.anon_key()});
+        t.add({"service_role key", c.service_role_key()});
+        t.add({"publishable key", c.publishable_key()});
+        t.add({"secret key", c.secret_key()});
+        t.add({"database", c.connection_string()});
+        t.print(std::cout);
+      });
+}
+
 int events(const GlobalOptions& g, const TenantOptions& o) {
   v1::TenantRequest req;
   req.set_ref(o.ref);
@@ -226,6 +264,11 @@ void add_tenant_commands(CLI::App& app, const GlobalOptions& g, Action& action) 
   add_ref(delete_cmd, *o);
   add_request_id(delete_cmd, *o);
   on_parsed(delete_cmd, action, [&g, o] { return mutate(g, *o, Mutation::remove); });
+
+  auto* creds_cmd =
+      add_command(*tenant, "credentials", "API URL, keys and database connection string");
+  add_ref(creds_cmd, *o);
+  on_parsed(creds_cmd, action, [&g, o] { return credentials(g, *o); });
 
   auto* events_cmd = add_command(*tenant, "events", "a tenant's event history (via the API)");
   add_ref(events_cmd, *o);

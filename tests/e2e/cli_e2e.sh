@@ -60,14 +60,20 @@ again=$(ctl --json tenant create --name shop --plan pro --request-id e2e-create-
 seq=$(jq -r '.sequence' <<<"$out")
 ctl --json tenant get "$ref" --min-sequence "$seq" | jq -e '.status == "COMING_UP" or .status == "ACTIVE_HEALTHY"' >/dev/null
 wait_phase "$ref" ACTIVE
+# The tenant's own database, with the credentials the owner is given.
+cs=$(ctl --json tenant credentials "$ref" | jq -r '.connection_string')
+[ "$(psql "$cs" -tAc 'SELECT 1')" = 1 ] || fail "cannot connect with the tenant's credentials"
 mid=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
 sleep 0.05
 ctl --json tenant pause "$ref" | jq -e '.tenant.phase == "PAUSING"' >/dev/null
 wait_phase "$ref" PAUSED
+if psql "$cs" -tAc 'SELECT 1' >/dev/null 2>&1; then fail "a paused tenant accepts connections"; fi
 ctl --json tenant resume "$ref" | jq -e '.tenant.phase == "RESUMING"' >/dev/null
 wait_phase "$ref" ACTIVE
+[ "$(psql "$cs" -tAc 'SELECT 1')" = 1 ] || fail "a resumed tenant refuses connections"
 ctl --json tenant delete "$ref" | jq -e '.tenant.phase == "DELETING"' >/dev/null
 wait_phase "$ref" DELETED
+if psql "$cs" -tAc 'SELECT 1' >/dev/null 2>&1; then fail "a deleted tenant accepts connections"; fi
 expect_exit 5 ctl tenant pause "$ref"
 ctl tenant list >/dev/null
 
@@ -111,4 +117,7 @@ grep -q '^supaplane_provisioner_actions_total' <<<"$(curl -fsS "http://$SUPAPLAN
 # No secret in the logs.
 if grep -q -- "$SUPAPLANE_ADMIN_PASSWORD" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "admin password in a log"; fi
 if grep -q -- "$SUPAPLANE_MASTER_KEY" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "master key in a log"; fi
+tenant_pw=${cs#postgresql://*:}; tenant_pw=${tenant_pw%%@*}
+[ ${#tenant_pw} -eq 32 ] || fail "could not take the password out of the connection string"
+if grep -q -- "$tenant_pw" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "a tenant password in a log"; fi
 echo "cli e2e: all checks passed"

@@ -334,6 +334,20 @@ TEST_F(ApiTest, TenantLifecycleAndErrors) {
   EXPECT_EQ(history(ref).size(), before + 5);  // suspend, pause, unsuspend, resume, delete
 }
 
+TEST_F(ApiTest, CredentialsNeedTheMasterKey) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "shop", &m).ok());
+  v1::TenantRequest req;
+  req.set_ref(m.tenant().ref());
+  v1::TenantCredentials creds;
+  expect_code(tenants_->GetTenantCredentials(ctx(alice).get(), req, &creds),
+              StatusCode::FAILED_PRECONDITION, "SUPAPLANE_MASTER_KEY");
+  req.set_ref("bad");
+  expect_code(tenants_->GetTenantCredentials(ctx(alice).get(), req, &creds),
+              StatusCode::INVALID_ARGUMENT, "ref");
+}
+
 TEST_F(ApiTest, ListingPagesAndFilters) {
   const std::string alice = signup("alice@example.com");
   const std::string bob = signup("bob@example.com");

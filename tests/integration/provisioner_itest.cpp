@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -35,6 +36,8 @@ class ProvisionerTest : public ::testing::Test {
     auto ao = testenv::api_options(nats_, redis_, pg().admin_dsn(db), std::string(40, 's'));
     ao.admin_email = "admin@example.com";
     ao.admin_password = "admin-password";
+    ao.master_key = kMasterKey;
+    ao.tenant_db_port = pg().port();
     api_ = std::make_unique<api::ApiApp>(ao);
     ASSERT_TRUE(api_->start().ok());
     prov_ = std::make_unique<provisioner::App>(options(db));
@@ -181,6 +184,41 @@ TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
                                       "tenant.pause_requested", "tenant.stack_paused",
                                       "tenant.resume_requested", "tenant.stack_resumed",
                                       "tenant.deletion_requested", "tenant.stack_deleted"}));
+}
+
+TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {
+  const std::string ref = call("create", "", "creds").tenant().ref();
+  wait_phase(ref, v1::PHASE_ACTIVE);
+  v1::TenantRequest req;
+  req.set_ref(ref);
+  v1::TenantCredentials creds;
+  ASSERT_TRUE(tenants_->GetTenantCredentials(ctx().get(), req, &creds).ok());
+  EXPECT_EQ(creds.api_url(), "https://" + ref + ".supabase.localhost");
+  EXPECT_EQ(creds.publishable_key().rfind("sb_publishable_", 0), 0u);
+  EXPECT_EQ(creds.secret_key().rfind("sb_secret_", 0), 0u);
+  EXPECT_EQ(std::count(creds.anon_key().begin(), creds.anon_key().end(), '.'), 2);
+  EXPECT_EQ(creds.db_user(), "t_" + ref);
+  PGconn* c = PQconnectdb(creds.connection_string().c_str());
+  EXPECT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PQfinish(c);
+  // Another customer: the tenant does not exist for them.
+  v1::SignUpRequest other;
+  other.set_email("other@example.com");
+  other.set_password("other-password");
+  v1::SessionResponse session;
+  {
+    grpc::ClientContext sc;
+    ASSERT_TRUE(accounts_->SignUp(&sc, other, &session).ok());
+  }
+  grpc::ClientContext oc;
+  oc.AddMetadata("authorization", "Bearer " + session.token());
+  v1::TenantCredentials none;
+  EXPECT_EQ(tenants_->GetTenantCredentials(&oc, req, &none).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(none.db_password().empty());
+  call("delete", ref);
+  EXPECT_EQ(tenants_->GetTenantCredentials(ctx().get(), req, &none).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 TEST_F(ProvisionerTest, CommandsQueuedWhileProvisioningCollapse) {

@@ -166,9 +166,16 @@ Status ApiApp::start() {
   commands_ = std::make_unique<TenantCommands>(*store_, projection_, *redis_, cache_, clock_);
   accounts_ = std::make_unique<AccountStore>(opts_.database_url);
   tokens_ = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
+  if (!opts_.master_key.empty()) {
+    auto master = secrets::MasterKey::from_base64(opts_.master_key);
+    if (!master)
+      return make_error(errc::invalid_argument,
+                        "SUPAPLANE_MASTER_KEY must be base64 of exactly 32 bytes", "master_key");
+    keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, "supaplane", clock_);
+  }
   ctx_ = std::make_unique<ApiContext>(ApiContext{opts_, *store_, projection_, *redis_, waiter_,
                                                  *commands_, *accounts_, *tokens_, hub_, *metrics_,
-                                                 clock_, stopping_});
+                                                 keys_.get(), clock_, stopping_});
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
                                                              *this, store_.get());
   event_store::ConsumerOptions cons;
@@ -266,7 +273,7 @@ void ApiApp::bootstrap() {
       }
     }
     if (!accounts_ready_) {
-      if (accounts_->migrate())
+      if (accounts_->migrate() && (!keys_ || keys_->migrate()))
         accounts_ready_ = true;
       else
         log()->warn("accounts database not ready; retrying");

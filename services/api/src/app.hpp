@@ -18,6 +18,7 @@
 #include "supaplane/auth/token.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
 #include "supaplane/projection/projector.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
@@ -41,6 +42,11 @@ struct ApiOptions {
   int stream_replicas{1};
   int read_wait_ms{5000};
   int max_message_bytes{1 << 20};
+  /// Opens sealed tenant keys for GetTenantCredentials ("" = the RPC answers
+  /// FAILED_PRECONDITION).
+  std::string master_key;
+  std::string tenant_db_host{"127.0.0.1"};  ///< host in tenants' connection strings
+  int tenant_db_port{5432};
   int grpc_max_pollers{64};
 };
 
@@ -105,6 +111,7 @@ struct ApiContext {
   auth::TokenService& tokens;
   ChangeHub& hub;
   ApiMetrics& metrics;
+  keystore::KeyStore* keys;  ///< null without a master key
   const Clock& clock;
   std::atomic<bool>& shutting_down;
 };
@@ -148,6 +155,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::unique_ptr<TenantCommands> commands_;
   std::unique_ptr<AccountStore> accounts_;
   std::unique_ptr<auth::TokenService> tokens_;
+  std::unique_ptr<keystore::KeyStore> keys_;
   ChangeHub hub_;
   std::unique_ptr<ApiContext> ctx_;
   std::unique_ptr<projection::TenantProjector> projector_;

@@ -352,6 +352,50 @@ class TenantServiceImpl final : public TenantServiceBase {
     return call.done(grpc::Status::OK);
   }
 
+  grpc::Status GetTenantCredentials(grpc::ServerContext* sc, const v1::TenantRequest* req,
+                                    v1::TenantCredentials* resp) override {
+    CallScope call(ctx_, "GetTenantCredentials");
+    auto p = authenticate(ctx_, sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    auto ref = ids::parse_tenant_ref(req->ref());
+    if (!ref) return call.done(to_grpc(ref.error()));
+    auto lease = ctx_.redis.acquire();
+    auto s = ctx_.projection.get(*lease, ref->str());
+    if (!s) return call.done(to_grpc(s.error()));
+    if (!s->has_value() || (!p->is_admin() && (*s)->owner_account_id() != p->account_id))
+      return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
+    if ((*s)->desired_state() == v1::DESIRED_STATE_DELETED)
+      return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "tenant is deleted"));
+    if (!ctx_.keys)
+      return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "credentials are not available from this api "
+                                    "(no SUPAPLANE_MASTER_KEY)"));
+    auto stored = ctx_.keys->load(ref->str());
+    if (!stored) return call.done(to_grpc(stored.error()));
+    if (!stored->has_value())
+      return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "credentials are not ready; the tenant is still provisioning"));
+    const auto& k = (*stored)->keys;
+    const std::string user = "t_" + ref->str();
+    resp->set_ref(ref->str());
+    resp->set_api_url("https://" + ref->str() + "." + ctx_.options.base_domain);
+    resp->set_anon_key(k.anon_jwt);
+    resp->set_service_role_key(k.service_role_jwt);
+    resp->set_publishable_key(k.publishable_key);
+    resp->set_secret_key(k.secret_key);
+    resp->set_db_host(ctx_.options.tenant_db_host);
+    resp->set_db_port(ctx_.options.tenant_db_port);
+    resp->set_db_name(user);
+    resp->set_db_user(user);
+    resp->set_db_password(k.db_password);
+    resp->set_connection_string("postgresql://" + user + ":" + k.db_password + "@" +
+                                ctx_.options.tenant_db_host + ":" +
+                                std::to_string(ctx_.options.tenant_db_port) + "/" + user);
+    resp->set_keys_generation((*stored)->keys_generation);
+    log()->info("credentials read ref={} by={}", ref->str(), p->account_id);  // no secret
+    return call.done(grpc::Status::OK);
+  }
+
   grpc::Status WatchTenants(grpc::ServerContext* sc, const v1::WatchTenantsRequest*,
                             grpc::ServerWriter<v1::TenantChange>* writer) override {
     auto p = authenticate(ctx_, sc);

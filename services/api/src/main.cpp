@@ -33,6 +33,12 @@ int main(int argc, char** argv) {
               "replicas of the PLATFORM stream when it is created");
   bind_option(app, "read-wait-ms", "SUPAPLANE_READ_WAIT_MS", o.read_wait_ms,
               "longest wait for min_sequence reads");
+  bind_option(app, "master-key", "SUPAPLANE_MASTER_KEY", o.master_key,
+              "base64 of 32 bytes; opens sealed tenant keys for GetTenantCredentials");
+  bind_option(app, "tenant-db-host", "SUPAPLANE_TENANT_DB_HOST", o.tenant_db_host,
+              "host in tenants' connection strings");
+  bind_option(app, "tenant-db-port", "SUPAPLANE_TENANT_DB_PORT", o.tenant_db_port,
+              "port in tenants' connection strings");
   bind_option(app, "log-level", "SUPAPLANE_LOG_LEVEL", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
 

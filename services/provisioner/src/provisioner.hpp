@@ -5,15 +5,18 @@
 #include <mutex>
 #include <string>
 
-#include "key_store.hpp"
 #include "supaplane/core/time.hpp"
 #include "supaplane/core/work_queue.hpp"
 #include "supaplane/domain/converge.hpp"
 #include "supaplane/driver/driver.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/keystore/key_store.hpp"
 
 namespace supaplane::provisioner {
+
+using keystore::KeyStore;
+using keystore::StoredKeys;
 
 struct ProvisionerOptions {
   int workers{4};       ///< tenants converged in parallel

@@ -7,11 +7,11 @@
 #include <string>
 #include <thread>
 
-#include "key_store.hpp"
 #include "provisioner.hpp"
 #include "supaplane/driver/driver.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
 
 namespace supaplane::provisioner {

@@ -1,8 +1,8 @@
-#include "key_store.hpp"
+#include "supaplane/keystore/key_store.hpp"
 
 #include <nlohmann/json.hpp>
 
-namespace supaplane::provisioner {
+namespace supaplane::keystore {
 
 namespace {
 std::string to_json(const secrets::TenantKeys& k) {
@@ -100,4 +100,4 @@ Status KeyStore::remove(const std::string& ref) {
   return Status::Ok();
 }
 
-}  // namespace supaplane::provisioner
+}  // namespace supaplane::keystore

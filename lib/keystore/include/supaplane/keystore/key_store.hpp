@@ -8,7 +8,7 @@
 #include "supaplane/pg/pool.hpp"
 #include "supaplane/secrets/secrets.hpp"
 
-namespace supaplane::provisioner {
+namespace supaplane::keystore {
 
 /// A tenant's keys with the keys generation they were made for.
 struct StoredKeys {
@@ -37,4 +37,4 @@ class KeyStore {
   const Clock& clock_;
 };
 
-}  // namespace supaplane::provisioner
+}  // namespace supaplane::keystore
