@@ -287,6 +287,25 @@ Result<std::uint64_t> EventStore::last_sequence() {
   return last;
 }
 
+Result<std::unique_ptr<EventStore>> open_for_service(const std::string& url,
+                                                     const std::string& service, int replicas,
+                                                     bool* stream_ready) {
+  ConnectOptions co;
+  co.url = url;
+  co.name = service;
+  StreamSettings ss;
+  ss.replicas = replicas;
+  auto es = EventStore::connect(co, ss);
+  if (!es) return es.error();
+  auto st = (*es)->ensure_stream();
+  *stream_ready = st.ok();
+  if (!st) {
+    if (st.error().code == errc::incompatible) return st.error();
+    log()->warn("{}: event store not ready yet: {}", service, st.error().message);
+  }
+  return std::move(*es);
+}
+
 Result<std::vector<std::string>> EventStore::subjects(const std::string& filter) {
   jsOptions o;
   jsOptions_Init(&o);

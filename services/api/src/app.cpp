@@ -145,22 +145,12 @@ Status ApiApp::start() {
   registry_ = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_unique<ApiMetrics>(*registry_);
 
-  event_store::ConnectOptions co;
-  co.url = opts_.nats_url;
-  co.name = "supaplane-api";
-  event_store::StreamSettings ss;
-  ss.replicas = opts_.stream_replicas;
-  auto es = event_store::EventStore::connect(co, ss);
+  bool stream_ready = false;
+  auto es = event_store::open_for_service(opts_.nats_url, "supaplane-api", opts_.stream_replicas,
+                                          &stream_ready);
   if (!es) return es.error();
   store_ = std::move(*es);
-  // One synchronous attempt so an incompatible stream stops the start with a
-  // clear message; an unreachable NATS is retried in the background.
-  if (auto st = store_->ensure_stream(); !st) {
-    if (st.error().code == errc::incompatible) return st.error();
-    log()->warn("event store not ready: {}", st.error().message);
-  } else {
-    stream_ready_ = true;
-  }
+  stream_ready_ = stream_ready;
 
   redis_ = std::make_unique<projection::RedisPool>(*redis_addr, projection_.scripts().all());
   commands_ = std::make_unique<TenantCommands>(*store_, projection_, *redis_, cache_, clock_);

@@ -31,19 +31,12 @@ Status App::start() {
   if (!metrics_hp) return metrics_hp.error();
 
   registry_ = std::make_shared<prometheus::Registry>();
-  event_store::ConnectOptions co;
-  co.url = opts_.nats_url;
-  co.name = "supaplane-provisioner";
-  event_store::StreamSettings ss;
-  ss.replicas = opts_.stream_replicas;
-  auto es = event_store::EventStore::connect(co, ss);
+  bool stream_ready = false;
+  auto es = event_store::open_for_service(opts_.nats_url, "supaplane-provisioner",
+                                          opts_.stream_replicas, &stream_ready);
   if (!es) return es.error();
   store_ = std::move(*es);
-  if (auto st = store_->ensure_stream(); !st) {
-    if (st.error().code == errc::incompatible) return st.error();
-  } else {
-    stream_ready_ = true;
-  }
+  stream_ready_ = stream_ready;
   driver_ = std::make_unique<driver::PostgresDriver>(opts_.tenant_db_url);
   keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
   provisioner_ =

@@ -133,6 +133,15 @@ class EventStore {
   int request_timeout_ms_{5000};
 };
 
+/// How a service starts on the log: connect (never blocking on an absent
+/// server) and make one attempt at the stream, so that an incompatible stream
+/// stops the start with a clear message. `stream_ready` says whether that
+/// attempt succeeded; if not (NATS not there yet) the caller retries
+/// `ensure_stream` in the background.
+Result<std::unique_ptr<EventStore>> open_for_service(const std::string& url,
+                                                     const std::string& service, int replicas,
+                                                     bool* stream_ready);
+
 /// Maps a cnats status (+ JetStream error code) to our errc.
 Error nats_error(natsStatus s, jsErrCode jerr, const std::string& what);
 /// Reads the stored fields of a message (headers, JetStream metadata).
