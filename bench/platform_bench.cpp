@@ -18,6 +18,7 @@
 #include "app.hpp"
 #include "servers.hpp"
 #include "supaplane/core/ids.hpp"
+#include "supaplane/event_store/event_store.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/projection/tenant_events.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
@@ -111,6 +112,7 @@ void make_raw_stream(event_store::EventStore& es, const char* name, const char* 
 }  // namespace
 
 int main(int argc, char** argv) {
+  const supaplane::event_store::LibraryScope nats_library;  // destroyed last
   int clients = 16;
   double seconds = 10;
   int rebuild_events = 100'000;

@@ -6,10 +6,12 @@
 #include "exit_codes.hpp"
 #include "options.hpp"
 #include "supaplane/config/config.hpp"
+#include "supaplane/event_store/event_store.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "token_file.hpp"
 
 int main(int argc, char** argv) {
+  const supaplane::event_store::LibraryScope nats_library;  // destroyed last
   using supaplane::config::bind_option;
   namespace cli = supaplane::cli;
 

@@ -109,7 +109,7 @@ int mutate(const GlobalOptions& g, const TenantOptions& o, Mutation m) {
 }
 
 int credentials(const GlobalOptions& g, const TenantOptions& o) {
-  v1::TenantRequest req;
+  v1::GetTenantRequest req;
   req.set_ref(o.ref);
   return unary_call<v1::TenantCredentials>(
       g,

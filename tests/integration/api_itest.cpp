@@ -338,7 +338,7 @@ TEST_F(ApiTest, CredentialsNeedTheMasterKey) {
   const std::string alice = signup("alice@example.com");
   v1::TenantMutation m;
   ASSERT_TRUE(create(alice, "shop", &m).ok());
-  v1::TenantRequest req;
+  v1::GetTenantRequest req;
   req.set_ref(m.tenant().ref());
   v1::TenantCredentials creds;
   expect_code(tenants_->GetTenantCredentials(ctx(alice).get(), req, &creds),

@@ -189,7 +189,7 @@ TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
 TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {
   const std::string ref = call("create", "", "creds").tenant().ref();
   wait_phase(ref, v1::PHASE_ACTIVE);
-  v1::TenantRequest req;
+  v1::GetTenantRequest req;
   req.set_ref(ref);
   v1::TenantCredentials creds;
   ASSERT_TRUE(tenants_->GetTenantCredentials(ctx().get(), req, &creds).ok());
@@ -216,7 +216,8 @@ TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {
   EXPECT_EQ(tenants_->GetTenantCredentials(&oc, req, &none).error_code(),
             grpc::StatusCode::NOT_FOUND);
   EXPECT_TRUE(none.db_password().empty());
-  call("delete", ref);
+  // Read-your-writes: with the delete's sequence the answer cannot be stale.
+  req.set_min_sequence(call("delete", ref).sequence());
   EXPECT_EQ(tenants_->GetTenantCredentials(ctx().get(), req, &none).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
 }

@@ -21,7 +21,9 @@ std::string header(natsMsg* m, const char* key) {
   return {};
 }
 
-void on_disconnected(natsConnection*, void*) {
+void on_disconnected(natsConnection* nc, void*) {
+  // A close of our own also reports a disconnect: not worth a warning.
+  if (natsConnection_IsClosed(nc)) return;
   log()->warn("disconnected from NATS; reconnecting");
 }
 void on_reconnected(natsConnection*, void*) { log()->info("reconnected to NATS"); }
@@ -44,6 +46,8 @@ Error nats_error(natsStatus s, jsErrCode jerr, const std::string& what) {
   if (s == NATS_ERR && jerr == JSStreamWrongLastSequenceErr)
     return make_error(errc::conflict, what + ": wrong expected sequence");
   if (s == NATS_NOT_FOUND) return make_error(errc::not_found, what + ": not found");
+  if (jerr == JSStreamNotFoundErr)
+    return make_error(errc::not_found, what + ": the stream does not exist (nothing recorded yet)");
   if (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_CLOSED ||
       s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER || s == NATS_NOT_YET_CONNECTED ||
       s == NATS_IO_ERROR || s == NATS_STALE_CONNECTION)
@@ -72,6 +76,11 @@ StoredMessage to_stored(natsMsg* m) {
     out.timestamp_ns = natsMsg_GetTime(m);
   }
   return out;
+}
+
+LibraryScope::~LibraryScope() {
+  // Connections are all destroyed by now; this joins cnats' threads.
+  nats_CloseAndWait(2000);
 }
 
 EventStore::~EventStore() {

@@ -352,13 +352,14 @@ class TenantServiceImpl final : public TenantServiceBase {
     return call.done(grpc::Status::OK);
   }
 
-  grpc::Status GetTenantCredentials(grpc::ServerContext* sc, const v1::TenantRequest* req,
+  grpc::Status GetTenantCredentials(grpc::ServerContext* sc, const v1::GetTenantRequest* req,
                                     v1::TenantCredentials* resp) override {
     CallScope call(ctx_, "GetTenantCredentials");
     auto p = authenticate(ctx_, sc);
     if (!p) return call.done(to_grpc(p.error()));
     auto ref = ids::parse_tenant_ref(req->ref());
     if (!ref) return call.done(to_grpc(ref.error()));
+    if (auto st = wait_for(ctx_, req->min_sequence()); !st.ok()) return call.done(st);
     auto lease = ctx_.redis.acquire();
     auto s = ctx_.projection.get(*lease, ref->str());
     if (!s) return call.done(to_grpc(s.error()));

@@ -2,9 +2,11 @@
 
 #include "provisioner_app.hpp"
 #include "supaplane/config/config.hpp"
+#include "supaplane/event_store/event_store.hpp"
 #include "supaplane/logging/logging.hpp"
 
 int main(int argc, char** argv) {
+  const supaplane::event_store::LibraryScope nats_library;  // destroyed last
   using supaplane::config::bind_option;
   supaplane::provisioner::AppOptions o;
   std::string log_level = "info";

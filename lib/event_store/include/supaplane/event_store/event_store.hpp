@@ -19,6 +19,17 @@ inline constexpr const char* kHeaderEventType = "Platform-Event-Type";
 inline constexpr const char* kHeaderSchema = "Platform-Schema";
 inline constexpr const char* kHeaderCorrelation = "Platform-Correlation-Id";
 
+/// Declare first in main(): on scope exit it waits (bounded) for the NATS
+/// library's own threads to finish, so none of their callbacks can run
+/// while static objects (the log registry) are being destroyed.
+class LibraryScope {
+ public:
+  LibraryScope() = default;
+  ~LibraryScope();
+  LibraryScope(const LibraryScope&) = delete;
+  LibraryScope& operator=(const LibraryScope&) = delete;
+};
+
 struct ConnectOptions {
   std::string url{"nats://127.0.0.1:4222"};
   std::string name{"supaplane"};
