@@ -29,7 +29,7 @@ struct TenantOptions {
   std::uint64_t count{0};
 };
 
-enum class Mutation { pause, resume, remove };
+enum class Mutation { pause, resume, remove, rotate_keys };
 
 int create(const GlobalOptions& g, const TenantOptions& o) {
   v1::CreateTenantRequest req;
@@ -102,6 +102,8 @@ int mutate(const GlobalOptions& g, const TenantOptions& o, Mutation m) {
             return stub.ResumeTenant(ctx, req, resp);
           case Mutation::remove:
             return stub.DeleteTenant(ctx, req, resp);
+          case Mutation::rotate_keys:
+            return stub.RotateTenantKeys(ctx, req, resp);
         }
         return grpc::Status(grpc::StatusCode::INTERNAL, "unknown command");
       },
@@ -264,6 +266,13 @@ void add_tenant_commands(CLI::App& app, const GlobalOptions& g, Action& action) 
   add_ref(delete_cmd, *o);
   add_request_id(delete_cmd, *o);
   on_parsed(delete_cmd, action, [&g, o] { return mutate(g, *o, Mutation::remove); });
+
+  auto* rotate_cmd = add_command(*tenant, "rotate-keys",
+                                 "new JWT secret, API keys and database password (old ones stop "
+                                 "working once the provisioner converges)");
+  add_ref(rotate_cmd, *o);
+  add_request_id(rotate_cmd, *o);
+  on_parsed(rotate_cmd, action, [&g, o] { return mutate(g, *o, Mutation::rotate_keys); });
 
   auto* creds_cmd =
       add_command(*tenant, "credentials", "API URL, keys and database connection string");

@@ -39,7 +39,7 @@ std::string admin_query(const std::string& sql) {
 
 class DriverTest : public ::testing::Test {
  protected:
-  PostgresDriver driver_{pg().admin_dsn()};
+  PostgresDriver driver_{{pg().admin_dsn()}};
   driver::StackRequest req(const std::string& ref, const std::string& pw) { return {ref, pw, 5}; }
 };
 
@@ -117,8 +117,8 @@ TEST_F(DriverTest, RejectsMalformedRefs) {
 }
 
 TEST(DriverDown, UnreachableClusterIsUnavailable) {
-  PostgresDriver d("host=127.0.0.1 port=" + std::to_string(testenv::free_port()) +
-                   " user=postgres connect_timeout=2");
+  PostgresDriver d({"host=127.0.0.1 port=" + std::to_string(testenv::free_port()) +
+                    " user=postgres connect_timeout=2"});
   auto st = d.provision({"downaaaaaaaaaaaaaaaa", "pw", 5});
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().code, errc::unavailable);

@@ -13,6 +13,7 @@
 #include "app.hpp"
 #include "provisioner_app.hpp"
 #include "servers.hpp"
+#include "supaplane/projection/history.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -101,6 +102,7 @@ class ProvisionerTest : public ::testing::Test {
       if (std::string(what) == "pause") s = tenants_->PauseTenant(c.get(), req, &m);
       if (std::string(what) == "resume") s = tenants_->ResumeTenant(c.get(), req, &m);
       if (std::string(what) == "delete") s = tenants_->DeleteTenant(c.get(), req, &m);
+      if (std::string(what) == "rotate") s = tenants_->RotateTenantKeys(c.get(), req, &m);
     }
     EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
     return m;
@@ -118,6 +120,24 @@ class ProvisionerTest : public ::testing::Test {
     }
     ADD_FAILURE() << ref << " never reached phase " << v1::Phase_Name(phase) << " (is "
                   << v1::Phase_Name(t.phase()) << ")";
+    return t;
+  }
+
+  /// Waits until the tenant, seen at least at `min_sequence`, has converged
+  /// its latest generation into `phase`.
+  v1::Tenant wait_settled(const std::string& ref, std::uint64_t min_sequence, v1::Phase phase) {
+    v1::Tenant t;
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    while (SteadyClock::now() < deadline) {
+      v1::GetTenantRequest req;
+      req.set_ref(ref);
+      req.set_min_sequence(min_sequence);
+      if (tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == phase &&
+          t.observed_generation() == t.generation())
+        return t;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << ref << " never settled in " << v1::Phase_Name(phase);
     return t;
   }
 
@@ -220,6 +240,55 @@ TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {
   req.set_min_sequence(call("delete", ref).sequence());
   EXPECT_EQ(tenants_->GetTenantCredentials(ctx().get(), req, &none).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ProvisionerTest, RotatedKeysStopWorkingAndNewOnesWork) {
+  const std::string ref = call("create", "", "rotate").tenant().ref();
+  wait_phase(ref, v1::PHASE_ACTIVE);
+  v1::GetTenantRequest req;
+  req.set_ref(ref);
+  v1::TenantCredentials before;
+  ASSERT_TRUE(tenants_->GetTenantCredentials(ctx().get(), req, &before).ok());
+  // A session opened with the old password, still open at rotation time.
+  PGconn* open = PQconnectdb(before.connection_string().c_str());
+  ASSERT_EQ(PQstatus(open), CONNECTION_OK) << PQerrorMessage(open);
+
+  const auto m = call("rotate", ref);
+  EXPECT_EQ(m.tenant().phase(), v1::PHASE_RECONCILING);
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+
+  v1::TenantCredentials after;
+  req.set_min_sequence(m.sequence());
+  ASSERT_TRUE(tenants_->GetTenantCredentials(ctx().get(), req, &after).ok());
+  EXPECT_GT(after.keys_generation(), before.keys_generation());
+  EXPECT_NE(after.db_password(), before.db_password());
+  EXPECT_NE(after.anon_key(), before.anon_key());
+  EXPECT_NE(after.service_role_key(), before.service_role_key());
+  EXPECT_NE(after.publishable_key(), before.publishable_key());
+  EXPECT_NE(after.secret_key(), before.secret_key());
+  EXPECT_FALSE(can_connect(ref, before.db_password())) << "old password still accepted";
+  EXPECT_TRUE(can_connect(ref, after.db_password()));
+  // The session opened with the old password was ended.
+  PGresult* r = PQexec(open, "SELECT 1");
+  EXPECT_NE(PQresultStatus(r), PGRES_TUPLES_OK) << "old session survived the rotation";
+  PQclear(r);
+  PQfinish(open);
+
+  // Recorded without secrets: the request and the outcome with the keys generation.
+  event_store::ConnectOptions o;
+  o.url = nats_.url();
+  auto es = event_store::EventStore::connect(o).value();
+  const auto msgs = es->read_subject("platform.tenant." + ref).value();
+  ASSERT_GE(msgs.size(), 4u);
+  EXPECT_EQ(msgs[2].event_type, "tenant.keys_rotation_requested");
+  EXPECT_EQ(msgs[3].event_type, "tenant.stack_converged");
+  for (const auto& msg : msgs)
+    for (const auto& secret : {after.db_password(), after.secret_key(), after.anon_key(),
+                               before.db_password(), before.secret_key()})
+      EXPECT_EQ(msg.data.find(secret), std::string::npos) << "a secret reached the event log";
+  const auto state = projection::fold_history(ref, msgs);
+  EXPECT_EQ(state.applied_keys_generation(), state.keys_generation());
+  EXPECT_GT(state.keys_generation(), 0);
 }
 
 TEST_F(ProvisionerTest, CommandsQueuedWhileProvisioningCollapse) {

@@ -36,18 +36,27 @@ StackAction plan_convergence(const v1::TenantState& s) {
   return StackAction::provision;
 }
 
-v1::TenantEvent outcome_event(StackAction action, std::int64_t generation) {
+v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const Applied& applied) {
   v1::TenantEvent e;
   switch (action) {
-    case StackAction::provision:
-      e.mutable_stack_converged()->set_observed_generation(generation);
+    case StackAction::provision: {
+      auto* c = e.mutable_stack_converged();
+      c->set_observed_generation(generation);
+      c->set_keys_generation(applied.keys_generation);
+      c->set_gateway_url(applied.gateway_url);
       break;
+    }
     case StackAction::pause:
       e.mutable_stack_paused()->set_observed_generation(generation);
+      e.mutable_stack_paused()->set_keys_generation(applied.keys_generation);
       break;
-    case StackAction::resume:
-      e.mutable_stack_resumed()->set_observed_generation(generation);
+    case StackAction::resume: {
+      auto* r = e.mutable_stack_resumed();
+      r->set_observed_generation(generation);
+      r->set_keys_generation(applied.keys_generation);
+      r->set_gateway_url(applied.gateway_url);
       break;
+    }
     case StackAction::remove:
       e.mutable_stack_deleted()->set_observed_generation(generation);
       break;
@@ -55,6 +64,10 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation) {
       break;
   }
   return e;
+}
+
+bool keys_rotation_pending(const v1::TenantState& s) {
+  return s.ever_active() && s.applied_keys_generation() < s.keys_generation();
 }
 
 v1::TenantEvent failure_event(std::int64_t generation, const std::string& reason, int attempt,

@@ -169,6 +169,9 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
     case K::kStackConverged:
       s.set_observed_state(v1::OBSERVED_STATE_RUNNING);
       s.set_observed_generation(e.stack_converged().observed_generation());
+      s.set_applied_keys_generation(e.stack_converged().keys_generation());
+      if (!e.stack_converged().gateway_url().empty())
+        s.set_gateway_url(e.stack_converged().gateway_url());
       s.set_ever_active(true);
       s.set_active_deployment_count(1);
       s.set_drifted(false);
@@ -177,6 +180,7 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
     case K::kStackPaused:
       s.set_observed_state(v1::OBSERVED_STATE_PAUSED);
       s.set_observed_generation(e.stack_paused().observed_generation());
+      s.set_applied_keys_generation(e.stack_paused().keys_generation());
       s.set_active_deployment_count(1);  // paused: the deployment still exists
       s.set_drifted(false);
       s.clear_last_error();
@@ -184,6 +188,9 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
     case K::kStackResumed:
       s.set_observed_state(v1::OBSERVED_STATE_RUNNING);
       s.set_observed_generation(e.stack_resumed().observed_generation());
+      s.set_applied_keys_generation(e.stack_resumed().keys_generation());
+      if (!e.stack_resumed().gateway_url().empty())
+        s.set_gateway_url(e.stack_resumed().gateway_url());
       s.set_ever_active(true);
       s.set_active_deployment_count(1);
       s.set_drifted(false);

@@ -22,7 +22,19 @@ struct PostgresDriver::Conn {
   pqxx::connection c;
 };
 
-PostgresDriver::PostgresDriver(std::string admin_dsn) : dsn_(std::move(admin_dsn)) {}
+std::string expand_ref(const std::string& tmpl, const std::string& ref) {
+  std::string out = tmpl;
+  for (auto at = out.find("{ref}"); at != std::string::npos;
+       at = out.find("{ref}", at + ref.size()))
+    out.replace(at, 5, ref);
+  return out;
+}
+
+PostgresDriver::PostgresDriver(PostgresDriverOptions opts) : opts_(std::move(opts)) {}
+
+std::string PostgresDriver::gateway_url(const std::string& ref) const {
+  return expand_ref(opts_.gateway_url_template, ref);
+}
 PostgresDriver::~PostgresDriver() = default;
 
 template <typename F>
@@ -37,7 +49,7 @@ Status PostgresDriver::run(const char* what, const std::string& ref, F&& f) {
     }
   }
   try {
-    if (!conn || !conn->c.is_open()) conn = std::make_unique<Conn>(dsn_);
+    if (!conn || !conn->c.is_open()) conn = std::make_unique<Conn>(opts_.admin_dsn);
     // DDL such as CREATE DATABASE cannot run in a transaction block.
     {
       pqxx::nontransaction tx(conn->c);
@@ -99,7 +111,7 @@ Status PostgresDriver::ensure(const StackRequest& r, bool accept) {
     tx.exec("GRANT CONNECT, TEMPORARY ON DATABASE " + ident(db) + " TO " + ident(name));
     tx.exec("ALTER DATABASE " + ident(db) + " WITH ALLOW_CONNECTIONS " +
             (accept ? "true" : "false") + " CONNECTION LIMIT " + limit);
-    if (!accept)
+    if (!accept || r.end_sessions)
       tx.exec_params(
           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
           "WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",

@@ -252,7 +252,9 @@ class AccountServiceImpl final : public v1::AccountService::Service {
 using TenantServiceBase = v1::TenantService::WithCallbackMethod_CreateTenant<
     v1::TenantService::WithCallbackMethod_PauseTenant<
         v1::TenantService::WithCallbackMethod_ResumeTenant<
-            v1::TenantService::WithCallbackMethod_DeleteTenant<v1::TenantService::Service>>>>;
+            v1::TenantService::WithCallbackMethod_DeleteTenant<
+                v1::TenantService::WithCallbackMethod_RotateTenantKeys<
+                    v1::TenantService::Service>>>>>;
 
 class TenantServiceImpl final : public TenantServiceBase {
  public:
@@ -324,6 +326,11 @@ class TenantServiceImpl final : public TenantServiceBase {
                                          const v1::TenantRequest* req,
                                          v1::TenantMutation* resp) override {
     return command(sc, req, resp, domain::CommandKind::remove, "DeleteTenant");
+  }
+  grpc::ServerUnaryReactor* RotateTenantKeys(grpc::CallbackServerContext* sc,
+                                             const v1::TenantRequest* req,
+                                             v1::TenantMutation* resp) override {
+    return command(sc, req, resp, domain::CommandKind::rotate_keys, "RotateTenantKeys");
   }
 
   grpc::Status ListTenantEvents(grpc::ServerContext* sc, const v1::TenantRequest* req,

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   bind_option(app, "master-key", "SUPAPLANE_MASTER_KEY", o.master_key,
               "base64 of 32 bytes; seals tenant secrets at rest");
   bind_option(app, "driver", "SUPAPLANE_DRIVER", o.driver, "postgres (docker: not built yet)");
+  bind_option(
+      app, "gateway-url-template", "SUPAPLANE_GATEWAY_URL_TEMPLATE", o.gateway_url_template,
+      "postgres driver: each tenant's API gateway, {ref} expanded (router-sync routes there)");
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
               "/metrics, /healthz, /readyz listen address host:port");
   bind_option(app, "durable", "SUPAPLANE_PROVISIONER_DURABLE", o.durable, "durable consumer name");

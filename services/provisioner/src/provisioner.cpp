@@ -52,9 +52,8 @@ bool Provisioner::sleep_ms(std::int64_t ms) {
   return !stop_;
 }
 
-Status Provisioner::act(domain::StackAction action, const std::string& ref,
-                        const std::string& password) {
-  const driver::StackRequest req{ref, password, opts_.connection_limit};
+Status Provisioner::act(domain::StackAction action, const driver::StackRequest& req) {
+  const std::string& ref = req.ref;
   switch (action) {
     case domain::StackAction::provision:
       return driver_.provision(req);
@@ -79,17 +78,20 @@ Status Provisioner::converge(const std::string& ref) {
     const auto action = domain::plan_convergence(state);
     if (action == domain::StackAction::none) return Status::Ok();
     const std::int64_t gen = state.generation();
-    std::string password;
+    driver::StackRequest req{ref, "", opts_.connection_limit, domain::keys_rotation_pending(state)};
+    domain::Applied applied;
     if (action != domain::StackAction::remove) {
       auto keys = keys_.ensure(ref, state.keys_generation());
       if (!keys) return keys.error();
-      password = keys->keys.db_password;
+      req.db_password = keys->keys.db_password;
+      applied.keys_generation = keys->keys_generation;
+      applied.gateway_url = driver_.gateway_url(ref);
     }
     Status done = make_error(errc::unavailable, "not attempted");
     int attempt = 0;
     while (attempt < opts_.max_attempts && !stop_) {
       ++attempt;
-      done = act(action, ref, password);
+      done = act(action, req);
       if (done) break;
       counters_.retries++;
       log()->warn("{} ref={} gen={} attempt {} failed: {}", domain::to_string(action), ref, gen,
@@ -104,7 +106,7 @@ Status Provisioner::converge(const std::string& ref) {
       if (auto st = keys_.remove(ref); !st)
         log()->warn("remove ref={}: keys not deleted: {}", ref, st.error().message);
     }
-    const v1::TenantEvent ev = done ? domain::outcome_event(action, gen)
+    const v1::TenantEvent ev = done ? domain::outcome_event(action, gen, applied)
                                     : domain::failure_event(gen, done.error().message, attempt,
                                                             /*final=*/true);
     // One outcome per decision (the state version it was made on): a retry

@@ -56,7 +56,7 @@ class Provisioner final : public event_store::BatchHandler {
   const ProvisionerCounters& counters() const { return counters_; }
 
  private:
-  Status act(domain::StackAction action, const std::string& ref, const std::string& password);
+  Status act(domain::StackAction action, const driver::StackRequest& req);
   std::mutex& lock_for(const std::string& ref);
   bool sleep_ms(std::int64_t ms);
 

@@ -37,7 +37,8 @@ Status App::start() {
   if (!es) return es.error();
   store_ = std::move(*es);
   stream_ready_ = stream_ready;
-  driver_ = std::make_unique<driver::PostgresDriver>(opts_.tenant_db_url);
+  driver_ = std::make_unique<driver::PostgresDriver>(
+      driver::PostgresDriverOptions{opts_.tenant_db_url, opts_.gateway_url_template});
   keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
   provisioner_ =
       std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner);

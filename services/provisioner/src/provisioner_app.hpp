@@ -23,6 +23,7 @@ struct AppOptions {
   std::string tenant_db_url{"postgresql://postgres@127.0.0.1:5432/postgres"};  ///< tenant cluster
   std::string master_key;  ///< base64 of 32 bytes
   std::string driver{"postgres"};
+  std::string gateway_url_template{"http://{ref}.gateway.internal:8000"};
   std::string metrics_addr{"127.0.0.1:9102"};
   std::string durable{"provisioner"};
   std::string issuer{"supaplane"};

@@ -25,8 +25,19 @@ const char* to_string(StackAction a) noexcept;
 /// generation `s.generation()`. Pure.
 StackAction plan_convergence(const v1::TenantState& s);
 
+/// What the driver reported back with a successful action.
+struct Applied {
+  std::int64_t keys_generation{0};  ///< keys the stack now uses
+  std::string gateway_url;          ///< where the tenant's API answers
+};
+
 /// The outcome event appended after `action` succeeded for `generation`.
-v1::TenantEvent outcome_event(StackAction action, std::int64_t generation);
+v1::TenantEvent outcome_event(StackAction action, std::int64_t generation,
+                              const Applied& applied = {});
+
+/// True when the stack still uses keys older than the desired ones: the
+/// driver must then end sessions opened with the old credentials.
+bool keys_rotation_pending(const v1::TenantState& s);
 
 /// A failed attempt; `final` once retries are exhausted (the tenant goes FAILED).
 v1::TenantEvent failure_event(std::int64_t generation, const std::string& reason, int attempt,

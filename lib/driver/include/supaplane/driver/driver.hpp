@@ -10,6 +10,8 @@ struct StackRequest {
   std::string ref;          ///< validated tenant ref (20 lowercase letters)
   std::string db_password;  ///< the tenant's database password (never logged)
   int connection_limit{20};
+  /// The keys were rotated: sessions opened with the old password end.
+  bool end_sessions{false};
 };
 
 /// What a driver sees of a stack (for drift detection).
@@ -33,6 +35,11 @@ class Driver {
   /// Remove the stack and everything it owns.
   virtual Status remove(const std::string& ref) = 0;
   virtual Result<StackStatus> observe(const std::string& ref) = 0;
+  /// Where the tenant's API gateway answers (router-sync routes there).
+  virtual std::string gateway_url(const std::string& ref) const = 0;
 };
+
+/// `{ref}` in `tmpl` replaced by the ref (gateway URL templates).
+std::string expand_ref(const std::string& tmpl, const std::string& ref);
 
 }  // namespace supaplane::driver
