@@ -1,0 +1,171 @@
+#include "edge_auth.hpp"
+
+#include <algorithm>
+
+#include "render.hpp"
+#include "supaplane/auth/jwt.hpp"
+#include "supaplane/secrets/secrets.hpp"
+
+namespace supaplane::router {
+
+namespace {
+constexpr std::string_view kPublishable = "sb_publishable_";
+constexpr std::string_view kSecret = "sb_secret_";
+
+bool key_chars_ok(std::string_view s) {
+  return s.size() >= 16 && s.size() <= 128 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+         });
+}
+
+/// An opaque key's shape: prefix and 16..128 URL-safe characters.
+bool opaque_key_shape(std::string_view k) {
+  if (k.substr(0, kPublishable.size()) == kPublishable)
+    return key_chars_ok(k.substr(kPublishable.size()));
+  if (k.substr(0, kSecret.size()) == kSecret) return key_chars_ok(k.substr(kSecret.size()));
+  return false;
+}
+
+/// "Bearer <token>" → token; empty when absent or not a bearer.
+std::string_view bearer(std::string_view h) {
+  constexpr std::string_view p = "Bearer ";
+  if (h.size() <= p.size() || h.substr(0, p.size()) != p) return {};
+  return h.substr(p.size());
+}
+
+/// Three base64url parts: a JWT (a user's session), passed through to the gateway.
+bool jwt_shape(std::string_view t) {
+  return std::count(t.begin(), t.end(), '.') == 2 && t.size() < 8192 &&
+         std::all_of(t.begin(), t.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-' || c == '.';
+         });
+}
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  std::transform(r.begin(), r.end(), r.begin(), [](unsigned char c) { return std::tolower(c); });
+  return r;
+}
+}  // namespace
+
+EdgeAuth::EdgeAuth(std::string issuer, std::string base_domain, const Clock& clock,
+                   std::int64_t token_ttl_s, std::int64_t reissue_s)
+    : issuer_(std::move(issuer)),
+      base_domain_(std::move(base_domain)),
+      clock_(clock),
+      ttl_s_(token_ttl_s),
+      reissue_s_(reissue_s) {}
+
+void EdgeAuth::set_phase(const std::string& ref, v1::Phase phase) {
+  std::unique_lock lk(mu_);
+  tenants_[ref].phase = phase;
+}
+
+void EdgeAuth::set_keys(const std::string& ref, EdgeKeys keys) {
+  {
+    std::unique_lock lk(mu_);
+    auto& t = tenants_[ref];
+    by_hash_.erase(t.keys.publishable_hash);
+    by_hash_.erase(t.keys.secret_hash);
+    by_hash_[keys.publishable_hash] = Owner{ref, false};
+    by_hash_[keys.secret_hash] = Owner{ref, true};
+    t.keys = std::move(keys);
+  }
+  std::lock_guard tl(token_mu_);
+  tokens_.erase({ref, false});
+  tokens_.erase({ref, true});
+}
+
+void EdgeAuth::drop_keys(const std::string& ref) {
+  {
+    std::unique_lock lk(mu_);
+    auto it = tenants_.find(ref);
+    if (it == tenants_.end()) return;
+    by_hash_.erase(it->second.keys.publishable_hash);
+    by_hash_.erase(it->second.keys.secret_hash);
+    it->second.keys = EdgeKeys{};
+  }
+  std::lock_guard tl(token_mu_);
+  tokens_.erase({ref, false});
+  tokens_.erase({ref, true});
+}
+
+void EdgeAuth::forget(const std::string& ref) {
+  drop_keys(ref);
+  std::unique_lock lk(mu_);
+  tenants_.erase(ref);
+}
+
+std::int64_t EdgeAuth::keys_generation(const std::string& ref) const {
+  std::shared_lock lk(mu_);
+  auto it = tenants_.find(ref);
+  return it == tenants_.end() ? 0 : it->second.keys.keys_generation;
+}
+
+v1::Phase EdgeAuth::phase_of_host(std::string_view host) const {
+  auto ref = ref_of_host(lower(host), base_domain_);
+  if (ref.empty()) return v1::PHASE_UNSPECIFIED;
+  std::shared_lock lk(mu_);
+  auto it = tenants_.find(ref);
+  return it == tenants_.end() ? v1::PHASE_UNSPECIFIED : it->second.phase;
+}
+
+EdgeDecision EdgeAuth::check(std::string_view host, std::string_view apikey,
+                             std::string_view authorization) {
+  const std::string ref = ref_of_host(lower(host), base_domain_);
+  if (ref.empty()) return {401, {}, "unknown host"};
+  std::string_view key = apikey;
+  std::string_view pass_through;
+  if (key.empty()) {
+    key = bearer(authorization);
+  } else if (auto b = bearer(authorization); !b.empty() && jwt_shape(b)) {
+    pass_through = b;  // a user's session JWT next to the apikey: the gateway checks it
+  }
+  if (key.empty()) return {401, {}, "no apikey or bearer key"};
+  if (!opaque_key_shape(key)) return {401, {}, "malformed key"};
+  const std::string hash = secrets::key_hash(key);
+  bool service_role = false;
+  std::string secret;
+  std::int64_t gen = 0;
+  {
+    std::shared_lock lk(mu_);
+    auto t = tenants_.find(ref);
+    if (t == tenants_.end()) return {401, {}, "unknown tenant"};
+    if (t->second.phase == v1::PHASE_PAUSED || t->second.phase == v1::PHASE_SUSPENDED ||
+        t->second.phase == v1::PHASE_PAUSING)
+      return {503, {}, v1::Phase_Name(t->second.phase)};
+    if (t->second.phase != v1::PHASE_ACTIVE) {
+      if (t->second.phase == v1::PHASE_DELETED || t->second.phase == v1::PHASE_DELETING)
+        return {401, {}, "unknown tenant"};
+      return {503, {}, v1::Phase_Name(t->second.phase)};
+    }
+    auto o = by_hash_.find(hash);
+    if (o == by_hash_.end() || o->second.ref != ref) return {401, {}, "invalid key"};
+    service_role = o->second.service_role;
+    secret = t->second.keys.jwt_secret;
+    gen = t->second.keys.keys_generation;
+  }
+  if (!pass_through.empty()) return {200, "Bearer " + std::string(pass_through), {}};
+  const std::int64_t now = clock_.now_unix_ms() / 1000;
+  std::lock_guard tl(token_mu_);
+  auto& c = tokens_[{ref, service_role}];
+  if (c.bearer.empty() || c.keys_generation != gen || now - c.issued >= reissue_s_ ||
+      now < c.issued) {
+    auth::JwtClaims claims;
+    claims.role = service_role ? "service_role" : "anon";
+    claims.iss = issuer_;
+    claims.ref = ref;
+    claims.iat = now;
+    claims.exp = now + ttl_s_;
+    auto tok = auth::sign_hs256(secret, claims);
+    if (!tok) return {500, {}, "cannot sign"};
+    c.bearer = "Bearer " + *tok;
+    c.issued = now;
+    c.keys_generation = gen;
+  }
+  return {200, c.bearer, {}};
+}
+
+}  // namespace supaplane::router

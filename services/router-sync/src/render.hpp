@@ -1,0 +1,67 @@
+#pragma once
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "supaplane/v1/types.pb.h"
+
+namespace supaplane::router {
+
+namespace v1 = ::supaplane::v1;
+
+/// What routing needs of one tenant (a slice of TenantState).
+struct RouteTenant {
+  std::string ref;
+  v1::Phase phase{v1::PHASE_UNSPECIFIED};
+  v1::Plan plan{v1::PLAN_UNSPECIFIED};
+  std::string gateway_url;
+};
+RouteTenant route_tenant(const v1::TenantState& s);
+
+/// Traefik rate limit of one plan (requests per second, burst).
+struct RateLimit {
+  int average{0};
+  int burst{0};
+};
+
+/// Everything the rendering depends on besides the tenants. Plain values.
+struct RenderOptions {
+  std::string base_domain{"supabase.localhost"};
+  std::string console_url{"http://127.0.0.1:3000"};
+  std::string self_url{"http://127.0.0.1:8082"};  ///< how Traefik reaches router-sync
+  std::vector<std::string> entry_points;          ///< empty: Traefik's default (all)
+  std::map<v1::Plan, RateLimit> rate_limits{
+      {v1::PLAN_FREE, {20, 40}}, {v1::PLAN_STARTER, {100, 200}}, {v1::PLAN_PRO, {500, 1000}}};
+};
+
+/// The API path prefixes that go to a tenant's gateway.
+const std::vector<std::string>& api_prefixes();
+
+/// Lower-case plan name used in middleware names ("free", "starter", "pro").
+std::string plan_slug(v1::Plan p);
+
+/// The shared part: console and maintenance services, the ForwardAuth
+/// middleware, one rate-limit middleware per plan.
+nlohmann::json render_base(const RenderOptions& o);
+/// One tenant's routers and services; null when the tenant has no routes
+/// (deleted, or no phase yet).
+nlohmann::json render_tenant(const RouteTenant& t, const RenderOptions& o);
+
+/// Merges `part` (a dynamic configuration) into `into`.
+void merge_config(nlohmann::json& into, const nlohmann::json& part);
+
+/// YAML of a dynamic configuration, deterministic (keys sorted), with a header comment.
+std::string to_yaml(const nlohmann::json& config);
+
+/// File names in the watched directory.
+inline const char* kBaseFile = "supaplane-base.yml";
+std::string tenant_file(const std::string& ref);
+/// The ref of a tenant file name, empty if `name` is not one.
+std::string ref_of_file(const std::string& name);
+
+/// Valid host of a tenant: `<ref>.<base_domain>` → ref (empty otherwise).
+std::string ref_of_host(std::string_view host, std::string_view base_domain);
+
+}  // namespace supaplane::router

@@ -1,0 +1,316 @@
+#include "route_sync.hpp"
+
+#include "supaplane/logging/logging.hpp"
+#include "supaplane/secrets/secrets.hpp"
+
+namespace supaplane::router {
+
+using nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("route-sync");
+  return l;
+}
+
+bool has_routes(v1::Phase p) { return p != v1::PHASE_DELETED && p != v1::PHASE_UNSPECIFIED; }
+
+std::string reply_str(const redisReply* r) {
+  return r && r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : std::string();
+}
+}  // namespace
+
+RouteSync::RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge,
+                     keystore::KeyStore& keys, projection::RedisAddress redis,
+                     secrets::MasterKey master, std::string key_prefix,
+                     std::chrono::milliseconds flush_interval)
+    : render_(std::move(render)),
+      dir_(dir),
+      edge_(edge),
+      keys_(keys),
+      redis_(std::move(redis), {}),
+      master_(master),
+      key_prefix_(std::move(key_prefix)),
+      interval_(flush_interval),
+      base_(render_base(render_)) {}
+
+RouteSync::~RouteSync() { stop(); }
+
+Status RouteSync::start(projection::TenantProjection& projection,
+                        projection::RedisConnection& redis) {
+  // Tenants as the projection holds them.
+  std::map<std::string, RouteTenant> tenants;
+  std::map<std::string, std::int64_t> wanted;
+  projection::ListQuery q;
+  q.limit = 1000;
+  for (;;) {
+    auto page = projection.list(redis, q);
+    if (!page) return page.error();
+    for (const auto& s : page->tenants) {
+      if (!has_routes(s.phase())) continue;
+      tenants[s.ref()] = route_tenant(s);
+      wanted[s.ref()] = s.applied_keys_generation();
+    }
+    if (page->next_after == 0) break;
+    q.after = page->next_after;
+  }
+  // Keys as this service stored them: hashes and the sealed JWT secret.
+  std::set<std::string> pending;
+  for (const auto& [ref, want] : wanted) {
+    edge_.set_phase(ref, tenants[ref].phase);
+    auto r = redis.command({"HMGET", key_prefix_ + ref, "gen", "pub", "sec", "jwt"});
+    if (!r) return r.error();
+    const redisReply* rep = r->get();
+    EdgeKeys k;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
+        rep->element[0]->type == REDIS_REPLY_STRING) {
+      k.keys_generation = std::stoll(reply_str(rep->element[0]));
+      k.publishable_hash = reply_str(rep->element[1]);
+      k.secret_hash = reply_str(rep->element[2]);
+      auto secret = secrets::open(master_, ref, reply_str(rep->element[3]));
+      if (secret) k.jwt_secret = std::move(*secret);
+    }
+    if (!k.jwt_secret.empty() && k.keys_generation >= want && want > 0)
+      edge_.set_keys(ref, std::move(k));
+    else if (want > 0)
+      pending.insert(ref);
+  }
+  // The directory: exactly the projection's tenants plus the base file.
+  std::map<std::string, std::string> files;
+  files[kBaseFile] = to_yaml(base_);
+  std::map<std::string, json> rendered;
+  for (const auto& [ref, t] : tenants) {
+    auto j = render_tenant(t, render_);
+    if (j.is_null()) continue;
+    files[tenant_file(ref)] = to_yaml(j);
+    rendered[ref] = std::move(j);
+  }
+  if (auto st = dir_.prepare(); !st) return st.error();
+  auto changed = dir_.reconcile(files, [](const std::string& name) {
+    return name == kBaseFile || !ref_of_file(name).empty();
+  });
+  if (!changed) return changed.error();
+  log()->info("directory {} reconciled: {} tenants, {} files changed", dir_.path(), rendered.size(),
+              *changed);
+  {
+    std::lock_guard lk(mu_);
+    tenants_ = std::move(tenants);
+    keys_wanted_ = std::move(wanted);
+    keys_pending_ = std::move(pending);
+    rendered_ = std::move(rendered);
+    ++version_;
+  }
+  started_ = true;
+  thread_ = std::thread([this] { run(); });
+  return Status::Ok();
+}
+
+void RouteSync::stop() {
+  if (stop_.exchange(true)) return;
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
+                           const std::string& /*event_type*/) {
+  const std::string& ref = state.ref();
+  // The edge follows at once: a pause answers 503 and a rotation stops the
+  // old keys before the directory or the new keys are written.
+  if (!has_routes(state.phase())) {
+    edge_.forget(ref);
+  } else {
+    edge_.set_phase(ref, state.phase());
+    if (state.applied_keys_generation() > edge_.keys_generation(ref)) edge_.drop_keys(ref);
+  }
+  {
+    std::lock_guard lk(mu_);
+    if (!has_routes(state.phase())) {
+      if (tenants_.erase(ref) || rendered_.count(ref)) dirty_.insert(ref);
+      keys_wanted_.erase(ref);
+      keys_pending_.erase(ref);
+      keys_drop_.insert(ref);
+    } else {
+      auto t = route_tenant(state);
+      auto it = tenants_.find(ref);
+      if (it == tenants_.end() || it->second.phase != t.phase || it->second.plan != t.plan ||
+          it->second.gateway_url != t.gateway_url) {
+        tenants_[ref] = t;
+        dirty_.insert(ref);
+      }
+      auto& want = keys_wanted_[ref];
+      if (state.applied_keys_generation() > want) want = state.applied_keys_generation();
+      if (want > edge_.keys_generation(ref)) keys_pending_.insert(ref);
+    }
+    ++marked_;
+  }
+  cv_.notify_all();
+}
+
+void RouteSync::run() {
+  auto last_flush = SteadyClock::now() - interval_;
+  auto keys_retry_at = SteadyClock::now();
+  std::unique_lock lk(mu_);
+  while (!stop_) {
+    const auto now = SteadyClock::now();
+    const bool keys_due = (!keys_pending_.empty() && now >= keys_retry_at) || !keys_drop_.empty();
+    const bool flush_due = !dirty_.empty() && now >= last_flush + interval_;
+    if (!keys_due && !flush_due) {
+      if (flushed_ < marked_ && dirty_.empty()) {
+        flushed_ = marked_;
+        cv_.notify_all();
+      }
+      auto wake = now + std::chrono::seconds(1);
+      if (!dirty_.empty()) wake = std::min(wake, last_flush + interval_);
+      if (!keys_pending_.empty()) wake = std::min(wake, keys_retry_at);
+      cv_.wait_until(lk, wake);
+      continue;
+    }
+    if (keys_due) {
+      auto drop = std::move(keys_drop_);
+      keys_drop_.clear();
+      std::vector<std::pair<std::string, std::int64_t>> load;
+      if (now >= keys_retry_at)
+        for (const auto& ref : keys_pending_) load.emplace_back(ref, keys_wanted_[ref]);
+      lk.unlock();
+      std::set<std::string> failed_drop;
+      std::vector<std::string> loaded;
+      bool failed = false;
+      for (const auto& ref : drop)
+        if (!drop_stored_keys(ref)) failed_drop.insert(ref);
+      for (const auto& [ref, want] : load) {
+        if (auto st = load_keys(ref, want); st) {
+          loaded.push_back(ref);
+        } else {
+          failed = true;
+          ++counters_.keys_errors;
+          log()->warn("tenant={} keys not loaded (retrying): {}", ref, st.error().message);
+        }
+      }
+      lk.lock();
+      for (const auto& ref : failed_drop) keys_drop_.insert(ref);
+      for (const auto& ref : loaded)
+        if (edge_.keys_generation(ref) >= keys_wanted_[ref]) keys_pending_.erase(ref);
+      if (failed || !failed_drop.empty())
+        keys_retry_at = SteadyClock::now() + std::chrono::seconds(1);
+      continue;
+    }
+    auto refs = std::move(dirty_);
+    dirty_.clear();
+    const auto marked = marked_;
+    lk.unlock();
+    flush(refs);
+    last_flush = SteadyClock::now();
+    lk.lock();
+    if (dirty_.empty()) {
+      flushed_ = std::max(flushed_, marked);
+      cv_.notify_all();
+    }
+  }
+}
+
+void RouteSync::flush(const std::set<std::string>& refs) {
+  ++counters_.flushes;
+  std::vector<std::pair<std::string, json>> out;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& ref : refs) {
+      auto it = tenants_.find(ref);
+      out.emplace_back(ref, it == tenants_.end() ? json() : render_tenant(it->second, render_));
+    }
+  }
+  std::set<std::string> failed;
+  for (auto& [ref, j] : out) {
+    const auto name = tenant_file(ref);
+    if (j.is_null()) {
+      auto r = dir_.remove(name);
+      if (r && *r) ++counters_.file_removes;
+      if (!r) failed.insert(ref), log()->warn("tenant={} {}", ref, r.error().message);
+    } else {
+      auto r = dir_.put(name, to_yaml(j));
+      if (r && *r) ++counters_.file_writes;
+      if (!r) failed.insert(ref), log()->warn("tenant={} {}", ref, r.error().message);
+    }
+  }
+  std::lock_guard lk(mu_);
+  for (auto& [ref, j] : out) {
+    if (failed.count(ref)) {
+      ++counters_.write_errors;
+      dirty_.insert(ref);  // tried again on the next pass
+      continue;
+    }
+    if (j.is_null())
+      rendered_.erase(ref);
+    else
+      rendered_[ref] = std::move(j);
+  }
+  ++version_;
+}
+
+Status RouteSync::load_keys(const std::string& ref, std::int64_t want) {
+  auto stored = keys_.load(ref);
+  if (!stored) return stored.error();
+  if (!*stored || (*stored)->keys_generation < want)
+    return make_error(errc::unavailable,
+                      "keys generation " + std::to_string(want) + " not in the key store yet");
+  const auto& k = (*stored)->keys;
+  EdgeKeys e{(*stored)->keys_generation, secrets::key_hash(k.publishable_key),
+             secrets::key_hash(k.secret_key), k.jwt_secret};
+  if (auto st = redis_.ensure(); !st) return st.error();
+  auto r = redis_.command({"HSET", key_prefix_ + ref, "gen", std::to_string(e.keys_generation),
+                           "pub", e.publishable_hash, "sec", e.secret_hash, "jwt",
+                           secrets::seal(master_, ref, k.jwt_secret)});
+  if (!r) return r.error();
+  {
+    // A delete seen meanwhile wins: keys of a deleted tenant are not installed.
+    std::lock_guard lk(mu_);
+    if (!tenants_.count(ref)) return Status::Ok();
+  }
+  edge_.set_keys(ref, std::move(e));
+  ++counters_.keys_loaded;
+  return Status::Ok();
+}
+
+Status RouteSync::drop_stored_keys(const std::string& ref) {
+  if (auto st = redis_.ensure(); !st) return st.error();
+  auto r = redis_.command({"DEL", key_prefix_ + ref});
+  if (!r) return r.error();
+  return Status::Ok();
+}
+
+json RouteSync::merged() const {
+  std::lock_guard lk(mu_);
+  json all = base_;
+  for (const auto& [ref, j] : rendered_) merge_config(all, j);
+  return all;
+}
+
+std::shared_ptr<const DynamicSnapshot> RouteSync::snapshot() {
+  {
+    std::lock_guard lk(mu_);
+    if (snapshot_ && snapshot_version_ == version_) return snapshot_;
+  }
+  std::uint64_t v;
+  {
+    std::lock_guard lk(mu_);
+    v = version_;
+  }
+  auto body = merged().dump();
+  auto snap = std::make_shared<DynamicSnapshot>();
+  snap->etag = "\"" + secrets::key_hash(body).substr(0, 32) + "\"";
+  snap->json = std::move(body);
+  std::lock_guard lk(mu_);
+  if (v >= snapshot_version_ || snapshot_version_ == ~0ull) {
+    snapshot_ = snap;
+    snapshot_version_ = v;
+  }
+  return snap;
+}
+
+bool RouteSync::wait_flushed(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  const auto target = marked_;
+  return cv_.wait_for(lk, timeout, [&] { return flushed_ >= target && dirty_.empty(); });
+}
+
+}  // namespace supaplane::router

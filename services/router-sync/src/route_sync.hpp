@@ -1,0 +1,103 @@
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "edge_auth.hpp"
+#include "render.hpp"
+#include "supaplane/keystore/key_store.hpp"
+#include "supaplane/projection/projector.hpp"
+#include "supaplane/projection/redis.hpp"
+#include "traefik_dir.hpp"
+
+namespace supaplane::router {
+
+struct SyncCounters {
+  std::atomic<std::uint64_t> flushes{0};       ///< coalesced render passes
+  std::atomic<std::uint64_t> file_writes{0};   ///< files written (bytes changed)
+  std::atomic<std::uint64_t> file_removes{0};  ///< tenant files removed
+  std::atomic<std::uint64_t> write_errors{0};
+  std::atomic<std::uint64_t> keys_loaded{0};
+  std::atomic<std::uint64_t> keys_errors{0};  ///< KeyStore / Redis failures (retried)
+};
+
+/// The HTTP provider's body: the whole configuration as JSON and its ETag.
+struct DynamicSnapshot {
+  std::string json;
+  std::string etag;
+};
+
+/// Keeps routes and keys in step with the tenants projection: told of every
+/// applied event (ProjectorObserver, consumer thread), it updates the
+/// in-memory edge table at once and renders the Traefik directory from its
+/// own thread, coalescing bursts to at most one pass per `flush_interval`.
+/// Keys (level-triggered): a tenant whose applied keys generation is newer
+/// than the edge's gets its old keys dropped at once and its new ones loaded
+/// from the KeyStore, stored in Redis as hashes plus the sealed JWT secret.
+class RouteSync final : public projection::ProjectorObserver {
+ public:
+  RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge, keystore::KeyStore& keys,
+            projection::RedisAddress redis, secrets::MasterKey master, std::string key_prefix,
+            std::chrono::milliseconds flush_interval);
+  ~RouteSync() override;
+
+  /// Loads tenants and keys from Redis, reconciles the directory, starts the
+  /// thread. Call before the consumer starts.
+  Status start(projection::TenantProjection& projection, projection::RedisConnection& redis);
+  void stop();
+
+  void on_applied(const v1::TenantState& state, std::uint64_t seq,
+                  const std::string& event_type) override;
+
+  /// The merged configuration as JSON (what the directory holds).
+  std::shared_ptr<const DynamicSnapshot> snapshot();
+  /// The merged configuration of the directory as rendered, for tests.
+  nlohmann::json merged() const;
+  /// Blocks until everything marked so far is on disk (tests, benchmarks).
+  bool wait_flushed(std::chrono::milliseconds timeout);
+  const SyncCounters& counters() const { return counters_; }
+  bool started() const { return started_.load(); }
+
+ private:
+  void run();
+  void flush(const std::set<std::string>& refs);
+  /// Loads the keys of `ref` from the KeyStore into Redis and the edge.
+  Status load_keys(const std::string& ref, std::int64_t want);
+  Status drop_stored_keys(const std::string& ref);
+
+  RenderOptions render_;
+  TraefikDir& dir_;
+  EdgeAuth& edge_;
+  keystore::KeyStore& keys_;
+  projection::RedisConnection redis_;  ///< the sync thread's own
+  secrets::MasterKey master_;
+  std::string key_prefix_;
+  std::chrono::milliseconds interval_;
+  SyncCounters counters_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, RouteTenant> tenants_;
+  std::map<std::string, std::int64_t> keys_wanted_;  ///< ref → applied keys generation
+  std::set<std::string> keys_pending_;
+  std::set<std::string> keys_drop_;
+  std::set<std::string> dirty_;
+  std::uint64_t marked_{0}, flushed_{0};
+  std::map<std::string, nlohmann::json> rendered_;  ///< written tenant configs
+  nlohmann::json base_;
+  std::uint64_t version_{0};
+  std::shared_ptr<const DynamicSnapshot> snapshot_;
+  std::uint64_t snapshot_version_{~0ull};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> started_{false};
+  std::thread thread_;
+};
+
+}  // namespace supaplane::router

@@ -1,0 +1,262 @@
+#include "router_app.hpp"
+
+#include <httplib.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+
+#include <chrono>
+
+#include "supaplane/config/config.hpp"
+#include "supaplane/logging/logging.hpp"
+
+namespace supaplane::router {
+
+namespace {
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("app");
+  return l;
+}
+
+Result<RateLimit> parse_rate(const std::string& s, const std::string& field) {
+  auto colon = s.find(':');
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument(s);
+    RateLimit r{std::stoi(s.substr(0, colon)), std::stoi(s.substr(colon + 1))};
+    if (r.average <= 0 || r.burst <= 0) throw std::invalid_argument(s);
+    return r;
+  } catch (const std::exception&) {
+    return make_error(errc::invalid_argument,
+                      field + " must be <average>:<burst>, both positive (got \"" + s + "\")",
+                      field);
+  }
+}
+
+std::string phase_slug(v1::Phase p) {
+  std::string n = v1::Phase_Name(p);
+  if (n.rfind("PHASE_", 0) == 0) n = n.substr(6);
+  for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return n;
+}
+
+void json_error(httplib::Response& res, int status, const std::string& error,
+                const std::string& extra_key = {}, const std::string& extra = {}) {
+  nlohmann::json j = {{"error", error}};
+  if (!extra_key.empty()) j[extra_key] = extra;
+  res.status = status;
+  res.set_content(j.dump(), "application/json");
+}
+}  // namespace
+
+App::App(AppOptions opts, const Clock& clock)
+    : opts_(std::move(opts)), clock_(clock), projection_(opts_.redis_prefix) {}
+App::~App() { stop(); }
+
+Status App::start() {
+  auto master = secrets::MasterKey::from_base64(opts_.master_key);
+  if (!master)
+    return make_error(errc::invalid_argument,
+                      "SUPAPLANE_MASTER_KEY must be base64 of exactly 32 bytes", "master_key");
+  auto http_hp = config::parse_host_port(opts_.http_addr);
+  if (!http_hp) return http_hp.error();
+  auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
+  if (!metrics_hp) return metrics_hp.error();
+  auto redis_addr = projection::parse_redis_url(opts_.redis_url);
+  if (!redis_addr) return redis_addr.error();
+  const std::pair<v1::Plan, const std::string*> plans[] = {
+      {v1::PLAN_FREE, &opts_.ratelimit_free},
+      {v1::PLAN_STARTER, &opts_.ratelimit_starter},
+      {v1::PLAN_PRO, &opts_.ratelimit_pro}};
+  for (auto [plan, spec] : plans) {
+    auto r = parse_rate(*spec, "ratelimit_" + plan_slug(plan));
+    if (!r) return r.error();
+    opts_.render.rate_limits[plan] = *r;
+  }
+  opts_.render.entry_points.clear();
+  for (std::size_t pos = 0; pos < opts_.entry_points.size();) {
+    auto comma = opts_.entry_points.find(',', pos);
+    if (comma == std::string::npos) comma = opts_.entry_points.size();
+    if (comma > pos)
+      opts_.render.entry_points.push_back(opts_.entry_points.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  if (opts_.traefik_dir.empty())
+    return make_error(errc::invalid_argument, "SUPAPLANE_TRAEFIK_DIR must be set", "traefik_dir");
+
+  // The HTTP server first: its bound port is our public URL by default.
+  http_ = std::make_unique<httplib::Server>();
+  const int threads = std::max(4, opts_.http_threads);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http_->set_keep_alive_max_count(1'000'000);
+  http_->set_keep_alive_timeout(30);
+  http_->set_tcp_nodelay(true);
+  http_port_ = http_hp->port == 0
+                   ? http_->bind_to_any_port(http_hp->host)
+                   : (http_->bind_to_port(http_hp->host, http_hp->port) ? http_hp->port : -1);
+  if (http_port_ <= 0) return make_error(errc::unavailable, "cannot listen on " + opts_.http_addr);
+  if (opts_.public_url.empty())
+    opts_.render.self_url = "http://" + http_hp->host + ":" + std::to_string(http_port_);
+  else
+    opts_.render.self_url = opts_.public_url;
+
+  registry_ = std::make_shared<prometheus::Registry>();
+  bool stream_ready = false;
+  auto es = event_store::open_for_service(opts_.nats_url, "supaplane-router-sync",
+                                          opts_.stream_replicas, &stream_ready);
+  if (!es) return es.error();
+  store_ = std::move(*es);
+  stream_ready_ = stream_ready;
+  redis_ = std::make_unique<projection::RedisConnection>(*redis_addr, projection_.scripts().all());
+  keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
+  dir_ = std::make_unique<TraefikDir>(opts_.traefik_dir);
+  edge_ = std::make_unique<EdgeAuth>(opts_.issuer, opts_.render.base_domain, clock_);
+  sync_ = std::make_unique<RouteSync>(
+      opts_.render, *dir_, *edge_, *keys_, *redis_addr, *master,
+      opts_.redis_prefix + "keys:", std::chrono::milliseconds(opts_.flush_interval_ms));
+  projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
+                                                             *sync_, store_.get());
+  event_store::ConsumerOptions cons;
+  cons.durable = opts_.durable;
+  cons.filter = "platform.tenant.>";
+  runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *projector_);
+
+  serve_http();
+  ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
+  auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
+  if (!mp) return mp.error();
+  metrics_port_ = *mp;
+  bootstrap_thread_ = std::thread([this] { bootstrap(); });
+  log()->info("supaplane-router-sync listening: http {}:{} metrics {}:{} dir {}", http_hp->host,
+              http_port_, metrics_hp->host, metrics_port_, opts_.traefik_dir);
+  return Status::Ok();
+}
+
+void App::serve_http() {
+  auto& auth_family = prometheus::BuildCounter()
+                          .Name("supaplane_router_forward_auth_total")
+                          .Help("ForwardAuth answers by HTTP status")
+                          .Register(*registry_);
+  auto* ok = &auth_family.Add({{"status", "200"}});
+  auto* denied = &auth_family.Add({{"status", "401"}});
+  auto* unavailable = &auth_family.Add({{"status", "503"}});
+  auto* failed = &auth_family.Add({{"status", "500"}});
+
+  http_->Get("/auth/forward", [this, ok, denied, unavailable, failed](const httplib::Request& req,
+                                                                      httplib::Response& res) {
+    auto host = req.get_header_value("X-Forwarded-Host");
+    if (host.empty()) host = req.get_header_value("Host");
+    auto d =
+        edge_->check(host, req.get_header_value("apikey"), req.get_header_value("Authorization"));
+    if (d.status == 200) {
+      ok->Increment();
+      res.status = 200;
+      res.set_header("Authorization", d.authorization);
+      return;
+    }
+    (d.status == 401 ? denied : d.status == 503 ? unavailable : failed)->Increment();
+    json_error(res, d.status, d.status == 401 ? "unauthorized" : "unavailable", "reason", d.reason);
+  });
+  http_->Get("/traefik/dynamic", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!synced_) return json_error(res, 503, "not synchronised yet");
+    auto snap = sync_->snapshot();
+    res.set_header("ETag", snap->etag);
+    if (req.get_header_value("If-None-Match") == snap->etag) {
+      res.status = 304;
+      return;
+    }
+    res.set_content(snap->json, "application/json");
+  });
+  // Everything else: the maintenance answer for hosts of paused / suspended
+  // tenants (Traefik routes them here with the original Host).
+  http_->Get(".*", [this](const httplib::Request& req, httplib::Response& res) {
+    auto host = req.get_header_value("X-Forwarded-Host");
+    if (host.empty()) host = req.get_header_value("Host");
+    const auto phase = edge_->phase_of_host(host);
+    if (phase == v1::PHASE_UNSPECIFIED) return json_error(res, 404, "unknown host");
+    nlohmann::json j = {{"error", "tenant unavailable"},
+                        {"phase", phase_slug(phase)},
+                        {"message", "this project is " + phase_slug(phase)}};
+    res.status = 503;
+    res.set_header("Retry-After", "60");
+    res.set_content(j.dump(), "application/json");
+  });
+  http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+}
+
+void App::bootstrap() {
+  int delay_ms = 100;
+  auto problem = [&](const std::string& p) {
+    log()->warn("not ready, retrying: {}", p);
+    std::lock_guard lk(problem_mu_);
+    problem_ = p;
+  };
+  while (!stopping_) {
+    if (!stream_ready_) {
+      if (auto st = store_->ensure_stream(); st)
+        stream_ready_ = true;
+      else
+        problem("stream: " + st.error().message);
+    }
+    if (stream_ready_ && !synced_) {
+      auto gen = projection_.active_generation(*redis_);
+      if (!gen && gen.error().code == errc::not_found) {
+        // No projection: rebuild from the log (the durable consumer would
+        // resume after its ack floor and never replay what came before).
+        auto last = store_->last_sequence();
+        if (last && *last == 0) {
+          gen = projection_.init(*redis_);
+        } else if (last) {
+          auto rb = projection::rebuild_tenants(*store_, *redis_, projection_,
+                                                projection::new_generation_name(), true);
+          gen = rb ? Result<std::string>(rb->generation) : Result<std::string>(rb.error());
+        } else {
+          gen = last.error();
+        }
+      }
+      if (!gen) {
+        problem("redis: " + gen.error().message);
+      } else if (auto cp = projection_.checkpoint(*redis_, *gen); !cp) {
+        problem("redis: " + cp.error().message);
+      } else if (auto st = sync_->start(projection_, *redis_); !st) {
+        problem(st.error().message);
+      } else {
+        waiter_.advance(*cp);
+        synced_ = true;
+        runner_->start();
+        std::lock_guard lk(problem_mu_);
+        problem_.clear();
+        return;
+      }
+    }
+    for (int w = 0; w < delay_ms && !stopping_; w += 10)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    delay_ms = std::min(delay_ms * 2, 5000);
+  }
+}
+
+std::string App::readiness() {
+  if (!store_ || !store_->connected()) return "event store (NATS) not connected";
+  if (!stream_ready_) return "stream not ready";
+  if (!synced_) {
+    std::lock_guard lk(problem_mu_);
+    return "not synchronised: " + problem_;
+  }
+  if (!runner_ || !runner_->subscribed()) return "consumer not subscribed";
+  return {};
+}
+
+void App::stop() {
+  if (stopping_.exchange(true)) return;
+  if (projector_) projector_->request_stop();
+  if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
+  if (runner_) runner_->stop();
+  if (sync_) sync_->stop();
+  if (http_) http_->stop();
+  if (http_thread_.joinable()) http_thread_.join();
+  if (ops_) ops_->stop();
+  runner_.reset();
+  projector_.reset();
+  sync_.reset();
+  store_.reset();
+}
+
+}  // namespace supaplane::router

@@ -1,0 +1,93 @@
+#pragma once
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "edge_auth.hpp"
+#include "route_sync.hpp"
+#include "supaplane/event_store/consumer.hpp"
+#include "supaplane/event_store/event_store.hpp"
+#include "supaplane/keystore/key_store.hpp"
+#include "supaplane/metrics/http_server.hpp"
+#include "supaplane/projection/projector.hpp"
+#include "traefik_dir.hpp"
+
+namespace httplib {
+class Server;
+}
+
+namespace supaplane::router {
+
+/// Plain configuration of router-sync (filled by main).
+struct AppOptions {
+  std::string nats_url{"nats://127.0.0.1:4222"};
+  std::string redis_url{"redis://127.0.0.1:6379"};
+  std::string database_url{"postgresql://postgres@127.0.0.1:5432/supaplane"};  ///< keys
+  std::string master_key;  ///< base64 of 32 bytes
+  std::string http_addr{"127.0.0.1:8082"};
+  std::string metrics_addr{"127.0.0.1:9103"};
+  std::string traefik_dir{"./traefik"};
+  std::string public_url;  ///< how Traefik reaches us; default http://<http_addr>
+  std::string durable{"router-sync"};
+  std::string redis_prefix{"sp:router:"};
+  std::string issuer{"supaplane"};
+  std::string ratelimit_free{"20:40"};  ///< average:burst per second
+  std::string ratelimit_starter{"100:200"};
+  std::string ratelimit_pro{"500:1000"};
+  std::string entry_points;  ///< comma separated; empty = all
+  int flush_interval_ms{50};
+  int http_threads{96};
+  int stream_replicas{1};
+  RenderOptions render;  ///< base_domain and console_url are read from here
+};
+
+/// Composition root of supaplane-router-sync: event store → Redis projection
+/// (TenantProjector with RouteSync as its observer) → directory and edge
+/// table → HTTP server (ForwardAuth, HTTP provider, maintenance answer).
+/// Dependencies are retried in the background; stops in reverse.
+class App {
+ public:
+  explicit App(AppOptions opts, const Clock& clock = SystemClock::instance());
+  ~App();
+  Status start();
+  void stop();
+  std::string readiness();
+  int http_port() const { return http_port_; }
+  int metrics_port() const { return metrics_port_; }
+  RouteSync& sync() { return *sync_; }
+  EdgeAuth& edge() { return *edge_; }
+
+ private:
+  void bootstrap();
+  void serve_http();
+  AppOptions opts_;
+  const Clock& clock_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<event_store::EventStore> store_;
+  projection::TenantProjection projection_;
+  projection::SequenceWaiter waiter_;
+  std::unique_ptr<projection::RedisConnection> redis_;  ///< bootstrap only
+  std::unique_ptr<keystore::KeyStore> keys_;
+  std::unique_ptr<TraefikDir> dir_;
+  std::unique_ptr<EdgeAuth> edge_;
+  std::unique_ptr<RouteSync> sync_;
+  std::unique_ptr<projection::TenantProjector> projector_;
+  std::unique_ptr<event_store::ConsumerRunner> runner_;
+  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<metrics::OpsServer> ops_;
+  std::thread http_thread_;
+  std::thread bootstrap_thread_;
+  std::thread gauges_thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stream_ready_{false};
+  std::atomic<bool> synced_{false};
+  std::mutex problem_mu_;
+  std::string problem_;
+  int http_port_{0};
+  int metrics_port_{0};
+};
+
+}  // namespace supaplane::router

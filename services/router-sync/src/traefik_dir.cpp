@@ -1,0 +1,113 @@
+#include "traefik_dir.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace supaplane::router {
+
+namespace {
+Error io_error(const std::string& what, const std::string& path) {
+  return make_error(errc::unavailable, what + " " + path + ": " + std::strerror(errno));
+}
+
+Status fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return io_error("open", path);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return io_error("fsync", path);
+  return Status::Ok();
+}
+
+bool read_file(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+}  // namespace
+
+Status TraefikDir::prepare() {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return make_error(errc::unavailable, "cannot create " + dir_ + ": " + ec.message());
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    const auto name = e.path().filename().string();
+    if (name.size() > 5 && name[0] == '.' && name.substr(name.size() - 4) == ".tmp")
+      std::filesystem::remove(e.path(), ec);
+  }
+  if (ec) return make_error(errc::unavailable, "cannot list " + dir_ + ": " + ec.message());
+  return Status::Ok();
+}
+
+Result<bool> TraefikDir::put(const std::string& name, const std::string& content) {
+  const std::string path = dir_ + "/" + name;
+  std::string old;
+  if (read_file(path, old) && old == content) return false;
+  // Traefik's directory provider reads only *.yml / *.yaml / *.toml files.
+  const std::string tmp = dir_ + "/." + name + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return io_error("open", tmp);
+  std::size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      auto e = io_error("write", tmp);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return e;
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    auto e = io_error("fsync", tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto e = io_error("rename", tmp);
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  if (auto st = fsync_path(dir_, O_RDONLY | O_DIRECTORY); !st) return st.error();
+  return true;
+}
+
+Result<bool> TraefikDir::remove(const std::string& name) {
+  const std::string path = dir_ + "/" + name;
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return false;
+    return io_error("unlink", path);
+  }
+  if (auto st = fsync_path(dir_, O_RDONLY | O_DIRECTORY); !st) return st.error();
+  return true;
+}
+
+Result<std::map<std::string, std::string>> TraefikDir::read_all() const {
+  std::map<std::string, std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    const auto name = e.path().filename().string();
+    if (name.empty() || name[0] == '.' || !e.is_regular_file()) continue;
+    std::string content;
+    if (!read_file(e.path().string(), content)) continue;  // removed meanwhile
+    out[name] = std::move(content);
+  }
+  if (ec) return make_error(errc::unavailable, "cannot list " + dir_ + ": " + ec.message());
+  return out;
+}
+
+}  // namespace supaplane::router

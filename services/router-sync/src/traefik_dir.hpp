@@ -1,0 +1,55 @@
+#pragma once
+#include <map>
+#include <string>
+
+#include "supaplane/core/result.hpp"
+
+namespace supaplane::router {
+
+/// The watched directory of Traefik's file provider. Every write is atomic:
+/// a hidden temp name Traefik ignores, fsync, rename, fsync of the directory.
+/// Files are written only when their bytes change. One writer thread.
+class TraefikDir {
+ public:
+  explicit TraefikDir(std::string dir) : dir_(std::move(dir)) {}
+  const std::string& path() const { return dir_; }
+  /// Creates the directory and removes leftover temp files.
+  Status prepare();
+  /// Writes `name` with `content` unless it already holds exactly that.
+  /// Returns true when it wrote.
+  Result<bool> put(const std::string& name, const std::string& content);
+  /// Removes `name` (absent is fine). Returns true when it removed.
+  Result<bool> remove(const std::string& name);
+  /// Every regular, non-hidden file: name → content.
+  Result<std::map<std::string, std::string>> read_all() const;
+  /// Makes the directory hold exactly `want` among the files `ours` accepts.
+  /// Returns the number of files written or removed.
+  template <typename Ours>
+  Result<int> reconcile(const std::map<std::string, std::string>& want, Ours ours);
+
+ private:
+  std::string dir_;
+};
+
+template <typename Ours>
+Result<int> TraefikDir::reconcile(const std::map<std::string, std::string>& want, Ours ours) {
+  auto have = read_all();
+  if (!have) return have.error();
+  int changes = 0;
+  for (const auto& [name, content] : *have) {
+    if (!ours(name) || want.count(name)) continue;
+    auto r = remove(name);
+    if (!r) return r.error();
+    changes += *r ? 1 : 0;
+  }
+  for (const auto& [name, content] : want) {
+    auto it = have->find(name);
+    if (it != have->end() && it->second == content) continue;
+    auto r = put(name, content);
+    if (!r) return r.error();
+    changes += *r ? 1 : 0;
+  }
+  return changes;
+}
+
+}  // namespace supaplane::router
