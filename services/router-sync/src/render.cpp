@@ -92,7 +92,7 @@ json render_base(const RenderOptions& o) {
   c["http"]["services"][kMaintenanceService] = lb(o.self_url);
   c["http"]["middlewares"][kForwardAuth]["forwardAuth"] = {
       {"address", o.self_url + "/auth/forward"},
-      {"trustForwardHeader", true},
+      {"trustForwardHeader", false},  // X-Forwarded-Host must be the real Host
       {"authResponseHeaders", json::array({"Authorization"})}};
   for (const auto& [plan, rl] : o.rate_limits)
     c["http"]["middlewares"]["supaplane-ratelimit-" + plan_slug(plan)]["rateLimit"] = {

@@ -1,0 +1,228 @@
+// router-sync's pure parts: rendering (golden files per phase, consistency),
+// the edge key table, the atomic directory writer.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "edge_auth.hpp"
+#include "render.hpp"
+#include "servers.hpp"
+#include "supaplane/auth/jwt.hpp"
+#include "supaplane/secrets/secrets.hpp"
+#include "traefik_check.hpp"
+#include "traefik_dir.hpp"
+
+namespace {
+
+using namespace supaplane;
+using namespace supaplane::router;
+
+const std::string kRef = "abcdefghijklmnopqrst";
+const std::string kOther = "zyxwvutsrqponmlkjihg";
+
+RenderOptions options() {
+  RenderOptions o;
+  o.base_domain = "supabase.example.com";
+  o.console_url = "http://console.internal:3000";
+  o.self_url = "http://router-sync.internal:8082";
+  return o;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// Compares with tests/golden/router-sync/<name>; SUPAPLANE_UPDATE_GOLDEN=1 rewrites it.
+void expect_golden(const std::string& name, const std::string& actual) {
+  const std::string path = std::string(SUPAPLANE_SOURCE_DIR) + "/tests/golden/router-sync/" + name;
+  if (std::getenv("SUPAPLANE_UPDATE_GOLDEN")) {
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    std::ofstream(path) << actual;
+  }
+  ASSERT_TRUE(std::filesystem::exists(path)) << path << " missing";
+  EXPECT_EQ(slurp(path), actual) << "golden " << name << " differs";
+}
+
+TEST(RouterRender, GoldenFilePerPhase) {
+  const auto o = options();
+  expect_golden("base.yml", to_yaml(render_base(o)));
+  const std::pair<v1::Phase, const char*> phases[] = {
+      {v1::PHASE_ACTIVE, "active.yml"},           {v1::PHASE_PAUSED, "paused.yml"},
+      {v1::PHASE_SUSPENDED, "suspended.yml"},     {v1::PHASE_PROVISIONING, "provisioning.yml"},
+      {v1::PHASE_RECONCILING, "reconciling.yml"}, {v1::PHASE_FAILED, "failed.yml"}};
+  for (auto [phase, file] : phases) {
+    RouteTenant t{kRef, phase, v1::PLAN_PRO, "http://" + kRef + ".gateway.internal:8000"};
+    if (phase != v1::PHASE_ACTIVE)
+      t.gateway_url = phase == v1::PHASE_PROVISIONING ? "" : t.gateway_url;
+    expect_golden(file, to_yaml(render_tenant(t, o)));
+  }
+  EXPECT_TRUE(render_tenant({kRef, v1::PHASE_DELETED, v1::PLAN_PRO, "http://x"}, o).is_null())
+      << "a deleted tenant has routes";
+}
+
+TEST(RouterRender, EveryPhaseParsesAndIsConsistentWithTheBase) {
+  const auto o = options();
+  std::map<std::string, std::string> files{{kBaseFile, to_yaml(render_base(o))}};
+  int n = 0;
+  for (int p = v1::Phase_MIN; p <= v1::Phase_MAX; ++p) {
+    for (auto plan : {v1::PLAN_FREE, v1::PLAN_STARTER, v1::PLAN_PRO, v1::PLAN_UNSPECIFIED}) {
+      // Distinct refs per (phase, plan): 20 lowercase letters.
+      std::string ref(20, 'a');
+      ref[0] = static_cast<char>('a' + p);
+      ref[1] = static_cast<char>('a' + plan);
+      auto j =
+          render_tenant({ref, static_cast<v1::Phase>(p), plan, "http://gw-" + ref + ":8000"}, o);
+      if (j.is_null()) continue;
+      files[tenant_file(ref)] = to_yaml(j);
+      ++n;
+    }
+  }
+  EXPECT_GT(n, 30);
+  std::vector<std::string> problems;
+  auto merged = testenv::merge_yaml_files(files, problems);
+  for (auto& p : testenv::consistency_problems(merged)) problems.push_back(p);
+  EXPECT_TRUE(problems.empty()) << ::testing::PrintToString(problems);
+  // Routers of every kind exist.
+  EXPECT_TRUE(merged["http"]["routers"].size() > static_cast<std::size_t>(n));
+}
+
+TEST(RouterRender, YamlOfAFileEqualsItsJson) {
+  const auto o = options();
+  auto j = render_tenant({kRef, v1::PHASE_ACTIVE, v1::PLAN_FREE, "http://gw:8000"}, o);
+  EXPECT_EQ(testenv::yaml_to_json(YAML::Load(to_yaml(j))), j);
+  auto b = render_base(o);
+  EXPECT_EQ(testenv::yaml_to_json(YAML::Load(to_yaml(b))), b);
+}
+
+TEST(RouterRender, RuleCheckerRefusesBadRules) {
+  EXPECT_EQ(testenv::RuleParser("Host(`a.b`) && (PathPrefix(`/x`) || PathPrefix(`/y`))").validate(),
+            "");
+  EXPECT_NE(testenv::RuleParser("Host(a.b)").validate(), "");
+  EXPECT_NE(testenv::RuleParser("Host(`a`) && (PathPrefix(`/x`)").validate(), "");
+  EXPECT_NE(testenv::RuleParser("Hots(`a`)").validate(), "");
+}
+
+TEST(RouterRender, HostsAndFileNamesMapBackToRefs) {
+  EXPECT_EQ(ref_of_host(kRef + ".supabase.localhost", "supabase.localhost"), kRef);
+  EXPECT_EQ(ref_of_host(kRef + ".supabase.localhost:443", "supabase.localhost"), kRef);
+  EXPECT_EQ(ref_of_host("x." + kRef + ".supabase.localhost", "supabase.localhost"), "");
+  EXPECT_EQ(ref_of_host(kRef + ".evil.localhost", "supabase.localhost"), "");
+  EXPECT_EQ(ref_of_host(kRef + "supabase.localhost", "supabase.localhost"), "");
+  EXPECT_EQ(ref_of_host("", "supabase.localhost"), "");
+  EXPECT_EQ(ref_of_file(tenant_file(kRef)), kRef);
+  EXPECT_EQ(ref_of_file("tenant-../../etc.yml"), "");
+  EXPECT_EQ(ref_of_file(kBaseFile), "");
+}
+
+class FixedClock final : public Clock {
+ public:
+  std::int64_t now_unix_ms() const override { return now; }
+  std::int64_t now{1'800'000'000'000};
+};
+
+struct EdgeFixture : ::testing::Test {
+  FixedClock clock;
+  EdgeAuth edge{"supaplane", "supabase.localhost", clock};
+  std::string host = kRef + ".supabase.localhost";
+  std::string pub = "sb_publishable_" + std::string(32, 'p');
+  std::string sec = "sb_secret_" + std::string(40, 's');
+  std::string jwt_secret = std::string(43, 'j');
+  void SetUp() override {
+    edge.set_phase(kRef, v1::PHASE_ACTIVE);
+    edge.set_keys(kRef, {1, secrets::key_hash(pub), secrets::key_hash(sec), jwt_secret});
+    edge.set_phase(kOther, v1::PHASE_ACTIVE);
+    edge.set_keys(kOther, {1, secrets::key_hash("sb_publishable_" + std::string(32, 'o')),
+                           secrets::key_hash("sb_secret_" + std::string(40, 'o')), "other"});
+  }
+};
+
+TEST_F(EdgeFixture, RightKeysGetAShortLivedJwtOfTheirRole) {
+  for (auto [key, role] : {std::pair{pub, "anon"}, std::pair{sec, "service_role"}}) {
+    auto d = edge.check(host, key, "");
+    ASSERT_EQ(d.status, 200);
+    ASSERT_EQ(d.authorization.rfind("Bearer ", 0), 0u);
+    auto c = auth::verify_hs256(jwt_secret, d.authorization.substr(7), clock.now / 1000);
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c->role, role);
+    EXPECT_EQ(c->ref, kRef);
+    EXPECT_EQ(c->iss, "supaplane");
+    EXPECT_EQ(c->exp - c->iat, 300);
+    // The same key as a bearer.
+    EXPECT_EQ(edge.check(host, "", "Bearer " + key).status, 200);
+  }
+}
+
+TEST_F(EdgeFixture, WrongUnknownAndMalformedKeysAre401) {
+  EXPECT_EQ(edge.check(host, "sb_publishable_" + std::string(32, 'o'), "").status, 401);
+  EXPECT_EQ(edge.check(host, "sb_publishable_" + std::string(32, 'x'), "").status, 401);
+  EXPECT_EQ(edge.check(host, "", "").status, 401);
+  EXPECT_EQ(edge.check(host, "sb_publishable_short", "").status, 401);
+  EXPECT_EQ(edge.check(host, "sb_publishable_" + std::string(31, 'p') + "!", "").status, 401);
+  EXPECT_EQ(edge.check(host, "", "Basic " + pub).status, 401);
+  EXPECT_EQ(edge.check(host, "", "Bearer").status, 401);
+  EXPECT_EQ(edge.check("unknown.example.com", pub, "").status, 401);
+  EXPECT_EQ(edge.check("", pub, "").status, 401);
+}
+
+TEST_F(EdgeFixture, PausedOrSuspendedIs503AndDeletedIs401) {
+  edge.set_phase(kRef, v1::PHASE_PAUSED);
+  EXPECT_EQ(edge.check(host, pub, "").status, 503);
+  edge.set_phase(kRef, v1::PHASE_SUSPENDED);
+  EXPECT_EQ(edge.check(host, pub, "").status, 503);
+  edge.forget(kRef);
+  EXPECT_EQ(edge.check(host, pub, "").status, 401);
+}
+
+TEST_F(EdgeFixture, RotationRetiresOldKeysAndCachedTokens) {
+  auto before = edge.check(host, pub, "");
+  ASSERT_EQ(before.status, 200);
+  edge.drop_keys(kRef);  // what a rotation outcome does at once
+  EXPECT_EQ(edge.check(host, pub, "").status, 401);
+  const std::string pub2 = "sb_publishable_" + std::string(32, 'q');
+  edge.set_keys(kRef, {2, secrets::key_hash(pub2), secrets::key_hash(sec + "2"), "new-secret"});
+  EXPECT_EQ(edge.check(host, pub, "").status, 401);
+  auto after = edge.check(host, pub2, "");
+  ASSERT_EQ(after.status, 200);
+  EXPECT_TRUE(
+      auth::verify_hs256("new-secret", after.authorization.substr(7), clock.now / 1000).ok());
+}
+
+TEST_F(EdgeFixture, TokensAreReissuedAsTimePasses) {
+  auto a = edge.check(host, pub, "");
+  clock.now += 10'000;
+  EXPECT_EQ(edge.check(host, pub, "").authorization, a.authorization) << "cached within 30 s";
+  clock.now += 30'000;
+  auto b = edge.check(host, pub, "");
+  EXPECT_NE(b.authorization, a.authorization);
+  EXPECT_TRUE(auth::verify_hs256(jwt_secret, b.authorization.substr(7), clock.now / 1000).ok());
+}
+
+TEST(TraefikDirTest, WritesAtomicallyOnlyOnChangeAndReconciles) {
+  testenv::TempDir tmp("router-dir");
+  TraefikDir dir(tmp.path() + "/traefik");
+  ASSERT_TRUE(dir.prepare().ok());
+  std::ofstream(tmp.path() + "/traefik/.tenant-x.yml.tmp") << "half";
+  ASSERT_TRUE(dir.prepare().ok());
+  EXPECT_FALSE(std::filesystem::exists(tmp.path() + "/traefik/.tenant-x.yml.tmp"));
+  EXPECT_TRUE(dir.put("a.yml", "one").value());
+  EXPECT_FALSE(dir.put("a.yml", "one").value()) << "unchanged bytes were rewritten";
+  EXPECT_TRUE(dir.put("a.yml", "two").value());
+  std::ofstream(tmp.path() + "/traefik/" + tenant_file(kOther)) << "stale";
+  std::ofstream(tmp.path() + "/traefik/keep-me.yml") << "someone else's";
+  auto n = dir.reconcile({{tenant_file(kRef), "t"}, {"a.yml", "two"}},
+                         [](const std::string& f) { return !ref_of_file(f).empty(); });
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2);
+  auto all = dir.read_all().value();
+  EXPECT_EQ(all,
+            (std::map<std::string, std::string>{
+                {"a.yml", "two"}, {"keep-me.yml", "someone else's"}, {tenant_file(kRef), "t"}}));
+}
+
+}  // namespace
