@@ -101,7 +101,7 @@ void EdgeAuth::forget(const std::string& ref) {
 std::int64_t EdgeAuth::keys_generation(const std::string& ref) const {
   std::shared_lock lk(mu_);
   auto it = tenants_.find(ref);
-  return it == tenants_.end() ? 0 : it->second.keys.keys_generation;
+  return it == tenants_.end() ? -1 : it->second.keys.keys_generation;
 }
 
 v1::Phase EdgeAuth::phase_of_host(std::string_view host) const {

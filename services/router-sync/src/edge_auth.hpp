@@ -17,7 +17,7 @@ namespace v1 = ::supaplane::v1;
 /// What the edge knows of one tenant's keys: hashes of the opaque keys and
 /// the JWT secret (in memory only).
 struct EdgeKeys {
-  std::int64_t keys_generation{0};
+  std::int64_t keys_generation{-1};  ///< -1: none (0 is the first generation)
   std::string publishable_hash;
   std::string secret_hash;
   std::string jwt_secret;
@@ -45,6 +45,7 @@ class EdgeAuth {
   /// Forgets the keys of `ref` (rotation pending, or deleted).
   void drop_keys(const std::string& ref);
   void forget(const std::string& ref);
+  /// The generation of the keys installed for `ref`, -1 if none.
   std::int64_t keys_generation(const std::string& ref) const;
 
   /// Checks a request: `host` from X-Forwarded-Host, `apikey` and

@@ -16,6 +16,13 @@ std::shared_ptr<spdlog::logger> log() {
 
 bool has_routes(v1::Phase p) { return p != v1::PHASE_DELETED && p != v1::PHASE_UNSPECIFIED; }
 
+/// The keys generation the edge must serve: the one the stack uses, once the
+/// provisioner has reported an outcome (it stores the keys before acting);
+/// -1 before that (no keys yet).
+std::int64_t wanted_keys(const v1::TenantState& s) {
+  return s.observed_generation() > 0 ? s.applied_keys_generation() : -1;
+}
+
 std::string reply_str(const redisReply* r) {
   return r && r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : std::string();
 }
@@ -50,7 +57,7 @@ Status RouteSync::start(projection::TenantProjection& projection,
     for (const auto& s : page->tenants) {
       if (!has_routes(s.phase())) continue;
       tenants[s.ref()] = route_tenant(s);
-      wanted[s.ref()] = s.applied_keys_generation();
+      wanted[s.ref()] = wanted_keys(s);
     }
     if (page->next_after == 0) break;
     q.after = page->next_after;
@@ -71,9 +78,9 @@ Status RouteSync::start(projection::TenantProjection& projection,
       auto secret = secrets::open(master_, ref, reply_str(rep->element[3]));
       if (secret) k.jwt_secret = std::move(*secret);
     }
-    if (!k.jwt_secret.empty() && k.keys_generation >= want && want > 0)
+    if (!k.jwt_secret.empty() && k.keys_generation >= want && want >= 0)
       edge_.set_keys(ref, std::move(k));
-    else if (want > 0)
+    else if (want >= 0)
       pending.insert(ref);
   }
   // The directory: exactly the projection's tenants plus the base file.
@@ -121,7 +128,7 @@ void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
     edge_.forget(ref);
   } else {
     edge_.set_phase(ref, state.phase());
-    if (state.applied_keys_generation() > edge_.keys_generation(ref)) edge_.drop_keys(ref);
+    if (wanted_keys(state) > edge_.keys_generation(ref)) edge_.drop_keys(ref);
   }
   {
     std::lock_guard lk(mu_);
@@ -138,9 +145,9 @@ void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
         tenants_[ref] = t;
         dirty_.insert(ref);
       }
-      auto& want = keys_wanted_[ref];
-      if (state.applied_keys_generation() > want) want = state.applied_keys_generation();
-      if (want > edge_.keys_generation(ref)) keys_pending_.insert(ref);
+      auto w = keys_wanted_.emplace(ref, -1).first;
+      w->second = std::max(w->second, wanted_keys(state));
+      if (w->second >= 0 && w->second > edge_.keys_generation(ref)) keys_pending_.insert(ref);
     }
     ++marked_;
   }
@@ -190,7 +197,9 @@ void RouteSync::run() {
       lk.lock();
       for (const auto& ref : failed_drop) keys_drop_.insert(ref);
       for (const auto& ref : loaded)
-        if (edge_.keys_generation(ref) >= keys_wanted_[ref]) keys_pending_.erase(ref);
+        if (auto w = keys_wanted_.find(ref);
+            w == keys_wanted_.end() || edge_.keys_generation(ref) >= w->second)
+          keys_pending_.erase(ref);
       if (failed || !failed_drop.empty())
         keys_retry_at = SteadyClock::now() + std::chrono::seconds(1);
       continue;
