@@ -79,8 +79,18 @@ class RouterSyncTest : public ::testing::Test {
     accounts_ = v1::AccountService::NewStub(channel_);
     tenants_ = v1::TenantService::NewStub(channel_);
     admin_ = v1::AdminService::NewStub(channel_);
-    token_ = session("owner@example.com", "owner-password", true);
-    admin_token_ = session("admin@example.com", "admin-password", false);
+    token_ = sign_up("owner@example.com", "owner-password");
+    // The api creates the admin account in the background after it is ready.
+    ASSERT_TRUE(eventually([&] {
+      v1::LoginRequest req;
+      req.set_email("admin@example.com");
+      req.set_password("admin-password");
+      v1::SessionResponse resp;
+      grpc::ClientContext c;
+      if (!accounts_->Login(&c, req, &resp).ok()) return false;
+      admin_token_ = resp.token();
+      return true;
+    }));
   }
   void TearDown() override {
     router_.reset();
@@ -108,21 +118,13 @@ class RouterSyncTest : public ::testing::Test {
   }
   std::string dir_path() const { return tmp_.path() + "/traefik"; }
 
-  std::string session(const std::string& email, const std::string& pw, bool sign_up) {
+  std::string sign_up(const std::string& email, const std::string& pw) {
     v1::SessionResponse resp;
     grpc::ClientContext c;
-    grpc::Status s;
-    if (sign_up) {
-      v1::SignUpRequest req;
-      req.set_email(email);
-      req.set_password(pw);
-      s = accounts_->SignUp(&c, req, &resp);
-    } else {
-      v1::LoginRequest req;
-      req.set_email(email);
-      req.set_password(pw);
-      s = accounts_->Login(&c, req, &resp);
-    }
+    v1::SignUpRequest req;
+    req.set_email(email);
+    req.set_password(pw);
+    const auto s = accounts_->SignUp(&c, req, &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return resp.token();
   }

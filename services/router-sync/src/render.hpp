@@ -52,6 +52,11 @@ nlohmann::json render_tenant(const RouteTenant& t, const RenderOptions& o);
 /// Merges `part` (a dynamic configuration) into `into`.
 void merge_config(nlohmann::json& into, const nlohmann::json& part);
 
+/// The HTTP provider's body: `base` and every tenant's configuration as one
+/// JSON document (what the directory holds, merged).
+std::string dynamic_json(const nlohmann::json& base,
+                         const std::map<std::string, nlohmann::json>& tenants);
+
 /// YAML of a dynamic configuration, deterministic (keys sorted), with a header comment.
 std::string to_yaml(const nlohmann::json& config);
 

@@ -300,11 +300,12 @@ std::shared_ptr<const DynamicSnapshot> RouteSync::snapshot() {
     if (snapshot_ && snapshot_version_ == version_) return snapshot_;
   }
   std::uint64_t v;
+  std::string body;
   {
     std::lock_guard lk(mu_);
     v = version_;
+    body = dynamic_json(base_, rendered_);
   }
-  auto body = merged().dump();
   auto snap = std::make_shared<DynamicSnapshot>();
   snap->etag = "\"" + secrets::key_hash(body).substr(0, 32) + "\"";
   snap->json = std::move(body);

@@ -1,6 +1,5 @@
 #include "router_app.hpp"
 
-#include <httplib.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 
@@ -31,20 +30,6 @@ Result<RateLimit> parse_rate(const std::string& s, const std::string& field) {
   }
 }
 
-std::string phase_slug(v1::Phase p) {
-  std::string n = v1::Phase_Name(p);
-  if (n.rfind("PHASE_", 0) == 0) n = n.substr(6);
-  for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return n;
-}
-
-void json_error(httplib::Response& res, int status, const std::string& error,
-                const std::string& extra_key = {}, const std::string& extra = {}) {
-  nlohmann::json j = {{"error", error}};
-  if (!extra_key.empty()) j[extra_key] = extra;
-  res.status = status;
-  res.set_content(j.dump(), "application/json");
-}
 }  // namespace
 
 App::App(AppOptions opts, const Clock& clock)
@@ -82,23 +67,23 @@ Status App::start() {
   if (opts_.traefik_dir.empty())
     return make_error(errc::invalid_argument, "SUPAPLANE_TRAEFIK_DIR must be set", "traefik_dir");
 
-  // The HTTP server first: its bound port is our public URL by default.
-  http_ = std::make_unique<httplib::Server>();
-  const int threads = std::max(4, opts_.http_threads);
-  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  http_->set_keep_alive_max_count(1'000'000);
-  http_->set_keep_alive_timeout(30);
-  http_->set_tcp_nodelay(true);
-  http_port_ = http_hp->port == 0
-                   ? http_->bind_to_any_port(http_hp->host)
-                   : (http_->bind_to_port(http_hp->host, http_hp->port) ? http_hp->port : -1);
-  if (http_port_ <= 0) return make_error(errc::unavailable, "cannot listen on " + opts_.http_addr);
+  // The HTTP server binds first: its port is our public URL by default.
+  registry_ = std::make_shared<prometheus::Registry>();
+  edge_ = std::make_unique<EdgeAuth>(opts_.issuer, opts_.render.base_domain, clock_);
+  http_ = std::make_unique<HttpFront>(
+      *edge_,
+      [this]() -> std::shared_ptr<const DynamicSnapshot> {
+        return synced_ ? sync_->snapshot() : nullptr;
+      },
+      *registry_, opts_.http_threads);
+  auto hp = http_->bind(http_hp->host, http_hp->port);
+  if (!hp) return hp.error();
+  http_port_ = *hp;
   if (opts_.public_url.empty())
     opts_.render.self_url = "http://" + http_hp->host + ":" + std::to_string(http_port_);
   else
     opts_.render.self_url = opts_.public_url;
 
-  registry_ = std::make_shared<prometheus::Registry>();
   bool stream_ready = false;
   auto es = event_store::open_for_service(opts_.nats_url, "supaplane-router-sync",
                                           opts_.stream_replicas, &stream_ready);
@@ -108,7 +93,6 @@ Status App::start() {
   redis_ = std::make_unique<projection::RedisConnection>(*redis_addr, projection_.scripts().all());
   keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
   dir_ = std::make_unique<TraefikDir>(opts_.traefik_dir);
-  edge_ = std::make_unique<EdgeAuth>(opts_.issuer, opts_.render.base_domain, clock_);
   sync_ = std::make_unique<RouteSync>(
       opts_.render, *dir_, *edge_, *keys_, *redis_addr, *master,
       opts_.redis_prefix + "keys:", std::chrono::milliseconds(opts_.flush_interval_ms));
@@ -119,7 +103,7 @@ Status App::start() {
   cons.filter = "platform.tenant.>";
   runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *projector_);
 
-  serve_http();
+  http_->start();
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
   if (!mp) return mp.error();
@@ -128,58 +112,6 @@ Status App::start() {
   log()->info("supaplane-router-sync listening: http {}:{} metrics {}:{} dir {}", http_hp->host,
               http_port_, metrics_hp->host, metrics_port_, opts_.traefik_dir);
   return Status::Ok();
-}
-
-void App::serve_http() {
-  auto& auth_family = prometheus::BuildCounter()
-                          .Name("supaplane_router_forward_auth_total")
-                          .Help("ForwardAuth answers by HTTP status")
-                          .Register(*registry_);
-  auto* ok = &auth_family.Add({{"status", "200"}});
-  auto* denied = &auth_family.Add({{"status", "401"}});
-  auto* unavailable = &auth_family.Add({{"status", "503"}});
-  auto* failed = &auth_family.Add({{"status", "500"}});
-
-  http_->Get("/auth/forward", [this, ok, denied, unavailable, failed](const httplib::Request& req,
-                                                                      httplib::Response& res) {
-    auto host = req.get_header_value("X-Forwarded-Host");
-    if (host.empty()) host = req.get_header_value("Host");
-    auto d =
-        edge_->check(host, req.get_header_value("apikey"), req.get_header_value("Authorization"));
-    if (d.status == 200) {
-      ok->Increment();
-      res.status = 200;
-      res.set_header("Authorization", d.authorization);
-      return;
-    }
-    (d.status == 401 ? denied : d.status == 503 ? unavailable : failed)->Increment();
-    json_error(res, d.status, d.status == 401 ? "unauthorized" : "unavailable", "reason", d.reason);
-  });
-  http_->Get("/traefik/dynamic", [this](const httplib::Request& req, httplib::Response& res) {
-    if (!synced_) return json_error(res, 503, "not synchronised yet");
-    auto snap = sync_->snapshot();
-    res.set_header("ETag", snap->etag);
-    if (req.get_header_value("If-None-Match") == snap->etag) {
-      res.status = 304;
-      return;
-    }
-    res.set_content(snap->json, "application/json");
-  });
-  // Everything else: the maintenance answer for hosts of paused / suspended
-  // tenants (Traefik routes them here with the original Host).
-  http_->Get(".*", [this](const httplib::Request& req, httplib::Response& res) {
-    auto host = req.get_header_value("X-Forwarded-Host");
-    if (host.empty()) host = req.get_header_value("Host");
-    const auto phase = edge_->phase_of_host(host);
-    if (phase == v1::PHASE_UNSPECIFIED) return json_error(res, 404, "unknown host");
-    nlohmann::json j = {{"error", "tenant unavailable"},
-                        {"phase", phase_slug(phase)},
-                        {"message", "this project is " + phase_slug(phase)}};
-    res.status = 503;
-    res.set_header("Retry-After", "60");
-    res.set_content(j.dump(), "application/json");
-  });
-  http_thread_ = std::thread([this] { http_->listen_after_bind(); });
 }
 
 void App::bootstrap() {
@@ -251,7 +183,6 @@ void App::stop() {
   if (runner_) runner_->stop();
   if (sync_) sync_->stop();
   if (http_) http_->stop();
-  if (http_thread_.joinable()) http_thread_.join();
   if (ops_) ops_->stop();
   runner_.reset();
   projector_.reset();

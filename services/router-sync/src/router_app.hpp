@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "edge_auth.hpp"
+#include "http_front.hpp"
 #include "route_sync.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
@@ -14,10 +15,6 @@
 #include "supaplane/metrics/http_server.hpp"
 #include "supaplane/projection/projector.hpp"
 #include "traefik_dir.hpp"
-
-namespace httplib {
-class Server;
-}
 
 namespace supaplane::router {
 
@@ -62,7 +59,6 @@ class App {
 
  private:
   void bootstrap();
-  void serve_http();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -76,9 +72,8 @@ class App {
   std::unique_ptr<RouteSync> sync_;
   std::unique_ptr<projection::TenantProjector> projector_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
-  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<HttpFront> http_;
   std::unique_ptr<metrics::OpsServer> ops_;
-  std::thread http_thread_;
   std::thread bootstrap_thread_;
   std::thread gauges_thread_;
   std::atomic<bool> stopping_{false};
