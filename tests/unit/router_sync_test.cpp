@@ -170,6 +170,16 @@ TEST_F(EdgeFixture, WrongUnknownAndMalformedKeysAre401) {
   EXPECT_EQ(edge.check("", pub, "").status, 401);
 }
 
+TEST_F(EdgeFixture, ReconcilingKeepsServingOtherPhasesAre503) {
+  edge.set_phase(kRef, v1::PHASE_RECONCILING);  // e.g. a rotation or plan change converging
+  EXPECT_EQ(edge.check(host, pub, "").status, 200);
+  for (auto p : {v1::PHASE_PROVISIONING, v1::PHASE_PAUSING, v1::PHASE_RESUMING, v1::PHASE_DELETING,
+                 v1::PHASE_FAILED}) {
+    edge.set_phase(kRef, p);
+    EXPECT_EQ(edge.check(host, pub, "").status, 503) << v1::Phase_Name(p);
+  }
+}
+
 TEST_F(EdgeFixture, PausedOrSuspendedIs503AndDeletedIs401) {
   edge.set_phase(kRef, v1::PHASE_PAUSED);
   EXPECT_EQ(edge.check(host, pub, "").status, 503);

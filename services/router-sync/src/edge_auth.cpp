@@ -133,14 +133,8 @@ EdgeDecision EdgeAuth::check(std::string_view host, std::string_view apikey,
     std::shared_lock lk(mu_);
     auto t = tenants_.find(ref);
     if (t == tenants_.end()) return {401, {}, "unknown tenant"};
-    if (t->second.phase == v1::PHASE_PAUSED || t->second.phase == v1::PHASE_SUSPENDED ||
-        t->second.phase == v1::PHASE_PAUSING)
-      return {503, {}, v1::Phase_Name(t->second.phase)};
-    if (t->second.phase != v1::PHASE_ACTIVE) {
-      if (t->second.phase == v1::PHASE_DELETED || t->second.phase == v1::PHASE_DELETING)
-        return {401, {}, "unknown tenant"};
-      return {503, {}, v1::Phase_Name(t->second.phase)};
-    }
+    if (t->second.phase == v1::PHASE_DELETED) return {401, {}, "unknown tenant"};
+    if (!serves_api(t->second.phase)) return {503, {}, v1::Phase_Name(t->second.phase)};
     auto o = by_hash_.find(hash);
     if (o == by_hash_.end() || o->second.ref != ref) return {401, {}, "invalid key"};
     service_role = o->second.service_role;

@@ -195,6 +195,8 @@ RouteTenant route_tenant(const v1::TenantState& s) {
   return RouteTenant{s.ref(), s.phase(), s.plan(), s.gateway_url()};
 }
 
+bool serves_api(v1::Phase p) { return p == v1::PHASE_ACTIVE || p == v1::PHASE_RECONCILING; }
+
 const std::vector<std::string>& api_prefixes() {
   static const std::vector<std::string> p = {
       "/auth/v1", "/rest/v1", "/graphql/v1", "/realtime/v1", "/storage/v1", "/functions/v1", "/pg"};
@@ -237,13 +239,13 @@ json render_tenant(const RouteTenant& t, const RenderOptions& o) {
     routers[prefix + "-maintenance"] = router(o, host_rule(host), kMaintenanceService, 300);
     return c;
   }
-  if (t.phase == v1::PHASE_ACTIVE && !t.gateway_url.empty()) {
+  if (serves_api(t.phase) && !t.gateway_url.empty()) {
     routers[prefix + "-api"] =
         router(o, api_rule(host), prefix + "-gateway", 200,
                json::array({kForwardAuth, "supaplane-ratelimit-" + plan_slug(t.plan)}));
     c["http"]["services"][prefix + "-gateway"] = lb(t.gateway_url);
   } else {
-    // Provisioning, pausing, resuming, failed...: the API answers 503 with the phase.
+    // Provisioning, pausing, resuming, deleting, failed: the API answers 503 with the phase.
     routers[prefix + "-api"] = router(o, api_rule(host), kMaintenanceService, 200);
   }
   routers[prefix + "-console"] = router(o, host_rule(host), kConsoleService, 100);

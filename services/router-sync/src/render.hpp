@@ -20,6 +20,11 @@ struct RouteTenant {
 };
 RouteTenant route_tenant(const v1::TenantState& s);
 
+/// Phases in which the tenant's stack serves its API: ACTIVE, and
+/// RECONCILING (a running stack converging a change such as a key rotation
+/// or a plan change must not go dark).
+bool serves_api(v1::Phase p);
+
 /// Traefik rate limit of one plan (requests per second, burst).
 struct RateLimit {
   int average{0};
