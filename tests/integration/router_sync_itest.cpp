@@ -443,6 +443,13 @@ TEST_F(RouterSyncTest, BurstsAreCoalesced) {
   EXPECT_LT(writes, 100u);
   // The last state (PAUSED, i = 999) is what is on disk.
   EXPECT_TRUE(has_router(directory_config(), "tenant-" + a + "-maintenance"));
+  // And the passes are visible to operators.
+  EXPECT_TRUE(eventually([&] {
+    auto m = get("/metrics", {}, router_->metrics_port());
+    return m && m->status == 200 &&
+           m->body.find("supaplane_router_flushes_total " +
+                        std::to_string(sync.counters().flushes.load())) != std::string::npos;
+  })) << "flushes not exported";
 }
 
 TEST_F(RouterSyncTest, SigkillDuringABurstThenRestartEqualsTheProjection) {

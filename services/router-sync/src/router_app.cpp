@@ -109,6 +109,7 @@ Status App::start() {
   if (!mp) return mp.error();
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
+  gauges_thread_ = std::thread([this] { export_metrics(); });
   log()->info("supaplane-router-sync listening: http {}:{} metrics {}:{} dir {}", http_hp->host,
               http_port_, metrics_hp->host, metrics_port_, opts_.traefik_dir);
   return Status::Ok();
@@ -165,6 +166,46 @@ void App::bootstrap() {
   }
 }
 
+void App::export_metrics() {
+  auto counter = [&](const char* name, const char* help) -> prometheus::Counter& {
+    return prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
+  };
+  auto gauge = [&](const char* name, const char* help) -> prometheus::Gauge& {
+    return prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add({});
+  };
+  auto& flushes = counter("supaplane_router_flushes_total", "coalesced directory passes");
+  auto& writes =
+      counter("supaplane_router_file_writes_total", "tenant files written (bytes changed)");
+  auto& removes = counter("supaplane_router_file_removes_total", "tenant files removed");
+  auto& write_errors = counter("supaplane_router_file_write_errors_total",
+                               "directory writes that failed (retried on the next pass)");
+  auto& keys_loaded =
+      counter("supaplane_router_keys_loaded_total", "tenant keys loaded from the key store");
+  auto& keys_errors =
+      counter("supaplane_router_keys_errors_total", "key loads that failed (retried every second)");
+  auto& checkpoint =
+      gauge("supaplane_router_projection_checkpoint", "last stream sequence applied");
+  auto& pending = gauge("supaplane_router_consumer_pending", "consumer lag (messages)");
+  std::uint64_t seen[6] = {0, 0, 0, 0, 0, 0};
+  auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
+    if (now > last) c.Increment(static_cast<double>(now - last));
+    last = now;
+  };
+  while (!stopping_) {
+    const auto& k = sync_->counters();
+    sync(flushes, k.flushes, seen[0]);
+    sync(writes, k.file_writes, seen[1]);
+    sync(removes, k.file_removes, seen[2]);
+    sync(write_errors, k.write_errors, seen[3]);
+    sync(keys_loaded, k.keys_loaded, seen[4]);
+    sync(keys_errors, k.keys_errors, seen[5]);
+    checkpoint.Set(static_cast<double>(waiter_.current()));
+    if (runner_) pending.Set(static_cast<double>(runner_->stats().pending.load()));
+    for (int i = 0; i < 50 && !stopping_; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 std::string App::readiness() {
   if (!store_ || !store_->connected()) return "event store (NATS) not connected";
   if (!stream_ready_) return "stream not ready";
@@ -180,6 +221,7 @@ void App::stop() {
   if (stopping_.exchange(true)) return;
   if (projector_) projector_->request_stop();
   if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
+  if (gauges_thread_.joinable()) gauges_thread_.join();
   if (runner_) runner_->stop();
   if (sync_) sync_->stop();
   if (http_) http_->stop();

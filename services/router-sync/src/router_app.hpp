@@ -59,6 +59,7 @@ class App {
 
  private:
   void bootstrap();
+  void export_metrics();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
