@@ -55,7 +55,9 @@ TEST(RouterRender, GoldenFilePerPhase) {
   const std::pair<v1::Phase, const char*> phases[] = {
       {v1::PHASE_ACTIVE, "active.yml"},           {v1::PHASE_PAUSED, "paused.yml"},
       {v1::PHASE_SUSPENDED, "suspended.yml"},     {v1::PHASE_PROVISIONING, "provisioning.yml"},
-      {v1::PHASE_RECONCILING, "reconciling.yml"}, {v1::PHASE_FAILED, "failed.yml"}};
+      {v1::PHASE_RECONCILING, "reconciling.yml"}, {v1::PHASE_FAILED, "failed.yml"},
+      {v1::PHASE_PAUSING, "pausing.yml"},         {v1::PHASE_RESUMING, "resuming.yml"},
+      {v1::PHASE_DELETING, "deleting.yml"}};
   for (auto [phase, file] : phases) {
     RouteTenant t{kRef, phase, v1::PLAN_PRO, "http://" + kRef + ".gateway.internal:8000"};
     if (phase != v1::PHASE_ACTIVE)
@@ -156,6 +158,17 @@ TEST_F(EdgeFixture, RightKeysGetAShortLivedJwtOfTheirRole) {
     // The same key as a bearer.
     EXPECT_EQ(edge.check(host, "", "Bearer " + key).status, 200);
   }
+}
+
+TEST_F(EdgeFixture, AUserSessionJwtNextToAValidApikeyIsPassedThrough) {
+  const std::string session = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYXV0aGVudGljYXRlZCJ9.c2ln";
+  auto d = edge.check(host, pub, "Bearer " + session);
+  EXPECT_EQ(d.status, 200);
+  EXPECT_EQ(d.authorization, "Bearer " + session);
+  // Not without a valid key of this tenant.
+  EXPECT_EQ(edge.check(host, "", "Bearer " + session).status, 401);
+  EXPECT_EQ(edge.check(host, "sb_publishable_" + std::string(32, 'x'), "Bearer " + session).status,
+            401);
 }
 
 TEST_F(EdgeFixture, WrongUnknownAndMalformedKeysAre401) {
