@@ -86,6 +86,10 @@ Status Provisioner::converge(const std::string& ref) {
       req.db_password = keys->keys.db_password;
       applied.keys_generation = keys->keys_generation;
       applied.gateway_url = driver_.gateway_url(ref);
+      const auto db = driver_.connection_info(ref);
+      applied.db_name = db.database;
+      applied.db_user = db.user;
+      applied.db_schema = db.schema;
     }
     Status done = make_error(errc::unavailable, "not attempted");
     int attempt = 0;

@@ -27,6 +27,8 @@ Status App::start() {
     return make_error(errc::invalid_argument,
                       "SUPAPLANE_DRIVER=" + opts_.driver + " is not available (postgres only)",
                       "driver");
+  auto mode = driver::parse_postgres_mode(opts_.tenant_db_mode);
+  if (!mode) return mode.error();
   auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
   if (!metrics_hp) return metrics_hp.error();
 
@@ -37,8 +39,13 @@ Status App::start() {
   if (!es) return es.error();
   store_ = std::move(*es);
   stream_ready_ = stream_ready;
-  driver_ = std::make_unique<driver::PostgresDriver>(
-      driver::PostgresDriverOptions{opts_.tenant_db_url, opts_.gateway_url_template});
+  driver::PostgresDriverOptions dopts;
+  dopts.admin_dsn = opts_.tenant_db_url;
+  dopts.gateway_url_template = opts_.gateway_url_template;
+  dopts.mode = *mode;
+  dopts.central_database = opts_.tenant_schema_db;
+  dopts.authenticator_role = opts_.authenticator;
+  driver_ = std::make_unique<driver::PostgresDriver>(std::move(dopts));
   keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
   provisioner_ =
       std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner);

@@ -29,6 +29,7 @@ StackAction plan_convergence(const v1::TenantState& s);
 struct Applied {
   std::int64_t keys_generation{0};  ///< keys the stack now uses
   std::string gateway_url;          ///< where the tenant's API answers
+  std::string db_name, db_user, db_schema;
 };
 
 /// The outcome event appended after `action` succeeded for `generation`.

@@ -14,6 +14,13 @@ struct StackRequest {
   bool end_sessions{false};
 };
 
+/// How a tenant reaches its database (no secret: the password is in the keys).
+struct ConnectionInfo {
+  std::string database;
+  std::string user;
+  std::string schema;  ///< where the tenant's tables live ("public" in its own database)
+};
+
 /// What a driver sees of a stack (for drift detection).
 struct StackStatus {
   bool exists{false};
@@ -37,6 +44,7 @@ class Driver {
   virtual Result<StackStatus> observe(const std::string& ref) = 0;
   /// Where the tenant's API gateway answers (router-sync routes there).
   virtual std::string gateway_url(const std::string& ref) const = 0;
+  virtual ConnectionInfo connection_info(const std::string& ref) const = 0;
 };
 
 /// `{ref}` in `tmpl` replaced by the ref (gateway URL templates).
