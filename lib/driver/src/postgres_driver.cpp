@@ -32,6 +32,13 @@ void end_sessions(pqxx::transaction_base& tx, const std::string& role, const std
       role, db);
 }
 
+/// Connection trouble, a server shutting down, resources, serialization:
+/// the platform's weather, retried; anything else is the tenant's failure.
+bool transient_sqlstate(const std::string& state) {
+  const std::string cls = state.substr(0, 2);
+  return cls == "08" || cls == "57" || cls == "53" || cls == "40" || state == "55P03";
+}
+
 /// The login role with the request's password; LOGIN only while accepting.
 void ensure_login_role(pqxx::transaction_base& tx, const StackRequest& r, const std::string& role,
                        bool accept) {
@@ -120,10 +127,16 @@ Status PostgresDriver::run(const char* what, const std::string& ref, const std::
     return make_error(errc::unavailable,
                       std::string(what) + ": tenant database cluster unreachable");
   } catch (const pqxx::sql_error& e) {
-    // The statement may carry a password: log the SQLSTATE only.
-    log()->error("{} ref={}: SQL error {}", what, ref, e.sqlstate());
+    // The server's message, never the statement (it may carry a password);
+    // libpqxx 6 leaves sqlstate() empty for some errors.
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    log()->error("{} ref={}: SQL error {}: {}", what, ref, e.sqlstate(), msg);
     prepared_ = false;  // maybe the cluster changed under us: prepare it again
-    return make_error(errc::unavailable, std::string(what) + ": SQL error " + e.sqlstate());
+    const std::string reason =
+        e.sqlstate().empty() ? "SQL error (see the provisioner log)" : "SQL error " + e.sqlstate();
+    return make_error(transient_sqlstate(e.sqlstate()) ? errc::unavailable : errc::internal,
+                      std::string(what) + ": " + reason);
   } catch (const std::exception& e) {
     log()->error("{} ref={}: {}", what, ref, e.what());
     return make_error(errc::unavailable, std::string(what) + ": driver error");

@@ -106,6 +106,12 @@ Status Provisioner::converge(const std::string& ref) {
         break;
     }
     if (stop_ && !done) return make_error(errc::unavailable, "stopping");
+    if (!done && done.error().code == errc::unavailable) {
+      // The cluster is away, not this tenant broken: no FAILED, the message
+      // comes back with the consumer's backoff (and resync catches the rest).
+      counters_.unavailable++;
+      return done.error();
+    }
     if (done && action == domain::StackAction::remove) {
       if (auto st = keys_.remove(ref); !st)
         log()->warn("remove ref={}: keys not deleted: {}", ref, st.error().message);

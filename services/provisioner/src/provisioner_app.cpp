@@ -104,7 +104,12 @@ void App::background() {
                     .Help("DriftDetected events appended by the resync")
                     .Register(*registry_)
                     .Add({});
-  std::uint64_t seen[4] = {0, 0, 0, 0};
+  auto& deferred = prometheus::BuildCounter()
+                       .Name("supaplane_provisioner_deferred_total")
+                       .Help("converges deferred because the tenant cluster was unreachable")
+                       .Register(*registry_)
+                       .Add({});
+  std::uint64_t seen[5] = {0, 0, 0, 0, 0};
   auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
     if (now > last) c.Increment(static_cast<double>(now - last));
     last = now;
@@ -117,6 +122,7 @@ void App::background() {
     sync(failures, k.failures, seen[1]);
     sync(retries, k.retries, seen[2]);
     sync(drift, k.drift, seen[3]);
+    sync(deferred, k.unavailable, seen[4]);
     if (opts_.resync_interval_ms > 0 && std::chrono::steady_clock::now() >= next_resync &&
         readiness().empty()) {
       auto r = provisioner_->resync();

@@ -29,7 +29,9 @@ struct StackStatus {
 
 /// Converges one tenant's stack. Implementations are thread-safe for
 /// different refs; the provisioner never runs two calls for one ref at once.
-/// Every call is idempotent. Errors are `unavailable` (retry) or `internal`.
+/// Every call is idempotent. Errors are `unavailable` (the cluster cannot be
+/// reached or is shutting down: retried until it is back) or `internal` (a
+/// failure of this tenant's stack: retried a few times, then FAILED).
 class Driver {
  public:
   virtual ~Driver() = default;
