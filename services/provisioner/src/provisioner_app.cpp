@@ -114,8 +114,10 @@ void App::background() {
     if (now > last) c.Increment(static_cast<double>(now - last));
     last = now;
   };
-  auto next_resync =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.resync_interval_ms);
+  // The first resync runs as soon as the provisioner is ready: after a crash
+  // it converges what was in flight at once (messages the dead process held
+  // come back only after the consumer's ack wait).
+  auto next_resync = std::chrono::steady_clock::now();
   while (!stopping_) {
     const auto& k = provisioner_->counters();
     sync(actions, k.actions, seen[0]);
