@@ -80,8 +80,8 @@ ctl tenant list >/dev/null
 # The audit trail, straight from the stream.
 grep -q "tenant.deletion_requested" <<<"$(ctl audit "$ref")" || fail "audit table lacks the deletion"
 n=$(ctl --json audit "$ref" | jq 'length')
-[ "$n" -eq 8 ] || fail "expected 8 events (4 commands, 4 outcomes) in the audit trail, got $n"
-ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "ACTIVE" and (.events | length) == 2' >/dev/null \
+[ "$n" -eq 9 ] || fail "expected 9 events (4 commands, provisioning started, 4 outcomes) in the audit trail, got $n"
+ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "ACTIVE" and (.events | length) == 3' >/dev/null \
   || fail "audit --as-of did not fold to ACTIVE"
 ctl events tail --from-seq 1 --count 3 >/dev/null
 # Regression: a NATS callback thread once outlived main() and crashed ~1 run

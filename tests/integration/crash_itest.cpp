@@ -161,7 +161,7 @@ class CrashTest : public ::testing::Test {
   void check_history(const std::string& ref) {
     const auto msgs = history(ref);
     v1::TenantState s;
-    std::set<std::int64_t> outcome_generations;
+    std::set<std::int64_t> outcome_generations, started;
     bool deleted = false;
     for (const auto& m : msgs) {
       const auto d = projection::decode(m);
@@ -170,6 +170,10 @@ class CrashTest : public ::testing::Test {
       s = domain::fold(std::move(s), e, {ref, m.sequence, d.envelope.occurred_at_unix_ms()});
       EXPECT_GE(s.active_deployment_count(), 0) << ref;
       EXPECT_LE(s.active_deployment_count(), 1) << ref;
+      if (e.has_provisioning_started()) {
+        EXPECT_TRUE(started.insert(e.provisioning_started().observed_generation()).second)
+            << ref << ": provisioning announced twice";
+      }
       std::int64_t observed = -1;
       if (e.has_stack_converged()) observed = e.stack_converged().observed_generation();
       if (e.has_stack_paused()) observed = e.stack_paused().observed_generation();

@@ -200,10 +200,10 @@ TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
   EXPECT_FALSE(can_connect(ref, pw));
   EXPECT_FALSE(prov_->keys().load(ref)->has_value()) << "keys outlived the tenant";
   EXPECT_EQ(history_types(ref),
-            (std::vector<std::string>{"tenant.created", "tenant.stack_converged",
-                                      "tenant.pause_requested", "tenant.stack_paused",
-                                      "tenant.resume_requested", "tenant.stack_resumed",
-                                      "tenant.deletion_requested", "tenant.stack_deleted"}));
+            (std::vector<std::string>{
+                "tenant.created", "tenant.provisioning_started", "tenant.stack_converged",
+                "tenant.pause_requested", "tenant.stack_paused", "tenant.resume_requested",
+                "tenant.stack_resumed", "tenant.deletion_requested", "tenant.stack_deleted"}));
 }
 
 TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {
@@ -279,9 +279,10 @@ TEST_F(ProvisionerTest, RotatedKeysStopWorkingAndNewOnesWork) {
   o.url = nats_.url();
   auto es = event_store::EventStore::connect(o).value();
   const auto msgs = es->read_subject("platform.tenant." + ref).value();
-  ASSERT_GE(msgs.size(), 4u);
-  EXPECT_EQ(msgs[2].event_type, "tenant.keys_rotation_requested");
-  EXPECT_EQ(msgs[3].event_type, "tenant.stack_converged");
+  ASSERT_EQ(msgs.size(), 6u);
+  EXPECT_EQ(msgs[3].event_type, "tenant.keys_rotation_requested");
+  EXPECT_EQ(msgs[4].event_type, "tenant.provisioning_started");
+  EXPECT_EQ(msgs[5].event_type, "tenant.stack_converged");
   for (const auto& msg : msgs)
     for (const auto& secret : {after.db_password(), after.secret_key(), after.anon_key(),
                                before.db_password(), before.secret_key()})

@@ -76,6 +76,10 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const
   return e;
 }
 
+bool announce_start(const v1::TenantState& s, StackAction action) {
+  return action == StackAction::provision && s.started_generation() < s.generation();
+}
+
 bool keys_rotation_pending(const v1::TenantState& s) {
   return s.ever_active() && s.applied_keys_generation() < s.keys_generation();
 }

@@ -172,8 +172,10 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       s.set_generation(e.plan_changed().generation());
       break;
     case K::kProvisioningStarted:
+      // One deployment exists from now on (being built); drift stays until
+      // an outcome says it is repaired.
       s.set_active_deployment_count(1);
-      s.set_drifted(false);
+      s.set_started_generation(e.provisioning_started().observed_generation());
       break;
     case K::kStackConverged:
       s.set_observed_state(v1::OBSERVED_STATE_RUNNING);

@@ -78,6 +78,24 @@ Status Provisioner::converge(const std::string& ref) {
     const auto action = domain::plan_convergence(state);
     if (action == domain::StackAction::none) return Status::Ok();
     const std::int64_t gen = state.generation();
+    std::uint64_t version = state.version();  // the expected sequence of our next append
+    if (domain::announce_start(state, action)) {
+      v1::TenantEvent started;
+      started.mutable_provisioning_started()->set_observed_generation(gen);
+      auto out = projection::make_tenant_event(
+          ref, started, system_actor(),
+          "provisioner:" + ref + ":" + std::to_string(version) + ":started",
+          event_store::Expected::at(version), ids::random_hex_id(), "", clock_.now_unix_ms());
+      auto appended = store_.append(out);
+      if (!appended) {
+        if (appended.error().code == errc::conflict) {
+          counters_.conflicts++;
+          continue;  // a newer desire: decide again
+        }
+        return appended.error();
+      }
+      version = appended->sequence.value();
+    }
     driver::StackRequest req{ref, "", opts_.connection_limit, domain::keys_rotation_pending(state)};
     domain::Applied applied;
     if (action != domain::StackAction::remove) {
@@ -122,10 +140,10 @@ Status Provisioner::converge(const std::string& ref) {
     // One outcome per decision (the state version it was made on): a retry
     // after a crash between append and ack is answered by the dedupe window
     // and by OCC; a later decision on the same generation (after drift) is not.
-    const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(state.version()) + ":" +
+    const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(version) + ":" +
                                (done ? domain::to_string(action) : "failed");
     auto out = projection::make_tenant_event(ref, ev, system_actor(), msg_id,
-                                             event_store::Expected::at(state.version()),
+                                             event_store::Expected::at(version),
                                              ids::random_hex_id(), "", clock_.now_unix_ms());
     auto appended = store_.append(out);
     if (!appended) {

@@ -40,6 +40,10 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation,
 /// driver must then end sessions opened with the old credentials.
 bool keys_rotation_pending(const v1::TenantState& s);
 
+/// True when `action` on `s` should first be announced with ProvisioningStarted
+/// (provisioning a generation not announced yet).
+bool announce_start(const v1::TenantState& s, StackAction action);
+
 /// A failed attempt; `final` once retries are exhausted (the tenant goes FAILED).
 v1::TenantEvent failure_event(std::int64_t generation, const std::string& reason, int attempt,
                               bool final);
