@@ -49,9 +49,17 @@ void ensure_login_role(pqxx::transaction_base& tx, const StackRequest& r, const 
 }
 
 /// PostgREST serves the schemas of running tenants (whose owner may log in).
-void expose_schemas(pqxx::connection& c, const std::string& authenticator) {
+/// Under one advisory lock, because concurrent changes to one catalog row
+/// (the central database's ACL, the authenticator's settings) fail with
+/// "tuple concurrently updated": `grant_connect_to` (if set) is given
+/// CONNECT on `central` in the same transaction.
+void expose_schemas(pqxx::connection& c, const std::string& authenticator,
+                    const std::string& central, const std::string& grant_connect_to) {
   pqxx::work tx(c);
   tx.exec("SELECT pg_advisory_xact_lock(hashtext('supaplane.pgrst.db_schemas'))");
+  if (!grant_connect_to.empty())
+    tx.exec("GRANT CONNECT, TEMPORARY ON DATABASE " + tx.quote_name(central) + " TO " +
+            tx.quote_name(grant_connect_to));
   const auto rows = tx.exec(
       "SELECT coalesce(string_agg(n.nspname, ',' ORDER BY n.nspname), '') FROM pg_namespace n "
       "JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname LIKE 'proj\\_%' AND r.rolcanlogin");
@@ -233,8 +241,6 @@ Status PostgresDriver::ensure_schema(const StackRequest& r, bool accept) {
       }
       tx.exec("GRANT " + scoped + " TO " + ident(tx, name));
       tx.exec("GRANT " + scoped + " TO " + ident(tx, opts_.authenticator_role));
-      tx.exec("GRANT CONNECT, TEMPORARY ON DATABASE " + ident(tx, central) + " TO " +
-              ident(tx, name));
       tx.exec("CREATE SCHEMA IF NOT EXISTS " + ident(tx, schema) + " AUTHORIZATION " +
               ident(tx, name));
       tx.exec("GRANT USAGE ON SCHEMA " + ident(tx, schema) + " TO " + scoped);
@@ -246,7 +252,7 @@ Status PostgresDriver::ensure_schema(const StackRequest& r, bool accept) {
               " SET search_path = " + ident(tx, schema));
       if (!accept || r.end_sessions) end_sessions(tx, name, "");
     }
-    expose_schemas(c, opts_.authenticator_role);
+    expose_schemas(c, opts_.authenticator_role, opts_.central_database, role_name(r.ref));
   });
 }
 
@@ -288,7 +294,7 @@ Status PostgresDriver::remove_schema(const std::string& ref) {
         tx.exec("DROP ROLE " + ident(tx, role));
       }
     }
-    expose_schemas(c, opts_.authenticator_role);
+    expose_schemas(c, opts_.authenticator_role, opts_.central_database, "");
   });
 }
 

@@ -157,6 +157,10 @@ Status Provisioner::converge(const std::string& ref) {
       counters_.actions++;
       log()->info("{} ref={} gen={} seq={}", domain::to_string(action), ref, gen,
                   appended->sequence.value());
+      // The outcome was appended on the version we decided on, so it settles
+      // that state (plan_convergence is then none); a command that came
+      // after it arrives as its own message.
+      return Status::Ok();
     } else {
       counters_.failures++;
       log()->error("ref={} gen={} FAILED after {} attempts: {}", ref, gen, attempt,
@@ -168,11 +172,21 @@ Status Provisioner::converge(const std::string& ref) {
   return make_error(errc::unavailable, "tenant " + ref + " keeps changing; will retry");
 }
 
+namespace {
+/// Events this provisioner appends after acting: they settle a tenant and
+/// never ask for work, so hearing them back needs no history read.
+/// (drift_detected does ask for work, and is not in the list.)
+bool own_outcome(const std::string& event_type) {
+  return event_type == "tenant.provisioning_started" || event_type.rfind("tenant.stack_", 0) == 0 ||
+         event_type == "tenant.converge_failed";
+}
+}  // namespace
+
 void Provisioner::handle(std::vector<event_store::InboundMessage>& batch) {
   std::set<std::string> refs;
   for (const auto& in : batch) {
     const auto& subj = in.message.subject;
-    if (subj.compare(0, kPrefix.size(), kPrefix) == 0) {
+    if (subj.compare(0, kPrefix.size(), kPrefix) == 0 && !own_outcome(in.message.event_type)) {
       const std::string ref = subj.substr(kPrefix.size());
       if (TenantRef::valid(ref)) refs.insert(ref);
     }
