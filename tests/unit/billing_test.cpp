@@ -82,7 +82,7 @@ TEST(StripeSignature, MissingHeaderIsRejected) {
 TEST(StripeSignature, GarbageHeadersAreRejected) {
   const std::string v1 = SignatureVerifier::sign(kSecret, kNow, kBody);
   const std::string mac = v1.substr(v1.find("v1=") + 3);
-  for (const std::string h :
+  for (const std::string& h :
        {std::string("garbage"), std::string("t=abc,v1=") + mac, std::string("v1=") + mac,
         std::string("t=,v1=") + mac, std::string("t=-5,v1=") + mac,
         "t=" + std::to_string(kNow) + ",t=" + std::to_string(kNow) + ",v1=" + mac,
