@@ -148,7 +148,9 @@ Status App::start() {
     res.set_content(answer, "application/json");
   });
   http_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {
-    if (res.status == 413) {
+    // Called for every answer >= 400; only httplib's own 413 (body over
+    // the limit, refused before the route runs) has no body yet.
+    if (res.status == 413 && res.body.empty()) {
       metrics_->webhooks.Add({{"code", "413"}}).Increment();
       res.set_content(json_error("body larger than the limit"), "application/json");
     }
