@@ -52,6 +52,7 @@ Run drive(int port, const std::string& tag, int clients, int seconds, bool sign)
     threads.emplace_back([&, c] {
       httplib::Client cli("127.0.0.1", port);
       cli.set_keep_alive(true);
+      cli.set_tcp_nodelay(true);
       std::uint64_t i = 0;
       while (!stop) {
         const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(

@@ -142,6 +142,9 @@ Status App::start() {
   };
   http_->set_payload_max_length(static_cast<std::size_t>(opts_.max_body_bytes));
   http_->set_keep_alive_max_count(1000);
+  // Without it the answer's header and body writes meet Nagle + delayed ACK:
+  // ~40 ms per request on a keep-alive connection (measured by the benchmark).
+  http_->set_tcp_nodelay(true);
   http_->Post("/stripe/webhook", [this](const httplib::Request& req, httplib::Response& res) {
     std::string answer;
     on_webhook(req.get_header_value("Stripe-Signature"), req.body, res.status, answer);
