@@ -246,6 +246,26 @@ TEST_F(BillingTest, SameEventFiveTimesIsOneEvent) {
   EXPECT_EQ(billing_->processor().counters().duplicates.load(), 4u);
 }
 
+TEST_F(BillingTest, SameEventFiveTimesAtOnceIsOneEvent) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::string body = checkout_body("evt_par", "cus_par", ref, "pro", now_s());
+  const std::string sig = billing::SignatureVerifier::sign(kSecret, now_s(), body);
+  std::vector<int> codes(5, 0);
+  std::vector<std::thread> senders;
+  for (int i = 0; i < 5; ++i) {
+    senders.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", billing_->http_port());
+      auto r = c.Post("/stripe/webhook", {{"Stripe-Signature", sig}}, body, "application/json");
+      codes[static_cast<std::size_t>(i)] = r ? r->status : -1;
+    });
+  }
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(codes, std::vector<int>(5, 200));
+  EXPECT_EQ(billing_count("cus_par"), 1u);
+  EXPECT_EQ(tenant_types(ref), (std::vector<std::string>{"tenant.created", "tenant.plan_changed"}));
+}
+
 TEST_F(BillingTest, ShuffledSubscriptionUpdatesEndOnTheNewestPlan) {
   start_billing();
   const std::string ref = create_tenant();
