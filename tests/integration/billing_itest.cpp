@@ -549,4 +549,25 @@ TEST_F(BillingTest, CheckoutCreatesASessionForTheOwnersTenant) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST(BillingStart, RefusesWithoutAWebhookSecret) {
+  billing::AppOptions o;
+  o.http_addr = o.metrics_addr = o.grpc_addr = "127.0.0.1:0";
+  billing::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "webhook_secret");
+}
+
+TEST(BillingStart, CheckoutNeedsTheJwtSecret) {
+  billing::AppOptions o;
+  o.http_addr = o.metrics_addr = o.grpc_addr = "127.0.0.1:0";
+  o.webhook_secrets = kSecret;
+  o.stripe_secret_key = "sk_test_x";
+  billing::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "jwt_secret");
+  EXPECT_EQ(st.error().message.find("sk_test_x"), std::string::npos);
+}
+
 }  // namespace

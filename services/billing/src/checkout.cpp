@@ -101,10 +101,6 @@ Result<CreatedSession> StripeClient::create_checkout_session(const std::string& 
   const std::string auth = "Authorization: Bearer " + opts_.secret_key;
   curl_slist* headers = curl_slist_append(nullptr, auth.c_str());
   headers = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
-  // One request per session: a retry after a timeout returns the same session.
-  const std::string idem = "Idempotency-Key: checkout-" + ref + "-" + plan_name(plan) + "-" +
-                           std::to_string(std::time(nullptr) / 60);
-  headers = curl_slist_append(headers, idem.c_str());
   std::string answer;
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
