@@ -15,6 +15,8 @@ export SUPAPLANE_RUN_NATS_PORT; SUPAPLANE_RUN_NATS_PORT=$(free_port)
 export SUPAPLANE_RUN_REDIS_PORT; SUPAPLANE_RUN_REDIS_PORT=$(free_port)
 export SUPAPLANE_RUN_PG_PORT; SUPAPLANE_RUN_PG_PORT=$(free_port)
 export SUPAPLANE_GRPC_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_METRICS_ADDR="127.0.0.1:$(free_port)"
+export SUPAPLANE_BILLING_HTTP_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_BILLING_METRICS_ADDR="127.0.0.1:$(free_port)"
+export SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$(free_port)"
 export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$(free_port)"
 cleanup() {
   "$ROOT/scripts/run" stop >/dev/null 2>&1 || true
