@@ -15,6 +15,7 @@ PACKAGES=(
   libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev libcpp-httplib-dev
   libsodium-dev libjwt-dev libcli11-dev
   curl jq clang-format
+  nodejs
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

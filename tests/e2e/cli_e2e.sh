@@ -15,6 +15,8 @@ export SUPAPLANE_RUN_NATS_PORT; SUPAPLANE_RUN_NATS_PORT=$(free_port)
 export SUPAPLANE_RUN_REDIS_PORT; SUPAPLANE_RUN_REDIS_PORT=$(free_port)
 export SUPAPLANE_RUN_PG_PORT; SUPAPLANE_RUN_PG_PORT=$(free_port)
 export SUPAPLANE_GRPC_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_METRICS_ADDR="127.0.0.1:$(free_port)"
+export SUPAPLANE_BILLING_HTTP_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_BILLING_METRICS_ADDR="127.0.0.1:$(free_port)"
+export SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$(free_port)"
 export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$(free_port)"
 export SUPAPLANE_ROUTER_HTTP_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_ROUTER_METRICS_ADDR="127.0.0.1:$(free_port)"
 cleanup() {
@@ -81,8 +83,8 @@ ctl tenant list >/dev/null
 # The audit trail, straight from the stream.
 grep -q "tenant.deletion_requested" <<<"$(ctl audit "$ref")" || fail "audit table lacks the deletion"
 n=$(ctl --json audit "$ref" | jq 'length')
-[ "$n" -eq 8 ] || fail "expected 8 events (4 commands, 4 outcomes) in the audit trail, got $n"
-ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "ACTIVE" and (.events | length) == 2' >/dev/null \
+[ "$n" -eq 9 ] || fail "expected 9 events (4 commands, provisioning started, 4 outcomes) in the audit trail, got $n"
+ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "ACTIVE" and (.events | length) == 3' >/dev/null \
   || fail "audit --as-of did not fold to ACTIVE"
 ctl events tail --from-seq 1 --count 3 >/dev/null
 # Regression: a NATS callback thread once outlived main() and crashed ~1 run

@@ -200,10 +200,10 @@ TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
   EXPECT_FALSE(can_connect(ref, pw));
   EXPECT_FALSE(prov_->keys().load(ref)->has_value()) << "keys outlived the tenant";
   EXPECT_EQ(history_types(ref),
-            (std::vector<std::string>{"tenant.created", "tenant.stack_converged",
-                                      "tenant.pause_requested", "tenant.stack_paused",
-                                      "tenant.resume_requested", "tenant.stack_resumed",
-                                      "tenant.deletion_requested", "tenant.stack_deleted"}));
+            (std::vector<std::string>{
+                "tenant.created", "tenant.provisioning_started", "tenant.stack_converged",
+                "tenant.pause_requested", "tenant.stack_paused", "tenant.resume_requested",
+                "tenant.stack_resumed", "tenant.deletion_requested", "tenant.stack_deleted"}));
 }
 
 TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {
@@ -279,9 +279,10 @@ TEST_F(ProvisionerTest, RotatedKeysStopWorkingAndNewOnesWork) {
   o.url = nats_.url();
   auto es = event_store::EventStore::connect(o).value();
   const auto msgs = es->read_subject("platform.tenant." + ref).value();
-  ASSERT_GE(msgs.size(), 4u);
-  EXPECT_EQ(msgs[2].event_type, "tenant.keys_rotation_requested");
-  EXPECT_EQ(msgs[3].event_type, "tenant.stack_converged");
+  ASSERT_EQ(msgs.size(), 6u);
+  EXPECT_EQ(msgs[3].event_type, "tenant.keys_rotation_requested");
+  EXPECT_EQ(msgs[4].event_type, "tenant.provisioning_started");
+  EXPECT_EQ(msgs[5].event_type, "tenant.stack_converged");
   for (const auto& msg : msgs)
     for (const auto& secret : {after.db_password(), after.secret_key(), after.anon_key(),
                                before.db_password(), before.secret_key()})
@@ -369,8 +370,18 @@ TEST_F(ProvisionerTest, ABrokenDriverEndsInFailedWithTheReason) {
   prov_.reset();
   auto o = options("unused");
   o.database_url = pg().admin_dsn("postgres");
-  o.tenant_db_url = "host=127.0.0.1 port=" + std::to_string(testenv::free_port()) +
-                    " user=postgres connect_timeout=2";
+  // A reachable cluster on which the driver's role may do nothing: a real
+  // failure (not the cluster being away, which is retried until it is back).
+  {
+    PGconn* c = PQconnectdb(pg().admin_dsn().c_str());
+    PQclear(PQexec(c,
+                   "DO $$ BEGIN CREATE ROLE weakling LOGIN; EXCEPTION WHEN duplicate_object "
+                   "THEN NULL; END $$"));
+    // Earlier tests revoked PUBLIC's CONNECT (the driver hardens the cluster).
+    PQclear(PQexec(c, "GRANT CONNECT ON DATABASE postgres TO weakling"));
+    PQfinish(c);
+  }
+  o.tenant_db_url = pg().admin_dsn("postgres") + " user=weakling";
   o.provisioner.max_attempts = 2;
   prov_ = std::make_unique<provisioner::App>(o);
   ASSERT_TRUE(prov_->start().ok());
@@ -378,7 +389,7 @@ TEST_F(ProvisionerTest, ABrokenDriverEndsInFailedWithTheReason) {
   const std::string ref = call("create", "", "doomed").tenant().ref();
   auto t = wait_phase(ref, v1::PHASE_FAILED);
   EXPECT_EQ(t.status(), "INIT_FAILED");
-  EXPECT_NE(t.last_error().find("unreachable"), std::string::npos) << t.last_error();
+  EXPECT_NE(t.last_error().find("provision: SQL error"), std::string::npos) << t.last_error();
 }
 
 }  // namespace

@@ -184,6 +184,12 @@ void PostgresServer::start() {
     if (p.wait() != 0)
       throw std::runtime_error("initdb failed; see " + dir_.path() + "/initdb.log");
   }
+  launch();
+}
+
+void PostgresServer::launch() {
+  const std::string as = ::geteuid() == 0 ? kPgUser : "";
+  const std::string data = dir_.path() + "/data";
   proc_.start({pg_bin("postgres"), "-D", data, "-p", std::to_string(port_), "-k", dir_.path(), "-c",
                "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
                "-c", "full_page_writes=off", "-c", "max_connections=200"},

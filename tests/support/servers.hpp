@@ -89,6 +89,8 @@ class PostgresServer {
   /// Superuser over the unix socket (trusted in both modes).
   std::string admin_dsn(const std::string& db = "postgres") const;
   void stop() { proc_.stop(); }
+  /// Same port, same data directory (after stop()).
+  void restart() { launch(); }
   /// libpq connection string for database `db`.
   std::string dsn(const std::string& db = "postgres") const;
   /// Creates a fresh database and returns its DSN.
@@ -96,6 +98,7 @@ class PostgresServer {
   int port() const { return port_; }
 
  private:
+  void launch();
   TempDir dir_;
   int port_;
   bool password_auth_;

@@ -80,3 +80,34 @@ TEST(Converge, UnsuspendResumesAPausedStack) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Converge, ProvisioningIsAnnouncedOncePerGeneration) {
+  auto s = in_phase(v1::PHASE_PROVISIONING);
+  ASSERT_TRUE(announce_start(s, StackAction::provision));
+  v1::TenantEvent started;
+  started.mutable_provisioning_started()->set_observed_generation(s.generation());
+  s = fold(s, started, {kRef, s.version() + 1, 1});
+  EXPECT_EQ(s.active_deployment_count(), 1);
+  // Announced: still to be provisioned, but not announced again (no loop on
+  // the provisioner's own event).
+  EXPECT_EQ(plan_convergence(s), StackAction::provision);
+  EXPECT_FALSE(announce_start(s, StackAction::provision));
+  // Pause, resume and delete are not "provisioning".
+  EXPECT_FALSE(announce_start(in_phase(v1::PHASE_PAUSING), StackAction::pause));
+  // A new generation (e.g. a key rotation) is announced again.
+  s = fold(s, outcome_event(StackAction::provision, s.generation()), {kRef, s.version() + 1, 2});
+  TenantCommand rotate;
+  rotate.kind = CommandKind::rotate_keys;
+  s = fold(s, decide(s, rotate)->front(), {kRef, s.version() + 1, 3});
+  EXPECT_TRUE(keys_rotation_pending(s));
+  EXPECT_TRUE(announce_start(s, plan_convergence(s)));
+  s = fold(
+      s,
+      outcome_event(StackAction::provision, s.generation(), {s.keys_generation(), "", "", "", ""}),
+      {kRef, s.version() + 1, 4});
+  EXPECT_FALSE(keys_rotation_pending(s));
+}
+
+}  // namespace

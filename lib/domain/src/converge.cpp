@@ -36,6 +36,14 @@ StackAction plan_convergence(const v1::TenantState& s) {
   return StackAction::provision;
 }
 
+namespace {
+void set_database(v1::TenantDatabase* d, const Applied& a) {
+  d->set_name(a.db_name);
+  d->set_user(a.db_user);
+  d->set_schema(a.db_schema);
+}
+}  // namespace
+
 v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const Applied& applied) {
   v1::TenantEvent e;
   switch (action) {
@@ -44,6 +52,7 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const
       c->set_observed_generation(generation);
       c->set_keys_generation(applied.keys_generation);
       c->set_gateway_url(applied.gateway_url);
+      set_database(c->mutable_database(), applied);
       break;
     }
     case StackAction::pause:
@@ -55,6 +64,7 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const
       r->set_observed_generation(generation);
       r->set_keys_generation(applied.keys_generation);
       r->set_gateway_url(applied.gateway_url);
+      set_database(r->mutable_database(), applied);
       break;
     }
     case StackAction::remove:
@@ -64,6 +74,10 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const
       break;
   }
   return e;
+}
+
+bool announce_start(const v1::TenantState& s, StackAction action) {
+  return action == StackAction::provision && s.started_generation() < s.generation();
 }
 
 bool keys_rotation_pending(const v1::TenantState& s) {

@@ -115,6 +115,15 @@ Result<std::vector<v1::TenantEvent>> decide(const v1::TenantState& s, const Tena
   return make_error(errc::internal, "unhandled command");
 }
 
+namespace {
+void apply_database(v1::TenantState& s, const v1::TenantDatabase& d) {
+  if (d.name().empty()) return;  // outcomes recorded before the field existed
+  s.set_db_name(d.name());
+  s.set_db_user(d.user());
+  s.set_db_schema(d.schema());
+}
+}  // namespace
+
 v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMeta& meta) {
   using K = v1::TenantEvent::KindCase;
   switch (e.kind_case()) {
@@ -163,8 +172,10 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       s.set_generation(e.plan_changed().generation());
       break;
     case K::kProvisioningStarted:
+      // One deployment exists from now on (being built); drift stays until
+      // an outcome says it is repaired.
       s.set_active_deployment_count(1);
-      s.set_drifted(false);
+      s.set_started_generation(e.provisioning_started().observed_generation());
       break;
     case K::kStackConverged:
       s.set_observed_state(v1::OBSERVED_STATE_RUNNING);
@@ -172,6 +183,7 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       s.set_applied_keys_generation(e.stack_converged().keys_generation());
       if (!e.stack_converged().gateway_url().empty())
         s.set_gateway_url(e.stack_converged().gateway_url());
+      apply_database(s, e.stack_converged().database());
       s.set_ever_active(true);
       s.set_active_deployment_count(1);
       s.set_drifted(false);
@@ -191,6 +203,7 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       s.set_applied_keys_generation(e.stack_resumed().keys_generation());
       if (!e.stack_resumed().gateway_url().empty())
         s.set_gateway_url(e.stack_resumed().gateway_url());
+      apply_database(s, e.stack_resumed().database());
       s.set_ever_active(true);
       s.set_active_deployment_count(1);
       s.set_drifted(false);

@@ -384,7 +384,10 @@ class TenantServiceImpl final : public TenantServiceBase {
       return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                     "credentials are not ready; the tenant is still provisioning"));
     const auto& k = (*stored)->keys;
-    const std::string user = "t_" + ref->str();
+    const auto& st = **s;
+    // The driver reports the names; older histories predate that (database mode).
+    const std::string user = st.db_user().empty() ? "t_" + ref->str() : st.db_user();
+    const std::string db = st.db_name().empty() ? user : st.db_name();
     resp->set_ref(ref->str());
     resp->set_api_url("https://" + ref->str() + "." + ctx_.options.base_domain);
     resp->set_anon_key(k.anon_jwt);
@@ -393,12 +396,13 @@ class TenantServiceImpl final : public TenantServiceBase {
     resp->set_secret_key(k.secret_key);
     resp->set_db_host(ctx_.options.tenant_db_host);
     resp->set_db_port(ctx_.options.tenant_db_port);
-    resp->set_db_name(user);
+    resp->set_db_name(db);
     resp->set_db_user(user);
+    resp->set_db_schema(st.db_schema().empty() ? "public" : st.db_schema());
     resp->set_db_password(k.db_password);
     resp->set_connection_string("postgresql://" + user + ":" + k.db_password + "@" +
                                 ctx_.options.tenant_db_host + ":" +
-                                std::to_string(ctx_.options.tenant_db_port) + "/" + user);
+                                std::to_string(ctx_.options.tenant_db_port) + "/" + db);
     resp->set_keys_generation((*stored)->keys_generation);
     log()->info("credentials read ref={} by={}", ref->str(), p->account_id);  // no secret
     return call.done(grpc::Status::OK);

@@ -22,6 +22,13 @@ int main(int argc, char** argv) {
   bind_option(
       app, "gateway-url-template", "SUPAPLANE_GATEWAY_URL_TEMPLATE", o.gateway_url_template,
       "postgres driver: each tenant's API gateway, {ref} expanded (router-sync routes there)");
+  bind_option(app, "tenant-db-mode", "SUPAPLANE_TENANT_DB_MODE", o.tenant_db_mode,
+              "postgres driver: database (a database per tenant) | schema (proj_<ref> schemas in "
+              "one central database)");
+  bind_option(app, "tenant-schema-db", "SUPAPLANE_TENANT_SCHEMA_DB", o.tenant_schema_db,
+              "schema mode: the central database");
+  bind_option(app, "authenticator-role", "SUPAPLANE_TENANT_AUTHENTICATOR", o.authenticator,
+              "schema mode: PostgREST's login role (gets pgrst.db_schemas)");
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
               "/metrics, /healthz, /readyz listen address host:port");
   bind_option(app, "durable", "SUPAPLANE_PROVISIONER_DURABLE", o.durable, "durable consumer name");

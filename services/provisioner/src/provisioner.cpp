@@ -78,6 +78,24 @@ Status Provisioner::converge(const std::string& ref) {
     const auto action = domain::plan_convergence(state);
     if (action == domain::StackAction::none) return Status::Ok();
     const std::int64_t gen = state.generation();
+    std::uint64_t version = state.version();  // the expected sequence of our next append
+    if (domain::announce_start(state, action)) {
+      v1::TenantEvent started;
+      started.mutable_provisioning_started()->set_observed_generation(gen);
+      auto out = projection::make_tenant_event(
+          ref, started, system_actor(),
+          "provisioner:" + ref + ":" + std::to_string(version) + ":started",
+          event_store::Expected::at(version), ids::random_hex_id(), "", clock_.now_unix_ms());
+      auto appended = store_.append(out);
+      if (!appended) {
+        if (appended.error().code == errc::conflict) {
+          counters_.conflicts++;
+          continue;  // a newer desire: decide again
+        }
+        return appended.error();
+      }
+      version = appended->sequence.value();
+    }
     driver::StackRequest req{ref, "", opts_.connection_limit, domain::keys_rotation_pending(state)};
     domain::Applied applied;
     if (action != domain::StackAction::remove) {
@@ -86,6 +104,10 @@ Status Provisioner::converge(const std::string& ref) {
       req.db_password = keys->keys.db_password;
       applied.keys_generation = keys->keys_generation;
       applied.gateway_url = driver_.gateway_url(ref);
+      const auto db = driver_.connection_info(ref);
+      applied.db_name = db.database;
+      applied.db_user = db.user;
+      applied.db_schema = db.schema;
     }
     Status done = make_error(errc::unavailable, "not attempted");
     int attempt = 0;
@@ -102,6 +124,12 @@ Status Provisioner::converge(const std::string& ref) {
         break;
     }
     if (stop_ && !done) return make_error(errc::unavailable, "stopping");
+    if (!done && done.error().code == errc::unavailable) {
+      // The cluster is away, not this tenant broken: no FAILED, the message
+      // comes back with the consumer's backoff (and resync catches the rest).
+      counters_.unavailable++;
+      return done.error();
+    }
     if (done && action == domain::StackAction::remove) {
       if (auto st = keys_.remove(ref); !st)
         log()->warn("remove ref={}: keys not deleted: {}", ref, st.error().message);
@@ -112,10 +140,10 @@ Status Provisioner::converge(const std::string& ref) {
     // One outcome per decision (the state version it was made on): a retry
     // after a crash between append and ack is answered by the dedupe window
     // and by OCC; a later decision on the same generation (after drift) is not.
-    const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(state.version()) + ":" +
+    const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(version) + ":" +
                                (done ? domain::to_string(action) : "failed");
     auto out = projection::make_tenant_event(ref, ev, system_actor(), msg_id,
-                                             event_store::Expected::at(state.version()),
+                                             event_store::Expected::at(version),
                                              ids::random_hex_id(), "", clock_.now_unix_ms());
     auto appended = store_.append(out);
     if (!appended) {
@@ -129,6 +157,10 @@ Status Provisioner::converge(const std::string& ref) {
       counters_.actions++;
       log()->info("{} ref={} gen={} seq={}", domain::to_string(action), ref, gen,
                   appended->sequence.value());
+      // The outcome was appended on the version we decided on, so it settles
+      // that state (plan_convergence is then none); a command that came
+      // after it arrives as its own message.
+      return Status::Ok();
     } else {
       counters_.failures++;
       log()->error("ref={} gen={} FAILED after {} attempts: {}", ref, gen, attempt,
@@ -140,11 +172,21 @@ Status Provisioner::converge(const std::string& ref) {
   return make_error(errc::unavailable, "tenant " + ref + " keeps changing; will retry");
 }
 
+namespace {
+/// Events this provisioner appends after acting: they settle a tenant and
+/// never ask for work, so hearing them back needs no history read.
+/// (drift_detected does ask for work, and is not in the list.)
+bool own_outcome(const std::string& event_type) {
+  return event_type == "tenant.provisioning_started" || event_type.rfind("tenant.stack_", 0) == 0 ||
+         event_type == "tenant.converge_failed";
+}
+}  // namespace
+
 void Provisioner::handle(std::vector<event_store::InboundMessage>& batch) {
   std::set<std::string> refs;
   for (const auto& in : batch) {
     const auto& subj = in.message.subject;
-    if (subj.compare(0, kPrefix.size(), kPrefix) == 0) {
+    if (subj.compare(0, kPrefix.size(), kPrefix) == 0 && !own_outcome(in.message.event_type)) {
       const std::string ref = subj.substr(kPrefix.size());
       if (TenantRef::valid(ref)) refs.insert(ref);
     }

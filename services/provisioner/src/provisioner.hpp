@@ -19,19 +19,22 @@ using keystore::KeyStore;
 using keystore::StoredKeys;
 
 struct ProvisionerOptions {
-  int workers{4};       ///< tenants converged in parallel
-  int max_attempts{5};  ///< driver attempts before the tenant goes FAILED
+  int workers{4};  ///< tenants converged in parallel
+  /// Driver attempts per converge: then the tenant goes FAILED (internal
+  /// errors) or the converge is deferred (cluster unavailable).
+  int max_attempts{5};
   int backoff_base_ms{200};
   int backoff_max_ms{10'000};
   int connection_limit{20};
 };
 
 struct ProvisionerCounters {
-  std::atomic<std::uint64_t> actions{0};    ///< driver actions that succeeded
-  std::atomic<std::uint64_t> failures{0};   ///< tenants that went FAILED
-  std::atomic<std::uint64_t> retries{0};    ///< driver attempts that failed
-  std::atomic<std::uint64_t> conflicts{0};  ///< outcome appends that lost a race
-  std::atomic<std::uint64_t> drift{0};      ///< DriftDetected appended
+  std::atomic<std::uint64_t> actions{0};      ///< driver actions that succeeded
+  std::atomic<std::uint64_t> failures{0};     ///< tenants that went FAILED
+  std::atomic<std::uint64_t> retries{0};      ///< driver attempts that failed
+  std::atomic<std::uint64_t> conflicts{0};    ///< outcome appends that lost a race
+  std::atomic<std::uint64_t> drift{0};        ///< DriftDetected appended
+  std::atomic<std::uint64_t> unavailable{0};  ///< converges deferred: cluster unreachable
 };
 
 /// Level-triggered controller: for every tenant it hears about it folds the

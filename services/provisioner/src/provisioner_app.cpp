@@ -27,6 +27,8 @@ Status App::start() {
     return make_error(errc::invalid_argument,
                       "SUPAPLANE_DRIVER=" + opts_.driver + " is not available (postgres only)",
                       "driver");
+  auto mode = driver::parse_postgres_mode(opts_.tenant_db_mode);
+  if (!mode) return mode.error();
   auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
   if (!metrics_hp) return metrics_hp.error();
 
@@ -37,8 +39,13 @@ Status App::start() {
   if (!es) return es.error();
   store_ = std::move(*es);
   stream_ready_ = stream_ready;
-  driver_ = std::make_unique<driver::PostgresDriver>(
-      driver::PostgresDriverOptions{opts_.tenant_db_url, opts_.gateway_url_template});
+  driver::PostgresDriverOptions dopts;
+  dopts.admin_dsn = opts_.tenant_db_url;
+  dopts.gateway_url_template = opts_.gateway_url_template;
+  dopts.mode = *mode;
+  dopts.central_database = opts_.tenant_schema_db;
+  dopts.authenticator_role = opts_.authenticator;
+  driver_ = std::make_unique<driver::PostgresDriver>(std::move(dopts));
   keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
   provisioner_ =
       std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner);
@@ -97,19 +104,27 @@ void App::background() {
                     .Help("DriftDetected events appended by the resync")
                     .Register(*registry_)
                     .Add({});
-  std::uint64_t seen[4] = {0, 0, 0, 0};
+  auto& deferred = prometheus::BuildCounter()
+                       .Name("supaplane_provisioner_deferred_total")
+                       .Help("converges deferred because the tenant cluster was unreachable")
+                       .Register(*registry_)
+                       .Add({});
+  std::uint64_t seen[5] = {0, 0, 0, 0, 0};
   auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
     if (now > last) c.Increment(static_cast<double>(now - last));
     last = now;
   };
-  auto next_resync =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.resync_interval_ms);
+  // The first resync runs as soon as the provisioner is ready: after a crash
+  // it converges what was in flight at once (messages the dead process held
+  // come back only after the consumer's ack wait).
+  auto next_resync = std::chrono::steady_clock::now();
   while (!stopping_) {
     const auto& k = provisioner_->counters();
     sync(actions, k.actions, seen[0]);
     sync(failures, k.failures, seen[1]);
     sync(retries, k.retries, seen[2]);
     sync(drift, k.drift, seen[3]);
+    sync(deferred, k.unavailable, seen[4]);
     if (opts_.resync_interval_ms > 0 && std::chrono::steady_clock::now() >= next_resync &&
         readiness().empty()) {
       auto r = provisioner_->resync();

@@ -24,6 +24,9 @@ struct AppOptions {
   std::string master_key;  ///< base64 of 32 bytes
   std::string driver{"postgres"};
   std::string gateway_url_template{"http://{ref}.gateway.internal:8000"};
+  std::string tenant_db_mode{"database"};      ///< database | schema
+  std::string tenant_schema_db{"supabase"};    ///< schema mode: the central database
+  std::string authenticator{"authenticator"};  ///< schema mode: PostgREST's role
   std::string metrics_addr{"127.0.0.1:9102"};
   std::string durable{"provisioner"};
   std::string issuer{"supaplane"};

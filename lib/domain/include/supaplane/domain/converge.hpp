@@ -29,6 +29,7 @@ StackAction plan_convergence(const v1::TenantState& s);
 struct Applied {
   std::int64_t keys_generation{0};  ///< keys the stack now uses
   std::string gateway_url;          ///< where the tenant's API answers
+  std::string db_name, db_user, db_schema;
 };
 
 /// The outcome event appended after `action` succeeded for `generation`.
@@ -38,6 +39,10 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation,
 /// True when the stack still uses keys older than the desired ones: the
 /// driver must then end sessions opened with the old credentials.
 bool keys_rotation_pending(const v1::TenantState& s);
+
+/// True when `action` on `s` should first be announced with ProvisioningStarted
+/// (provisioning a generation not announced yet).
+bool announce_start(const v1::TenantState& s, StackAction action);
 
 /// A failed attempt; `final` once retries are exhausted (the tenant goes FAILED).
 v1::TenantEvent failure_event(std::int64_t generation, const std::string& reason, int attempt,

@@ -14,6 +14,13 @@ struct StackRequest {
   bool end_sessions{false};
 };
 
+/// How a tenant reaches its database (no secret: the password is in the keys).
+struct ConnectionInfo {
+  std::string database;
+  std::string user;
+  std::string schema;  ///< where the tenant's tables live ("public" in its own database)
+};
+
 /// What a driver sees of a stack (for drift detection).
 struct StackStatus {
   bool exists{false};
@@ -22,7 +29,9 @@ struct StackStatus {
 
 /// Converges one tenant's stack. Implementations are thread-safe for
 /// different refs; the provisioner never runs two calls for one ref at once.
-/// Every call is idempotent. Errors are `unavailable` (retry) or `internal`.
+/// Every call is idempotent. Errors are `unavailable` (the cluster cannot be
+/// reached or is shutting down: retried until it is back) or `internal` (a
+/// failure of this tenant's stack: retried a few times, then FAILED).
 class Driver {
  public:
   virtual ~Driver() = default;
@@ -37,6 +46,7 @@ class Driver {
   virtual Result<StackStatus> observe(const std::string& ref) = 0;
   /// Where the tenant's API gateway answers (router-sync routes there).
   virtual std::string gateway_url(const std::string& ref) const = 0;
+  virtual ConnectionInfo connection_info(const std::string& ref) const = 0;
 };
 
 /// `{ref}` in `tmpl` replaced by the ref (gateway URL templates).

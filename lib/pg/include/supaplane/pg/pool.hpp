@@ -18,6 +18,21 @@ inline std::string with_connect_timeout(std::string dsn) {
   return dsn + " connect_timeout=3";
 }
 
+/// The same connection string pointed at database `db` (URI or key=value;
+/// in key=value form the last `dbname` wins).
+inline std::string with_dbname(const std::string& dsn, const std::string& db) {
+  for (const char* scheme : {"postgresql://", "postgres://"}) {
+    const std::string s = scheme;
+    if (dsn.rfind(s, 0) != 0) continue;
+    const auto query = dsn.find('?');
+    const auto slash = dsn.find('/', s.size());
+    const auto end = query == std::string::npos ? dsn.size() : query;
+    const auto cut = slash == std::string::npos || slash > end ? end : slash;
+    return dsn.substr(0, cut) + "/" + db + dsn.substr(end);
+  }
+  return dsn + " dbname=" + db;
+}
+
 /// Connections to one database, handed out one per call so a slow call
 /// never holds up the others; a broken one is dropped. Thread-safe.
 class Pool {

@@ -1,0 +1,184 @@
+#include "checkout.hpp"
+
+#include <curl/curl.h>
+
+#include <nlohmann/json.hpp>
+
+#include "supaplane/core/types.hpp"
+#include "supaplane/domain/tenant.hpp"
+#include "supaplane/logging/logging.hpp"
+#include "supaplane/projection/history.hpp"
+
+namespace supaplane::billing {
+
+namespace {
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("checkout");
+  return l;
+}
+
+std::size_t collect(char* data, std::size_t size, std::size_t n, void* out) {
+  auto* s = static_cast<std::string*>(out);
+  if (s->size() + size * n > (1u << 20)) return 0;  // a checkout answer is small
+  s->append(data, size * n);
+  return size * n;
+}
+
+grpc::Status to_grpc(const Error& e) {
+  switch (e.code) {
+    case errc::invalid_argument:
+      return {grpc::StatusCode::INVALID_ARGUMENT, e.message};
+    case errc::not_found:
+      return {grpc::StatusCode::NOT_FOUND, e.message};
+    case errc::failed_precondition:
+      return {grpc::StatusCode::FAILED_PRECONDITION, e.message};
+    case errc::unauthenticated:
+      return {grpc::StatusCode::UNAUTHENTICATED, e.message};
+    case errc::permission_denied:
+      return {grpc::StatusCode::PERMISSION_DENIED, e.message};
+    case errc::unavailable:
+      return {grpc::StatusCode::UNAVAILABLE, e.message};
+    default:
+      return {grpc::StatusCode::INTERNAL, e.message};
+  }
+}
+}  // namespace
+
+std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields) {
+  static const char* hex = "0123456789ABCDEF";
+  auto esc = [](const std::string& s) {
+    std::string o;
+    for (unsigned char c : s) {
+      if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+        o += static_cast<char>(c);
+      } else if (c == ' ') {
+        o += '+';
+      } else {
+        o += '%';
+        o += hex[c >> 4];
+        o += hex[c & 15];
+      }
+    }
+    return o;
+  };
+  std::string out;
+  for (const auto& [k, v] : fields) {
+    if (!out.empty()) out += '&';
+    out += esc(k) + "=" + esc(v);
+  }
+  return out;
+}
+
+StripeClient::StripeClient(CheckoutOptions opts) : opts_(std::move(opts)) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+Result<CreatedSession> StripeClient::create_checkout_session(const std::string& ref, v1::Plan plan,
+                                                             const std::string& customer) {
+  auto price = opts_.prices.find(plan);
+  if (price == opts_.prices.end() || price->second.empty())
+    return make_error(errc::failed_precondition,
+                      std::string("no Stripe price configured for plan ") + plan_name(plan) +
+                          " (SUPAPLANE_STRIPE_PRICE_" + (plan == v1::PLAN_PRO ? "PRO" : "STARTER") +
+                          ")");
+  std::vector<std::pair<std::string, std::string>> f{
+      {"mode", "subscription"},
+      {"line_items[0][price]", price->second},
+      {"line_items[0][quantity]", "1"},
+      {"success_url", opts_.success_url},
+      {"cancel_url", opts_.cancel_url},
+      {"client_reference_id", ref},
+      {"metadata[tenant_ref]", ref},
+      {"metadata[plan]", plan_name(plan)},
+      {"subscription_data[metadata][tenant_ref]", ref},
+      {"subscription_data[metadata][plan]", plan_name(plan)},
+  };
+  if (!customer.empty()) f.emplace_back("customer", customer);
+  const std::string body = form_encode(f);
+  const std::string url = opts_.api_base + "/v1/checkout/sessions";
+  CURL* h = curl_easy_init();
+  if (!h) return make_error(errc::internal, "curl_easy_init failed");
+  const std::string auth = "Authorization: Bearer " + opts_.secret_key;
+  curl_slist* headers = curl_slist_append(nullptr, auth.c_str());
+  headers = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
+  std::string answer;
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
+  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &answer);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, opts_.timeout_ms);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
+  const CURLcode rc = curl_easy_perform(h);
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(h);
+  if (rc != CURLE_OK)
+    return make_error(errc::unavailable,
+                      std::string("Stripe API not reachable: ") + curl_easy_strerror(rc));
+  const auto doc = nlohmann::json::parse(answer, nullptr, false);
+  if (status != 200) {
+    std::string msg = "Stripe answered HTTP " + std::to_string(status);
+    if (doc.is_object() && doc.contains("error") && doc["error"].is_object() &&
+        doc["error"].contains("message") && doc["error"]["message"].is_string())
+      msg += ": " + doc["error"]["message"].get<std::string>();
+    return make_error(
+        status >= 500 || status == 429 ? errc::unavailable : errc::failed_precondition, msg);
+  }
+  if (!doc.is_object() || !doc.contains("url") || !doc["url"].is_string() || !doc.contains("id") ||
+      !doc["id"].is_string())
+    return make_error(errc::unavailable, "Stripe's answer has no session id / url");
+  return CreatedSession{doc["id"].get<std::string>(), doc["url"].get<std::string>()};
+}
+
+CheckoutService::CheckoutService(std::unique_ptr<StripeClient> client,
+                                 std::unique_ptr<auth::TokenService> tokens,
+                                 event_store::EventStore& store, BillingReader* reader)
+    : client_(std::move(client)), tokens_(std::move(tokens)), store_(store), reader_(reader) {}
+
+grpc::Status CheckoutService::CreateCheckoutSession(grpc::ServerContext* ctx,
+                                                    const v1::CreateCheckoutSessionRequest* req,
+                                                    v1::CheckoutSession* resp) {
+  if (!client_ || !tokens_)
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            "checkout is disabled: set SUPAPLANE_STRIPE_SECRET_KEY and SUPAPLANE_JWT_SECRET on "
+            "supaplane-billing"};
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  const std::string header =
+      it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+  if (header.rfind("Bearer ", 0) != 0)
+    return {grpc::StatusCode::UNAUTHENTICATED, "missing authorization: Bearer <token>"};
+  auto principal = tokens_->verify(header.substr(7));
+  if (!principal) return to_grpc(principal.error());
+  if (!TenantRef::valid(req->ref()))
+    return {grpc::StatusCode::INVALID_ARGUMENT, "ref: not a tenant ref"};
+  if (req->plan() != v1::PLAN_STARTER && req->plan() != v1::PLAN_PRO)
+    return {grpc::StatusCode::INVALID_ARGUMENT, "plan: must be STARTER or PRO"};
+  auto msgs = store_.read_subject("platform.tenant." + req->ref());
+  if (!msgs) return to_grpc(msgs.error());
+  const auto tenant = projection::fold_history(req->ref(), *msgs);
+  // Another customer's tenant does not exist for the caller (DESIGN §8).
+  if (!domain::exists(tenant) || tenant.desired_state() == v1::DESIRED_STATE_DELETED ||
+      (!principal->is_admin() && tenant.owner_account_id() != principal->account_id))
+    return {grpc::StatusCode::NOT_FOUND, "tenant not found"};
+  std::string customer;
+  if (reader_) {
+    if (auto c = reader_->customer_of(req->ref()); c && c->has_value()) customer = **c;
+  }
+  auto session = client_->create_checkout_session(req->ref(), req->plan(), customer);
+  if (!session) {
+    log()->warn("ref={} checkout session not created: {}", req->ref(), session.error().message);
+    return to_grpc(session.error());
+  }
+  log()->info("ref={} checkout session {} for plan {}", req->ref(), session->id,
+              plan_name(req->plan()));
+  resp->set_id(session->id);
+  resp->set_url(session->url);
+  return grpc::Status::OK;
+}
+
+}  // namespace supaplane::billing

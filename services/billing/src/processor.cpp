@@ -1,0 +1,194 @@
+#include "processor.hpp"
+
+#include "supaplane/core/ids.hpp"
+#include "supaplane/logging/logging.hpp"
+#include "supaplane/projection/history.hpp"
+#include "supaplane/projection/tenant_events.hpp"
+
+namespace supaplane::billing {
+
+namespace {
+std::shared_ptr<spdlog::logger> log() {
+  static auto l = logging::get("billing");
+  return l;
+}
+constexpr int kMaxRounds = 8;
+
+v1::Actor stripe_actor(const std::string& event_id) {
+  v1::Actor a;
+  a.set_kind(v1::ACTOR_KIND_STRIPE);
+  a.set_id(event_id);
+  return a;
+}
+
+// Whether the tenant's current suspension was appended by billing: the last
+// Suspended event on its subject has a STRIPE actor.
+bool suspended_by_billing(const std::vector<event_store::StoredMessage>& msgs) {
+  for (auto it = msgs.rbegin(); it != msgs.rend(); ++it) {
+    v1::EventEnvelope env;
+    if (!env.ParseFromString(it->data) || !env.has_tenant()) continue;
+    if (env.tenant().has_suspended()) return env.actor().kind() == v1::ACTOR_KIND_STRIPE;
+  }
+  return false;
+}
+
+const char* billing_event_type(const v1::BillingEvent& e) {
+  switch (e.kind_case()) {
+    case v1::BillingEvent::kCheckoutCompleted:
+      return "billing.checkout_completed";
+    case v1::BillingEvent::kSubscriptionChanged:
+      return "billing.subscription_changed";
+    case v1::BillingEvent::kInvoicePaymentFailed:
+      return "billing.invoice_payment_failed";
+    case v1::BillingEvent::kInvoicePaid:
+      return "billing.invoice_paid";
+    case v1::BillingEvent::KIND_NOT_SET:
+      break;
+  }
+  return "billing.unknown";
+}
+}  // namespace
+
+event_store::OutgoingEvent make_billing_event(const std::string& customer,
+                                              const v1::BillingEvent& ev,
+                                              event_store::Expected expected,
+                                              std::int64_t now_unix_ms) {
+  v1::EventEnvelope env;
+  env.set_event_id(ids::random_hex_id());
+  env.set_aggregate_id(customer);
+  env.set_occurred_at_unix_ms(now_unix_ms);
+  *env.mutable_actor() = stripe_actor(ev.stripe_event_id());
+  env.set_correlation_id(ev.stripe_event_id());
+  env.set_causation_id(ev.stripe_event_id());
+  *env.mutable_billing() = ev;
+  event_store::OutgoingEvent out;
+  out.subject = kBillingPrefix + customer;
+  out.msg_id = "stripe:" + ev.stripe_event_id();
+  out.expected = expected;
+  out.event_type = billing_event_type(ev);
+  out.schema = "supaplane.v1.BillingEvent";
+  out.correlation_id = ev.stripe_event_id();
+  out.body = env.SerializeAsString();
+  return out;
+}
+
+v1::BillingState fold_billing_history(const std::string& customer,
+                                      const std::vector<event_store::StoredMessage>& msgs,
+                                      const std::string& seen_event_id, bool* seen) {
+  v1::BillingState s;
+  s.set_customer_id(customer);
+  for (const auto& m : msgs) {
+    v1::EventEnvelope env;
+    if (env.ParseFromString(m.data) && env.has_billing()) {
+      if (seen && !seen_event_id.empty() && env.billing().stripe_event_id() == seen_event_id)
+        *seen = true;
+      s = fold(std::move(s), env.billing(), m.sequence);
+    } else {
+      s.set_version(m.sequence);
+    }
+  }
+  return s;
+}
+
+Processor::Processor(event_store::EventStore& store, const Clock& clock, GracePolicy policy)
+    : store_(store), clock_(clock), policy_(policy) {}
+
+Result<Outcome> Processor::handle(const StripeEvent& ev) {
+  if (!ev.billing) {
+    counters_.ignored++;
+    return Outcome::ignored;
+  }
+  const std::string subject = kBillingPrefix + ev.customer;
+  v1::BillingState state;
+  bool duplicate = false;
+  bool recorded = false;
+  for (int round = 0; round < kMaxRounds && !recorded; ++round) {
+    auto msgs = store_.read_subject(subject);
+    if (!msgs) return msgs.error();
+    bool seen = false;
+    state = fold_billing_history(ev.customer, *msgs, ev.id, &seen);
+    if (seen) {
+      // Already recorded (a Stripe retry, possibly long after the dedupe
+      // window): nothing new to append, but finish the tenant side below in
+      // case the first delivery stopped half way.
+      duplicate = true;
+      recorded = true;
+      break;
+    }
+    auto appended = store_.append(make_billing_event(ev.customer, *ev.billing,
+                                                     event_store::Expected::at(state.version()),
+                                                     clock_.now_unix_ms()));
+    if (!appended) {
+      if (appended.error().code == errc::conflict) {
+        counters_.conflicts++;
+        continue;
+      }
+      return appended.error();
+    }
+    if (appended->duplicate) {
+      duplicate = true;  // recorded meanwhile by a concurrent delivery: re-read it
+      continue;
+    }
+    state = fold(std::move(state), *ev.billing, appended->sequence.value());
+    recorded = true;
+    counters_.recorded++;
+    log()->info("recorded stripe event {} ({}) customer={} seq={}", ev.id, ev.type, ev.customer,
+                appended->sequence.value());
+  }
+  if (!recorded)
+    return make_error(errc::unavailable, "billing record of " + ev.customer + " keeps changing");
+  if (duplicate) counters_.duplicates++;
+  for (const auto& target : tenant_targets(state, policy_))
+    if (auto st = reconcile_tenant(target, ev.id); !st) return st.error();
+  return duplicate ? Outcome::duplicate : Outcome::recorded;
+}
+
+Status Processor::reconcile_tenant(const TenantTarget& target, const std::string& stripe_event_id) {
+  const std::string subject = "platform.tenant." + target.ref;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    auto msgs = store_.read_subject(subject);
+    if (!msgs) return msgs.error();
+    const v1::TenantState tenant = projection::fold_history(target.ref, *msgs);
+    if (!domain::exists(tenant)) {
+      // Checkout metadata named a tenant that does not exist: recorded on the
+      // billing subject, nothing to change (a retry by Stripe cannot help).
+      counters_.unknown_tenants++;
+      log()->warn("ref={} linked by stripe event {} does not exist", target.ref, stripe_event_id);
+      return Status::Ok();
+    }
+    const auto cmd = next_command(tenant, target, suspended_by_billing(*msgs));
+    if (!cmd) return Status::Ok();
+    auto events = domain::decide(tenant, *cmd);
+    if (!events) {
+      log()->warn("ref={} {} from stripe event {} refused: {}", target.ref,
+                  domain::to_string(cmd->kind), stripe_event_id, events.error().message);
+      return Status::Ok();
+    }
+    if (events->empty()) return Status::Ok();
+    // Deterministic per decision: a redelivery deciding the same thing on the
+    // same version is deduplicated; a later decision gets a new id.
+    const std::string msg_id = "stripe:" + stripe_event_id + ":" + target.ref + ":" +
+                               std::to_string(tenant.version()) + ":" +
+                               domain::to_string(cmd->kind);
+    auto out =
+        projection::make_tenant_event(target.ref, events->front(), stripe_actor(stripe_event_id),
+                                      msg_id, event_store::Expected::at(tenant.version()),
+                                      stripe_event_id, stripe_event_id, clock_.now_unix_ms());
+    auto appended = store_.append(out);
+    if (!appended) {
+      if (appended.error().code == errc::conflict) {
+        counters_.conflicts++;
+        continue;
+      }
+      return appended.error();
+    }
+    counters_.tenant_commands++;
+    log()->info("ref={} {} ({}) from stripe event {} seq={}", target.ref,
+                domain::to_string(cmd->kind), cmd->reason, stripe_event_id,
+                appended->sequence.value());
+  }
+  return make_error(errc::unavailable,
+                    "tenant " + target.ref + " keeps changing; Stripe will retry");
+}
+
+}  // namespace supaplane::billing

@@ -1,0 +1,573 @@
+// supaplane-billing against real nats-server, redis-server and PostgreSQL:
+// signed webhooks over HTTP, the billing and tenant subjects on the log, the
+// provisioner pausing / resuming a tenant's database, Checkout against a
+// local stand-in of Stripe's HTTP API.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "billing_app.hpp"
+#include "provisioner_app.hpp"
+#include "servers.hpp"
+#include "signature.hpp"
+#include "supaplane/auth/token.hpp"
+#include "supaplane/core/ids.hpp"
+#include "supaplane/domain/tenant.hpp"
+#include "supaplane/driver/postgres_driver.hpp"
+#include "supaplane/projection/history.hpp"
+#include "supaplane/projection/redis.hpp"
+#include "supaplane/projection/tenant_events.hpp"
+#include "supaplane/v1/api.grpc.pb.h"
+
+namespace {
+
+using namespace supaplane;
+namespace v1 = supaplane::v1;
+using SteadyClock = std::chrono::steady_clock;
+
+const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const std::string kSecret = "whsec_itest_0123456789abcdef";
+const std::string kJwtSecret(40, 'j');
+const std::string kOwner = "acct_owner";
+
+std::int64_t now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string checkout_body(const std::string& evt, const std::string& customer,
+                          const std::string& ref, const std::string& plan, std::int64_t created) {
+  return R"({"id":")" + evt +
+         R"(","object":"event","type":"checkout.session.completed","created":)" +
+         std::to_string(created) + R"(,"data":{"object":{"id":"cs_)" + evt +
+         R"(","object":"checkout.session","customer":")" + customer + R"(","subscription":"sub_)" +
+         customer + R"(","client_reference_id":")" + ref + R"(","metadata":{"tenant_ref":")" + ref +
+         R"(","plan":")" + plan + R"("}}}})";
+}
+
+std::string subscription_body(const std::string& evt, const std::string& type,
+                              const std::string& customer, const std::string& price,
+                              const std::string& status, std::int64_t created) {
+  return R"({"id":")" + evt + R"(","object":"event","type":")" + type + R"(","created":)" +
+         std::to_string(created) + R"(,"data":{"object":{"id":"sub_)" + customer +
+         R"(","object":"subscription","customer":")" + customer + R"(","status":")" + status +
+         R"(","items":{"object":"list","data":[{"price":{"id":")" + price + R"("}}]}}}})";
+}
+
+std::string invoice_body(const std::string& evt, const std::string& type,
+                         const std::string& customer, const std::string& invoice, int attempts,
+                         std::int64_t created) {
+  return R"({"id":")" + evt + R"(","object":"event","type":")" + type + R"(","created":)" +
+         std::to_string(created) + R"(,"data":{"object":{"id":")" + invoice +
+         R"(","object":"invoice","customer":")" + customer + R"(","subscription":"sub_)" +
+         customer + R"(","attempt_count":)" + std::to_string(attempts) + "}}}";
+}
+
+class BillingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats_.start();
+    redis_.start();
+    auto es = event_store::EventStore::connect({nats_.url(), "billing-itest"});
+    ASSERT_TRUE(es.ok());
+    store_ = std::move(*es);
+    ASSERT_TRUE(store_->ensure_stream().ok());
+  }
+  void TearDown() override {
+    prov_.reset();
+    billing_.reset();
+  }
+
+  billing::AppOptions options() {
+    billing::AppOptions o;
+    o.nats_url = nats_.url();
+    o.redis_url = redis_.url();
+    o.http_addr = "127.0.0.1:0";
+    o.metrics_addr = "127.0.0.1:0";
+    o.grpc_addr = "127.0.0.1:0";
+    o.webhook_secrets = "whsec_old_one," + kSecret;
+    o.grace_failed_attempts = 2;
+    o.price_starter = "price_starter";
+    o.price_pro = "price_pro";
+    return o;
+  }
+
+  void start_billing(billing::AppOptions o) {
+    billing_ = std::make_unique<billing::App>(std::move(o));
+    ASSERT_TRUE(billing_->start().ok());
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    while (SteadyClock::now() < deadline && !billing_->readiness().empty())
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(billing_->readiness(), "");
+    http_ = std::make_unique<httplib::Client>("127.0.0.1", billing_->http_port());
+  }
+  void start_billing() { start_billing(options()); }
+
+  /// A tenant as the api would have created it (owned by kOwner).
+  std::string create_tenant(v1::Plan plan = v1::PLAN_FREE) {
+    const std::string ref = ids::random_tenant_ref().str();
+    v1::TenantEvent ev;
+    ev.mutable_created()->set_name("shop-" + ref.substr(0, 6));
+    ev.mutable_created()->set_plan(plan);
+    ev.mutable_created()->set_owner_account_id(kOwner);
+    ev.mutable_created()->set_generation(1);
+    v1::Actor actor;
+    actor.set_kind(v1::ACTOR_KIND_ACCOUNT);
+    actor.set_id(kOwner);
+    auto out = projection::make_tenant_event(ref, ev, actor, "",
+                                             event_store::Expected::no_message(), "c", "", 1);
+    EXPECT_TRUE(store_->append(out).ok());
+    return ref;
+  }
+
+  void admin_suspend(const std::string& ref) {
+    const auto s = tenant(ref);
+    auto evs = domain::decide(s, {domain::CommandKind::suspend, "", {}, "", "abuse report"});
+    ASSERT_TRUE(evs.ok());
+    ASSERT_EQ(evs->size(), 1u);
+    v1::Actor actor;
+    actor.set_kind(v1::ACTOR_KIND_ADMIN);
+    actor.set_id("acct_admin");
+    auto out = projection::make_tenant_event(ref, evs->front(), actor, "",
+                                             event_store::Expected::at(s.version()), "c", "", 2);
+    ASSERT_TRUE(store_->append(out).ok());
+  }
+
+  v1::TenantState tenant(const std::string& ref) {
+    auto msgs = store_->read_subject("platform.tenant." + ref);
+    EXPECT_TRUE(msgs.ok());
+    return projection::fold_history(ref,
+                                    msgs.ok() ? *msgs : std::vector<event_store::StoredMessage>{});
+  }
+
+  std::vector<std::string> tenant_types(const std::string& ref) {
+    std::vector<std::string> out;
+    auto msgs = store_->read_subject("platform.tenant." + ref);
+    if (msgs)
+      for (const auto& m : *msgs) out.push_back(m.event_type);
+    return out;
+  }
+
+  std::size_t billing_count(const std::string& customer) {
+    auto msgs = store_->read_subject("platform.billing." + customer);
+    EXPECT_TRUE(msgs.ok());
+    return msgs.ok() ? msgs->size() : 0;
+  }
+
+  int post(const std::string& body, const std::string& signature) {
+    httplib::Headers h;
+    if (!signature.empty()) h.emplace("Stripe-Signature", signature);
+    auto r = http_->Post("/stripe/webhook", h, body, "application/json");
+    return r ? r->status : -1;
+  }
+  int send(const std::string& body) {
+    return post(body, billing::SignatureVerifier::sign(kSecret, now_s(), body));
+  }
+
+  /// Waits (bounded) until `pred` holds on the tenant's folded state.
+  template <typename Pred>
+  v1::TenantState wait_tenant(const std::string& ref, Pred pred) {
+    v1::TenantState s;
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
+    while (SteadyClock::now() < deadline) {
+      s = tenant(ref);
+      if (pred(s)) return s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "tenant " << ref << " never reached the expected state; phase "
+                  << domain::phase_name(domain::derive_phase(s));
+    return s;
+  }
+
+  testenv::NatsServer nats_;
+  testenv::RedisServer redis_;
+  std::unique_ptr<event_store::EventStore> store_;
+  std::unique_ptr<billing::App> billing_;
+  std::unique_ptr<provisioner::App> prov_;
+  std::unique_ptr<httplib::Client> http_;
+};
+
+TEST_F(BillingTest, BadSignaturesAreRefusedAndAppendNothing) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::string body = checkout_body("evt_sig", "cus_sig", ref, "pro", now_s());
+  const std::int64_t t = now_s();
+  const std::string good = billing::SignatureVerifier::sign(kSecret, t, body);
+  const std::string wrong = billing::SignatureVerifier::sign("whsec_wrong", t, body);
+  const std::string good_v1 = good.substr(good.find("v1="));
+  const std::string wrong_v1 = wrong.substr(wrong.find("v1="));
+  EXPECT_EQ(post(body, ""), 400) << "missing header";
+  EXPECT_EQ(post(body, "not a signature"), 400) << "garbage header";
+  EXPECT_EQ(post(body, wrong), 400) << "wrong secret";
+  EXPECT_EQ(post(body + " ", good), 400) << "tampered body";
+  EXPECT_EQ(post(body, billing::SignatureVerifier::sign(kSecret, t - 301, body)), 400) << "stale";
+  EXPECT_EQ(post(body, billing::SignatureVerifier::sign(kSecret, t + 400, body)), 400) << "future";
+  EXPECT_EQ(billing_count("cus_sig"), 0u);
+  EXPECT_EQ(tenant(ref).plan(), v1::PLAN_FREE);
+  // Two v1 signatures, one valid; the old secret of a roll also verifies.
+  EXPECT_EQ(post(body, "t=" + std::to_string(t) + "," + wrong_v1 + "," + good_v1), 200);
+  EXPECT_EQ(post(body, billing::SignatureVerifier::sign("whsec_old_one", t, body)), 200);
+  EXPECT_EQ(billing_count("cus_sig"), 1u);
+  EXPECT_EQ(tenant(ref).plan(), v1::PLAN_PRO);
+}
+
+TEST_F(BillingTest, OversizedBodyIs413AndUnknownTypeIsCountedAndIgnored) {
+  start_billing();
+  const std::string big(1024 * 1024 + 1, 'x');
+  EXPECT_EQ(send(big), 413);
+  const std::string unknown =
+      R"({"id":"evt_unknown","object":"event","type":"charge.refunded","created":1,"data":{"object":{"id":"ch_1","customer":"cus_u"}}})";
+  EXPECT_EQ(send(unknown), 200);
+  EXPECT_EQ(billing_->processor().counters().ignored.load(), 1u);
+  EXPECT_EQ(billing_count("cus_u"), 0u);
+  // A signed body that is not a Stripe event: refused, nothing appended.
+  EXPECT_EQ(send("{\"hello\":1}"), 400);
+  httplib::Client ops("127.0.0.1", billing_->metrics_port());
+  auto m = ops.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("supaplane_billing_ignored_events_total 1"), std::string::npos);
+  EXPECT_NE(m->body.find("supaplane_billing_webhooks_total{code=\"413\"} 1"), std::string::npos);
+}
+
+TEST_F(BillingTest, SameEventFiveTimesIsOneEvent) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::string body = checkout_body("evt_dup", "cus_dup", ref, "starter", now_s());
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(send(body), 200);
+  EXPECT_EQ(billing_count("cus_dup"), 1u);
+  EXPECT_EQ(tenant_types(ref), (std::vector<std::string>{"tenant.created", "tenant.plan_changed"}));
+  EXPECT_EQ(tenant(ref).plan(), v1::PLAN_STARTER);
+  EXPECT_EQ(billing_->processor().counters().duplicates.load(), 4u);
+}
+
+TEST_F(BillingTest, SameEventFiveTimesAtOnceIsOneEvent) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::string body = checkout_body("evt_par", "cus_par", ref, "pro", now_s());
+  const std::string sig = billing::SignatureVerifier::sign(kSecret, now_s(), body);
+  std::vector<int> codes(5, 0);
+  std::vector<std::thread> senders;
+  for (int i = 0; i < 5; ++i) {
+    senders.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", billing_->http_port());
+      auto r = c.Post("/stripe/webhook", {{"Stripe-Signature", sig}}, body, "application/json");
+      codes[static_cast<std::size_t>(i)] = r ? r->status : -1;
+    });
+  }
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(codes, std::vector<int>(5, 200));
+  EXPECT_EQ(billing_count("cus_par"), 1u);
+  EXPECT_EQ(tenant_types(ref), (std::vector<std::string>{"tenant.created", "tenant.plan_changed"}));
+}
+
+TEST_F(BillingTest, ShuffledSubscriptionUpdatesEndOnTheNewestPlan) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::int64_t t0 = now_s() - 1000;
+  ASSERT_EQ(send(checkout_body("evt_co", "cus_shuf", ref, "starter", t0)), 200);
+  std::vector<std::string> bodies;
+  const char* prices[] = {"price_pro", "price_starter", "price_pro", "price_starter",
+                          "price_pro", "price_starter", "price_pro"};
+  for (int i = 0; i < 7; ++i)
+    bodies.push_back(subscription_body(
+        "evt_up" + std::to_string(i),
+        i == 0 ? "customer.subscription.created" : "customer.subscription.updated", "cus_shuf",
+        prices[i], "active", t0 + 10 * (i + 1)));
+  std::mt19937 rng(7);
+  std::shuffle(bodies.begin(), bodies.end(), rng);
+  // The point of the test: the newest update is not the last one delivered.
+  ASSERT_EQ(bodies.back().find("\"evt_up6\""), std::string::npos);
+  for (const auto& b : bodies) EXPECT_EQ(send(b), 200);
+  EXPECT_EQ(tenant(ref).plan(), v1::PLAN_PRO);  // evt_up6, the newest, says pro
+  EXPECT_EQ(billing_count("cus_shuf"), 8u);
+  // A straggler older than everything changes nothing.
+  EXPECT_EQ(send(subscription_body("evt_old", "customer.subscription.updated", "cus_shuf",
+                                   "price_starter", "active", t0 + 1)),
+            200);
+  EXPECT_EQ(tenant(ref).plan(), v1::PLAN_PRO);
+}
+
+TEST_F(BillingTest, SubscriptionDeletedSuspendsAndMovesToFree) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::int64_t t0 = now_s() - 100;
+  ASSERT_EQ(send(checkout_body("evt_c", "cus_del", ref, "pro", t0)), 200);
+  ASSERT_EQ(send(subscription_body("evt_d", "customer.subscription.deleted", "cus_del", "price_pro",
+                                   "canceled", t0 + 20)),
+            200);
+  // An update from before the deletion arrives late: ignored.
+  ASSERT_EQ(send(subscription_body("evt_u", "customer.subscription.updated", "cus_del", "price_pro",
+                                   "active", t0 + 10)),
+            200);
+  const auto s = tenant(ref);
+  EXPECT_EQ(s.plan(), v1::PLAN_FREE);
+  EXPECT_TRUE(s.suspended());
+  EXPECT_EQ(s.suspend_reason(), billing::kReasonCanceled);
+}
+
+TEST_F(BillingTest, AnAdminSuspensionIsNotLiftedByAPayment) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::int64_t t0 = now_s() - 100;
+  ASSERT_EQ(send(checkout_body("evt_c", "cus_adm", ref, "pro", t0)), 200);
+  admin_suspend(ref);
+  ASSERT_EQ(send(invoice_body("evt_f1", "invoice.payment_failed", "cus_adm", "in_1", 2, t0 + 10)),
+            200);
+  ASSERT_EQ(send(invoice_body("evt_p1", "invoice.paid", "cus_adm", "in_1", 2, t0 + 20)), 200);
+  const auto s = tenant(ref);
+  EXPECT_TRUE(s.suspended());
+  EXPECT_EQ(s.suspend_reason(), "abuse report");
+}
+
+TEST_F(BillingTest, LogDownIsAnswered503AndTheRetryIsRecorded) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::string body = checkout_body("evt_down", "cus_down", ref, "pro", now_s());
+  nats_.stop();
+  EXPECT_EQ(send(body), 503);
+  nats_.restart();
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+  int code = 0;
+  // Stripe's own retry, sent once the log answers again.
+  while (SteadyClock::now() < deadline && !billing_->readiness().empty())
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  code = send(body);
+  EXPECT_EQ(code, 200);
+  EXPECT_EQ(billing_count("cus_down"), 1u);
+  EXPECT_EQ(tenant(ref).plan(), v1::PLAN_PRO);
+}
+
+TEST_F(BillingTest, ProjectionLinksCustomerAndTenant) {
+  start_billing();
+  const std::string ref = create_tenant();
+  ASSERT_EQ(send(checkout_body("evt_p", "cus_proj", ref, "pro", now_s())), 200);
+  auto addr = projection::parse_redis_url(redis_.url());
+  ASSERT_TRUE(addr.ok());
+  projection::RedisConnection redis(*addr, {});
+  ASSERT_TRUE(redis.ensure().ok());
+  std::string got;
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+  while (SteadyClock::now() < deadline) {
+    auto r = redis.command({"GET", "sp:billing:tenant:" + ref});
+    ASSERT_TRUE(r.ok());
+    if ((*r)->type == REDIS_REPLY_STRING) {
+      got.assign((*r)->str, (*r)->len);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(got, "cus_proj");
+  auto state = redis.command({"HGET", "sp:billing:customer:cus_proj", "state"});
+  ASSERT_TRUE(state.ok());
+  ASSERT_EQ((*state)->type, REDIS_REPLY_STRING);
+  v1::BillingState s;
+  ASSERT_TRUE(s.ParseFromString(std::string((*state)->str, (*state)->len)));
+  ASSERT_EQ(s.subscriptions_size(), 1);
+  EXPECT_EQ(s.subscriptions(0).tenant_ref(), ref);
+  EXPECT_EQ(s.subscriptions(0).plan(), v1::PLAN_PRO);
+}
+
+// With the provisioner: overdue → SUSPENDED and the database refuses
+// connections (paused); paid → ACTIVE and it accepts them again.
+TEST_F(BillingTest, PaymentFailurePastGracePausesTheTenantAndPaymentResumesIt) {
+  auto& pg = testenv::shared_postgres_with_passwords();
+  static int n = 0;
+  const std::string db = "billing_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
+  pg.create_database(db);
+  provisioner::AppOptions po;
+  po.nats_url = nats_.url();
+  po.database_url = pg.admin_dsn(db);
+  po.tenant_db_url = pg.admin_dsn("postgres");
+  po.master_key = kMasterKey;
+  po.metrics_addr = "127.0.0.1:0";
+  po.resync_interval_ms = 0;
+  po.provisioner.backoff_base_ms = 20;
+  prov_ = std::make_unique<provisioner::App>(po);
+  ASSERT_TRUE(prov_->start().ok());
+  start_billing();
+  driver::PostgresDriver driver({pg.admin_dsn("postgres")});
+
+  const std::string ref = create_tenant();
+  wait_tenant(ref,
+              [](const v1::TenantState& s) { return domain::derive_phase(s) == v1::PHASE_ACTIVE; });
+  const std::int64_t t0 = now_s() - 1000;
+  ASSERT_EQ(send(checkout_body("evt_c", "cus_late", ref, "pro", t0)), 200);
+  ASSERT_EQ(send(invoice_body("evt_f1", "invoice.payment_failed", "cus_late", "in_7", 1, t0 + 10)),
+            200);
+  EXPECT_FALSE(tenant(ref).suspended()) << "within grace";
+  ASSERT_EQ(send(invoice_body("evt_f2", "invoice.payment_failed", "cus_late", "in_7", 2, t0 + 20)),
+            200);
+  auto s = tenant(ref);
+  EXPECT_TRUE(s.suspended());
+  EXPECT_EQ(s.suspend_reason(), billing::kReasonOverdue);
+  s = wait_tenant(ref, [](const v1::TenantState& st) {
+    return st.observed_state() == v1::OBSERVED_STATE_PAUSED;
+  });
+  EXPECT_EQ(domain::derive_phase(s), v1::PHASE_SUSPENDED);
+  auto seen = driver.observe(ref);
+  ASSERT_TRUE(seen.ok());
+  EXPECT_TRUE(seen->exists);
+  EXPECT_FALSE(seen->accepting_connections);
+
+  ASSERT_EQ(send(invoice_body("evt_p", "invoice.paid", "cus_late", "in_7", 2, t0 + 30)), 200);
+  s = wait_tenant(
+      ref, [](const v1::TenantState& st) { return domain::derive_phase(st) == v1::PHASE_ACTIVE; });
+  EXPECT_FALSE(s.suspended());
+  EXPECT_EQ(s.plan(), v1::PLAN_PRO);
+  seen = driver.observe(ref);
+  ASSERT_TRUE(seen.ok());
+  EXPECT_TRUE(seen->accepting_connections);
+  // Billing's commands carry the Stripe actor.
+  auto msgs = store_->read_subject("platform.tenant." + ref);
+  ASSERT_TRUE(msgs.ok());
+  int by_stripe = 0;
+  for (const auto& m : *msgs) {
+    v1::EventEnvelope env;
+    ASSERT_TRUE(env.ParseFromString(m.data));
+    if (env.actor().kind() == v1::ACTOR_KIND_STRIPE) ++by_stripe;
+  }
+  EXPECT_EQ(by_stripe, 3);  // plan_changed, suspended, unsuspended
+}
+
+// ---- Checkout against a local stand-in of Stripe's HTTP API.
+
+class FakeStripe {
+ public:
+  FakeStripe() {
+    server_.Post("/v1/checkout/sessions", [this](const httplib::Request& req,
+                                                 httplib::Response& res) {
+      std::lock_guard lk(mu_);
+      auth_ = req.get_header_value("Authorization");
+      content_type_ = req.get_header_value("Content-Type");
+      form_.clear();
+      for (const auto& [k, v] : req.params) form_[k] = v;
+      res.set_content(
+          R"({"id":"cs_test_1","object":"checkout.session","url":"https://checkout.stripe.com/c/pay/cs_test_1"})",
+          "application/json");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~FakeStripe() {
+    server_.stop();
+    thread_.join();
+  }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::map<std::string, std::string> form() {
+    std::lock_guard lk(mu_);
+    return form_;
+  }
+  std::string auth() {
+    std::lock_guard lk(mu_);
+    return auth_;
+  }
+  std::string content_type() {
+    std::lock_guard lk(mu_);
+    return content_type_;
+  }
+
+ private:
+  httplib::Server server_;
+  int port_{0};
+  std::thread thread_;
+  std::mutex mu_;
+  std::map<std::string, std::string> form_;
+  std::string auth_;
+  std::string content_type_;
+};
+
+grpc::Status create_session(int port, const std::string& token, const std::string& ref,
+                            v1::Plan plan, v1::CheckoutSession* out) {
+  auto stub = v1::BillingService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  v1::CreateCheckoutSessionRequest req;
+  req.set_ref(ref);
+  req.set_plan(plan);
+  return stub->CreateCheckoutSession(&ctx, req, out);
+}
+
+TEST_F(BillingTest, CheckoutIsDisabledWithoutASecretKey) {
+  start_billing();
+  v1::CheckoutSession out;
+  auto st = create_session(billing_->grpc_port(), "", create_tenant(), v1::PLAN_PRO, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("SUPAPLANE_STRIPE_SECRET_KEY"), std::string::npos);
+}
+
+TEST_F(BillingTest, CheckoutCreatesASessionForTheOwnersTenant) {
+  FakeStripe stripe;
+  auto o = options();
+  o.stripe_secret_key = "sk_test_itest";
+  o.stripe_api_base = stripe.base();
+  o.jwt_secret = kJwtSecret;
+  o.checkout_success_url = "https://console.example/ok";
+  o.checkout_cancel_url = "https://console.example/cancel";
+  start_billing(o);
+  const std::string ref = create_tenant();
+  auth::TokenService tokens(kJwtSecret, SystemClock::instance());
+  auto owner = tokens.issue({kOwner, auth::Role::customer});
+  auto other = tokens.issue({"acct_other", auth::Role::customer});
+  ASSERT_TRUE(owner.ok() && other.ok());
+
+  v1::CheckoutSession out;
+  auto st = create_session(billing_->grpc_port(), owner->token, ref, v1::PLAN_PRO, &out);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(out.url(), "https://checkout.stripe.com/c/pay/cs_test_1");
+  EXPECT_EQ(out.id(), "cs_test_1");
+  EXPECT_EQ(stripe.auth(), "Bearer sk_test_itest");
+  EXPECT_EQ(stripe.content_type(), "application/x-www-form-urlencoded");
+  auto f = stripe.form();
+  EXPECT_EQ(f["mode"], "subscription");
+  EXPECT_EQ(f["line_items[0][price]"], "price_pro");
+  EXPECT_EQ(f["line_items[0][quantity]"], "1");
+  EXPECT_EQ(f["success_url"], "https://console.example/ok");
+  EXPECT_EQ(f["cancel_url"], "https://console.example/cancel");
+  EXPECT_EQ(f["client_reference_id"], ref);
+  EXPECT_EQ(f["metadata[tenant_ref]"], ref);
+  EXPECT_EQ(f["metadata[plan]"], "pro");
+  EXPECT_EQ(f["subscription_data[metadata][tenant_ref]"], ref);
+
+  // Another customer's tenant does not exist for them; no token, no call.
+  EXPECT_EQ(
+      create_session(billing_->grpc_port(), other->token, ref, v1::PLAN_PRO, &out).error_code(),
+      grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(create_session(billing_->grpc_port(), "", ref, v1::PLAN_PRO, &out).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(
+      create_session(billing_->grpc_port(), owner->token, ref, v1::PLAN_FREE, &out).error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create_session(billing_->grpc_port(), owner->token, "bad ref", v1::PLAN_PRO, &out)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(BillingStart, RefusesWithoutAWebhookSecret) {
+  billing::AppOptions o;
+  o.http_addr = o.metrics_addr = o.grpc_addr = "127.0.0.1:0";
+  billing::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "webhook_secret");
+}
+
+TEST(BillingStart, CheckoutNeedsTheJwtSecret) {
+  billing::AppOptions o;
+  o.http_addr = o.metrics_addr = o.grpc_addr = "127.0.0.1:0";
+  o.webhook_secrets = kSecret;
+  o.stripe_secret_key = "sk_test_x";
+  billing::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "jwt_secret");
+  EXPECT_EQ(st.error().message.find("sk_test_x"), std::string::npos);
+}
+
+}  // namespace
