@@ -611,3 +611,38 @@ TEST(BillingStart, CheckoutNeedsTheJwtSecret) {
 }
 
 }  // namespace
+
+namespace {
+
+// invoice.paid racing the payment_failed that reaches grace, for the same
+// invoice, many times over: whatever the interleaving, the tenant ends
+// unsuspended (the paid invoice is the newest truth).
+TEST_F(BillingTest, APaymentRacingTheFailureThatReachesGraceWins) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::int64_t t0 = now_s() - 1000;
+  ASSERT_EQ(send(checkout_body("evt_rc", "cus_race", ref, "pro", t0)), 200);
+  for (int i = 0; i < 10; ++i) {
+    const std::string inv = "in_race" + std::to_string(i);
+    const std::int64_t t = t0 + 10 * (i + 1);
+    ASSERT_EQ(send(invoice_body("evt_rf1_" + std::to_string(i), "invoice.payment_failed",
+                                "cus_race", inv, 1, t)),
+              200);
+    int failed_status = 0, paid_status = 0;
+    std::thread failed([&] {
+      failed_status = send(invoice_body("evt_rf2_" + std::to_string(i), "invoice.payment_failed",
+                                        "cus_race", inv, 2, t + 1));
+    });
+    std::thread paid([&] {
+      paid_status = send(
+          invoice_body("evt_rp_" + std::to_string(i), "invoice.paid", "cus_race", inv, 2, t + 2));
+    });
+    failed.join();
+    paid.join();
+    ASSERT_EQ(failed_status, 200);
+    ASSERT_EQ(paid_status, 200);
+    EXPECT_FALSE(tenant(ref).suspended()) << "round " << i << ": suspended with the invoice paid";
+  }
+}
+
+}  // namespace
