@@ -32,6 +32,15 @@ ensure_packages() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
+  # Debian's nodejs comes without npm (NodeSource's bundles it): the Stripe
+  # SDK test needs npm either way.
+  if ! command -v npm >/dev/null; then
+    log "installing npm"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm
+  fi
 }
 
 build() {

@@ -74,6 +74,16 @@ if psql "$cs" -tAc 'SELECT 1' >/dev/null 2>&1; then fail "a paused tenant accept
 ctl --json tenant resume "$ref" | jq -e '.tenant.phase == "RESUMING"' >/dev/null
 wait_phase "$ref" ACTIVE
 [ "$(psql "$cs" -tAc 'SELECT 1')" = 1 ] || fail "a resumed tenant refuses connections"
+# Key rotation: new credentials work, the old ones stop working.
+rot=$(ctl --json tenant rotate-keys "$ref")
+jq -e '.tenant.phase == "RECONCILING"' <<<"$rot" >/dev/null || fail "rotate-keys did not start a rotation: $rot"
+ctl --json tenant get "$ref" --min-sequence "$(jq -r '.sequence' <<<"$rot")" >/dev/null
+wait_phase "$ref" ACTIVE
+cs_new=$(ctl --json tenant credentials "$ref" | jq -r '.connection_string')
+[ "$cs_new" != "$cs" ] || fail "rotation left the connection string unchanged"
+if psql "$cs" -tAc 'SELECT 1' >/dev/null 2>&1; then fail "the old password still works after rotation"; fi
+[ "$(psql "$cs_new" -tAc 'SELECT 1')" = 1 ] || fail "the rotated credentials do not work"
+cs="$cs_new"
 ctl --json tenant delete "$ref" | jq -e '.tenant.phase == "DELETING"' >/dev/null
 wait_phase "$ref" DELETED
 if psql "$cs" -tAc 'SELECT 1' >/dev/null 2>&1; then fail "a deleted tenant accepts connections"; fi
@@ -83,7 +93,7 @@ ctl tenant list >/dev/null
 # The audit trail, straight from the stream.
 grep -q "tenant.deletion_requested" <<<"$(ctl audit "$ref")" || fail "audit table lacks the deletion"
 n=$(ctl --json audit "$ref" | jq 'length')
-[ "$n" -eq 9 ] || fail "expected 9 events (4 commands, provisioning started, 4 outcomes) in the audit trail, got $n"
+[ "$n" -eq 12 ] || fail "expected 12 events (5 commands, 2 provisioning starts, 5 outcomes) in the audit trail, got $n"
 ctl --json audit "$ref" --as-of "$mid" | jq -e '.state.phase == "ACTIVE" and (.events | length) == 3' >/dev/null \
   || fail "audit --as-of did not fold to ACTIVE"
 ctl events tail --from-seq 1 --count 3 >/dev/null

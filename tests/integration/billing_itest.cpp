@@ -2,9 +2,13 @@
 // signed webhooks over HTTP, the billing and tenant subjects on the log, the
 // provisioner pausing / resuming a tenant's database, Checkout against a
 // local stand-in of Stripe's HTTP API.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -166,6 +170,34 @@ class BillingTest : public ::testing::Test {
     auto r = http_->Post("/stripe/webhook", h, body, "application/json");
     return r ? r->status : -1;
   }
+  /// The status line's code for a POST with these extra header lines and no
+  /// body sent (the server must answer without waiting for one).
+  int raw_status(const std::string& extra_headers) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(billing_->http_port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    const std::string req =
+        "POST /stripe/webhook HTTP/1.1\r\nHost: x\r\nStripe-Signature: t=1,v1=00\r\n" +
+        extra_headers + "\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+      ::close(fd);
+      return -1;
+    }
+    char buf[64] = {};
+    const ssize_t n = ::recv(fd, buf, sizeof buf - 1, 0);
+    ::close(fd);
+    if (n < 12) return -1;  // timed out: the server was waiting for the body
+    return std::atoi(buf + 9);
+  }
+
   int send(const std::string& body) {
     return post(body, billing::SignatureVerifier::sign(kSecret, now_s(), body));
   }
@@ -221,6 +253,12 @@ TEST_F(BillingTest, OversizedBodyIs413AndUnknownTypeIsCountedAndIgnored) {
   start_billing();
   const std::string big(1024 * 1024 + 1, 'x');
   EXPECT_EQ(send(big), 413);
+  // Bodies the limit cannot see are refused on their headers, before a byte
+  // of them is read: chunked (no Content-Length) and compressed (a small
+  // bomb inflates). Raw requests: headers only, the body never comes.
+  EXPECT_EQ(raw_status("Transfer-Encoding: chunked\r\n"), 411);
+  EXPECT_EQ(raw_status("Content-Length: 64\r\nContent-Encoding: gzip\r\n"), 415);
+  EXPECT_EQ(raw_status(""), 411);  // neither length nor chunks: read until close
   const std::string unknown =
       R"({"id":"evt_unknown","object":"event","type":"charge.refunded","created":1,"data":{"object":{"id":"ch_1","customer":"cus_u"}}})";
   EXPECT_EQ(send(unknown), 200);
@@ -231,8 +269,10 @@ TEST_F(BillingTest, OversizedBodyIs413AndUnknownTypeIsCountedAndIgnored) {
   httplib::Client ops("127.0.0.1", billing_->metrics_port());
   auto m = ops.Get("/metrics");
   ASSERT_TRUE(m);
-  EXPECT_NE(m->body.find("supaplane_billing_ignored_events_total 1"), std::string::npos);
-  EXPECT_NE(m->body.find("supaplane_billing_webhooks_total{code=\"413\"} 1"), std::string::npos);
+  EXPECT_NE(m->body.find("supaplane_billing_ignored_events_total 1\n"), std::string::npos);
+  EXPECT_NE(m->body.find("supaplane_billing_webhooks_total{code=\"413\"} 1\n"), std::string::npos);
+  EXPECT_NE(m->body.find("supaplane_billing_webhooks_total{code=\"411\"} 2\n"), std::string::npos);
+  EXPECT_NE(m->body.find("supaplane_billing_webhooks_total{code=\"415\"} 1\n"), std::string::npos);
 }
 
 TEST_F(BillingTest, SameEventFiveTimesIsOneEvent) {
@@ -568,6 +608,41 @@ TEST(BillingStart, CheckoutNeedsTheJwtSecret) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().field, "jwt_secret");
   EXPECT_EQ(st.error().message.find("sk_test_x"), std::string::npos);
+}
+
+}  // namespace
+
+namespace {
+
+// invoice.paid racing the payment_failed that reaches grace, for the same
+// invoice, many times over: whatever the interleaving, the tenant ends
+// unsuspended (the paid invoice is the newest truth).
+TEST_F(BillingTest, APaymentRacingTheFailureThatReachesGraceWins) {
+  start_billing();
+  const std::string ref = create_tenant();
+  const std::int64_t t0 = now_s() - 1000;
+  ASSERT_EQ(send(checkout_body("evt_rc", "cus_race", ref, "pro", t0)), 200);
+  for (int i = 0; i < 10; ++i) {
+    const std::string inv = "in_race" + std::to_string(i);
+    const std::int64_t t = t0 + 10 * (i + 1);
+    ASSERT_EQ(send(invoice_body("evt_rf1_" + std::to_string(i), "invoice.payment_failed",
+                                "cus_race", inv, 1, t)),
+              200);
+    int failed_status = 0, paid_status = 0;
+    std::thread failed([&] {
+      failed_status = send(invoice_body("evt_rf2_" + std::to_string(i), "invoice.payment_failed",
+                                        "cus_race", inv, 2, t + 1));
+    });
+    std::thread paid([&] {
+      paid_status = send(
+          invoice_body("evt_rp_" + std::to_string(i), "invoice.paid", "cus_race", inv, 2, t + 2));
+    });
+    failed.join();
+    paid.join();
+    ASSERT_EQ(failed_status, 200);
+    ASSERT_EQ(paid_status, 200);
+    EXPECT_FALSE(tenant(ref).suspended()) << "round " << i << ": suspended with the invoice paid";
+  }
 }
 
 }  // namespace

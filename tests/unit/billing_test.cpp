@@ -169,10 +169,25 @@ TEST(StripeEventParse, MalformedEventsAreRefused) {
       const char* body :
       {"not json", "[]", R"({"id":"evt_1","object":"charge"})",
        R"({"id":"evt 1","object":"event","type":"invoice.paid","created":1,"data":{"object":{}}})",
-       R"({"id":"evt_1","object":"event","type":"invoice.paid","created":1,"data":{"object":{"id":"in_1"}}})",
-       R"({"id":"evt_1","object":"event","type":"invoice.paid","created":1,"data":{"object":{"id":"in_1","customer":"cus.A"}}})",
        R"({"id":"evt_1","object":"event","type":"invoice.paid","data":{"object":{"id":"in_1","customer":"cus_A"}}})"}) {
     EXPECT_FALSE(parse_stripe_event(body, kPrices).ok()) << body;
+  }
+}
+
+// A signed event without a usable customer (a guest checkout, or an id that
+// could not be a subject token): accepted and ignored, never appended under
+// a bad subject, and not refused (Stripe would retry it for days).
+TEST(StripeEventParse, EventsWithoutAUsableCustomerAreIgnored) {
+  for (
+      const char* body : {
+          R"({"id":"evt_1","object":"event","type":"invoice.paid","created":1,"data":{"object":{"id":"in_1"}}})",
+          R"({"id":"evt_1","object":"event","type":"invoice.paid","created":1,"data":{"object":{"id":"in_1","customer":"cus.A"}}})",
+          R"({"id":"evt_1","object":"event","type":"invoice.paid","created":1,"data":{"object":{"id":"in_1","customer":"cus_>"}}})",
+      }) {
+    auto ev = parse_stripe_event(body, kPrices);
+    ASSERT_TRUE(ev.ok()) << body;
+    EXPECT_FALSE(ev->billing.has_value()) << body;
+    EXPECT_TRUE(ev->customer.empty()) << body;
   }
 }
 

@@ -190,3 +190,24 @@ TEST(TenantDecide, SuspendedTenantCannotBeResumedUntilUnsuspended) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TenantDecide, RepeatingTheDesireOfAFailedTenantIsTheRetry) {
+  using namespace supaplane::testfix;
+  // A tenant that failed to pause: pause again is a new desire, not a no-op.
+  auto s = in_phase(v1::PHASE_PAUSING);
+  v1::TenantEvent failed;
+  failed.mutable_converge_failed()->set_observed_generation(s.generation());
+  failed.mutable_converge_failed()->set_final(true);
+  s = fold(s, failed, {kRef, s.version() + 1, 5});
+  ASSERT_EQ(s.phase(), v1::PHASE_FAILED);
+  TenantCommand pause;
+  pause.kind = CommandKind::pause;
+  auto r = decide(s, pause);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->front().pause_requested().generation(), s.generation() + 1);
+}
+
+}  // namespace

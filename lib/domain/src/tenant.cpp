@@ -75,7 +75,10 @@ Result<std::vector<v1::TenantEvent>> decide(const v1::TenantState& s, const Tena
     case CommandKind::create:
       break;  // handled above
     case CommandKind::pause:
-      if (s.desired_state() == v1::DESIRED_STATE_PAUSED) return nothing;
+      // Pausing a tenant that FAILED to pause records the desire again: a retry.
+      if (s.desired_state() == v1::DESIRED_STATE_PAUSED &&
+          s.observed_state() != v1::OBSERVED_STATE_FAILED)
+        return nothing;
       e.mutable_pause_requested()->set_generation(next);
       return one(std::move(e));
     case CommandKind::resume:

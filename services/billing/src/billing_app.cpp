@@ -145,6 +145,29 @@ Status App::start() {
   // Without it the answer's header and body writes meet Nagle + delayed ACK:
   // ~40 ms per request on a keep-alive connection (measured by the benchmark).
   http_->set_tcp_nodelay(true);
+  // Before any body byte is read: the limit above covers only bodies with a
+  // Content-Length; a chunked or length-less body would be read whole, and a
+  // compressed one inflated, before the handler could refuse it. Stripe
+  // always sends an uncompressed body with a Content-Length.
+  http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    using R = httplib::Server::HandlerResponse;
+    if (req.method != "POST") return R::Unhandled;
+    auto refuse = [&](int code, const char* why) {
+      metrics_->webhooks.Add({{"code", std::to_string(code)}}).Increment();
+      res.status = code;
+      res.set_content(json_error(why), "application/json");
+      return R::Handled;
+    };
+    if (req.has_header("Transfer-Encoding"))
+      return refuse(411, "a Content-Length is required (no Transfer-Encoding)");
+    if (req.has_header("Content-Encoding"))
+      return refuse(415, "compressed bodies are not accepted");
+    if (!req.has_header("Content-Length")) return refuse(411, "a Content-Length is required");
+    const std::string len = req.get_header_value("Content-Length");
+    if (len.empty() || len.size() > 19 || len.find_first_not_of("0123456789") != std::string::npos)
+      return refuse(400, "malformed Content-Length");
+    return R::Unhandled;  // over the limit: httplib's own 413 (set_payload_max_length)
+  });
   http_->Post("/stripe/webhook", [this](const httplib::Request& req, httplib::Response& res) {
     std::string answer;
     on_webhook(req.get_header_value("Stripe-Signature"), req.body, res.status, answer);

@@ -138,12 +138,25 @@ Result<Outcome> Processor::handle(const StripeEvent& ev) {
   if (!recorded)
     return make_error(errc::unavailable, "billing record of " + ev.customer + " keeps changing");
   if (duplicate) counters_.duplicates++;
-  for (const auto& target : tenant_targets(state, policy_))
-    if (auto st = reconcile_tenant(target, ev.id); !st) return st.error();
-  return duplicate ? Outcome::duplicate : Outcome::recorded;
+  // Until a round changes nothing: a concurrent delivery for the same
+  // customer (say invoice.paid racing the payment_failed that reached grace)
+  // may record its event between our read of the billing state and our
+  // tenant append, and then find nothing to do; re-reading after every
+  // append makes the last writer converge the tenant to the newest state.
+  for (int round = 0; round < kMaxRounds; ++round) {
+    bool acted = false;
+    for (const auto& target : tenant_targets(state, policy_))
+      if (auto st = reconcile_tenant(target, ev.id, &acted); !st) return st.error();
+    if (!acted) return duplicate ? Outcome::duplicate : Outcome::recorded;
+    auto msgs = store_.read_subject(subject);
+    if (!msgs) return msgs.error();
+    state = fold_billing_history(ev.customer, *msgs, "", nullptr);
+  }
+  return make_error(errc::unavailable, "billing of " + ev.customer + " keeps changing");
 }
 
-Status Processor::reconcile_tenant(const TenantTarget& target, const std::string& stripe_event_id) {
+Status Processor::reconcile_tenant(const TenantTarget& target, const std::string& stripe_event_id,
+                                   bool* acted) {
   const std::string subject = "platform.tenant." + target.ref;
   for (int round = 0; round < kMaxRounds; ++round) {
     auto msgs = store_.read_subject(subject);
@@ -183,6 +196,7 @@ Status Processor::reconcile_tenant(const TenantTarget& target, const std::string
       return appended.error();
     }
     counters_.tenant_commands++;
+    *acted = true;
     log()->info("ref={} {} ({}) from stripe event {} seq={}", target.ref,
                 domain::to_string(cmd->kind), cmd->reason, stripe_event_id,
                 appended->sequence.value());

@@ -54,7 +54,9 @@ class Processor {
   const ProcessorCounters& counters() const { return counters_; }
 
  private:
-  Status reconcile_tenant(const TenantTarget& target, const std::string& stripe_event_id);
+  /// Sets `*acted` when it appended a tenant command.
+  Status reconcile_tenant(const TenantTarget& target, const std::string& stripe_event_id,
+                          bool* acted);
 
   event_store::EventStore& store_;
   const Clock& clock_;

@@ -156,7 +156,13 @@ Result<StripeEvent> parse_stripe_event(std::string_view body, const PriceMap& pr
   }
   if (!valid_stripe_id(object_id)) return bad("missing or malformed data.object.id");
   ev.customer = ref_id(obj, "customer");
-  if (!valid_stripe_id(ev.customer)) return bad("missing or malformed data.object.customer");
+  // A signed event with no usable customer (a guest or payment-mode
+  // checkout): nothing billing can link, and a 4xx would only make Stripe
+  // retry it for days. Answered 200 and counted as ignored.
+  if (!valid_stripe_id(ev.customer)) {
+    ev.customer.clear();
+    return ev;
+  }
   ev.billing = std::move(be);
   return ev;
 }
