@@ -17,6 +17,7 @@
 
 #include "billing_app.hpp"
 #include "provisioner_app.hpp"
+#include "router_app.hpp"
 #include "servers.hpp"
 #include "signature.hpp"
 #include "supaplane/auth/token.hpp"
@@ -430,6 +431,25 @@ TEST_F(BillingTest, PaymentFailurePastGracePausesTheTenantAndPaymentResumesIt) {
   po.provisioner.backoff_base_ms = 20;
   prov_ = std::make_unique<provisioner::App>(po);
   ASSERT_TRUE(prov_->start().ok());
+  // router-sync too: a billing suspension must reach the edge.
+  testenv::TempDir traefik("supaplane-billing-traefik");
+  router::AppOptions ro;
+  ro.nats_url = nats_.url();
+  ro.redis_url = redis_.url();
+  ro.database_url = pg.admin_dsn(db);
+  ro.master_key = kMasterKey;
+  ro.http_addr = "127.0.0.1:0";
+  ro.metrics_addr = "127.0.0.1:0";
+  ro.traefik_dir = traefik.path();
+  router::App edge(ro);
+  ASSERT_TRUE(edge.start().ok());
+  httplib::Client edge_http("127.0.0.1", edge.http_port());
+  const std::string host_suffix = "." + ro.render.base_domain;
+  auto forward = [&](const std::string& r, const std::string& key) {
+    auto res =
+        edge_http.Get("/auth/forward", {{"X-Forwarded-Host", r + host_suffix}, {"apikey", key}});
+    return res ? res->status : -1;
+  };
   start_billing();
   driver::PostgresDriver driver({pg.admin_dsn("postgres")});
 
@@ -454,6 +474,23 @@ TEST_F(BillingTest, PaymentFailurePastGracePausesTheTenantAndPaymentResumesIt) {
   ASSERT_TRUE(seen.ok());
   EXPECT_TRUE(seen->exists);
   EXPECT_FALSE(seen->accepting_connections);
+  // ...and at the edge: its keys answer 503, and its hosts the maintenance 503.
+  auto keys = prov_->keys().load(ref);
+  ASSERT_TRUE(keys.ok() && keys->has_value());
+  const std::string key = (*keys)->keys.publishable_key;
+  auto eventually = [](auto pred) {
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    while (SteadyClock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  EXPECT_TRUE(eventually([&] { return forward(ref, key) == 503; }));
+  auto maintenance = edge_http.Get("/rest/v1/todos", {{"Host", ref + host_suffix}});
+  ASSERT_TRUE(maintenance);
+  EXPECT_EQ(maintenance->status, 503);
+  EXPECT_NE(maintenance->body.find("suspended"), std::string::npos) << maintenance->body;
 
   ASSERT_EQ(send(invoice_body("evt_p", "invoice.paid", "cus_late", "in_7", 2, t0 + 30)), 200);
   s = wait_tenant(
@@ -463,6 +500,7 @@ TEST_F(BillingTest, PaymentFailurePastGracePausesTheTenantAndPaymentResumesIt) {
   seen = driver.observe(ref);
   ASSERT_TRUE(seen.ok());
   EXPECT_TRUE(seen->accepting_connections);
+  EXPECT_TRUE(eventually([&] { return forward(ref, key) == 200; })) << "the edge still refuses";
   // Billing's commands carry the Stripe actor.
   auto msgs = store_->read_subject("platform.tenant." + ref);
   ASSERT_TRUE(msgs.ok());
