@@ -1,6 +1,5 @@
 #include "http_front.hpp"
 
-#include <httplib.h>
 #include <prometheus/counter.h>
 
 namespace supaplane::router {
@@ -13,92 +12,82 @@ std::string phase_slug(v1::Phase p) {
   return n;
 }
 
-void json_error(httplib::Response& res, int status, const std::string& error,
+void json_error(HttpResponse& res, int status, const std::string& error,
                 const std::string& reason = {}) {
   nlohmann::json j = {{"error", error}};
   if (!reason.empty()) j["reason"] = reason;
   res.status = status;
-  res.set_content(j.dump(), "application/json");
+  res.headers.emplace_back("Content-Type", "application/json");
+  res.body = j.dump();
 }
 
-std::string host_of(const httplib::Request& req) {
-  auto host = req.get_header_value("X-Forwarded-Host");
-  return host.empty() ? req.get_header_value("Host") : host;
+std::string host_of(const HttpRequest& req) {
+  auto host = req.header("x-forwarded-host");
+  return host.empty() ? req.header("host") : host;
 }
 }  // namespace
 
 HttpFront::HttpFront(EdgeAuth& edge, SnapshotFn snapshot, prometheus::Registry& registry,
                      int threads)
-    : edge_(edge), snapshot_(std::move(snapshot)), server_(std::make_unique<httplib::Server>()) {
-  threads = std::max(4, threads);
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server_->set_keep_alive_max_count(1'000'000);
-  server_->set_keep_alive_timeout(30);
-  server_->set_tcp_nodelay(true);
-
+    : edge_(edge), snapshot_(std::move(snapshot)) {
   auto& family = prometheus::BuildCounter()
                      .Name("supaplane_router_forward_auth_total")
                      .Help("ForwardAuth answers by HTTP status")
                      .Register(registry);
-  auto* ok = &family.Add({{"status", "200"}});
-  auto* denied = &family.Add({{"status", "401"}});
-  auto* unavailable = &family.Add({{"status", "503"}});
-  auto* failed = &family.Add({{"status", "500"}});
+  ok_ = &family.Add({{"status", "200"}});
+  denied_ = &family.Add({{"status", "401"}});
+  unavailable_ = &family.Add({{"status", "503"}});
+  failed_ = &family.Add({{"status", "500"}});
+  server_ = std::make_unique<EpollHttpServer>(
+      [this](const HttpRequest& req, HttpResponse& res) { serve(req, res); }, threads);
+}
 
-  server_->Get("/auth/forward", [this, ok, denied, unavailable, failed](const httplib::Request& req,
-                                                                        httplib::Response& res) {
-    auto d = edge_.check(host_of(req), req.get_header_value("apikey"),
-                         req.get_header_value("Authorization"));
+void HttpFront::serve(const HttpRequest& req, HttpResponse& res) {
+  const bool read = req.method == "GET" || req.method == "HEAD";
+  if (read && req.path == "/auth/forward") {
+    auto d = edge_.check(host_of(req), req.header("apikey"), req.header("authorization"));
     if (d.status == 200) {
-      ok->Increment();
+      ok_->Increment();
       res.status = 200;
-      res.set_header("Authorization", d.authorization);
+      res.headers.emplace_back("Authorization", d.authorization);
       return;
     }
-    (d.status == 401 ? denied : d.status == 503 ? unavailable : failed)->Increment();
-    json_error(res, d.status, d.status == 401 ? "unauthorized" : "unavailable", d.reason);
-  });
-  server_->Get("/traefik/dynamic", [this](const httplib::Request& req, httplib::Response& res) {
+    (d.status == 401 ? denied_ : d.status == 503 ? unavailable_ : failed_)->Increment();
+    return json_error(res, d.status, d.status == 401 ? "unauthorized" : "unavailable", d.reason);
+  }
+  if (read && req.path == "/traefik/dynamic") {
     auto snap = snapshot_();
     if (!snap) return json_error(res, 503, "not synchronised yet");
-    res.set_header("ETag", snap->etag);
-    if (req.get_header_value("If-None-Match") == snap->etag) {
+    res.headers.emplace_back("ETag", snap->etag);
+    if (req.header("if-none-match") == snap->etag) {
       res.status = 304;
       return;
     }
-    res.set_content(snap->json, "application/json");
-  });
-  // Everything else: the maintenance answer for hosts of paused / suspended
-  // tenants (Traefik routes them here with the original Host).
-  server_->Get(".*", [this](const httplib::Request& req, httplib::Response& res) {
-    const auto phase = edge_.phase_of_host(host_of(req));
-    if (phase == v1::PHASE_UNSPECIFIED) return json_error(res, 404, "unknown host");
-    nlohmann::json j = {{"error", "tenant unavailable"},
-                        {"phase", phase_slug(phase)},
-                        {"message", "this project is " + phase_slug(phase)}};
-    res.status = 503;
-    res.set_header("Retry-After", "60");
-    res.set_content(j.dump(), "application/json");
-  });
+    res.headers.emplace_back("Content-Type", "application/json");
+    res.body = snap->json;
+    return;
+  }
+  // Everything else (any method): the maintenance answer for hosts of paused
+  // / suspended tenants (Traefik routes them here with the original Host).
+  const auto phase = edge_.phase_of_host(host_of(req));
+  if (phase == v1::PHASE_UNSPECIFIED) return json_error(res, 404, "unknown host");
+  nlohmann::json j = {{"error", "tenant unavailable"},
+                      {"phase", phase_slug(phase)},
+                      {"message", "this project is " + phase_slug(phase)}};
+  res.status = 503;
+  res.headers.emplace_back("Retry-After", "60");
+  res.headers.emplace_back("Content-Type", "application/json");
+  res.body = j.dump();
 }
 
 HttpFront::~HttpFront() { stop(); }
 
-Result<int> HttpFront::bind(const std::string& host, int port) {
-  int bound =
-      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
-  if (bound <= 0)
-    return make_error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port));
-  return bound;
-}
+Result<int> HttpFront::bind(const std::string& host, int port) { return server_->bind(host, port); }
 
-void HttpFront::start() {
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
-}
+void HttpFront::start() { server_->start(); }
 
 void HttpFront::stop() {
   if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
 }
 
 }  // namespace supaplane::router

@@ -4,24 +4,20 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "edge_auth.hpp"
+#include "epoll_http.hpp"
 #include "route_sync.hpp"
 #include "supaplane/core/result.hpp"
-
-namespace httplib {
-class Server;
-}
 
 namespace supaplane::router {
 
 /// Everything Traefik talks to over HTTP: `GET /auth/forward` (from the
 /// in-memory EdgeAuth table, no I/O), `GET /traefik/dynamic` (ETag / 304),
-/// and the maintenance answer (503 + phase) for any other path.
-/// cpp-httplib with a fixed pool of `threads` workers; a keep-alive
-/// connection holds a worker, so `threads` bounds the concurrent connections
-/// served without queueing (see docs/benchmarks.md).
+/// and the maintenance answer (503 + phase) for any other path. Served by
+/// EpollHttpServer: `threads` event loops (0 = one per core), each handling
+/// many keep-alive connections (see docs/benchmarks.md for why not
+/// cpp-httplib's thread-per-connection pool here).
 class HttpFront {
  public:
   /// `snapshot` returns null while the configuration is not synchronised.
@@ -32,15 +28,19 @@ class HttpFront {
   HttpFront& operator=(const HttpFront&) = delete;
   /// Binds host:port (0 = any free port); returns the bound port.
   Result<int> bind(const std::string& host, int port);
-  /// Serves on its own thread.
+  /// Serves on its own threads.
   void start();
   void stop();
 
  private:
+  void serve(const HttpRequest& req, HttpResponse& res);
   EdgeAuth& edge_;
   SnapshotFn snapshot_;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  prometheus::Counter* ok_;
+  prometheus::Counter* denied_;
+  prometheus::Counter* unavailable_;
+  prometheus::Counter* failed_;
+  std::unique_ptr<EpollHttpServer> server_;
 };
 
 }  // namespace supaplane::router

@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   bind_option(app, "flush-interval-ms", "SUPAPLANE_TRAEFIK_FLUSH_INTERVAL_MS", o.flush_interval_ms,
               "at most one directory write pass per interval (bursts)");
   bind_option(app, "http-threads", "SUPAPLANE_HTTP_THREADS", o.http_threads,
-              "HTTP worker threads (one per keep-alive connection)");
+              "HTTP event loops (epoll; 0 = one per core)");
   bind_option(app, "durable", "SUPAPLANE_ROUTER_DURABLE", o.durable, "durable consumer name");
   bind_option(app, "redis-prefix", "SUPAPLANE_ROUTER_REDIS_PREFIX", o.redis_prefix,
               "key prefix of this service's projection");

@@ -36,7 +36,7 @@ struct AppOptions {
   std::string ratelimit_pro{"500:1000"};
   std::string entry_points;  ///< comma separated; empty = all
   int flush_interval_ms{50};
-  int http_threads{96};
+  int http_threads{0};  ///< event loops of the HTTP server; 0 = one per core
   int stream_replicas{1};
   RenderOptions render;  ///< base_domain and console_url are read from here
 };
