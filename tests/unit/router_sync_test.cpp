@@ -1,6 +1,10 @@
 // router-sync's pure parts: rendering (golden files per phase, consistency),
 // the edge key table, the atomic directory writer.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -8,6 +12,7 @@
 #include <sstream>
 
 #include "edge_auth.hpp"
+#include "epoll_http.hpp"
 #include "render.hpp"
 #include "servers.hpp"
 #include "supaplane/auth/jwt.hpp"
@@ -246,6 +251,85 @@ TEST(TraefikDirTest, WritesAtomicallyOnlyOnChangeAndReconciles) {
   EXPECT_EQ(all,
             (std::map<std::string, std::string>{
                 {"a.yml", "two"}, {"keep-me.yml", "someone else's"}, {tenant_file(kRef), "t"}}));
+}
+
+}  // namespace
+
+// ---- the epoll HTTP server under router-sync's endpoints
+namespace {
+
+/// Sends `raw` on a fresh connection and reads until `want` bytes or EOF.
+std::string exchange(int port, const std::string& raw, std::size_t want) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(raw.size())) {
+    char buf[65536];
+    while (got.size() < want) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  return got;
+}
+
+std::size_t count(const std::string& hay, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST(EpollHttp, PipelinedRequestsLargeBodiesAndRefusals) {
+  const std::string big(8 << 20, 'b');  // larger than any socket buffer: EPOLLOUT path
+  router::EpollHttpServer server(
+      [&](const router::HttpRequest& req, router::HttpResponse& res) {
+        if (req.path == "/big") {
+          res.body = big;
+          return;
+        }
+        res.body = req.method + " " + req.path + " host=" + req.header("host");
+      },
+      2);
+  const int port = server.bind("127.0.0.1", 0).value();
+  server.start();
+
+  // Two pipelined requests in one write, then one with an ignored body.
+  const std::string two = exchange(
+      port,
+      "GET /a?x=1 HTTP/1.1\r\nHost: one\r\n\r\nGET /b HTTP/1.1\r\nHOST: two\r\n\r\n"
+      "POST /c HTTP/1.1\r\nHost: three\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+      1 << 20);
+  EXPECT_EQ(count(two, "HTTP/1.1 200 OK"), 3u) << two;
+  EXPECT_NE(two.find("GET /a host=one"), std::string::npos);
+  EXPECT_NE(two.find("GET /b host=two"), std::string::npos);
+  EXPECT_NE(two.find("POST /c host=three"), std::string::npos);
+
+  const std::string large =
+      exchange(port, "GET /big HTTP/1.1\r\nConnection: close\r\n\r\n", big.size() + 1024);
+  EXPECT_EQ(large.size() - large.find("\r\n\r\n") - 4, big.size());
+
+  EXPECT_EQ(exchange(port, "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 1 << 16)
+                .rfind("HTTP/1.1 411", 0),
+            0u);
+  EXPECT_EQ(exchange(port, "POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 1 << 16)
+                .rfind("HTTP/1.1 413", 0),
+            0u);
+  EXPECT_EQ(exchange(port, "garbage\r\n\r\n", 1 << 16).rfind("HTTP/1.1 400", 0), 0u);
+  // HEAD: the length of what GET would send, no body.
+  const std::string head =
+      exchange(port, "HEAD /big HTTP/1.1\r\nConnection: close\r\n\r\n", 1 << 16);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(head.size(), head.find("\r\n\r\n") + 4) << "HEAD sent a body";
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(big.size())), std::string::npos);
+  server.stop();
 }
 
 }  // namespace

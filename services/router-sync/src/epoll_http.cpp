@@ -72,8 +72,9 @@ void append_response(Conn& c, const HttpRequest& req, const HttpResponse& res, b
   std::string& o = c.out;
   o += "HTTP/1.1 " + std::to_string(res.status) + " " + reason_phrase(res.status) + "\r\n";
   for (const auto& [k, v] : res.headers) o += k + ": " + v + "\r\n";
+  // HEAD announces the length GET would send; 304 has no body at all.
   const bool no_body = res.status == 304 || req.method == "HEAD";
-  o += "Content-Length: " + std::to_string(no_body ? 0 : res.body.size()) + "\r\n";
+  o += "Content-Length: " + std::to_string(res.status == 304 ? 0 : res.body.size()) + "\r\n";
   if (close) o += "Connection: close\r\n";
   o += "\r\n";
   if (!no_body) o += res.body;
