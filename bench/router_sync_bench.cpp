@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
   if (mode == "render") return bench_render(arg_int(argc, argv, "--tenants", 10'000));
   if (mode == "latency") return bench_latency(arg_int(argc, argv, "--samples", 300));
   if (mode == "forward-server")
-    return forward_server(arg_int(argc, argv, "--port", 0), arg_int(argc, argv, "--threads", 96));
+    return forward_server(arg_int(argc, argv, "--port", 0), arg_int(argc, argv, "--threads", 0));
   std::fprintf(stderr, "usage: %s render|latency|forward-server [options]\n", argv[0]);
   return 2;
 }
