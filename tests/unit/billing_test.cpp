@@ -368,3 +368,32 @@ TEST(BillingCommands, DeletedOrMissingTenantsAreLeftAlone) {
 }
 
 }  // namespace
+
+namespace {
+
+v1::BillingEvent on_sub(v1::BillingEvent e, const std::string& sub_id) {
+  if (e.has_subscription_changed()) e.mutable_subscription_changed()->set_subscription_id(sub_id);
+  if (e.has_checkout_completed()) e.mutable_checkout_completed()->set_subscription_id(sub_id);
+  e.set_stripe_event_id(e.stripe_event_id() + "_" + sub_id);
+  return e;
+}
+
+// An upgrade bought as a second subscription: renewing or cancelling the old,
+// cheaper one never overrides the one the customer still pays for.
+TEST(BillingFold, TheSubscriptionStillPaidForDecidesNotTheNewestEvent) {
+  const auto starter = [](std::int64_t t) {
+    return on_sub(sub_event("evt_s" + std::to_string(t), t, v1::PLAN_STARTER), "sub_old");
+  };
+  std::vector<v1::BillingEvent> evs{on_sub(checkout(10, v1::PLAN_STARTER), "sub_old"), starter(10),
+                                    on_sub(checkout(20, v1::PLAN_PRO), "sub_new"),
+                                    on_sub(sub_event("evt_p", 20, v1::PLAN_PRO), "sub_new")};
+  EXPECT_EQ(target_of(evs).plan, v1::PLAN_PRO);
+  evs.push_back(starter(30));  // the old one renews, later than the upgrade
+  EXPECT_EQ(target_of(evs).plan, v1::PLAN_PRO);
+  evs.push_back(on_sub(sub_event("evt_cancel", 40, v1::PLAN_STARTER, "canceled", true), "sub_old"));
+  const auto t = target_of(evs);  // the old one is cancelled, the newest event
+  EXPECT_EQ(t.plan, v1::PLAN_PRO);
+  EXPECT_FALSE(t.suspend) << t.reason;
+}
+
+}  // namespace

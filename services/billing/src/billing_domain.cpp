@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <tuple>
 
 namespace supaplane::billing {
 
@@ -104,15 +105,23 @@ v1::BillingState fold(v1::BillingState s, const v1::BillingEvent& e, std::uint64
 }
 
 std::vector<TenantTarget> tenant_targets(const v1::BillingState& state, const GracePolicy& policy) {
+  // One subscription decides per tenant. A tenant may have several (an
+  // upgrade bought as a second Checkout, a re-subscription after a
+  // cancellation): a live one beats an ended one, a paid-up one beats an
+  // overdue one, a higher plan beats a lower one, and only then does the
+  // newest update win — so a renewal of the older, cheaper subscription or
+  // the cancellation of the one being replaced never overrides the one the
+  // customer still pays for.
+  auto rank = [&](const v1::BillingSubscription& sub) {
+    const bool live = !ended(sub);
+    return std::make_tuple(live, live && !overdue(sub, policy), static_cast<int>(sub.plan()),
+                           sub.updated_created());
+  };
   std::map<std::string, const v1::BillingSubscription*> newest;
   for (const auto& sub : state.subscriptions()) {
     if (sub.tenant_ref().empty()) continue;
     auto& cur = newest[sub.tenant_ref()];
-    // Newest update wins; on a tie a live subscription beats an ended one
-    // (a re-subscription right after a cancellation).
-    if (!cur || sub.updated_created() > cur->updated_created() ||
-        (sub.updated_created() == cur->updated_created() && ended(*cur) && !ended(sub)))
-      cur = &sub;
+    if (!cur || rank(sub) > rank(*cur)) cur = &sub;
   }
   std::vector<TenantTarget> out;
   for (const auto& [ref, sub] : newest) {
