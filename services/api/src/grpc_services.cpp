@@ -157,6 +157,27 @@ grpc::Status wait_for(ApiContext& ctx, std::uint64_t min_sequence) {
   return grpc::Status::OK;
 }
 
+/// The head of every read of one tenant: the caller, the ref, `min_sequence`
+/// reached, and the tenant from the projection if the caller owns it (or is
+/// an admin); another customer's tenant is NOT_FOUND.
+grpc::Status read_owned_tenant(ApiContext& ctx, grpc::ServerContextBase* sc,
+                               const v1::GetTenantRequest& req, v1::TenantState* out,
+                               auth::Principal* caller = nullptr) {
+  auto p = authenticate(ctx, sc);
+  if (!p) return to_grpc(p.error());
+  auto ref = ids::parse_tenant_ref(req.ref());
+  if (!ref) return to_grpc(ref.error());
+  if (auto st = wait_for(ctx, req.min_sequence()); !st.ok()) return st;
+  auto lease = ctx.redis.acquire();
+  auto s = ctx.projection.get(*lease, ref->str());
+  if (!s) return to_grpc(s.error());
+  if (!s->has_value() || (!p->is_admin() && (*s)->owner_account_id() != p->account_id))
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found");
+  *out = std::move(**s);
+  if (caller) *caller = std::move(*p);
+  return grpc::Status::OK;
+}
+
 grpc::Status list_into(ApiContext& ctx, projection::ListQuery q, v1::ListTenantsResponse* resp) {
   auto lease = ctx.redis.acquire();
   auto page = ctx.projection.list(*lease, q);
@@ -285,17 +306,9 @@ class TenantServiceImpl final : public TenantServiceBase {
   grpc::Status GetTenant(grpc::ServerContext* sc, const v1::GetTenantRequest* req,
                          v1::Tenant* resp) override {
     CallScope call(ctx_, "GetTenant");
-    auto p = authenticate(ctx_, sc);
-    if (!p) return call.done(to_grpc(p.error()));
-    auto ref = ids::parse_tenant_ref(req->ref());
-    if (!ref) return call.done(to_grpc(ref.error()));
-    if (auto st = wait_for(ctx_, req->min_sequence()); !st.ok()) return call.done(st);
-    auto lease = ctx_.redis.acquire();
-    auto s = ctx_.projection.get(*lease, ref->str());
-    if (!s) return call.done(to_grpc(s.error()));
-    if (!s->has_value() || (!p->is_admin() && (*s)->owner_account_id() != p->account_id))
-      return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
-    *resp = to_api(ctx_, **s);
+    v1::TenantState s;
+    if (auto st = read_owned_tenant(ctx_, sc, *req, &s); !st.ok()) return call.done(st);
+    *resp = to_api(ctx_, s);
     return call.done(grpc::Status::OK);
   }
 
@@ -362,34 +375,27 @@ class TenantServiceImpl final : public TenantServiceBase {
   grpc::Status GetTenantCredentials(grpc::ServerContext* sc, const v1::GetTenantRequest* req,
                                     v1::TenantCredentials* resp) override {
     CallScope call(ctx_, "GetTenantCredentials");
-    auto p = authenticate(ctx_, sc);
-    if (!p) return call.done(to_grpc(p.error()));
-    auto ref = ids::parse_tenant_ref(req->ref());
-    if (!ref) return call.done(to_grpc(ref.error()));
-    if (auto st = wait_for(ctx_, req->min_sequence()); !st.ok()) return call.done(st);
-    auto lease = ctx_.redis.acquire();
-    auto s = ctx_.projection.get(*lease, ref->str());
-    if (!s) return call.done(to_grpc(s.error()));
-    if (!s->has_value() || (!p->is_admin() && (*s)->owner_account_id() != p->account_id))
-      return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
-    if ((*s)->desired_state() == v1::DESIRED_STATE_DELETED)
+    v1::TenantState st;
+    auth::Principal caller;
+    if (auto rs = read_owned_tenant(ctx_, sc, *req, &st, &caller); !rs.ok()) return call.done(rs);
+    const std::string ref = st.ref();
+    if (st.desired_state() == v1::DESIRED_STATE_DELETED)
       return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "tenant is deleted"));
     if (!ctx_.keys)
       return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                     "credentials are not available from this api "
                                     "(no SUPAPLANE_MASTER_KEY)"));
-    auto stored = ctx_.keys->load(ref->str());
+    auto stored = ctx_.keys->load(ref);
     if (!stored) return call.done(to_grpc(stored.error()));
     if (!stored->has_value())
       return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                     "credentials are not ready; the tenant is still provisioning"));
     const auto& k = (*stored)->keys;
-    const auto& st = **s;
     // The driver reports the names; older histories predate that (database mode).
-    const std::string user = st.db_user().empty() ? "t_" + ref->str() : st.db_user();
+    const std::string user = st.db_user().empty() ? "t_" + ref : st.db_user();
     const std::string db = st.db_name().empty() ? user : st.db_name();
-    resp->set_ref(ref->str());
-    resp->set_api_url("https://" + ref->str() + "." + ctx_.options.base_domain);
+    resp->set_ref(ref);
+    resp->set_api_url("https://" + ref + "." + ctx_.options.base_domain);
     resp->set_anon_key(k.anon_jwt);
     resp->set_service_role_key(k.service_role_jwt);
     resp->set_publishable_key(k.publishable_key);
@@ -404,7 +410,7 @@ class TenantServiceImpl final : public TenantServiceBase {
                                 ctx_.options.tenant_db_host + ":" +
                                 std::to_string(ctx_.options.tenant_db_port) + "/" + db);
     resp->set_keys_generation((*stored)->keys_generation);
-    log()->info("credentials read ref={} by={}", ref->str(), p->account_id);  // no secret
+    log()->info("credentials read ref={} by={}", ref, caller.account_id);  // no secret
     return call.done(grpc::Status::OK);
   }
 
