@@ -65,4 +65,42 @@ TEST(Token, ExpiredForgedAndForeignAreRejected) {
   EXPECT_FALSE(ts.verify("garbage").ok());
 }
 
+TEST(Token, RememberedTokenStillExpiresAndOthersAreStillChecked) {
+  FixedClock clock;
+  auth::TokenService ts(kSecret, clock);
+  const auto tok = ts.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::customer})->token;
+  ASSERT_TRUE(ts.verify(tok).ok());  // verified once: now remembered
+  ASSERT_TRUE(ts.verify(tok).ok());
+  // A token differing in one signature byte is not the remembered one.
+  std::string forged = tok;
+  forged.back() = forged.back() == 'A' ? 'B' : 'A';
+  EXPECT_EQ(ts.verify(forged).error().code, errc::unauthenticated);
+  // Another service with another secret never trusts this one's memory.
+  auth::TokenService other(std::string(40, 'o'), clock);
+  EXPECT_FALSE(other.verify(tok).ok());
+  // Expiry is checked on every call, remembered or not.
+  clock.now += 3600 * 1000 - 1000;
+  EXPECT_TRUE(ts.verify(tok).ok());
+  clock.now += 1000;
+  EXPECT_EQ(ts.verify(tok).error().code, errc::unauthenticated);
+  // Oversized tokens are refused before any work.
+  EXPECT_EQ(ts.verify(std::string(auth::TokenService::kMaxTokenBytes + 1, 'a')).error().code,
+            errc::unauthenticated);
+}
+
+TEST(Token, MemoryIsBounded) {
+  FixedClock clock;
+  auth::TokenService ts(kSecret, clock);
+  std::string first;
+  for (std::size_t i = 0; i < auth::TokenService::kCacheSize + 10; ++i) {
+    clock.now += 1000;  // distinct iat/exp, so distinct tokens
+    const auto tok = ts.issue({"acct_aaaaaaaaaaaaaaaaaaaa", auth::Role::customer})->token;
+    if (i == 0) first = tok;
+    ASSERT_TRUE(ts.verify(tok).ok());
+  }
+  EXPECT_LE(ts.remembered(), auth::TokenService::kCacheSize);
+  // The first token's expiry was an hour after its issue: long past now.
+  EXPECT_FALSE(ts.verify(first).ok());
+}
+
 }  // namespace
