@@ -114,8 +114,8 @@ TEST_F(ProjectionTest, RedisOutageBlocksInPlaceAndLosesNothing) {
   EXPECT_EQ(proj_.checkpoint(*conn_, proj_.active_generation(*conn_).value()).value(), s2);
 }
 
-// Within a pipelined batch a write whose predecessor did not land must not
-// move the checkpoint past it (else the retry would skip the predecessor).
+// A write whose predecessor did not land must not move the checkpoint past
+// it (else the retry would skip the predecessor).
 TEST_F(ProjectionTest, ApplyRefusesToOvertakeAMissingPredecessor) {
   projection::RedisConnection rc(addr_, proj_.scripts().all());
   ASSERT_TRUE(rc.ensure().ok());
@@ -125,9 +125,11 @@ TEST_F(ProjectionTest, ApplyRefusesToOvertakeAMissingPredecessor) {
     projection::TenantWrite w;
     w.sequence = seq;
     w.after = after;
-    proj_.queue_apply(rc, gen, w, true);
+    proj_.queue_apply(rc, gen, std::span(&w, 1), true);
     auto r = rc.get_reply();
-    return r.ok() ? r.value()->integer : -100;
+    if (!r) return -100LL;
+    auto v = projection::TenantProjection::apply_results(r->get(), 1);
+    return v ? v->front() : -101LL;
   };
   EXPECT_EQ(apply(base + 2, base + 1), -2);  // base+1 never applied
   EXPECT_EQ(proj_.checkpoint(rc, gen).value(), base);
@@ -135,6 +137,42 @@ TEST_F(ProjectionTest, ApplyRefusesToOvertakeAMissingPredecessor) {
   EXPECT_EQ(apply(base + 2, base + 1), 1);
   EXPECT_EQ(apply(base + 2, base + 1), 0);  // redelivery: already applied
   EXPECT_EQ(proj_.checkpoint(rc, gen).value(), base + 2);
+}
+
+// One apply call takes a run of writes: each is judged in order against the
+// checkpoint as the run moves it, and a refused write stops the rest.
+TEST_F(ProjectionTest, OneApplyCallTakesAWholeRunInOrder) {
+  projection::RedisConnection rc(addr_, proj_.scripts().all());
+  ASSERT_TRUE(rc.ensure().ok());
+  const std::string gen = proj_.active_generation(rc).value();
+  const auto base = proj_.checkpoint(rc, gen).value();
+  auto run = [&](std::vector<projection::TenantWrite> ws, bool check_pointer = true,
+                 const std::string& g = "") {
+    proj_.queue_apply(rc, g.empty() ? gen : g, ws, check_pointer);
+    auto r = rc.get_reply();
+    EXPECT_TRUE(r.ok());
+    if (!r) return std::vector<long long>{};
+    auto v = projection::TenantProjection::apply_results(r->get(), ws.size());
+    EXPECT_TRUE(v.ok());
+    return v ? *v : std::vector<long long>{};
+  };
+  auto w = [](std::uint64_t seq, std::uint64_t after = 0) {
+    projection::TenantWrite x;
+    x.sequence = seq;
+    x.after = after;
+    return x;
+  };
+  // A gap at the head: the head and everything after it are refused.
+  EXPECT_EQ(run({w(base + 2, base + 1), w(base + 3, base + 2)}), (std::vector<long long>{-2, -2}));
+  EXPECT_EQ(proj_.checkpoint(rc, gen).value(), base);
+  // In order: applied; a redelivered one inside the run is skipped.
+  EXPECT_EQ(run({w(base + 1), w(base + 2, base + 1), w(base + 2), w(base + 3, base + 2)}),
+            (std::vector<long long>{1, 1, 0, 1}));
+  EXPECT_EQ(proj_.checkpoint(rc, gen).value(), base + 3);
+  // A generation that is not live refuses the whole run when asked to check.
+  EXPECT_EQ(run({w(base + 4), w(base + 5, base + 4)}, true, "gnotlive"),
+            (std::vector<long long>{-1, -1}));
+  EXPECT_EQ(proj_.checkpoint(rc, gen).value(), base + 3);
 }
 
 TEST_F(ProjectionTest, RebuildSwitchesWhileEventsKeepArriving) {

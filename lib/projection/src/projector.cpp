@@ -89,6 +89,8 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
   std::deque<v1::TenantState> written;  // stable addresses for TenantWrite
   std::vector<std::string> types(batch.size());
   std::vector<const v1::TenantState*> applied_state(batch.size(), nullptr);
+  std::vector<TenantWrite> writes;
+  writes.reserve(batch.size() - from);
   for (std::size_t i = from; i < batch.size(); ++i) {
     const auto& d = decoded[i];
     TenantWrite w;
@@ -107,25 +109,20 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
         }
       }
     }
-    projection_.queue_apply(redis_, states->gen, w, /*check_pointer=*/true);
+    writes.push_back(w);
   }
-  std::size_t restart = batch.size();
-  Error first_error;
-  bool failed = false;
+  // One atomic script for the whole run: one round trip, one checkpoint write.
+  projection_.queue_apply(redis_, states->gen, writes, /*check_pointer=*/true);
+  auto rep = redis_.get_reply();
+  if (!rep) return rep.error();
+  auto results = TenantProjection::apply_results(rep->get(), writes.size());
+  if (!results) return results.error();
   for (std::size_t i = from; i < batch.size(); ++i) {
-    auto rep = redis_.get_reply();
-    if (!rep) {
-      if (!failed) first_error = rep.error();
-      failed = true;
-      continue;
-    }
-    if (failed || restart != batch.size()) continue;
-    const long long v = (*rep)->integer;
+    const long long v = (*results)[i - from];
     if (v == -1 || v == -2) {
       // -1: the live generation changed under us; -2: a predecessor in this
-      // batch failed. Either way: re-read and redo from here.
-      restart = i;
-      continue;
+      // run was not applied. Either way: re-read and redo from here.
+      return i;
     }
     const auto& d = decoded[i];
     if (v == 0) {
@@ -152,8 +149,7 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
     }
     waiter_.advance(d.sequence);
   }
-  if (failed) return first_error;
-  return restart;
+  return batch.size();
 }
 
 std::string new_generation_name() { return "g" + ids::random_hex_id().substr(0, 12); }
@@ -203,6 +199,13 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
         }
       }
     };
+    std::vector<TenantWrite> writes;
+    writes.reserve(std::min<std::size_t>(order.size() + 1, 256));
+    auto queue = [&] {
+      projection.queue_apply(redis, gen, writes, /*check_pointer=*/false);
+      writes.clear();
+      if (++queued >= 64) drain();
+    };
     for (const auto* st : order) {
       TenantWrite w;
       w.sequence = st->version();
@@ -210,13 +213,13 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
       auto it = written_phase.find(st->ref());
       w.old_phase = it == written_phase.end() ? v1::PHASE_UNSPECIFIED : it->second;
       written_phase[st->ref()] = st->phase();
-      projection.queue_apply(redis, gen, w, /*check_pointer=*/false);
-      if (++queued >= 1024) drain();
+      writes.push_back(w);
+      if (writes.size() == 256) queue();
     }
     TenantWrite cp;  // the checkpoint: everything read so far
     cp.sequence = next - 1;
-    projection.queue_apply(redis, gen, cp, /*check_pointer=*/false);
-    ++queued;
+    writes.push_back(cp);
+    queue();
     drain();
     dirty.clear();
     if (failed) return error;

@@ -8,27 +8,54 @@ namespace supaplane::projection {
 
 namespace {
 
-// ARGV: base, gen, seq, ref, state, owner, score, old_phase, new_phase, check_pointer,
-//       prev (the sequence that must already be applied, '' = none)
+// One atomic apply of a run of writes, in order. ARGV: base, gen,
+// check_pointer ('1': refuse unless gen is live), then 8 values per write:
+// seq, ref ('' = move the checkpoint only), state, owner, score, old_phase,
+// new_phase, after (the sequence that must already be applied, '' = none).
+// → one integer per write: 1 applied, 0 already applied (redelivery),
+//   -1 gen is not live, -2 its predecessor is not applied.
+// The owner and "all" indexes change only when a tenant first appears
+// (old_phase 0) and the phase index only when the phase changes, so most
+// events cost two SETs. The checkpoint is written once, at the end.
 constexpr const char* kApply = R"lua(
 local base, gen = ARGV[1], ARGV[2]
-if ARGV[10] == '1' and redis.call('GET', base .. 'active') ~= gen then return -1 end
+local n = (#ARGV - 3) / 8
+local out = {}
+if ARGV[3] == '1' and redis.call('GET', base .. 'active') ~= gen then
+  for i = 1, n do out[i] = -1 end
+  return out
+end
 local p = base .. gen .. ':'
 local cp = tonumber(redis.call('GET', p .. 'checkpoint') or '0')
-if tonumber(ARGV[3]) <= cp then return 0 end
-if ARGV[11] ~= '' and cp < tonumber(ARGV[11]) then return -2 end
-redis.call('SET', p .. 'checkpoint', ARGV[3])
-local ref = ARGV[4]
-if ref ~= '' then
-  redis.call('SET', p .. 't:' .. ref, ARGV[5])
-  redis.call('ZADD', p .. 'all', ARGV[7], ref)
-  redis.call('ZADD', p .. 'owner:' .. ARGV[6], ARGV[7], ref)
-  if ARGV[8] ~= ARGV[9] and ARGV[8] ~= '0' then
-    redis.call('ZREM', p .. 'phase:' .. ARGV[8], ref)
+local moved = nil
+for i = 1, n do
+  local a = 3 + (i - 1) * 8
+  local seq = tonumber(ARGV[a + 1])
+  if seq <= cp then
+    out[i] = 0
+  elseif ARGV[a + 8] ~= '' and cp < tonumber(ARGV[a + 8]) then
+    out[i] = -2
+  else
+    local ref = ARGV[a + 2]
+    if ref ~= '' then
+      local score, old, new = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+      redis.call('SET', p .. 't:' .. ref, ARGV[a + 3])
+      if old == '0' then
+        redis.call('ZADD', p .. 'all', score, ref)
+        redis.call('ZADD', p .. 'owner:' .. ARGV[a + 4], score, ref)
+      end
+      if old ~= new then
+        if old ~= '0' then redis.call('ZREM', p .. 'phase:' .. old, ref) end
+        redis.call('ZADD', p .. 'phase:' .. new, score, ref)
+      end
+    end
+    cp = seq
+    moved = ARGV[a + 1]
+    out[i] = 1
   end
-  redis.call('ZADD', p .. 'phase:' .. ARGV[9], ARGV[7], ref)
 end
-return 1
+if moved then redis.call('SET', p .. 'checkpoint', moved) end
+return out
 )lua";
 
 // ARGV: base, ref... → {gen, state or false ...}
@@ -227,26 +254,40 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
   return page;
 }
 
-void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen, const TenantWrite& w,
-                                   bool check_pointer) {
+void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen,
+                                   std::span<const TenantWrite> writes, bool check_pointer) {
   std::vector<std::string> args;
-  args.reserve(11);
+  args.reserve(3 + 8 * writes.size());
   args.push_back(base_);
   args.push_back(gen);
-  args.push_back(std::to_string(w.sequence));
-  if (w.state) {
-    args.push_back(w.state->ref());
-    args.push_back(w.state->SerializeAsString());
-    args.push_back(w.state->owner_account_id());
-    args.push_back(std::to_string(w.state->created_sequence()));
-    args.push_back(std::to_string(static_cast<int>(w.old_phase)));
-    args.push_back(std::to_string(static_cast<int>(w.state->phase())));
-  } else {
-    for (int i = 0; i < 6; ++i) args.emplace_back();
-  }
   args.push_back(check_pointer ? "1" : "0");
-  args.push_back(w.after ? std::to_string(w.after) : std::string());
+  for (const auto& w : writes) {
+    args.push_back(std::to_string(w.sequence));
+    if (w.state) {
+      args.push_back(w.state->ref());
+      args.push_back(w.state->SerializeAsString());
+      args.push_back(w.state->owner_account_id());
+      args.push_back(std::to_string(w.state->created_sequence()));
+      args.push_back(std::to_string(static_cast<int>(w.old_phase)));
+      args.push_back(std::to_string(static_cast<int>(w.state->phase())));
+    } else {
+      for (int i = 0; i < 6; ++i) args.emplace_back();
+    }
+    args.push_back(w.after ? std::to_string(w.after) : std::string());
+  }
   c.append(RedisConnection::evalsha(scripts_.apply, std::move(args)));
+}
+
+Result<std::vector<long long>> TenantProjection::apply_results(const redisReply* r,
+                                                               std::size_t writes) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != writes)
+    return corrupt("unexpected apply reply");
+  std::vector<long long> out(writes);
+  for (std::size_t i = 0; i < writes; ++i) {
+    if (r->element[i]->type != REDIS_REPLY_INTEGER) return corrupt("unexpected apply reply");
+    out[i] = r->element[i]->integer;
+  }
+  return out;
 }
 
 Result<bool> TenantProjection::switch_to(RedisConnection& c, const std::string& gen,

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -94,10 +95,14 @@ class TenantProjection {
   Result<std::optional<v1::TenantState>> get(RedisConnection& c, const std::string& ref);
   Result<ListPage> list(RedisConnection& c, const ListQuery& q);
 
-  /// Queues one apply on the pipeline of `c`; `check_pointer` makes it fail
-  /// with -1 when `gen` is no longer live.
-  void queue_apply(RedisConnection& c, const std::string& gen, const TenantWrite& w,
+  /// Queues one atomic apply of `writes` (in order) on the pipeline of `c`.
+  /// Its reply (read with `apply_results`) has one integer per write:
+  /// 1 applied, 0 already applied, -1 `gen` is not live (only with
+  /// `check_pointer`), -2 the write's `after` is not applied (so neither is
+  /// anything after it).
+  void queue_apply(RedisConnection& c, const std::string& gen, std::span<const TenantWrite> writes,
                    bool check_pointer);
+  static Result<std::vector<long long>> apply_results(const redisReply* reply, std::size_t writes);
   /// Switches the pointer to `gen` if its checkpoint is at least the live
   /// one's. Returns true on switch; the previous generation in `*previous`.
   Result<bool> switch_to(RedisConnection& c, const std::string& gen, std::string* previous);
