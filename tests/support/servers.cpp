@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -76,6 +77,7 @@ void Process::start(const std::vector<std::string>& argv, const std::string& log
     uid = pw->pw_uid;
     gid = pw->pw_gid;
   }
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -88,6 +90,11 @@ void Process::start(const std::vector<std::string>& argv, const std::string& log
       ::close(fd);
     }
     if (drop && (::setgid(gid) != 0 || ::setuid(uid) != 0)) ::_exit(126);
+    // A test binary killed by a timeout must not leave its servers running.
+    // (Set after setuid, which clears it; it fires when the forking thread
+    // exits, and servers are started from the test's main thread.)
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(125);  // the parent died before prctl
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
