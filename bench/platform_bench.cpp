@@ -1,5 +1,6 @@
 // Measures (a) CreateTenant + PauseTenant over gRPC with N concurrent clients
-// against raw js_PublishMsg with the same concurrency, and (b) a projection
+// against raw js_PublishMsg with the same concurrency (plus two reference
+// rows: the gRPC floor and the ceiling of gRPC + one append), and (b) a projection
 // rebuild of M events against raw fetch-and-ack of the same stream. Starts
 // its own nats-server, redis-server and PostgreSQL; prints a Markdown table.
 #include <grpcpp/grpcpp.h>
@@ -9,7 +10,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -75,22 +75,90 @@ Stats run_concurrent(int threads, double seconds, F body) {
   return st;
 }
 
-/// One unary call through gRPC's callback client API, waited for by the
-/// calling thread (cheaper than the blocking stub, which builds a completion
-/// queue per call).
-template <typename Start>
-grpc::Status call(Start&& start) {
-  std::promise<grpc::Status> done;
-  auto f = done.get_future();
-  start([&done](grpc::Status s) { done.set_value(std::move(s)); });
-  return f.get();
-}
-
 std::unique_ptr<grpc::ClientContext> ctx(const std::string& token) {
   auto c = std::make_unique<grpc::ClientContext>();
   c->AddMetadata("authorization", "Bearer " + token);
   return c;
 }
+
+/// N closed-loop clients driven by one completion-queue thread: each client
+/// has one call in flight and starts its next call from the completion of
+/// the previous one, so no thread is woken per call just to hand a result
+/// over (the raw baseline's 16 threads each block in js_Publish instead).
+/// `start(client, slot, cq, tag)` starts call `slot.i` of a client with
+/// `tag`; `done(client, slot)` says whether its answer was the expected one.
+struct CallSlot {
+  std::unique_ptr<grpc::ClientContext> ctx;
+  grpc::Status status;
+  v1::TenantMutation mutation;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::TenantMutation>> mutation_reader;
+  SteadyClock::time_point started;
+  std::size_t i{0};  ///< calls this client made so far
+};
+
+template <typename Start, typename Done>
+Stats run_closed_loop(int clients, double seconds, Start start, Done done) {
+  grpc::CompletionQueue cq;
+  std::vector<CallSlot> slots(static_cast<std::size_t>(clients));
+  Stats st;
+  std::size_t in_flight = 0;
+  const auto t0 = SteadyClock::now();
+  const auto until = t0 + std::chrono::duration<double>(seconds);
+  auto launch = [&](std::size_t c) {
+    auto& s = slots[c];
+    s.started = SteadyClock::now();
+    start(static_cast<int>(c), s, &cq, reinterpret_cast<void*>(c));
+    ++in_flight;
+  };
+  for (std::size_t c = 0; c < slots.size(); ++c) launch(c);
+  void* tag = nullptr;
+  bool ok = false;
+  while (in_flight > 0 && cq.Next(&tag, &ok)) {
+    --in_flight;
+    const auto c = reinterpret_cast<std::size_t>(tag);
+    auto& s = slots[c];
+    if (ok && done(static_cast<int>(c), s))
+      st.lat_us.push_back(us_since(s.started));
+    else
+      st.errors++;
+    ++s.i;
+    if (SteadyClock::now() < until) launch(c);
+  }
+  st.seconds = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return st;
+}
+
+/// The ceiling: the smallest service that does what a command must do,
+/// with none of the api's logic: a gRPC callback handler that appends one
+/// event-sized message (asynchronously, like the api) and answers on the
+/// JetStream ack. No token, no validation, no state, no projection.
+class CeilingService final
+    : public v1::TenantService::WithCallbackMethod_PauseTenant<v1::TenantService::Service> {
+ public:
+  explicit CeilingService(event_store::EventStore& es) : es_(es) {}
+  grpc::ServerUnaryReactor* PauseTenant(grpc::CallbackServerContext* sc, const v1::TenantRequest*,
+                                        v1::TenantMutation* resp) override {
+    auto* reactor = sc->DefaultReactor();
+    event_store::OutgoingEvent ev;
+    ev.subject = "rawbench.ceiling." + std::to_string(next_++ % 64);
+    ev.event_type = "ceiling";
+    ev.expected = event_store::Expected::any();
+    ev.body.assign(160, 'x');
+    es_.append_async(ev, [reactor, resp](Result<event_store::AppendResult> r) {
+      if (!r) return reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "append"));
+      resp->set_sequence(r->sequence.value());
+      reactor->Finish(grpc::Status::OK);
+    });
+    return reactor;
+  }
+
+ private:
+  event_store::EventStore& es_;
+  std::atomic<std::uint64_t> next_{0};
+};
 
 void make_raw_stream(event_store::EventStore& es, const char* name, const char* subjects) {
   jsStreamConfig cfg;
@@ -115,11 +183,18 @@ int main(int argc, char** argv) {
   const supaplane::event_store::LibraryScope nats_library;  // destroyed last
   int clients = 16;
   double seconds = 10;
-  int rebuild_events = 100'000;
+  int rebuild_events = 100'000;  // 0: skip (b)
+  int channel_count = 4;
+  std::string only;  // run one phase of (a) for its full time (for profiling)
+  auto secs = [&](const char* phase, double full) {
+    return only.empty() || only == phase ? full : 0.0;
+  };
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--clients")) clients = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--events")) rebuild_events = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--channels")) channel_count = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];  // raw|occ|floor|ceiling|api
   }
   spdlog::set_level(spdlog::level::warn);
   testenv::NatsServer nats;
@@ -145,7 +220,7 @@ int main(int argc, char** argv) {
   // message to a stream with the same settings, on the same server.
   make_raw_stream(*es, "RAWBENCH", "rawbench.>");
   const std::string payload(160, 'x');
-  Stats raw = run_concurrent(clients, seconds, [&](int t, std::size_t) {
+  Stats raw = run_concurrent(clients, secs("raw", seconds), [&](int t, std::size_t) {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     const std::string subj = "rawbench." + std::to_string(t);
@@ -161,7 +236,7 @@ int main(int argc, char** argv) {
   // to that subject (what Create + Pause do).
   std::vector<std::uint64_t> raw_last(static_cast<std::size_t>(clients));
   std::vector<std::string> raw_subj(static_cast<std::size_t>(clients));
-  Stats raw_occ = run_concurrent(clients, seconds, [&](int t, std::size_t i) {
+  Stats raw_occ = run_concurrent(clients, secs("occ", seconds), [&](int t, std::size_t i) {
     const auto ti = static_cast<std::size_t>(t);
     jsPubOptions po;
     jsPubOptions_Init(&po);
@@ -185,7 +260,7 @@ int main(int argc, char** argv) {
 
   // API: each client owns an account; one op = one call (Create or Pause).
   std::vector<std::shared_ptr<grpc::Channel>> channels;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < channel_count; ++i) {
     grpc::ChannelArguments args;
     args.SetInt("grpc.channel_id", i);  // distinct connections
     channels.push_back(grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(app.grpc_port()),
@@ -208,38 +283,82 @@ int main(int argc, char** argv) {
   for (int i = 0; i < clients; ++i)
     stubs.push_back(
         v1::TenantService::NewStub(channels[static_cast<std::size_t>(i) % channels.size()]));
-  // The floor: an authenticated call that does no I/O (GetTenant of a
-  // malformed ref answers INVALID_ARGUMENT after the token check).
-  Stats floor = run_concurrent(clients, seconds / 2, [&](int t, std::size_t) {
-    const auto ti = static_cast<std::size_t>(t);
-    v1::GetTenantRequest req;
-    req.set_ref("x");
-    v1::Tenant out;
-    auto c = ctx(tokens[ti]);
-    return call([&](auto cb) {
-             stubs[ti]->async()->GetTenant(c.get(), &req, &out, cb);
-           }).error_code() == grpc::StatusCode::INVALID_ARGUMENT;
-  });
-  std::vector<std::string> last_ref(static_cast<std::size_t>(clients));
-  Stats api = run_concurrent(clients, seconds, [&](int t, std::size_t i) {
-    const auto ti = static_cast<std::size_t>(t);
-    v1::TenantMutation m;
-    if (i % 2 == 0) {
-      v1::CreateTenantRequest req;
-      req.set_name("bench");
-      req.set_request_id("b" + std::to_string(t) + "-" + std::to_string(i));
-      auto c = ctx(tokens[ti]);
-      if (!call([&](auto cb) { stubs[ti]->async()->CreateTenant(c.get(), &req, &m, cb); }).ok())
-        return false;
-      last_ref[ti] = m.tenant().ref();
-      return true;
+  // The floor: an authenticated command that does no I/O (PauseTenant of a
+  // malformed ref answers INVALID_ARGUMENT after the token check), served
+  // by the same callback path as the real commands.
+  Stats floor = run_closed_loop(
+      clients, secs("floor", seconds / 2),
+      [&](int t, CallSlot& s, grpc::CompletionQueue* cq, void* tag) {
+        const auto ti = static_cast<std::size_t>(t);
+        v1::TenantRequest req;
+        req.set_ref("x");
+        req.set_request_id("f" + std::to_string(t) + "-" + std::to_string(s.i));
+        s.ctx = ctx(tokens[ti]);
+        s.mutation_reader = stubs[ti]->AsyncPauseTenant(s.ctx.get(), req, cq);
+        s.mutation_reader->Finish(&s.mutation, &s.status, tag);
+      },
+      [&](int, CallSlot& s) {
+        return s.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+      });
+  // The ceiling (see CeilingService), on its own port of the same process.
+  Stats ceiling;
+  {
+    event_store::StreamSettings raw_stream;
+    raw_stream.name = "RAWBENCH";
+    raw_stream.subjects = "rawbench.>";
+    auto ces = event_store::EventStore::connect(co, raw_stream).value();
+    CeilingService svc(*ces);
+    grpc::ServerBuilder b;
+    int port = 0;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(&svc);
+    auto server = b.BuildAndStart();
+    std::vector<std::shared_ptr<grpc::Channel>> cch;
+    for (int i = 0; i < channel_count; ++i) {
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", 100 + i);
+      cch.push_back(grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                              grpc::InsecureChannelCredentials(), args));
     }
-    v1::TenantRequest req;
-    req.set_ref(last_ref[ti]);
-    req.set_request_id("p" + std::to_string(t) + "-" + std::to_string(i));
-    auto c = ctx(tokens[ti]);
-    return call([&](auto cb) { stubs[ti]->async()->PauseTenant(c.get(), &req, &m, cb); }).ok();
-  });
+    std::vector<std::unique_ptr<v1::TenantService::Stub>> cstubs;
+    for (int i = 0; i < clients; ++i)
+      cstubs.push_back(v1::TenantService::NewStub(cch[static_cast<std::size_t>(i) % cch.size()]));
+    ceiling = run_closed_loop(
+        clients, secs("ceiling", seconds),
+        [&](int t, CallSlot& s, grpc::CompletionQueue* cq, void* tag) {
+          v1::TenantRequest req;
+          s.ctx = std::make_unique<grpc::ClientContext>();
+          s.mutation_reader =
+              cstubs[static_cast<std::size_t>(t)]->AsyncPauseTenant(s.ctx.get(), req, cq);
+          s.mutation_reader->Finish(&s.mutation, &s.status, tag);
+        },
+        [&](int, CallSlot& s) { return s.status.ok(); });
+    server->Shutdown();
+  }
+  std::vector<std::string> last_ref(static_cast<std::size_t>(clients));
+  Stats api = run_closed_loop(
+      clients, secs("api", seconds),
+      [&](int t, CallSlot& s, grpc::CompletionQueue* cq, void* tag) {
+        const auto ti = static_cast<std::size_t>(t);
+        s.ctx = ctx(tokens[ti]);
+        if (s.i % 2 == 0) {
+          v1::CreateTenantRequest req;
+          req.set_name("bench");
+          req.set_request_id("b" + std::to_string(t) + "-" + std::to_string(s.i));
+          s.mutation_reader = stubs[ti]->AsyncCreateTenant(s.ctx.get(), req, cq);
+        } else {
+          v1::TenantRequest req;
+          req.set_ref(last_ref[ti]);
+          req.set_request_id("p" + std::to_string(t) + "-" + std::to_string(s.i));
+          s.mutation_reader = stubs[ti]->AsyncPauseTenant(s.ctx.get(), req, cq);
+        }
+        s.mutation_reader->Finish(&s.mutation, &s.status, tag);
+      },
+      [&](int t, CallSlot& s) {
+        if (!s.status.ok()) return false;
+        if (s.i % 2 == 0) last_ref[static_cast<std::size_t>(t)] = s.mutation.tenant().ref();
+        return true;
+      });
 
   const double raw_p50 = raw.pct(0.50), raw_p99 = raw.pct(0.99);
   const double api_p50 = api.pct(0.50), api_p99 = api.pct(0.99);
@@ -254,14 +373,23 @@ int main(int argc, char** argv) {
               raw_occ.rate(), raw_occ.pct(0.5), raw_occ.pct(0.99), raw_occ.errors);
   std::printf("| supaplane-api gRPC (Create/Pause) | %.0f | %.0f | %.0f | %zu |\n", api.rate(),
               api_p50, api_p99, api.errors);
-  std::printf("| gRPC floor (authenticated call, no I/O) | %.0f | %.0f | %.0f | %zu |\n",
+  std::printf("| gRPC floor (authenticated command, no I/O) | %.0f | %.0f | %.0f | %zu |\n",
               floor.rate(), floor_p50, floor_p99, floor.errors);
   std::printf(
-      "\nthroughput ratio api/raw = %.2f (target >= 0.5); p99 ratio api/raw = %.2f (target <= 2)\n",
-      api.rate() / raw.rate(), api_p99 / raw_p99);
+      "| ceiling: gRPC callback + async append, no api logic | %.0f | %.0f | %.0f | %zu |\n",
+      ceiling.rate(), ceiling.pct(0.5), ceiling.pct(0.99), ceiling.errors);
+  std::printf(
+      "\nthroughput ratio api/raw = %.2f (target >= 0.5); p99 ratio api/raw = %.2f (target <= 2)\n"
+      "ceiling/raw = %.2f; api/ceiling = %.2f\n",
+      api.rate() / raw.rate(), api_p99 / raw_p99, ceiling.rate() / raw.rate(),
+      api.rate() / ceiling.rate());
   std::fflush(stdout);
 
   // ---------------------------------------------------------------- (b)
+  if (rebuild_events <= 0) {
+    app.stop();
+    return 0;
+  }
   // Fill the log with tenant histories (async publish), then time a raw
   // pull consumer fetch+ack of the whole stream and a full rebuild.
   {
