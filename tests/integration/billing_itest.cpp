@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "alert_rules.hpp"
 #include "billing_app.hpp"
 #include "provisioner_app.hpp"
 #include "router_app.hpp"
@@ -243,6 +244,14 @@ TEST_F(BillingTest, BadSignaturesAreRefusedAndAppendNothing) {
   EXPECT_EQ(post(body, billing::SignatureVerifier::sign(kSecret, t + 400, body)), 400) << "future";
   EXPECT_EQ(billing_count("cus_sig"), 0u);
   EXPECT_EQ(tenant(ref).plan(), v1::PLAN_FREE);
+  // The alert rules of billing name only metrics it exports (the refusals
+  // above made the labelled ones appear).
+  httplib::Client ops("127.0.0.1", billing_->metrics_port());
+  auto m = ops.Get("/metrics");
+  ASSERT_TRUE(m);
+  const auto uses = testenv::alert_metric_uses("supaplane-billing");
+  EXPECT_GE(uses.size(), 2u);
+  EXPECT_EQ(testenv::missing_metrics(uses, m->body), std::vector<std::string>{});
   // Two v1 signatures, one valid; the old secret of a roll also verifies.
   EXPECT_EQ(post(body, "t=" + std::to_string(t) + "," + wrong_v1 + "," + good_v1), 200);
   EXPECT_EQ(post(body, billing::SignatureVerifier::sign("whsec_old_one", t, body)), 200);

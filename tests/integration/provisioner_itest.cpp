@@ -3,12 +3,14 @@
 // PostgreSQL that checks passwords, outcomes come back through the log.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <libpq-fe.h>
 
 #include <algorithm>
 #include <chrono>
 #include <thread>
 
+#include "alert_rules.hpp"
 #include "api_options.hpp"
 #include "app.hpp"
 #include "provisioner_app.hpp"
@@ -204,6 +206,15 @@ TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
                 "tenant.created", "tenant.provisioning_started", "tenant.stack_converged",
                 "tenant.pause_requested", "tenant.stack_paused", "tenant.resume_requested",
                 "tenant.stack_resumed", "tenant.deletion_requested", "tenant.stack_deleted"}));
+}
+
+TEST_F(ProvisionerTest, DeployAlertRulesUseOnlyMetricsTheProvisionerExports) {
+  httplib::Client http("127.0.0.1", prov_->metrics_port());
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res);
+  const auto uses = testenv::alert_metric_uses("supaplane-provisioner");
+  EXPECT_GE(uses.size(), 3u);
+  EXPECT_EQ(testenv::missing_metrics(uses, res->body), std::vector<std::string>{});
 }
 
 TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {

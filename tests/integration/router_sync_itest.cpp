@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "alert_rules.hpp"
 #include "api_options.hpp"
 #include "app.hpp"
 #include "provisioner_app.hpp"
@@ -313,6 +314,14 @@ TEST_F(RouterSyncTest, RoutesFollowEveryPhaseInTheDirectoryAndTheHttpProvider) {
   auto gone = get("/", {{"Host", a + "." + kDomain}});
   ASSERT_TRUE(gone);
   EXPECT_EQ(gone->status, 404);
+}
+
+TEST_F(RouterSyncTest, DeployAlertRulesUseOnlyMetricsRouterSyncExports) {
+  auto m = get("/metrics", {}, router_->metrics_port());
+  ASSERT_TRUE(m);
+  const auto uses = testenv::alert_metric_uses("supaplane-router-sync");
+  EXPECT_GE(uses.size(), 3u);
+  EXPECT_EQ(testenv::missing_metrics(uses, m->body), std::vector<std::string>{});
 }
 
 TEST_F(RouterSyncTest, ForwardAuthMatrix) {

@@ -1,6 +1,7 @@
 #include "provisioner_app.hpp"
 
 #include <chrono>
+#include <future>
 
 #include "supaplane/config/config.hpp"
 #include "supaplane/driver/postgres_driver.hpp"
@@ -62,7 +63,10 @@ Status App::start() {
   if (!mp) return mp.error();
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
-  background_thread_ = std::thread([this] { background(); });
+  std::promise<void> registered;  // /metrics lists every family once start returns
+  auto ready = registered.get_future();
+  background_thread_ = std::thread([this, &registered] { background(registered); });
+  ready.wait();
   log()->info("supaplane-provisioner started: driver {} metrics {}:{}", opts_.driver,
               metrics_hp->host, metrics_port_);
   return Status::Ok();
@@ -83,7 +87,7 @@ void App::bootstrap() {
   }
 }
 
-void App::background() {
+void App::background(std::promise<void>& registered) {
   auto& actions = prometheus::BuildCounter()
                       .Name("supaplane_provisioner_actions_total")
                       .Help("driver actions that succeeded and were recorded")
@@ -109,6 +113,7 @@ void App::background() {
                        .Help("converges deferred because the tenant cluster was unreachable")
                        .Register(*registry_)
                        .Add({});
+  registered.set_value();  // the reference dies here: start() stops waiting
   std::uint64_t seen[5] = {0, 0, 0, 0, 0};
   auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
     if (now > last) c.Increment(static_cast<double>(now - last));

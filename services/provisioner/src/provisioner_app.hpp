@@ -3,6 +3,7 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -50,7 +51,7 @@ class App {
 
  private:
   void bootstrap();
-  void background();
+  void background(std::promise<void>& registered);
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;

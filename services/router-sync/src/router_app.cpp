@@ -109,7 +109,10 @@ Status App::start() {
   if (!mp) return mp.error();
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
-  gauges_thread_ = std::thread([this] { export_metrics(); });
+  std::promise<void> registered;  // /metrics lists every family once start returns
+  auto ready = registered.get_future();
+  gauges_thread_ = std::thread([this, &registered] { export_metrics(registered); });
+  ready.wait();
   log()->info("supaplane-router-sync listening: http {}:{} metrics {}:{} dir {}", http_hp->host,
               http_port_, metrics_hp->host, metrics_port_, opts_.traefik_dir);
   return Status::Ok();
@@ -166,7 +169,7 @@ void App::bootstrap() {
   }
 }
 
-void App::export_metrics() {
+void App::export_metrics(std::promise<void>& registered) {
   auto counter = [&](const char* name, const char* help) -> prometheus::Counter& {
     return prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
   };
@@ -186,6 +189,7 @@ void App::export_metrics() {
   auto& checkpoint =
       gauge("supaplane_router_projection_checkpoint", "last stream sequence applied");
   auto& pending = gauge("supaplane_router_consumer_pending", "consumer lag (messages)");
+  registered.set_value();  // the reference dies here: start() stops waiting
   std::uint64_t seen[6] = {0, 0, 0, 0, 0, 0};
   auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
     if (now > last) c.Increment(static_cast<double>(now - last));

@@ -2,6 +2,7 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -59,7 +60,7 @@ class App {
 
  private:
   void bootstrap();
-  void export_metrics();
+  void export_metrics(std::promise<void>& registered);
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;

@@ -1,0 +1,64 @@
+#include "alert_rules.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <regex>
+#include <stdexcept>
+
+namespace supaplane::testenv {
+
+std::string alerts_file() {
+  return std::string(SUPAPLANE_SOURCE_DIR) + "/deploy/prometheus/alerts.yml";
+}
+
+std::vector<std::string> alert_groups() {
+  std::vector<std::string> out;
+  for (const auto& g : YAML::LoadFile(alerts_file())["groups"])
+    out.push_back(g["name"].as<std::string>());
+  return out;
+}
+
+std::vector<AlertMetricUse> alert_metric_uses(const std::string& group) {
+  const std::regex metric("supaplane_[a-z_]+");
+  for (const auto& g : YAML::LoadFile(alerts_file())["groups"]) {
+    if (g["name"].as<std::string>() != group) continue;
+    std::vector<AlertMetricUse> out;
+    for (const auto& rule : g["rules"]) {
+      if (!rule["alert"] || !rule["expr"])
+        throw std::runtime_error("a rule of group " + group + " has no alert or expr");
+      const std::string alert = rule["alert"].as<std::string>();
+      const std::string expr = rule["expr"].as<std::string>();
+      bool any = false;
+      for (std::sregex_iterator it(expr.begin(), expr.end(), metric), end; it != end; ++it) {
+        out.push_back({alert, it->str()});
+        any = true;
+      }
+      if (!any) out.push_back({alert, ""});  // e.g. up{job=...}: nothing to check
+    }
+    return out;
+  }
+  throw std::runtime_error("no alert group " + group + " in " + alerts_file());
+}
+
+std::vector<std::string> missing_metrics(const std::vector<AlertMetricUse>& uses,
+                                         const std::string& exposition) {
+  std::vector<std::string> missing;
+  for (const auto& u : uses) {
+    if (u.metric.empty()) continue;
+    const std::string at_line = "\n" + u.metric;
+    bool found = false;
+    for (auto pos = exposition.find(at_line); pos != std::string::npos;
+         pos = exposition.find(at_line, pos + 1)) {
+      const char next =
+          pos + at_line.size() < exposition.size() ? exposition[pos + at_line.size()] : '\n';
+      if (next == ' ' || next == '{') {  // the name itself, not a longer one
+        found = true;
+        break;
+      }
+    }
+    if (!found) missing.push_back(u.alert + " uses " + u.metric);
+  }
+  return missing;
+}
+
+}  // namespace supaplane::testenv
