@@ -4,13 +4,11 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <yaml-cpp/yaml.h>
 
 #include <atomic>
 #include <chrono>
 #include <map>
 #include <random>
-#include <regex>
 #include <set>
 #include <thread>
 

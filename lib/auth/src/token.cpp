@@ -39,7 +39,7 @@ Result<Principal> TokenService::verify(const std::string& token) const {
       verified_.erase(it);
     }
   }
-  auto v = verify_uncached(token);
+  auto v = verify_uncached(token, now);
   if (!v) return v.error();
   std::lock_guard lk(mu_);
   if (verified_.size() >= kCacheSize) verified_.clear();  // rare; refilled by the next calls
@@ -52,8 +52,9 @@ std::size_t TokenService::remembered() const {
   return verified_.size();
 }
 
-Result<TokenService::Verified> TokenService::verify_uncached(const std::string& token) const {
-  auto c = verify_hs256(secret_, token, clock_.now_unix_ms() / 1000);
+Result<TokenService::Verified> TokenService::verify_uncached(const std::string& token,
+                                                             std::int64_t now_unix_s) const {
+  auto c = verify_hs256(secret_, token, now_unix_s);
   if (!c) return c.error();
   if (c->iss != kIssuer) return unauth("invalid token issuer");
   if (c->sub.empty() || c->role.empty()) return unauth("invalid token claims");

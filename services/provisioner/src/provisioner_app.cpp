@@ -1,7 +1,6 @@
 #include "provisioner_app.hpp"
 
 #include <chrono>
-#include <future>
 
 #include "supaplane/config/config.hpp"
 #include "supaplane/driver/postgres_driver.hpp"
@@ -58,15 +57,24 @@ Status App::start() {
   cons.ack_wait_ms = 120'000;
   runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *provisioner_);
 
+  mirror_ = std::make_unique<metrics::Mirror>(*registry_);
+  const auto& k = provisioner_->counters();
+  mirror_->counter("supaplane_provisioner_actions_total",
+                   "driver actions that succeeded and were recorded", k.actions);
+  mirror_->counter("supaplane_provisioner_failed_total", "tenants that went FAILED after retries",
+                   k.failures);
+  mirror_->counter("supaplane_provisioner_driver_retries_total",
+                   "driver attempts that failed and were retried", k.retries);
+  mirror_->counter("supaplane_provisioner_drift_total",
+                   "DriftDetected events appended by the resync", k.drift);
+  mirror_->counter("supaplane_provisioner_deferred_total",
+                   "converges deferred because the tenant cluster was unreachable", k.unavailable);
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
   if (!mp) return mp.error();
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
-  std::promise<void> registered;  // /metrics lists every family once start returns
-  auto ready = registered.get_future();
-  background_thread_ = std::thread([this, &registered] { background(registered); });
-  ready.wait();
+  background_thread_ = std::thread([this] { background(); });
   log()->info("supaplane-provisioner started: driver {} metrics {}:{}", opts_.driver,
               metrics_hp->host, metrics_port_);
   return Status::Ok();
@@ -87,49 +95,13 @@ void App::bootstrap() {
   }
 }
 
-void App::background(std::promise<void>& registered) {
-  auto& actions = prometheus::BuildCounter()
-                      .Name("supaplane_provisioner_actions_total")
-                      .Help("driver actions that succeeded and were recorded")
-                      .Register(*registry_)
-                      .Add({});
-  auto& failures = prometheus::BuildCounter()
-                       .Name("supaplane_provisioner_failed_total")
-                       .Help("tenants that went FAILED after retries")
-                       .Register(*registry_)
-                       .Add({});
-  auto& retries = prometheus::BuildCounter()
-                      .Name("supaplane_provisioner_driver_retries_total")
-                      .Help("driver attempts that failed and were retried")
-                      .Register(*registry_)
-                      .Add({});
-  auto& drift = prometheus::BuildCounter()
-                    .Name("supaplane_provisioner_drift_total")
-                    .Help("DriftDetected events appended by the resync")
-                    .Register(*registry_)
-                    .Add({});
-  auto& deferred = prometheus::BuildCounter()
-                       .Name("supaplane_provisioner_deferred_total")
-                       .Help("converges deferred because the tenant cluster was unreachable")
-                       .Register(*registry_)
-                       .Add({});
-  registered.set_value();  // the reference dies here: start() stops waiting
-  std::uint64_t seen[5] = {0, 0, 0, 0, 0};
-  auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
-    if (now > last) c.Increment(static_cast<double>(now - last));
-    last = now;
-  };
+void App::background() {
   // The first resync runs as soon as the provisioner is ready: after a crash
   // it converges what was in flight at once (messages the dead process held
   // come back only after the consumer's ack wait).
   auto next_resync = std::chrono::steady_clock::now();
   while (!stopping_) {
-    const auto& k = provisioner_->counters();
-    sync(actions, k.actions, seen[0]);
-    sync(failures, k.failures, seen[1]);
-    sync(retries, k.retries, seen[2]);
-    sync(drift, k.drift, seen[3]);
-    sync(deferred, k.unavailable, seen[4]);
+    mirror_->sync();
     if (opts_.resync_interval_ms > 0 && std::chrono::steady_clock::now() >= next_resync &&
         readiness().empty()) {
       auto r = provisioner_->resync();

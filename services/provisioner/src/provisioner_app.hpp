@@ -3,7 +3,6 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
-#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,6 +13,7 @@
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
+#include "supaplane/metrics/mirror.hpp"
 
 namespace supaplane::provisioner {
 
@@ -51,7 +51,7 @@ class App {
 
  private:
   void bootstrap();
-  void background(std::promise<void>& registered);
+  void background();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -60,6 +60,7 @@ class App {
   std::unique_ptr<KeyStore> keys_;
   std::unique_ptr<Provisioner> provisioner_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
+  std::unique_ptr<metrics::Mirror> mirror_;  ///< registered in start, synced by background
   std::unique_ptr<metrics::OpsServer> ops_;
   std::thread bootstrap_thread_;
   std::thread background_thread_;

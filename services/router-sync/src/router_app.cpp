@@ -104,15 +104,29 @@ Status App::start() {
   runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *projector_);
 
   http_->start();
+  mirror_ = std::make_unique<metrics::Mirror>(*registry_);
+  const auto& k = sync_->counters();
+  mirror_->counter("supaplane_router_flushes_total", "coalesced directory passes", k.flushes);
+  mirror_->counter("supaplane_router_file_writes_total", "tenant files written (bytes changed)",
+                   k.file_writes);
+  mirror_->counter("supaplane_router_file_removes_total", "tenant files removed", k.file_removes);
+  mirror_->counter("supaplane_router_file_write_errors_total",
+                   "directory writes that failed (retried on the next pass)", k.write_errors);
+  mirror_->counter("supaplane_router_keys_loaded_total", "tenant keys loaded from the key store",
+                   k.keys_loaded);
+  mirror_->counter("supaplane_router_keys_errors_total",
+                   "key loads that failed (retried every second)", k.keys_errors);
+  mirror_->gauge("supaplane_router_projection_checkpoint", "last stream sequence applied",
+                 [this] { return static_cast<double>(waiter_.current()); });
+  mirror_->gauge("supaplane_router_consumer_pending", "consumer lag (messages)", [this] {
+    return runner_ ? static_cast<double>(runner_->stats().pending.load()) : 0.0;
+  });
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
   if (!mp) return mp.error();
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
-  std::promise<void> registered;  // /metrics lists every family once start returns
-  auto ready = registered.get_future();
-  gauges_thread_ = std::thread([this, &registered] { export_metrics(registered); });
-  ready.wait();
+  gauges_thread_ = std::thread([this] { export_metrics(); });
   log()->info("supaplane-router-sync listening: http {}:{} metrics {}:{} dir {}", http_hp->host,
               http_port_, metrics_hp->host, metrics_port_, opts_.traefik_dir);
   return Status::Ok();
@@ -169,42 +183,9 @@ void App::bootstrap() {
   }
 }
 
-void App::export_metrics(std::promise<void>& registered) {
-  auto counter = [&](const char* name, const char* help) -> prometheus::Counter& {
-    return prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
-  };
-  auto gauge = [&](const char* name, const char* help) -> prometheus::Gauge& {
-    return prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add({});
-  };
-  auto& flushes = counter("supaplane_router_flushes_total", "coalesced directory passes");
-  auto& writes =
-      counter("supaplane_router_file_writes_total", "tenant files written (bytes changed)");
-  auto& removes = counter("supaplane_router_file_removes_total", "tenant files removed");
-  auto& write_errors = counter("supaplane_router_file_write_errors_total",
-                               "directory writes that failed (retried on the next pass)");
-  auto& keys_loaded =
-      counter("supaplane_router_keys_loaded_total", "tenant keys loaded from the key store");
-  auto& keys_errors =
-      counter("supaplane_router_keys_errors_total", "key loads that failed (retried every second)");
-  auto& checkpoint =
-      gauge("supaplane_router_projection_checkpoint", "last stream sequence applied");
-  auto& pending = gauge("supaplane_router_consumer_pending", "consumer lag (messages)");
-  registered.set_value();  // the reference dies here: start() stops waiting
-  std::uint64_t seen[6] = {0, 0, 0, 0, 0, 0};
-  auto sync = [&](prometheus::Counter& c, std::uint64_t now, std::uint64_t& last) {
-    if (now > last) c.Increment(static_cast<double>(now - last));
-    last = now;
-  };
+void App::export_metrics() {
   while (!stopping_) {
-    const auto& k = sync_->counters();
-    sync(flushes, k.flushes, seen[0]);
-    sync(writes, k.file_writes, seen[1]);
-    sync(removes, k.file_removes, seen[2]);
-    sync(write_errors, k.write_errors, seen[3]);
-    sync(keys_loaded, k.keys_loaded, seen[4]);
-    sync(keys_errors, k.keys_errors, seen[5]);
-    checkpoint.Set(static_cast<double>(waiter_.current()));
-    if (runner_) pending.Set(static_cast<double>(runner_->stats().pending.load()));
+    mirror_->sync();
     for (int i = 0; i < 50 && !stopping_; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -2,7 +2,6 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
-#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,6 +13,7 @@
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
+#include "supaplane/metrics/mirror.hpp"
 #include "supaplane/projection/projector.hpp"
 #include "traefik_dir.hpp"
 
@@ -60,7 +60,7 @@ class App {
 
  private:
   void bootstrap();
-  void export_metrics(std::promise<void>& registered);
+  void export_metrics();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -75,6 +75,7 @@ class App {
   std::unique_ptr<projection::TenantProjector> projector_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
   std::unique_ptr<HttpFront> http_;
+  std::unique_ptr<metrics::Mirror> mirror_;  ///< registered in start, synced by export_metrics
   std::unique_ptr<metrics::OpsServer> ops_;
   std::thread bootstrap_thread_;
   std::thread gauges_thread_;

@@ -49,7 +49,7 @@ class TokenService {
     Principal principal;
     std::int64_t exp{0};  ///< unix seconds
   };
-  Result<Verified> verify_uncached(const std::string& token) const;
+  Result<Verified> verify_uncached(const std::string& token, std::int64_t now_unix_s) const;
   std::string secret_;
   const Clock& clock_;
   std::int64_t ttl_seconds_;
