@@ -59,11 +59,25 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-free_port() {  # a port nothing listens on (best effort, no python needed)
-  local p
+# free_port VAR: sets VAR to a TCP port on 127.0.0.1 reserved until this shell
+# exits. Same scheme as testenv::PortLease (tests/support/servers.cpp): below
+# the kernel's ephemeral range, so no outgoing connection can be given it, and
+# locked with flock on $TMPDIR/supaplane-ports/<port>, so tests running in
+# parallel never pick the same port. It sets a variable instead of printing
+# because $(...) would run it in a subshell whose exit drops the lock.
+free_port() {
+  local dir="${TMPDIR:-/tmp}/supaplane-ports" lo hi p fd
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+  if [ ! -d "$dir" ]; then mkdir -p "$dir" && chmod 1777 "$dir" 2>/dev/null || true; fi
   while :; do
-    p=$(shuf -i 20000-60999 -n 1)
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    p=$(shuf -i "10000-$((lo - 1))" -n 1)
+    [ -e "$dir/$p" ] || : >>"$dir/$p" 2>/dev/null || continue
+    exec {fd}<"$dir/$p" || continue
+    if flock -n "$fd" && ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      printf -v "$1" '%s' "$p"
+      return
+    fi
+    exec {fd}<&-
   done
 }
 

@@ -11,14 +11,15 @@ BUILD="${1:?usage: cli_e2e.sh BUILD_DIR}"
 export SUPAPLANE_RUN_DIR; SUPAPLANE_RUN_DIR="$(mktemp -d /tmp/supaplane-e2e-XXXXXX)"
 chmod 755 "$SUPAPLANE_RUN_DIR"
 export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1
-export SUPAPLANE_RUN_NATS_PORT; SUPAPLANE_RUN_NATS_PORT=$(free_port)
-export SUPAPLANE_RUN_REDIS_PORT; SUPAPLANE_RUN_REDIS_PORT=$(free_port)
-export SUPAPLANE_RUN_PG_PORT; SUPAPLANE_RUN_PG_PORT=$(free_port)
-export SUPAPLANE_GRPC_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_METRICS_ADDR="127.0.0.1:$(free_port)"
-export SUPAPLANE_BILLING_HTTP_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_BILLING_METRICS_ADDR="127.0.0.1:$(free_port)"
-export SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$(free_port)"
-export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$(free_port)"
-export SUPAPLANE_ROUTER_HTTP_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_ROUTER_METRICS_ADDR="127.0.0.1:$(free_port)"
+free_port nats; free_port redis; free_port pg; free_port grpc; free_port metrics
+free_port billing_http; free_port billing_metrics; free_port billing_grpc
+free_port prov_metrics; free_port router_http; free_port router_metrics
+export SUPAPLANE_RUN_NATS_PORT=$nats SUPAPLANE_RUN_REDIS_PORT=$redis SUPAPLANE_RUN_PG_PORT=$pg
+export SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$metrics"
+export SUPAPLANE_BILLING_HTTP_ADDR="127.0.0.1:$billing_http" SUPAPLANE_BILLING_METRICS_ADDR="127.0.0.1:$billing_metrics"
+export SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$billing_grpc"
+export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$prov_metrics"
+export SUPAPLANE_ROUTER_HTTP_ADDR="127.0.0.1:$router_http" SUPAPLANE_ROUTER_METRICS_ADDR="127.0.0.1:$router_metrics"
 cleanup() {
   "$ROOT/scripts/run" stop >/dev/null 2>&1 || true
   rm -rf "$SUPAPLANE_RUN_DIR"

@@ -154,6 +154,51 @@ TEST_F(EventStoreTest, AppendWhileServerIsDownIsUnavailable) {
   ASSERT_TRUE(ok.ok()) << ok.error().message;
 }
 
+TEST_F(EventStoreTest, EveryCallIsRefusedAtOnceWhileTheConnectionIsDown) {
+  nats_.stop();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (store_->connected() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_FALSE(store_->connected());
+  // Refused before anything is sent: not a request that timed out.
+  auto refused = [](const Error& e) {
+    EXPECT_EQ(e.code, errc::unavailable);
+    EXPECT_NE(e.message.find("not attempted"), std::string::npos) << e.message;
+  };
+  const std::string subject = "platform.tenant.eeeeeeeeeeeeeeeeeeee";
+  auto a = store_->append(ev(subject, "x"));
+  ASSERT_FALSE(a.ok());
+  refused(a.error());
+  bool called = false;
+  store_->append_async(ev(subject, "x"), [&](Result<AppendResult> r) {
+    called = true;
+    ASSERT_FALSE(r.ok());
+    refused(r.error());
+  });
+  EXPECT_TRUE(called);  // inline: nothing was queued
+  auto g = store_->get(1);
+  ASSERT_FALSE(g.ok());
+  refused(g.error());
+  auto l = store_->last_sequence();
+  ASSERT_FALSE(l.ok());
+  refused(l.error());
+  auto sj = store_->subjects("platform.>");
+  ASSERT_FALSE(sj.ok());
+  refused(sj.error());
+  auto rs = store_->read_subject(subject);
+  ASSERT_FALSE(rs.ok());
+  refused(rs.error());
+  nats_.start();
+  const auto back = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!store_->connected() && std::chrono::steady_clock::now() < back)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(store_->connected());
+  // Nothing refused was stored.
+  auto history = store_->read_subject(subject);
+  ASSERT_TRUE(history.ok()) << history.error().message;
+  EXPECT_TRUE(history->empty());
+}
+
 /// Poison is terminated, a flaky message is retried with backoff until it
 /// succeeds, a message that always fails is terminated after max_deliveries.
 class ScriptedHandler : public BatchHandler {

@@ -38,8 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-NATS_PORT=$(free_port)
-REDIS_PORT=$(free_port)
+free_port NATS_PORT; free_port REDIS_PORT; free_port HTTP_PORT; free_port METRICS_PORT; free_port GRPC_PORT
 nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$TMP/nats" >"$TMP/nats.log" 2>&1 &
 pids+=($!)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
@@ -48,11 +47,11 @@ wait_tcp "$NATS_PORT" 20 || { echo "FAIL: nats-server did not start" >&2; exit 1
 wait_tcp "$REDIS_PORT" 20 || { echo "FAIL: redis-server did not start" >&2; exit 1; }
 
 SECRET="whsec_$(head -c 24 /dev/urandom | base64 | tr -d '\n/+=')"
-HTTP_ADDR="127.0.0.1:$(free_port)"
-METRICS_ADDR="127.0.0.1:$(free_port)"
+HTTP_ADDR="127.0.0.1:$HTTP_PORT"
+METRICS_ADDR="127.0.0.1:$METRICS_PORT"
 SUPAPLANE_NATS_URL="nats://127.0.0.1:$NATS_PORT" SUPAPLANE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
   SUPAPLANE_HTTP_ADDR="$HTTP_ADDR" SUPAPLANE_METRICS_ADDR="$METRICS_ADDR" \
-  SUPAPLANE_GRPC_ADDR="127.0.0.1:$(free_port)" SUPAPLANE_STRIPE_WEBHOOK_SECRET="$SECRET" \
+  SUPAPLANE_GRPC_ADDR="127.0.0.1:$GRPC_PORT" SUPAPLANE_STRIPE_WEBHOOK_SECRET="$SECRET" \
   "$BUILD/services/billing/supaplane-billing" >"$TMP/billing.log" 2>&1 &
 pids+=($!)
 wait_http "http://$METRICS_ADDR/readyz" 30 || {

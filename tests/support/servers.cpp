@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,9 +14,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -23,20 +27,69 @@ namespace supaplane::testenv {
 
 namespace fs = std::filesystem;
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+// The lowest port of the kernel's ephemeral range: ports below it are never
+// handed out for outgoing connections or bind(0).
+int ephemeral_low() {
+  int lo = 32768, hi = 60999;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d %d", &lo, &hi) != 2) lo = 32768;
+    std::fclose(f);
+  }
+  return lo;
+}
+
+bool bindable(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    throw std::runtime_error("free_port: bind failed");
-  }
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   ::close(fd);
-  return ntohs(a.sin_port);
+  return ok;
+}
+}  // namespace
+
+// Keep in step with free_port in scripts/lib.sh (same range, same lock files).
+PortLease::PortLease() {
+  constexpr int kLow = 10000;
+  const int high = ephemeral_low() - 1;
+  if (high <= kLow) throw std::runtime_error("PortLease: ephemeral port range starts too low");
+  const fs::path dir = fs::temp_directory_path() / "supaplane-ports";
+  std::error_code ec;
+  if (fs::create_directories(dir, ec))  // shared by every user's tests
+    fs::permissions(dir, fs::perms::all | fs::perms::sticky_bit, ec);
+  std::random_device rd;
+  std::mt19937 rng(rd());
+  std::uniform_int_distribution<int> pick(kLow, high);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int p = pick(rng);
+    const int fd = ::open((dir / std::to_string(p)).c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && bindable(p)) {
+      port_ = p;
+      lock_fd_ = fd;
+      return;
+    }
+    ::close(fd);
+  }
+  throw std::runtime_error("PortLease: no free port in 1000 tries");
+}
+
+PortLease::~PortLease() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+int free_port() {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<PortLease>> held;  // released at exit
+  auto lease = std::make_unique<PortLease>();
+  const int p = lease->port();
+  std::lock_guard lock(mu);
+  held.push_back(std::move(lease));
+  return p;
 }
 
 bool wait_port(int port, int timeout_ms) {
@@ -134,13 +187,13 @@ int Process::wait() {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-NatsServer::NatsServer() : dir_("supaplane-nats"), port_(free_port()) {}
+NatsServer::NatsServer() : dir_("supaplane-nats"), port_() {}
 
 void NatsServer::start() {
-  proc_.start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd",
+  proc_.start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_.port()), "-sd",
                dir_.path() + "/store"},
               dir_.path() + "/nats.log");
-  if (!wait_port(port_, 10000)) throw std::runtime_error("nats-server did not start");
+  if (!wait_port(port_.port(), 10000)) throw std::runtime_error("nats-server did not start");
 }
 
 void NatsServer::restart() {
@@ -148,13 +201,13 @@ void NatsServer::restart() {
   start();
 }
 
-RedisServer::RedisServer() : dir_("supaplane-redis"), port_(free_port()) {}
+RedisServer::RedisServer() : dir_("supaplane-redis"), port_() {}
 
 void RedisServer::start() {
-  proc_.start({"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", dir_.path()},
+  proc_.start({"redis-server", "--port", std::to_string(port_.port()), "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--dir", dir_.path()},
               dir_.path() + "/redis.log");
-  if (!wait_port(port_, 10000)) throw std::runtime_error("redis-server did not start");
+  if (!wait_port(port_.port(), 10000)) throw std::runtime_error("redis-server did not start");
 }
 
 namespace {
@@ -169,7 +222,7 @@ constexpr const char* kPgUser = "postgres";
 }  // namespace
 
 PostgresServer::PostgresServer(bool password_auth)
-    : dir_("supaplane-pg"), port_(free_port()), password_auth_(password_auth) {}
+    : dir_("supaplane-pg"), port_(), password_auth_(password_auth) {}
 PostgresServer::~PostgresServer() { stop(); }
 
 void PostgresServer::start() {
@@ -197,9 +250,9 @@ void PostgresServer::start() {
 void PostgresServer::launch() {
   const std::string as = ::geteuid() == 0 ? kPgUser : "";
   const std::string data = dir_.path() + "/data";
-  proc_.start({pg_bin("postgres"), "-D", data, "-p", std::to_string(port_), "-k", dir_.path(), "-c",
-               "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-               "-c", "full_page_writes=off", "-c", "max_connections=200"},
+  proc_.start({pg_bin("postgres"), "-D", data, "-p", std::to_string(port_.port()), "-k",
+               dir_.path(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
+               "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"},
               dir_.path() + "/postgres.log", as);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (PQping(admin_dsn().c_str()) != PQPING_OK) {
@@ -210,11 +263,12 @@ void PostgresServer::launch() {
 }
 
 std::string PostgresServer::dsn(const std::string& db) const {
-  return "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=" + db;
+  return "host=127.0.0.1 port=" + std::to_string(port_.port()) + " user=postgres dbname=" + db;
 }
 
 std::string PostgresServer::admin_dsn(const std::string& db) const {
-  return "host=" + dir_.path() + " port=" + std::to_string(port_) + " user=postgres dbname=" + db;
+  return "host=" + dir_.path() + " port=" + std::to_string(port_.port()) +
+         " user=postgres dbname=" + db;
 }
 
 std::string PostgresServer::create_database(const std::string& name) {

@@ -9,7 +9,26 @@
 
 namespace supaplane::testenv {
 
-/// A free TCP port on 127.0.0.1 (bind to 0 and read it back).
+/// A TCP port on 127.0.0.1 reserved for as long as the lease lives. It is
+/// chosen below the kernel's ephemeral range (ip_local_port_range), so no
+/// outgoing connection and no bind-to-0 can be handed it, and it is locked
+/// with flock on $TMPDIR/supaplane-ports/<port>, so test processes running in
+/// parallel (C++ here, scripts/lib.sh `free_port` in the shell tests) never
+/// pick the same one. Nothing must listen on it when it is leased.
+class PortLease {
+ public:
+  PortLease();
+  ~PortLease();
+  PortLease(const PortLease&) = delete;
+  PortLease& operator=(const PortLease&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int port_{0};
+  int lock_fd_{-1};
+};
+
+/// A port leased until this process exits (for ports handed to subprocesses).
 int free_port();
 /// Waits until something accepts on 127.0.0.1:port.
 bool wait_port(int port, int timeout_ms);
@@ -53,12 +72,12 @@ class NatsServer {
   void stop(int sig = 15) { proc_.stop(sig); }
   /// Same port, same store directory.
   void restart();
-  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
-  int port() const { return port_; }
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_.port()); }
+  int port() const { return port_.port(); }
 
  private:
   TempDir dir_;
-  int port_;
+  PortLease port_;
   Process proc_;
 };
 
@@ -70,12 +89,12 @@ class RedisServer {
   /// Freezes / thaws the server (SIGSTOP / SIGCONT): connections hang.
   void freeze() { proc_.signal(19); }
   void thaw() { proc_.signal(18); }
-  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
-  int port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_.port()); }
+  int port() const { return port_.port(); }
 
  private:
   TempDir dir_;
-  int port_;
+  PortLease port_;
   Process proc_;
 };
 
@@ -95,12 +114,12 @@ class PostgresServer {
   std::string dsn(const std::string& db = "postgres") const;
   /// Creates a fresh database and returns its DSN.
   std::string create_database(const std::string& name);
-  int port() const { return port_; }
+  int port() const { return port_.port(); }
 
  private:
   void launch();
   TempDir dir_;
-  int port_;
+  PortLease port_;
   bool password_auth_;
   Process proc_;
 };

@@ -102,7 +102,9 @@ class EventStore {
   EventStore& operator=(const EventStore&) = delete;
 
   /// Connects; when the server is not up yet it keeps trying in the background
-  /// (calls answer `unavailable` meanwhile) and reconnects forever after drops.
+  /// and reconnects forever after drops. While the connection is not up,
+  /// appends and reads answer `unavailable` at once instead of waiting out
+  /// the request timeout (nothing is buffered for later: the caller is told).
   static Result<std::unique_ptr<EventStore>> connect(const ConnectOptions& opts,
                                                      StreamSettings stream = {});
 
@@ -136,6 +138,8 @@ class EventStore {
   EventStore() = default;
   static void on_async_ack(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
   natsMsg* build_message(const OutgoingEvent& ev, jsPubOptions* po, natsStatus* status);
+  /// `unavailable` when the connection is down (`what` was not attempted).
+  Status require_connection(const std::string& what) const;
   std::mutex pending_mu_;
   std::unordered_map<natsMsg*, AppendCallback> pending_;  ///< async appends awaiting their ack
   natsConnection* conn_{nullptr};
