@@ -375,6 +375,31 @@ TEST_F(BillingTest, AnAdminSuspensionIsNotLiftedByAPayment) {
   EXPECT_EQ(s.suspend_reason(), "abuse report");
 }
 
+TEST_F(BillingTest, VoidingTheOverdueInvoiceLiftsTheSuspensionAndUncollectibleDoesNot) {
+  start_billing();  // grace: 2 failed attempts
+  const std::string ref = create_tenant();
+  const std::int64_t t0 = now_s() - 100;
+  ASSERT_EQ(send(checkout_body("evt_c", "cus_void", ref, "pro", t0)), 200);
+  ASSERT_EQ(send(invoice_body("evt_f", "invoice.payment_failed", "cus_void", "in_v", 2, t0 + 10)),
+            200);
+  auto s = tenant(ref);
+  ASSERT_TRUE(s.suspended());
+  EXPECT_EQ(s.suspend_reason(), billing::kReasonOverdue);
+  // Written off: still unpaid, so still suspended (and nothing recorded).
+  const auto before = billing_count("cus_void");
+  ASSERT_EQ(
+      send(invoice_body("evt_u", "invoice.marked_uncollectible", "cus_void", "in_v", 2, t0 + 20)),
+      200);
+  EXPECT_EQ(billing_count("cus_void"), before);
+  EXPECT_TRUE(tenant(ref).suspended());
+  ASSERT_EQ(send(invoice_body("evt_v", "invoice.voided", "cus_void", "in_v", 2, t0 + 30)), 200);
+  s = tenant(ref);
+  EXPECT_FALSE(s.suspended());
+  EXPECT_EQ(s.plan(), v1::PLAN_PRO);
+  const auto types = tenant_types(ref);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "tenant.unsuspended"), 1) << types.size();
+}
+
 TEST_F(BillingTest, LogDownIsAnswered503AndTheRetryIsRecorded) {
   start_billing();
   const std::string ref = create_tenant();

@@ -156,6 +156,27 @@ TEST(StripeEventParse, InvoiceSubscriptionUnderParentIsFound) {
   EXPECT_EQ(ev->billing->invoice_payment_failed().attempt_count(), 2);
 }
 
+TEST(StripeEventParse, VoidedInvoiceIsRecordedAndUncollectibleIsNot) {
+  auto ev = parse_stripe_event(R"({"id":"evt_v","object":"event","type":"invoice.voided",
+    "created":5,"data":{"object":{"id":"in_1","customer":"cus_A","subscription":"sub_9"}}})",
+                               kPrices);
+  ASSERT_TRUE(ev.ok()) << ev.error().message;
+  ASSERT_TRUE(ev->billing.has_value());
+  EXPECT_EQ(ev->billing->invoice_voided().invoice_id(), "in_1");
+  EXPECT_EQ(ev->billing->invoice_voided().subscription_id(), "sub_9");
+  // Written off is still unpaid: not an event billing acts on.
+  ev = parse_stripe_event(R"({"id":"evt_w","object":"event","type":"invoice.marked_uncollectible",
+    "created":5,"data":{"object":{"id":"in_1","customer":"cus_A","subscription":"sub_9"}}})",
+                          kPrices);
+  ASSERT_TRUE(ev.ok()) << ev.error().message;
+  EXPECT_FALSE(ev->billing.has_value());
+  // A voided invoice with a malformed id is refused like the others.
+  ev = parse_stripe_event(R"({"id":"evt_v","object":"event","type":"invoice.voided",
+    "created":5,"data":{"object":{"id":"in 1","customer":"cus_A"}}})",
+                          kPrices);
+  EXPECT_FALSE(ev.ok());
+}
+
 TEST(StripeEventParse, UnknownTypeIsValidButIgnored) {
   auto ev = parse_stripe_event(R"({"id":"evt_u","object":"event","type":"charge.refunded",
     "created":5,"data":{"object":{"id":"ch_1"}}})",
@@ -283,6 +304,35 @@ TEST(BillingFold, PaymentFailureSuspendsOnlyPastGrace) {
   EXPECT_TRUE(t.suspend);
   EXPECT_EQ(t.reason, kReasonOverdue);
   EXPECT_EQ(t.plan, v1::PLAN_PRO);
+}
+
+v1::BillingEvent voided(const std::string& invoice_id, std::int64_t created) {
+  v1::BillingEvent e;
+  e.set_stripe_event_id("evt_" + invoice_id + "_voided");
+  e.set_stripe_created(created);
+  e.mutable_invoice_voided()->set_invoice_id(invoice_id);
+  e.mutable_invoice_voided()->set_subscription_id("sub_1");
+  return e;
+}
+
+TEST(BillingFold, VoidingTheOverdueInvoiceLiftsAndALateFailureOfItIsIgnored) {
+  const GracePolicy grace{2};
+  auto t = target_of({checkout(10, v1::PLAN_PRO), invoice("in_1", false, 2, 20)}, grace);
+  EXPECT_TRUE(t.suspend);
+  t = target_of({checkout(10, v1::PLAN_PRO), invoice("in_1", false, 2, 20), voided("in_1", 30)},
+                grace);
+  EXPECT_FALSE(t.suspend);
+  EXPECT_EQ(t.plan, v1::PLAN_PRO);
+  // Delivered in the other order: the failure of a voided invoice is stale.
+  t = target_of({checkout(10, v1::PLAN_PRO), voided("in_1", 30), invoice("in_1", false, 2, 20)},
+                grace);
+  EXPECT_FALSE(t.suspend);
+  // Voiding one invoice leaves another overdue one in force.
+  t = target_of({checkout(10, v1::PLAN_PRO), invoice("in_1", false, 2, 20),
+                 invoice("in_2", false, 2, 25), voided("in_1", 30)},
+                grace);
+  EXPECT_TRUE(t.suspend);
+  EXPECT_EQ(t.reason, kReasonOverdue);
 }
 
 TEST(BillingFold, PaidInvoiceLiftsAndALateFailureOfItIsIgnored) {

@@ -7,7 +7,7 @@
 namespace supaplane::billing {
 
 namespace {
-constexpr int kPaidInvoicesKept = 32;
+constexpr int kSettledInvoicesKept = 32;
 
 v1::BillingSubscription& subscription(v1::BillingState& s, const std::string& id) {
   for (auto& sub : *s.mutable_subscriptions())
@@ -29,6 +29,18 @@ void remove_failed(v1::BillingSubscription& sub, const std::string& invoice) {
       sub.mutable_failed_attempts()->erase(sub.mutable_failed_attempts()->begin() + i);
     return;
   }
+}
+
+// A paid or voided invoice: nothing is owed on it, its failures stop counting,
+// and a failure of it delivered late is ignored.
+void settle(v1::BillingState& s, const std::string& subscription_id, const std::string& invoice) {
+  if (subscription_id.empty()) return;
+  auto& sub = subscription(s, subscription_id);
+  remove_failed(sub, invoice);
+  if (contains(sub.settled_invoice_ids(), invoice)) return;
+  sub.add_settled_invoice_ids(invoice);
+  if (sub.settled_invoice_ids_size() > kSettledInvoicesKept)
+    sub.mutable_settled_invoice_ids()->DeleteSubrange(0, 1);
 }
 
 // Stripe's terminal states of a subscription that no longer pays for a plan.
@@ -75,7 +87,8 @@ v1::BillingState fold(v1::BillingState s, const v1::BillingEvent& e, std::uint64
       const auto& f = e.invoice_payment_failed();
       if (f.subscription_id().empty()) break;
       auto& sub = subscription(s, f.subscription_id());
-      if (contains(sub.paid_invoice_ids(), f.invoice_id())) break;  // paid since: stale failure
+      // Paid or voided since: a stale failure.
+      if (contains(sub.settled_invoice_ids(), f.invoice_id())) break;
       for (int i = 0; i < sub.failed_invoice_ids_size(); ++i) {
         if (sub.failed_invoice_ids(i) != f.invoice_id()) continue;
         if (i < sub.failed_attempts_size())
@@ -86,18 +99,12 @@ v1::BillingState fold(v1::BillingState s, const v1::BillingEvent& e, std::uint64
       sub.add_failed_attempts(f.attempt_count());
       break;
     }
-    case v1::BillingEvent::kInvoicePaid: {
-      const auto& p = e.invoice_paid();
-      if (p.subscription_id().empty()) break;
-      auto& sub = subscription(s, p.subscription_id());
-      remove_failed(sub, p.invoice_id());
-      if (!contains(sub.paid_invoice_ids(), p.invoice_id())) {
-        sub.add_paid_invoice_ids(p.invoice_id());
-        if (sub.paid_invoice_ids_size() > kPaidInvoicesKept)
-          sub.mutable_paid_invoice_ids()->DeleteSubrange(0, 1);
-      }
+    case v1::BillingEvent::kInvoicePaid:
+      settle(s, e.invoice_paid().subscription_id(), e.invoice_paid().invoice_id());
       break;
-    }
+    case v1::BillingEvent::kInvoiceVoided:
+      settle(s, e.invoice_voided().subscription_id(), e.invoice_voided().invoice_id());
+      break;
     case v1::BillingEvent::KIND_NOT_SET:
       break;
   }

@@ -42,6 +42,8 @@ const char* billing_event_type(const v1::BillingEvent& e) {
       return "billing.invoice_payment_failed";
     case v1::BillingEvent::kInvoicePaid:
       return "billing.invoice_paid";
+    case v1::BillingEvent::kInvoiceVoided:
+      return "billing.invoice_voided";
     case v1::BillingEvent::KIND_NOT_SET:
       break;
   }

@@ -151,6 +151,10 @@ Result<StripeEvent> parse_stripe_event(std::string_view body, const PriceMap& pr
     auto* p = be.mutable_invoice_paid();
     p->set_invoice_id(object_id);
     p->set_subscription_id(invoice_subscription(obj));
+  } else if (ev.type == "invoice.voided") {
+    auto* v = be.mutable_invoice_voided();
+    v->set_invoice_id(object_id);
+    v->set_subscription_id(invoice_subscription(obj));
   } else {
     return ev;  // a valid event of a type billing does not act on
   }
