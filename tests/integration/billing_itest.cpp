@@ -570,8 +570,32 @@ class FakeStripe {
           R"({"id":"cs_test_1","object":"checkout.session","url":"https://checkout.stripe.com/c/pay/cs_test_1"})",
           "application/json");
     });
+    // A subscription with one item; GET shows it, POST moves its price.
+    server_.Get(R"(/v1/subscriptions/([A-Za-z0-9_]+))", [this](const httplib::Request& req,
+                                                               httplib::Response& res) {
+      std::lock_guard lk(mu_);
+      calls_.push_back("GET " + req.path);
+      auth_ = req.get_header_value("Authorization");
+      res.set_content(
+          R"({"id":")" + req.matches[1].str() +
+              R"(","object":"subscription","items":{"object":"list","data":[{"id":"si_one","object":"subscription_item"}]}})",
+          "application/json");
+    });
+    server_.Post(R"(/v1/subscriptions/([A-Za-z0-9_]+))", [this](const httplib::Request& req,
+                                                                httplib::Response& res) {
+      std::lock_guard lk(mu_);
+      calls_.push_back("POST " + req.path);
+      form_.clear();
+      for (const auto& [k, v] : req.params) form_[k] = v;
+      res.set_content(R"({"id":")" + req.matches[1].str() + R"(","object":"subscription"})",
+                      "application/json");
+    });
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  std::vector<std::string> calls() {
+    std::lock_guard lk(mu_);
+    return calls_;
   }
   ~FakeStripe() {
     server_.stop();
@@ -599,6 +623,7 @@ class FakeStripe {
   std::map<std::string, std::string> form_;
   std::string auth_;
   std::string content_type_;
+  std::vector<std::string> calls_;  ///< "GET /v1/subscriptions/<id>", ...
 };
 
 grpc::Status create_session(int port, const std::string& token, const std::string& ref,
@@ -611,6 +636,18 @@ grpc::Status create_session(int port, const std::string& token, const std::strin
   req.set_ref(ref);
   req.set_plan(plan);
   return stub->CreateCheckoutSession(&ctx, req, out);
+}
+
+grpc::Status change_plan(int port, const std::string& token, const std::string& ref, v1::Plan plan,
+                         v1::SubscriptionPlanChange* out) {
+  auto stub = v1::BillingService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  v1::ChangeSubscriptionPlanRequest req;
+  req.set_ref(ref);
+  req.set_plan(plan);
+  return stub->ChangeSubscriptionPlan(&ctx, req, out);
 }
 
 TEST_F(BillingTest, CheckoutIsDisabledWithoutASecretKey) {
@@ -666,6 +703,88 @@ TEST_F(BillingTest, CheckoutCreatesASessionForTheOwnersTenant) {
   EXPECT_EQ(create_session(billing_->grpc_port(), owner->token, "bad ref", v1::PLAN_PRO, &out)
                 .error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(BillingTest, ALiveSubscriptionIsChangedInPlaceNeverBoughtTwice) {
+  FakeStripe stripe;
+  auto o = options();
+  o.stripe_secret_key = "sk_test_itest";
+  o.stripe_api_base = stripe.base();
+  o.jwt_secret = kJwtSecret;
+  start_billing(o);
+  const std::string ref = create_tenant();
+  auth::TokenService tokens(kJwtSecret, SystemClock::instance());
+  auto owner = tokens.issue({kOwner, auth::Role::customer});
+  auto other = tokens.issue({"acct_other", auth::Role::customer});
+  ASSERT_TRUE(owner.ok() && other.ok());
+  const int port = billing_->grpc_port();
+  v1::SubscriptionPlanChange change;
+  v1::CheckoutSession session;
+
+  // Nothing to change before a subscription exists.
+  auto st = change_plan(port, owner->token, ref, v1::PLAN_PRO, &change);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("CreateCheckoutSession"), std::string::npos);
+  EXPECT_TRUE(stripe.calls().empty());
+
+  // The customer buys STARTER; once billing has linked customer and tenant,
+  // a second Checkout is refused.
+  const std::int64_t t0 = now_s() - 100;
+  ASSERT_EQ(send(checkout_body("evt_c", "cus_chg", ref, "starter", t0)), 200);
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+  while (SteadyClock::now() < deadline) {
+    st = create_session(port, owner->token, ref, v1::PLAN_PRO, &session);
+    if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("live starter subscription"), std::string::npos)
+      << st.error_message();
+
+  // Same plan: answered without calling Stripe.
+  const auto calls_before = stripe.calls().size();
+  st = change_plan(port, owner->token, ref, v1::PLAN_STARTER, &change);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_FALSE(change.changed());
+  EXPECT_EQ(change.subscription_id(), "sub_cus_chg");
+  EXPECT_EQ(stripe.calls().size(), calls_before);
+
+  // Another customer's tenant, no token, a bad plan: refused, Stripe untouched.
+  EXPECT_EQ(change_plan(port, other->token, ref, v1::PLAN_PRO, &change).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(change_plan(port, "", ref, v1::PLAN_PRO, &change).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(change_plan(port, owner->token, ref, v1::PLAN_FREE, &change).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stripe.calls().size(), calls_before);
+
+  // Upgrade: the one item of the live subscription moves to PRO's price.
+  st = change_plan(port, owner->token, ref, v1::PLAN_PRO, &change);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(change.changed());
+  EXPECT_EQ(change.plan(), v1::PLAN_PRO);
+  const auto calls = stripe.calls();
+  ASSERT_EQ(calls.size(), calls_before + 2);
+  EXPECT_EQ(calls[calls_before], "GET /v1/subscriptions/sub_cus_chg");
+  EXPECT_EQ(calls[calls_before + 1], "POST /v1/subscriptions/sub_cus_chg");
+  EXPECT_EQ(stripe.auth(), "Bearer sk_test_itest");
+  auto f = stripe.form();
+  EXPECT_EQ(f["items[0][id]"], "si_one");
+  EXPECT_EQ(f["items[0][price]"], "price_pro");
+  EXPECT_EQ(f["proration_behavior"], "create_prorations");
+  // The tenant's plan follows Stripe's own confirmation.
+  ASSERT_EQ(send(subscription_body("evt_up", "customer.subscription.updated", "cus_chg",
+                                   "price_pro", "active", t0 + 10)),
+            200);
+  EXPECT_EQ(tenant(ref).plan(), v1::PLAN_PRO);
+
+  // Canceled: a new Checkout is allowed again.
+  ASSERT_EQ(send(subscription_body("evt_del", "customer.subscription.deleted", "cus_chg",
+                                   "price_pro", "canceled", t0 + 20)),
+            200);
+  st = create_session(port, owner->token, ref, v1::PLAN_PRO, &session);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(stripe.form()["customer"], "cus_chg");  // the same Stripe customer
 }
 
 TEST(BillingStart, RefusesWithoutAWebhookSecret) {

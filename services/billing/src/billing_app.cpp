@@ -123,8 +123,9 @@ Status App::start() {
     tokens = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
   }
   reader_ = std::make_unique<BillingReader>(*redis_pool_, opts_.projection_prefix);
-  checkout_ = std::make_unique<CheckoutService>(std::move(client), std::move(tokens), *store_,
-                                                reader_.get());
+  checkout_ =
+      std::make_unique<CheckoutService>(std::move(client), std::move(tokens), *store_,
+                                        reader_.get(), GracePolicy{opts_.grace_failed_attempts});
   grpc::ServerBuilder gb;
   gb.AddListeningPort(grpc_hp->host + ":" + std::to_string(grpc_hp->port),
                       grpc::InsecureServerCredentials(), &grpc_port_);

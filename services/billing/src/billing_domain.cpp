@@ -111,25 +111,40 @@ v1::BillingState fold(v1::BillingState s, const v1::BillingEvent& e, std::uint64
   return s;
 }
 
-std::vector<TenantTarget> tenant_targets(const v1::BillingState& state, const GracePolicy& policy) {
-  // One subscription decides per tenant. A tenant may have several (an
-  // upgrade bought as a second Checkout, a re-subscription after a
-  // cancellation): a live one beats an ended one, a paid-up one beats an
-  // overdue one, a higher plan beats a lower one, and only then does the
-  // newest update win — so a renewal of the older, cheaper subscription or
-  // the cancellation of the one being replaced never overrides the one the
-  // customer still pays for.
+namespace {
+// One subscription decides per tenant. A tenant may have several (a
+// re-subscription after a cancellation, two Checkouts completed in a race):
+// a live one beats an ended one, a paid-up one beats an overdue one, a
+// higher plan beats a lower one, and only then does the newest update win —
+// so a renewal of the older, cheaper subscription or the cancellation of the
+// one being replaced never overrides the one the customer still pays for.
+std::map<std::string, const v1::BillingSubscription*> deciding(const v1::BillingState& state,
+                                                               const GracePolicy& policy) {
   auto rank = [&](const v1::BillingSubscription& sub) {
     const bool live = !ended(sub);
     return std::make_tuple(live, live && !overdue(sub, policy), static_cast<int>(sub.plan()),
                            sub.updated_created());
   };
-  std::map<std::string, const v1::BillingSubscription*> newest;
+  std::map<std::string, const v1::BillingSubscription*> best;
   for (const auto& sub : state.subscriptions()) {
     if (sub.tenant_ref().empty()) continue;
-    auto& cur = newest[sub.tenant_ref()];
+    auto& cur = best[sub.tenant_ref()];
     if (!cur || rank(sub) > rank(*cur)) cur = &sub;
   }
+  return best;
+}
+}  // namespace
+
+const v1::BillingSubscription* live_subscription(const v1::BillingState& state,
+                                                 const std::string& ref,
+                                                 const GracePolicy& policy) {
+  const auto best = deciding(state, policy);
+  const auto it = best.find(ref);
+  return it == best.end() || ended(*it->second) ? nullptr : it->second;
+}
+
+std::vector<TenantTarget> tenant_targets(const v1::BillingState& state, const GracePolicy& policy) {
+  const auto newest = deciding(state, policy);
   std::vector<TenantTarget> out;
   for (const auto& [ref, sub] : newest) {
     TenantTarget t;

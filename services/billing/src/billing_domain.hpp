@@ -40,6 +40,12 @@ struct TenantTarget {
 /// tenant named by several subscriptions the most recently updated one wins.
 std::vector<TenantTarget> tenant_targets(const v1::BillingState& state, const GracePolicy& policy);
 
+/// The subscription that pays for `ref` (the one that decides its target,
+/// ranked as in `tenant_targets`), if it is live (not canceled / deleted /
+/// expired); nullptr otherwise. Points into `state`.
+const v1::BillingSubscription* live_subscription(const v1::BillingState& state,
+                                                 const std::string& ref, const GracePolicy& policy);
+
 /// The next command that moves `tenant` towards `target` (nullopt: there).
 /// `suspended_by_billing`: the tenant's current suspension was appended by
 /// billing (actor STRIPE); only such a suspension is lifted.

@@ -5,8 +5,11 @@
 
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
+#include "billing_domain.hpp"
 #include "billing_projection.hpp"
 #include "stripe_event.hpp"
 #include "supaplane/auth/token.hpp"
@@ -38,9 +41,16 @@ class StripeClient {
   /// `customer` reuses an existing Stripe customer when known.
   Result<CreatedSession> create_checkout_session(const std::string& ref, v1::Plan plan,
                                                  const std::string& customer);
+  /// Moves the subscription's one item to `plan`'s price (GET then POST
+  /// /v1/subscriptions/<id>, prorated).
+  Status change_subscription_plan(const std::string& subscription_id, v1::Plan plan);
   const CheckoutOptions& options() const { return opts_; }
 
  private:
+  Result<std::string> price_of(v1::Plan plan) const;
+  /// One request; a non-200 answer is an error carrying Stripe's message.
+  Result<nlohmann::json> call(const std::string& method, const std::string& path,
+                              const std::string& form);
   CheckoutOptions opts_;
 };
 
@@ -53,16 +63,29 @@ class CheckoutService final : public v1::BillingService::Service {
   /// `tokens` null (no JWT secret) or `client` null (no Stripe key): every
   /// call answers FAILED_PRECONDITION.
   CheckoutService(std::unique_ptr<StripeClient> client, std::unique_ptr<auth::TokenService> tokens,
-                  event_store::EventStore& store, BillingReader* reader);
+                  event_store::EventStore& store, BillingReader* reader, GracePolicy policy);
   grpc::Status CreateCheckoutSession(grpc::ServerContext* ctx,
                                      const v1::CreateCheckoutSessionRequest* req,
                                      v1::CheckoutSession* resp) override;
+  grpc::Status ChangeSubscriptionPlan(grpc::ServerContext* ctx,
+                                      const v1::ChangeSubscriptionPlanRequest* req,
+                                      v1::SubscriptionPlanChange* resp) override;
 
  private:
+  /// Enabled, a valid token, a valid ref and plan, and a tenant the caller
+  /// owns (admins: any); OK or the status to answer.
+  grpc::Status authorize(grpc::ServerContext* ctx, const std::string& ref, v1::Plan plan);
+  struct Paying {
+    std::string customer;                         ///< "" when none is linked
+    std::optional<v1::BillingSubscription> live;  ///< the subscription paying for it
+  };
+  Result<Paying> paying_for(const std::string& ref);
+
   std::unique_ptr<StripeClient> client_;
   std::unique_ptr<auth::TokenService> tokens_;
   event_store::EventStore& store_;
   BillingReader* reader_;
+  GracePolicy policy_;
 };
 
 }  // namespace supaplane::billing
