@@ -747,7 +747,7 @@ TEST_F(ApiTest, WatchStreamsOnlyTheCallersTenants) {
 }
 
 // deploy/prometheus/alerts.yml must only name metrics the api exports.
-TEST_F(ApiTest, DeployAlertRulesUseOnlyMetricsTheApiExports) {
+TEST_F(ApiTest, DeployAlertRulesAndDashboardUseOnlyMetricsTheApiExports) {
   const std::string alice = signup("alice@example.com");
   v1::TenantMutation m;
   ASSERT_TRUE(create(alice, "metrics", &m).ok());
@@ -758,10 +758,22 @@ TEST_F(ApiTest, DeployAlertRulesUseOnlyMetricsTheApiExports) {
   const auto uses = testenv::alert_metric_uses("supaplane-api");
   EXPECT_GE(uses.size(), 5u);
   EXPECT_EQ(testenv::missing_metrics(uses, res->body), std::vector<std::string>{});
+  // The Grafana dashboard's panels on this service, against the same scrape.
+  const auto panels = testenv::dashboard_metric_uses("supaplane_api_");
+  EXPECT_FALSE(panels.empty());
+  EXPECT_EQ(testenv::missing_metrics(panels, res->body), std::vector<std::string>{});
   // Every group is checked by its service's test (see alerts.yml's header).
   EXPECT_EQ(testenv::alert_groups(),
             (std::vector<std::string>{"supaplane-api", "supaplane-provisioner", "supaplane-billing",
                                       "supaplane-router-sync"}));
+  // ... and so is every metric of the dashboard: each belongs to one of them.
+  for (const auto& use : testenv::dashboard_metric_uses()) {
+    const bool checked = use.metric.rfind("supaplane_api_", 0) == 0 ||
+                         use.metric.rfind("supaplane_billing_", 0) == 0 ||
+                         use.metric.rfind("supaplane_provisioner_", 0) == 0 ||
+                         use.metric.rfind("supaplane_router_", 0) == 0;
+    EXPECT_TRUE(checked) << use.where << " uses " << use.metric << ", which no test scrapes";
+  }
 }
 
 TEST(ApiStart, RefusesABadAdminPassword) {

@@ -252,6 +252,10 @@ TEST_F(BillingTest, BadSignaturesAreRefusedAndAppendNothing) {
   const auto uses = testenv::alert_metric_uses("supaplane-billing");
   EXPECT_GE(uses.size(), 2u);
   EXPECT_EQ(testenv::missing_metrics(uses, m->body), std::vector<std::string>{});
+  // The Grafana dashboard's panels on this service, against the same scrape.
+  const auto panels = testenv::dashboard_metric_uses("supaplane_billing_");
+  EXPECT_FALSE(panels.empty());
+  EXPECT_EQ(testenv::missing_metrics(panels, m->body), std::vector<std::string>{});
   // Two v1 signatures, one valid; the old secret of a roll also verifies.
   EXPECT_EQ(post(body, "t=" + std::to_string(t) + "," + wrong_v1 + "," + good_v1), 200);
   EXPECT_EQ(post(body, billing::SignatureVerifier::sign("whsec_old_one", t, body)), 200);

@@ -208,13 +208,17 @@ TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
                 "tenant.stack_resumed", "tenant.deletion_requested", "tenant.stack_deleted"}));
 }
 
-TEST_F(ProvisionerTest, DeployAlertRulesUseOnlyMetricsTheProvisionerExports) {
+TEST_F(ProvisionerTest, DeployAlertRulesAndDashboardUseOnlyMetricsTheProvisionerExports) {
   httplib::Client http("127.0.0.1", prov_->metrics_port());
   auto res = http.Get("/metrics");
   ASSERT_TRUE(res);
   const auto uses = testenv::alert_metric_uses("supaplane-provisioner");
   EXPECT_GE(uses.size(), 3u);
   EXPECT_EQ(testenv::missing_metrics(uses, res->body), std::vector<std::string>{});
+  // The Grafana dashboard's panels on this service, against the same scrape.
+  const auto panels = testenv::dashboard_metric_uses("supaplane_provisioner_");
+  EXPECT_FALSE(panels.empty());
+  EXPECT_EQ(testenv::missing_metrics(panels, res->body), std::vector<std::string>{});
 }
 
 TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {

@@ -228,6 +228,14 @@ class RouterSyncTest : public ::testing::Test {
     return config.contains("http") && config["http"].contains("routers") &&
            config["http"]["routers"].contains(name);
   }
+  /// The tenant's API router sends traffic to its gateway: router-sync has
+  /// applied the tenant's ACTIVE state (a provisioning tenant already has an
+  /// "-api" router, pointed at the maintenance handler).
+  bool routes_to_gateway(const json& config, const std::string& ref) {
+    const std::string name = "tenant-" + ref + "-api";
+    return has_router(config, name) &&
+           config["http"]["routers"][name].value("service", "") == "tenant-" + ref + "-gateway";
+  }
   /// Waits until router-sync has written everything it has seen.
   void settle_router() { ASSERT_TRUE(router_->sync().wait_flushed(std::chrono::seconds(30))); }
 
@@ -248,7 +256,7 @@ class RouterSyncTest : public ::testing::Test {
 TEST_F(RouterSyncTest, RoutesFollowEveryPhaseInTheDirectoryAndTheHttpProvider) {
   const std::string a = create_active();
   const std::string b = create_active();
-  ASSERT_TRUE(eventually([&] { return has_router(directory_config(), "tenant-" + a + "-api"); }));
+  ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));
   settle_router();
   auto check_consistent = [&](const char* when) {
     settle_router();
@@ -302,7 +310,7 @@ TEST_F(RouterSyncTest, RoutesFollowEveryPhaseInTheDirectoryAndTheHttpProvider) {
   ASSERT_TRUE(s);
   EXPECT_EQ(json::parse(s->body)["phase"], "suspended");
   wait_settled(a, call("resume", a).sequence(), v1::PHASE_ACTIVE);
-  ASSERT_TRUE(eventually([&] { return has_router(directory_config(), "tenant-" + a + "-api"); }));
+  ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));
   check_consistent("resumed");
 
   // Deleted: no routes, no file.
@@ -316,12 +324,16 @@ TEST_F(RouterSyncTest, RoutesFollowEveryPhaseInTheDirectoryAndTheHttpProvider) {
   EXPECT_EQ(gone->status, 404);
 }
 
-TEST_F(RouterSyncTest, DeployAlertRulesUseOnlyMetricsRouterSyncExports) {
+TEST_F(RouterSyncTest, DeployAlertRulesAndDashboardUseOnlyMetricsRouterSyncExports) {
   auto m = get("/metrics", {}, router_->metrics_port());
   ASSERT_TRUE(m);
   const auto uses = testenv::alert_metric_uses("supaplane-router-sync");
   EXPECT_GE(uses.size(), 3u);
   EXPECT_EQ(testenv::missing_metrics(uses, m->body), std::vector<std::string>{});
+  // The Grafana dashboard's panels on this service, against the same scrape.
+  const auto panels = testenv::dashboard_metric_uses("supaplane_router_");
+  EXPECT_FALSE(panels.empty());
+  EXPECT_EQ(testenv::missing_metrics(panels, m->body), std::vector<std::string>{});
 }
 
 TEST_F(RouterSyncTest, ForwardAuthMatrix) {
@@ -426,7 +438,7 @@ TEST_F(RouterSyncTest, RestartReconcilesTheDirectoryByteForByte) {
 
 TEST_F(RouterSyncTest, BurstsAreCoalesced) {
   const std::string a = create_active();
-  ASSERT_TRUE(eventually([&] { return has_router(directory_config(), "tenant-" + a + "-api"); }));
+  ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));
   settle_router();
   auto& sync = router_->sync();
   const auto writes_before = sync.counters().file_writes.load();

@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <stdexcept>
 
@@ -18,11 +20,11 @@ std::vector<std::string> alert_groups() {
   return out;
 }
 
-std::vector<AlertMetricUse> alert_metric_uses(const std::string& group) {
+std::vector<MetricUse> alert_metric_uses(const std::string& group) {
   const std::regex metric("supaplane_[a-z_]+");
   for (const auto& g : YAML::LoadFile(alerts_file())["groups"]) {
     if (g["name"].as<std::string>() != group) continue;
-    std::vector<AlertMetricUse> out;
+    std::vector<MetricUse> out;
     for (const auto& rule : g["rules"]) {
       if (!rule["alert"] || !rule["expr"])
         throw std::runtime_error("a rule of group " + group + " has no alert or expr");
@@ -40,7 +42,33 @@ std::vector<AlertMetricUse> alert_metric_uses(const std::string& group) {
   throw std::runtime_error("no alert group " + group + " in " + alerts_file());
 }
 
-std::vector<std::string> missing_metrics(const std::vector<AlertMetricUse>& uses,
+std::string dashboard_file() {
+  return std::string(SUPAPLANE_SOURCE_DIR) + "/deploy/grafana/dashboards/supaplane-overview.json";
+}
+
+std::vector<MetricUse> dashboard_metric_uses(const std::string& prefix) {
+  std::ifstream in(dashboard_file());
+  if (!in) throw std::runtime_error("cannot read " + dashboard_file());
+  const auto doc = nlohmann::json::parse(in);
+  const std::regex metric("supaplane_[a-z_]+");
+  std::vector<MetricUse> out;
+  for (const auto& panel : doc.at("panels")) {
+    if (panel.at("type") == "row") continue;
+    const std::string title = panel.at("title").get<std::string>();
+    if (panel.at("datasource").at("uid") != "supaplane-prometheus")
+      throw std::runtime_error("panel " + title + " is not on the provisioned datasource");
+    if (panel.at("targets").empty()) throw std::runtime_error("panel " + title + " has no target");
+    for (const auto& target : panel.at("targets")) {
+      const std::string expr = target.at("expr").get<std::string>();
+      if (expr.empty()) throw std::runtime_error("panel " + title + " has an empty expression");
+      for (std::sregex_iterator it(expr.begin(), expr.end(), metric), end; it != end; ++it)
+        if (it->str().rfind(prefix, 0) == 0) out.push_back({title, it->str()});
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> missing_metrics(const std::vector<MetricUse>& uses,
                                          const std::string& exposition) {
   std::vector<std::string> missing;
   for (const auto& u : uses) {
@@ -56,7 +84,7 @@ std::vector<std::string> missing_metrics(const std::vector<AlertMetricUse>& uses
         break;
       }
     }
-    if (!found) missing.push_back(u.alert + " uses " + u.metric);
+    if (!found) missing.push_back(u.where + " uses " + u.metric);
   }
   return missing;
 }

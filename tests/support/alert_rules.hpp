@@ -4,9 +4,10 @@
 
 namespace supaplane::testenv {
 
-/// One metric named in one alert rule's expression.
-struct AlertMetricUse {
-  std::string alert;
+/// One metric named in one expression: an alert rule's, or a dashboard
+/// panel's (`where` names the alert or the panel).
+struct MetricUse {
+  std::string where;
   std::string metric;
 };
 
@@ -16,10 +17,18 @@ std::string alerts_file();
 std::vector<std::string> alert_groups();
 /// Every (alert, supaplane_* metric) pair of the rules of `group`; throws
 /// std::runtime_error if the group is missing or a rule has no alert / expr.
-std::vector<AlertMetricUse> alert_metric_uses(const std::string& group);
+std::vector<MetricUse> alert_metric_uses(const std::string& group);
+/// Path of deploy/grafana/dashboards/supaplane-overview.json.
+std::string dashboard_file();
+/// Every (panel title, supaplane_* metric) pair of the dashboard's panels
+/// whose metric starts with `prefix` ("" = all). Throws std::runtime_error
+/// if a panel has no target expression or its datasource is not the
+/// provisioned one (uid supaplane-prometheus).
+std::vector<MetricUse> dashboard_metric_uses(const std::string& prefix = "");
+
 /// The names in `uses` that a Prometheus text exposition lacks (a name
 /// counts as present when some sample line starts with it).
-std::vector<std::string> missing_metrics(const std::vector<AlertMetricUse>& uses,
+std::vector<std::string> missing_metrics(const std::vector<MetricUse>& uses,
                                          const std::string& exposition);
 
 }  // namespace supaplane::testenv
