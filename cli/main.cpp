@@ -8,6 +8,7 @@
 #include "supaplane/config/config.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/logging/logging.hpp"
+#include "supaplane/tls/tls.hpp"
 #include "token_file.hpp"
 
 int main(int argc, char** argv) {
@@ -24,6 +25,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // global options are accepted after the subcommand too
   bind_option(app, "api", "SUPAPLANE_API_ADDR", g.api_addr, "API address host:port");
+  app.add_flag("--tls", g.tls, "speak TLS to the API (trusting the system's roots)")
+      ->envname("SUPAPLANE_TLS");
+  bind_option(app, "ca-file", "SUPAPLANE_CA_FILE", g.ca_file,
+              "PEM certificate(s) to trust for the API's TLS (implies --tls)");
   bind_option(app, "nats-url", "SUPAPLANE_NATS_URL", g.nats_url,
               "NATS URL (audit and events tail only)");
   bind_option(app, "token-file", "SUPAPLANE_TOKEN_FILE", g.token_file,
@@ -51,5 +56,8 @@ int main(int argc, char** argv) {
   // The event store logs reconnect warnings; the CLI reports errors itself.
   supaplane::logging::init("supaplanectl", "error");
   if (!action) return cli::fail_usage("no command given (see --help)");
+  auto creds = supaplane::tls::channel_credentials({g.tls, g.ca_file});
+  if (!creds) return cli::fail_usage(creds.error().message);
+  g.credentials = std::move(*creds);
   return action();
 }

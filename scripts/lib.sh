@@ -14,7 +14,7 @@ PACKAGES=(
   redis-server postgresql
   libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev libcpp-httplib-dev
   libsodium-dev libjwt-dev libcli11-dev
-  curl jq clang-format
+  curl jq clang-format openssl
   nodejs
 )
 

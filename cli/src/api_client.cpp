@@ -11,7 +11,8 @@ namespace supaplane::cli {
 ApiClient::ApiClient(const GlobalOptions& g, std::string token)
     : g_(g),
       token_(std::move(token)),
-      channel_(grpc::CreateChannel(g.api_addr, grpc::InsecureChannelCredentials())),
+      channel_(grpc::CreateChannel(
+          g.api_addr, g.credentials ? g.credentials : grpc::InsecureChannelCredentials())),
       accounts_(v1::AccountService::NewStub(channel_)),
       tenants_(v1::TenantService::NewStub(channel_)),
       admin_(v1::AdminService::NewStub(channel_)) {}

@@ -1,12 +1,21 @@
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
+
+namespace grpc {
+class ChannelCredentials;
+}
 
 namespace supaplane::cli {
 
 /// Options shared by every command (flags, or SUPAPLANE_* environment).
 struct GlobalOptions {
   std::string api_addr{"127.0.0.1:50051"};
+  bool tls{false};      ///< speak TLS to the API (implied by ca_file)
+  std::string ca_file;  ///< PEM roots for the API's certificate; "" = the system's
+  /// Built from tls / ca_file once the flags are parsed.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string nats_url{"nats://127.0.0.1:4222"};
   std::string token_file;
   std::string token;  ///< overrides the token file; never printed

@@ -18,6 +18,7 @@
 #include "servers.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/projection/history.hpp"
+#include "supaplane/tls/tls.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -50,8 +51,9 @@ class ApiTest : public ::testing::Test {
     return o;
   }
 
-  void start_api() {
-    app_ = std::make_unique<api::ApiApp>(options());
+  void start_api() { start_api(options()); }
+  void start_api(const api::ApiOptions& o) {
+    app_ = std::make_unique<api::ApiApp>(o);
     auto st = app_->start();
     ASSERT_TRUE(st.ok()) << st.error().message;
     const auto deadline = Clock::now() + std::chrono::seconds(20);
@@ -773,6 +775,102 @@ TEST_F(ApiTest, DeployAlertRulesAndDashboardUseOnlyMetricsTheApiExports) {
                          use.metric.rfind("supaplane_provisioner_", 0) == 0 ||
                          use.metric.rfind("supaplane_router_", 0) == 0;
     EXPECT_TRUE(checked) << use.where << " uses " << use.metric << ", which no test scrapes";
+  }
+}
+
+grpc::Status signup_over(const std::string& addr,
+                         const std::shared_ptr<grpc::ChannelCredentials>& creds,
+                         const std::string& email) {
+  auto stub = v1::AccountService::NewStub(grpc::CreateChannel(addr, creds));
+  grpc::ClientContext c;
+  c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::SignUpRequest req;
+  req.set_email(email);
+  req.set_password("password-" + email);
+  v1::SessionResponse resp;
+  auto st = stub->SignUp(&c, req, &resp);
+  if (st.ok()) {
+    EXPECT_FALSE(resp.token().empty());
+  }
+  return st;
+}
+
+/// supaplanectl's exit code for `args` (its output goes to `log`).
+int supaplanectl(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv{SUPAPLANECTL};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testenv::Process p;
+  p.start(argv, log);
+  return p.wait();
+}
+
+TEST_F(ApiTest, GrpcOverTlsServesOnlyClientsThatTrustItsCertificate) {
+  testenv::TempDir dir("supaplane-tls");
+  const auto cert = testenv::self_signed_cert(dir.path(), "api");
+  const auto stranger = testenv::self_signed_cert(dir.path(), "stranger");
+  app_.reset();
+  auto o = options();
+  o.tls_cert = cert.cert;
+  o.tls_key = cert.key;
+  start_api(o);
+  const std::string addr = "127.0.0.1:" + std::to_string(app_->grpc_port());
+
+  auto trusting = [](const std::string& ca) {
+    return tls::channel_credentials({true, ca}).value();
+  };
+  EXPECT_TRUE(signup_over(addr, trusting(cert.cert), "tls@example.com").ok());
+  // Plaintext, or TLS that trusts another certificate: no connection at all.
+  EXPECT_EQ(signup_over(addr, grpc::InsecureChannelCredentials(), "plain@example.com").error_code(),
+            StatusCode::UNAVAILABLE);
+  EXPECT_EQ(signup_over(addr, trusting(stranger.cert), "mitm@example.com").error_code(),
+            StatusCode::UNAVAILABLE);
+
+  // The CLI: --ca-file speaks TLS and trusts that file; without it, plaintext fails.
+  const std::string log = dir.path() + "/cli.log";
+  const std::string tokens = dir.path() + "/token";
+  EXPECT_EQ(supaplanectl({"--api", addr, "--ca-file", cert.cert, "--token-file", tokens, "signup",
+                          "--email", "cli@example.com", "--password", "password-cli-1"},
+                         log),
+            0);
+  EXPECT_EQ(supaplanectl({"--api", addr, "--token-file", tokens, "--timeout", "5", "me"}, log), 6);
+  EXPECT_EQ(
+      supaplanectl({"--api", addr, "--ca-file", cert.cert, "--token-file", tokens, "me"}, log), 0);
+  EXPECT_EQ(supaplanectl({"--api", addr, "--ca-file", dir.path() + "/missing.pem", "--token-file",
+                          tokens, "me"},
+                         log),
+            2);
+}
+
+TEST(ApiStart, TlsNeedsBothFilesAndRealPem) {
+  testenv::TempDir dir("supaplane-tls");
+  const auto cert = testenv::self_signed_cert(dir.path(), "api");
+  const std::string not_pem = dir.path() + "/not.pem";
+  {
+    std::FILE* f = std::fopen(not_pem.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("hello\n", f);
+    std::fclose(f);
+  }
+  struct Case {
+    std::string cert, key, field;
+  };
+  for (const auto& c : std::vector<Case>{{cert.cert, "", "tls_key"},
+                                         {"", cert.key, "tls_cert"},
+                                         {dir.path() + "/missing.crt", cert.key, "tls_cert"},
+                                         {not_pem, cert.key, "tls_cert"},
+                                         {cert.cert, not_pem, "tls_key"},
+                                         {cert.key, cert.key, "tls_cert"},
+                                         {cert.cert, cert.cert, "tls_key"}}) {
+    api::ApiOptions o;
+    o.jwt_secret = kSecret;
+    o.tls_cert = c.cert;
+    o.tls_key = c.key;
+    api::ApiApp app(o);
+    auto st = app.start();
+    ASSERT_FALSE(st.ok()) << c.cert << " / " << c.key;
+    EXPECT_EQ(st.error().field, c.field) << st.error().message;
+    // The message names files, never their contents.
+    EXPECT_EQ(st.error().message.find("PRIVATE KEY"), std::string::npos);
   }
 }
 

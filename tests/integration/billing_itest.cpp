@@ -800,6 +800,19 @@ TEST(BillingStart, RefusesWithoutAWebhookSecret) {
   EXPECT_EQ(st.error().field, "webhook_secret");
 }
 
+TEST(BillingStart, TlsOnTheGrpcPortNeedsBothFiles) {
+  testenv::TempDir dir("supaplane-tls");
+  const auto cert = testenv::self_signed_cert(dir.path(), "billing");
+  billing::AppOptions o;
+  o.http_addr = o.metrics_addr = o.grpc_addr = "127.0.0.1:0";
+  o.webhook_secrets = kSecret;
+  o.tls_cert = cert.cert;
+  billing::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "tls_key");
+}
+
 TEST(BillingStart, CheckoutNeedsTheJwtSecret) {
   billing::AppOptions o;
   o.http_addr = o.metrics_addr = o.grpc_addr = "127.0.0.1:0";

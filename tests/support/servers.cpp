@@ -187,6 +187,19 @@ int Process::wait() {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+CertFiles self_signed_cert(const std::string& dir, const std::string& name) {
+  CertFiles f{dir + "/" + name + ".crt", dir + "/" + name + ".key"};
+  Process p;
+  p.start({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+           "-nodes", "-days", "1", "-subj", "/CN=" + name, "-addext",
+           "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", f.key, "-out", f.cert},
+          dir + "/" + name + ".openssl.log");
+  if (p.wait() != 0)
+    throw std::runtime_error("openssl could not make a certificate; see " + dir + "/" + name +
+                             ".openssl.log");
+  return f;
+}
+
 NatsServer::NatsServer() : dir_("supaplane-nats"), port_() {}
 
 void NatsServer::start() {

@@ -124,6 +124,14 @@ class PostgresServer {
   Process proc_;
 };
 
+/// A self-signed certificate (EC P-256, one day) for 127.0.0.1 and
+/// localhost, made with the openssl command: `dir`/`name`.crt and .key.
+struct CertFiles {
+  std::string cert;
+  std::string key;
+};
+CertFiles self_signed_cert(const std::string& dir, const std::string& name);
+
 /// One PostgreSQL per test binary (initdb costs seconds).
 PostgresServer& shared_postgres();
 /// The same, but TCP logins need a password (tenant credentials are real).

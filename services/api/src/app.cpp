@@ -10,6 +10,7 @@
 #include "supaplane/config/config.hpp"
 #include "supaplane/core/ids.hpp"
 #include "supaplane/logging/logging.hpp"
+#include "supaplane/tls/tls.hpp"
 
 namespace supaplane::api {
 
@@ -141,6 +142,9 @@ Status ApiApp::start() {
   if (!grpc_hp) return grpc_hp.error();
   auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
   if (!metrics_hp) return metrics_hp.error();
+  const tls::ServerFiles tls_files{opts_.tls_cert, opts_.tls_key};
+  auto grpc_creds = tls::server_credentials(tls_files);
+  if (!grpc_creds) return grpc_creds.error();
 
   registry_ = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_unique<ApiMetrics>(*registry_);
@@ -178,7 +182,7 @@ Status ApiApp::start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(opts_.grpc_addr, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.AddListeningPort(opts_.grpc_addr, *grpc_creds, &grpc_port_);
   builder.SetMaxReceiveMessageSize(opts_.max_message_bytes);
   // Handlers block on a JetStream round trip; with gRPC's default of at most
   // two idle pollers the sync server creates and destroys a thread for
@@ -206,8 +210,8 @@ Status ApiApp::start() {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
-  log()->info("supaplane-api listening: grpc {}:{} metrics {}:{}", grpc_hp->host, grpc_port_,
-              metrics_hp->host, metrics_port_);
+  log()->info("supaplane-api listening: grpc {}:{} ({}) metrics {}:{}", grpc_hp->host, grpc_port_,
+              tls::mode_name(tls_files), metrics_hp->host, metrics_port_);
   return Status::Ok();
 }
 

@@ -33,6 +33,9 @@ struct ApiOptions {
   std::string database_url{"postgresql://postgres@127.0.0.1:5432/supaplane"};
   std::string grpc_addr{"127.0.0.1:50051"};
   std::string metrics_addr{"127.0.0.1:9101"};
+  /// TLS on the gRPC port (PEM files); both empty = plaintext.
+  std::string tls_cert;
+  std::string tls_key;
   std::string jwt_secret;
   std::string base_domain{"supabase.localhost"};
   std::string admin_email;

@@ -20,6 +20,9 @@ int main(int argc, char** argv) {
               "gRPC listen address host:port");
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
               "/metrics, /healthz, /readyz listen address host:port");
+  bind_option(app, "tls-cert", "SUPAPLANE_TLS_CERT", o.tls_cert,
+              "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+  bind_option(app, "tls-key", "SUPAPLANE_TLS_KEY", o.tls_key, "PEM private key of --tls-cert");
   bind_option(app, "jwt-secret", "SUPAPLANE_JWT_SECRET", o.jwt_secret,
               "HS256 secret for session tokens (>= 32 bytes)");
   bind_option(app, "base-domain", "SUPAPLANE_BASE_DOMAIN", o.base_domain,

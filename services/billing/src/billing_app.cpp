@@ -8,6 +8,7 @@
 #include "checkout.hpp"
 #include "supaplane/config/config.hpp"
 #include "supaplane/logging/logging.hpp"
+#include "supaplane/tls/tls.hpp"
 
 namespace supaplane::billing {
 
@@ -84,6 +85,9 @@ Status App::start() {
   if (!metrics_hp) return metrics_hp.error();
   auto grpc_hp = config::parse_host_port(opts_.grpc_addr);
   if (!grpc_hp) return grpc_hp.error();
+  const tls::ServerFiles tls_files{opts_.tls_cert, opts_.tls_key};
+  auto grpc_creds = tls::server_credentials(tls_files);
+  if (!grpc_creds) return grpc_creds.error();
   auto redis_addr = projection::parse_redis_url(opts_.redis_url);
   if (!redis_addr) return redis_addr.error();
   if (!opts_.price_starter.empty()) prices_[opts_.price_starter] = v1::PLAN_STARTER;
@@ -127,8 +131,8 @@ Status App::start() {
       std::make_unique<CheckoutService>(std::move(client), std::move(tokens), *store_,
                                         reader_.get(), GracePolicy{opts_.grace_failed_attempts});
   grpc::ServerBuilder gb;
-  gb.AddListeningPort(grpc_hp->host + ":" + std::to_string(grpc_hp->port),
-                      grpc::InsecureServerCredentials(), &grpc_port_);
+  gb.AddListeningPort(grpc_hp->host + ":" + std::to_string(grpc_hp->port), *grpc_creds,
+                      &grpc_port_);
   gb.RegisterService(checkout_.get());
   grpc_ = gb.BuildAndStart();
   if (!grpc_ || grpc_port_ == 0)
@@ -198,9 +202,9 @@ Status App::start() {
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
   log()->info(
-      "supaplane-billing started: webhook http://{}:{}/stripe/webhook, gRPC {}:{} ({}), "
+      "supaplane-billing started: webhook http://{}:{}/stripe/webhook, gRPC {}:{} ({}, {}), "
       "metrics {}:{}",
-      http_hp->host, http_port_, grpc_hp->host, grpc_port_,
+      http_hp->host, http_port_, grpc_hp->host, grpc_port_, tls::mode_name(tls_files),
       opts_.stripe_secret_key.empty() ? "checkout disabled" : "checkout enabled", metrics_hp->host,
       metrics_port_);
   if (opts_.skip_signature_check_for_benchmark)

@@ -34,7 +34,9 @@ struct AppOptions {
   std::string http_addr{"127.0.0.1:8081"};
   std::string metrics_addr{"127.0.0.1:9104"};
   std::string grpc_addr{"127.0.0.1:50052"};  ///< BillingService (only with a Stripe secret key)
-  std::string webhook_secrets;               ///< comma-separated whsec_... (rolling)
+  std::string tls_cert;                      ///< TLS on the gRPC port (PEM); "" = plaintext
+  std::string tls_key;
+  std::string webhook_secrets;  ///< comma-separated whsec_... (rolling)
   int tolerance_seconds{300};
   int max_body_bytes{1 << 20};
   int http_threads{32};

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
               "/metrics, /healthz, /readyz listen address host:port");
   bind_option(app, "grpc-addr", "SUPAPLANE_GRPC_ADDR", o.grpc_addr,
               "BillingService (CreateCheckoutSession) listen address host:port");
+  bind_option(app, "tls-cert", "SUPAPLANE_TLS_CERT", o.tls_cert,
+              "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+  bind_option(app, "tls-key", "SUPAPLANE_TLS_KEY", o.tls_key, "PEM private key of --tls-cert");
   bind_option(app, "webhook-secret", "SUPAPLANE_STRIPE_WEBHOOK_SECRET", o.webhook_secrets,
               "endpoint signing secret(s), comma-separated while rolling (required)");
   bind_option(app, "tolerance-seconds", "SUPAPLANE_STRIPE_TOLERANCE_SECONDS", o.tolerance_seconds,
