@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
       ->envname("SUPAPLANE_TLS");
   bind_option(app, "ca-file", "SUPAPLANE_CA_FILE", g.ca_file,
               "PEM certificate(s) to trust for the API's TLS (implies --tls)");
+  bind_option(app, "billing", "SUPAPLANE_BILLING_ADDR", g.billing_addr,
+              "supaplane-billing's gRPC address host:port (billing commands)");
   bind_option(app, "nats-url", "SUPAPLANE_NATS_URL", g.nats_url,
               "NATS URL (audit and events tail only)");
   bind_option(app, "token-file", "SUPAPLANE_TOKEN_FILE", g.token_file,
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
   cli::add_admin_commands(app, g, action);
   cli::add_audit_command(app, g, action);
   cli::add_events_commands(app, g, action);
+  cli::add_billing_commands(app, g, action);
 
   try {
     app.parse(argc, argv);

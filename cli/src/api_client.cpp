@@ -15,7 +15,9 @@ ApiClient::ApiClient(const GlobalOptions& g, std::string token)
           g.api_addr, g.credentials ? g.credentials : grpc::InsecureChannelCredentials())),
       accounts_(v1::AccountService::NewStub(channel_)),
       tenants_(v1::TenantService::NewStub(channel_)),
-      admin_(v1::AdminService::NewStub(channel_)) {}
+      admin_(v1::AdminService::NewStub(channel_)),
+      billing_(v1::BillingService::NewStub(grpc::CreateChannel(
+          g.billing_addr, g.credentials ? g.credentials : grpc::InsecureChannelCredentials()))) {}
 
 std::unique_ptr<grpc::ClientContext> ApiClient::context(bool streaming) {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -29,14 +31,16 @@ std::unique_ptr<grpc::ClientContext> ApiClient::context(bool streaming) {
 
 int ApiClient::fail(const grpc::Status& s) const {
   const ExitCode code = exit_code_for(s.error_code());
+  const std::string peer =
+      to_billing_ ? "billing at " + g_.billing_addr : "the API at " + g_.api_addr;
   switch (s.error_code()) {
     case grpc::StatusCode::UNAUTHENTICATED:
       // Without a token this was signup / login itself: no hint to log in.
       return cli::fail(code, s.error_message(), token_.empty() ? "" : "run supaplanectl login");
     case grpc::StatusCode::UNAVAILABLE:
-      return cli::fail(code, "cannot reach the API at " + g_.api_addr + ": " + s.error_message());
+      return cli::fail(code, "cannot reach " + peer + ": " + s.error_message());
     case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return cli::fail(code, "no answer from the API at " + g_.api_addr + " within " +
+      return cli::fail(code, "no answer from " + peer + " within " +
                                  std::to_string(g_.timeout_seconds) + " s (raise --timeout?)");
     default:
       break;

@@ -17,9 +17,14 @@ class ApiClient {
   /// `token` empty: no authorization metadata (SignUp / Login).
   ApiClient(const GlobalOptions& g, std::string token);
 
-  v1::AccountService::Stub& accounts() { return *accounts_; }
-  v1::TenantService::Stub& tenants() { return *tenants_; }
-  v1::AdminService::Stub& admin() { return *admin_; }
+  v1::AccountService::Stub& accounts() { return on_api(*accounts_); }
+  v1::TenantService::Stub& tenants() { return on_api(*tenants_); }
+  v1::AdminService::Stub& admin() { return on_api(*admin_); }
+  /// supaplane-billing's service (its own address, the same token and TLS).
+  v1::BillingService::Stub& billing() {
+    to_billing_ = true;
+    return *billing_;
+  }
 
   /// A context for one call; `streaming` calls get no deadline.
   std::unique_ptr<grpc::ClientContext> context(bool streaming = false);
@@ -35,6 +40,13 @@ class ApiClient {
   std::unique_ptr<v1::AccountService::Stub> accounts_;
   std::unique_ptr<v1::TenantService::Stub> tenants_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<v1::BillingService::Stub> billing_;
+  bool to_billing_{false};  ///< the last stub handed out: for fail()'s message
+  template <typename Stub>
+  Stub& on_api(Stub& s) {
+    to_billing_ = false;
+    return s;
+  }
 };
 
 /// --token / SUPAPLANE_TOKEN, else the token file.

@@ -19,5 +19,6 @@ void add_tenant_commands(CLI::App& app, const GlobalOptions& g, Action& action);
 void add_admin_commands(CLI::App& app, const GlobalOptions& g, Action& action);
 void add_audit_command(CLI::App& app, const GlobalOptions& g, Action& action);
 void add_events_commands(CLI::App& app, const GlobalOptions& g, Action& action);
+void add_billing_commands(CLI::App& app, const GlobalOptions& g, Action& action);
 
 }  // namespace supaplane::cli

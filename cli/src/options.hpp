@@ -12,7 +12,8 @@ namespace supaplane::cli {
 /// Options shared by every command (flags, or SUPAPLANE_* environment).
 struct GlobalOptions {
   std::string api_addr{"127.0.0.1:50051"};
-  bool tls{false};      ///< speak TLS to the API (implied by ca_file)
+  std::string billing_addr{"127.0.0.1:50052"};  ///< supaplane-billing's gRPC (billing commands)
+  bool tls{false};                              ///< speak TLS to the API (implied by ca_file)
   std::string ca_file;  ///< PEM roots for the API's certificate; "" = the system's
   /// Built from tls / ca_file once the flags are parsed.
   std::shared_ptr<grpc::ChannelCredentials> credentials;

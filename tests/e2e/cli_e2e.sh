@@ -127,6 +127,15 @@ ctl tenant resume "$ref2" >/dev/null  # already running: accepted, nothing to do
 ctl --token-file "$SUPAPLANE_RUN_DIR/admin" projections rebuild api >/dev/null
 ctl --json tenant get "$ref" | jq -e '.phase == "DELETED"' >/dev/null
 
+# Billing from the CLI: this platform has no Stripe key, so checkout is off
+# (the happy path runs against a stand-in of Stripe in billing_itest).
+export SUPAPLANE_BILLING_ADDR="$SUPAPLANE_BILLING_GRPC_ADDR"
+expect_exit 2 ctl billing checkout "$ref2" --plan free
+set +e; err=$(ctl billing change-plan "$ref2" --plan pro 2>&1 >/dev/null); rc=$?; set -e
+[ "$rc" -eq 5 ] || fail "billing change-plan without Stripe: exit $rc: $err"
+grep -q "checkout is disabled" <<<"$err" || fail "billing change-plan: $err"
+expect_exit 6 ctl --billing "127.0.0.1:$SUPAPLANE_RUN_NATS_PORT" --timeout 3 billing checkout "$ref2" --plan pro
+
 curl -fsS "http://$SUPAPLANE_METRICS_ADDR/readyz" >/dev/null
 grep -q '^supaplane_api_calls_total' <<<"$(curl -fsS "http://$SUPAPLANE_METRICS_ADDR/metrics")"
 curl -fsS "http://$SUPAPLANE_PROVISIONER_METRICS_ADDR/readyz" >/dev/null

@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <thread>
 
@@ -709,6 +711,18 @@ TEST_F(BillingTest, CheckoutCreatesASessionForTheOwnersTenant) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+/// Runs the real supaplanectl; returns its exit code and its output.
+std::pair<int, std::string> supaplanectl(const std::vector<std::string>& args) {
+  testenv::TempDir dir("supaplanectl");
+  std::vector<std::string> argv{SUPAPLANECTL};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testenv::Process p;
+  p.start(argv, dir.path() + "/out");
+  const int code = p.wait();
+  std::ifstream in(dir.path() + "/out");
+  return {code, std::string(std::istreambuf_iterator<char>(in), {})};
+}
+
 TEST_F(BillingTest, ALiveSubscriptionIsChangedInPlaceNeverBoughtTwice) {
   FakeStripe stripe;
   auto o = options();
@@ -776,6 +790,21 @@ TEST_F(BillingTest, ALiveSubscriptionIsChangedInPlaceNeverBoughtTwice) {
   EXPECT_EQ(f["items[0][id]"], "si_one");
   EXPECT_EQ(f["items[0][price]"], "price_pro");
   EXPECT_EQ(f["proration_behavior"], "create_prorations");
+  // The same through supaplanectl: a second checkout refused (exit 5), a
+  // change to the plan it is on reported as such.
+  const std::string billing_addr = "127.0.0.1:" + std::to_string(port);
+  auto [code, out] = supaplanectl({"--billing", billing_addr, "--token", owner->token, "billing",
+                                   "checkout", ref, "--plan", "pro"});
+  EXPECT_EQ(code, 5) << out;
+  EXPECT_NE(out.find("already has a live"), std::string::npos) << out;
+  std::tie(code, out) = supaplanectl({"--billing", billing_addr, "--token", owner->token, "--json",
+                                      "billing", "change-plan", ref, "--plan", "starter"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"changed\": false"), std::string::npos) << out;
+  std::tie(code, out) = supaplanectl({"--billing", billing_addr, "--token", other->token, "billing",
+                                      "change-plan", ref, "--plan", "pro"});
+  EXPECT_EQ(code, 4) << out;
+  EXPECT_EQ(stripe.calls().size(), calls_before + 2);
   // The tenant's plan follows Stripe's own confirmation.
   ASSERT_EQ(send(subscription_body("evt_up", "customer.subscription.updated", "cus_chg",
                                    "price_pro", "active", t0 + 10)),
@@ -789,6 +818,11 @@ TEST_F(BillingTest, ALiveSubscriptionIsChangedInPlaceNeverBoughtTwice) {
   st = create_session(port, owner->token, ref, v1::PLAN_PRO, &session);
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(stripe.form()["customer"], "cus_chg");  // the same Stripe customer
+  std::tie(code, out) = supaplanectl({"--billing", billing_addr, "--token", owner->token, "billing",
+                                      "checkout", ref, "--plan", "starter"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("https://checkout.stripe.com/c/pay/cs_test_1"), std::string::npos) << out;
+  EXPECT_EQ(stripe.form()["line_items[0][price]"], "price_starter");
 }
 
 TEST(BillingStart, RefusesWithoutAWebhookSecret) {
