@@ -81,10 +81,11 @@ free_port() {
   done
 }
 
-wait_http() {  # url timeout_s
-  local url=$1 deadline=$((SECONDS + $2))
+wait_http() {  # url timeout_s [pid]: gives up at once when process pid has exited
+  local url=$1 deadline=$((SECONDS + $2)) pid=${3:-}
   until curl -fsS "$url" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || return 1
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
     sleep 0.1
   done
 }

@@ -54,7 +54,7 @@ SUPAPLANE_NATS_URL="nats://127.0.0.1:$NATS_PORT" SUPAPLANE_REDIS_URL="redis://12
   SUPAPLANE_GRPC_ADDR="127.0.0.1:$GRPC_PORT" SUPAPLANE_STRIPE_WEBHOOK_SECRET="$SECRET" \
   "$BUILD/services/billing/supaplane-billing" >"$TMP/billing.log" 2>&1 &
 pids+=($!)
-wait_http "http://$METRICS_ADDR/readyz" 30 || {
+wait_http "http://$METRICS_ADDR/readyz" 30 "${pids[-1]}" || {
   echo "FAIL: supaplane-billing not ready" >&2
   cat "$TMP/billing.log" >&2
   exit 1
