@@ -25,10 +25,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // global options are accepted after the subcommand too
   bind_option(app, "api", "SUPAPLANE_API_ADDR", g.api_addr, "API address host:port");
-  app.add_flag("--tls", g.tls, "speak TLS to the API (trusting the system's roots)")
+  app.add_flag("--tls", g.tls, "speak TLS to the API and billing (trusting the system's roots)")
       ->envname("SUPAPLANE_TLS");
   bind_option(app, "ca-file", "SUPAPLANE_CA_FILE", g.ca_file,
-              "PEM certificate(s) to trust for the API's TLS (implies --tls)");
+              "PEM certificate(s) to trust for the API's and billing's TLS (implies --tls)");
   bind_option(app, "billing", "SUPAPLANE_BILLING_ADDR", g.billing_addr,
               "supaplane-billing's gRPC address host:port (billing commands)");
   bind_option(app, "nats-url", "SUPAPLANE_NATS_URL", g.nats_url,

@@ -1,7 +1,7 @@
 #pragma once
-// Optional Stripe Checkout: BillingService.CreateCheckoutSession over gRPC,
-// served by supaplane-billing itself. Callers present the api's session
-// tokens (SUPAPLANE_JWT_SECRET); a customer may only pay for a tenant they own.
+// Optional Stripe Checkout: BillingService.CreateCheckoutSession and
+// ChangeSubscriptionPlan over gRPC, served by supaplane-billing itself. Callers present the api's
+// session tokens (SUPAPLANE_JWT_SECRET); a customer may only pay for a tenant they own.
 
 #include <map>
 #include <memory>
