@@ -15,7 +15,9 @@
 #include "app.hpp"
 #include "provisioner_app.hpp"
 #include "servers.hpp"
+#include "supaplane/keystore/key_store.hpp"
 #include "supaplane/projection/history.hpp"
+#include "supaplane/secrets/secrets.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -35,6 +37,7 @@ class ProvisionerTest : public ::testing::Test {
     redis_.start();
     static int n = 0;
     const std::string db = "prov_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
+    db_ = db;
     pg().create_database(db);
     auto ao = testenv::api_options(nats_, redis_, pg().admin_dsn(db), std::string(40, 's'));
     ao.admin_email = "admin@example.com";
@@ -176,6 +179,7 @@ class ProvisionerTest : public ::testing::Test {
   std::unique_ptr<v1::AccountService::Stub> accounts_;
   std::unique_ptr<v1::TenantService::Stub> tenants_;
   std::string token_;
+  std::string db_;
 };
 
 TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
@@ -206,6 +210,81 @@ TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
                 "tenant.created", "tenant.provisioning_started", "tenant.stack_converged",
                 "tenant.pause_requested", "tenant.stack_paused", "tenant.resume_requested",
                 "tenant.stack_resumed", "tenant.deletion_requested", "tenant.stack_deleted"}));
+}
+
+// Another 32-byte key (base64), for master-key rotation.
+const char* kNewMasterKey = "bmV3LW1hc3Rlci1rZXktMDEyMzQ1Njc4OWFiY2RlZlg=";
+const char* kStrangerKey = "c3RyYW5nZXIta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTI=";
+
+TEST_F(ProvisionerTest, MasterKeyRotationReSealsEveryTenantSecret) {
+  const std::string a = call("create", "", "a").tenant().ref();
+  const std::string b = call("create", "", "b").tenant().ref();
+  wait_phase(a, v1::PHASE_ACTIVE);
+  wait_phase(b, v1::PHASE_ACTIVE);
+  const auto before = prov_->keys().load(a);
+  ASSERT_TRUE(before.ok() && before->has_value());
+  const auto key = [](const char* b64) { return secrets::MasterKey::from_base64(b64).value(); };
+  const std::string dsn = pg().admin_dsn(db_);
+  keystore::KeyStore new_only(dsn, key(kNewMasterKey), "supaplane", SystemClock::instance());
+  keystore::KeyStore old_only(dsn, key(kMasterKey), "supaplane", SystemClock::instance());
+  // Sealed with the old key: the new one alone cannot read it.
+  EXPECT_EQ(new_only.load(a).error().code, errc::corrupt);
+
+  // A store that knows neither key changes nothing and says so.
+  keystore::KeyStore stranger(dsn, key(kStrangerKey), "supaplane", SystemClock::instance(),
+                              {key(kNewMasterKey)});
+  auto none = stranger.reseal_all();
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_EQ(none->unreadable, 2);
+  EXPECT_EQ(none->resealed, 0);
+  EXPECT_TRUE(old_only.load(a).ok());
+
+  // The provisioner restarted with the new key and the old one as previous
+  // re-seals every row before it converges anything.
+  prov_.reset();
+  auto o = options(db_);
+  o.master_key = kNewMasterKey;
+  o.master_key_previous = std::string(kMasterKey);
+  prov_ = std::make_unique<provisioner::App>(o);
+  ASSERT_TRUE(prov_->start().ok());
+  wait_ready();
+  for (const auto& ref : {a, b}) {
+    auto now = new_only.load(ref);
+    ASSERT_TRUE(now.ok() && now->has_value()) << ref;
+    EXPECT_FALSE(old_only.load(ref).ok()) << ref << " still opens with the retired key";
+  }
+  EXPECT_EQ(new_only.load(a).value()->keys.secret_key, before.value()->keys.secret_key);
+  auto again = prov_->keys().reseal_all();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->current, 2);
+  EXPECT_EQ(again->resealed, 0);
+
+  // A row written with the retired key later (a node not restarted yet) is
+  // re-sealed the first time a rotated store reads it.
+  const std::string c = "cccccccccccccccccccc";
+  ASSERT_TRUE(old_only.ensure(c, 1).ok());
+  keystore::KeyStore rotated(dsn, key(kNewMasterKey), "supaplane", SystemClock::instance(),
+                             {key(kMasterKey)});
+  auto read = rotated.load(c);
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_TRUE(new_only.load(c).ok());
+  // The rotated pipeline still works: a key rotation stores new keys.
+  const auto rot = call("rotate", a);
+  wait_settled(a, rot.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_NE(new_only.load(a).value()->keys.secret_key, before.value()->keys.secret_key);
+}
+
+TEST(ProvisionerStart, RefusesAMalformedPreviousMasterKey) {
+  provisioner::AppOptions o;
+  o.master_key = kMasterKey;
+  o.master_key_previous = std::string(kMasterKey) + ",not-a-key";
+  o.metrics_addr = "127.0.0.1:0";
+  provisioner::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "master_key_previous");
+  EXPECT_NE(st.error().message.find("#2"), std::string::npos) << st.error().message;
+  EXPECT_EQ(st.error().message.find("not-a-key"), std::string::npos);
 }
 
 TEST_F(ProvisionerTest, DeployAlertRulesAndDashboardUseOnlyMetricsTheProvisionerExports) {

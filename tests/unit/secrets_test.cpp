@@ -18,6 +18,17 @@ TEST(Secrets, MasterKeyMustBe32BytesOfBase64) {
   EXPECT_FALSE(secrets::MasterKey::from_base64("").ok());
 }
 
+TEST(Secrets, PreviousMasterKeysAreACommaSeparatedList) {
+  EXPECT_TRUE(secrets::master_keys_from_list("").value().empty());
+  EXPECT_EQ(secrets::master_keys_from_list(std::string(kKey) + "," + kKey).value().size(), 2u);
+  EXPECT_EQ(secrets::master_keys_from_list(std::string(kKey) + ", ,").value().size(), 1u);
+  auto bad = secrets::master_keys_from_list(std::string(kKey) + ",c2hvcnQ=");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().field, "master_key_previous");
+  EXPECT_NE(bad.error().message.find("#2"), std::string::npos);
+  EXPECT_EQ(bad.error().message.find("c2hvcnQ"), std::string::npos);  // never the key's text
+}
+
 TEST(Secrets, SealOpensOnlyWithTheSameKeyAndTenant) {
   const auto key = secrets::MasterKey::from_base64(kKey).value();
   const std::string sealed = secrets::seal(key, "aaaaaaaaaaaaaaaaaaaa", "db-password-1");

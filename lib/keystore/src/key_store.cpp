@@ -30,8 +30,73 @@ Result<secrets::TenantKeys> from_json(const std::string& s) {
 }
 }  // namespace
 
-KeyStore::KeyStore(std::string dsn, secrets::MasterKey key, std::string issuer, const Clock& clock)
-    : pool_(std::move(dsn), "keys"), key_(key), issuer_(std::move(issuer)), clock_(clock) {}
+KeyStore::KeyStore(std::string dsn, secrets::MasterKey key, std::string issuer, const Clock& clock,
+                   std::vector<secrets::MasterKey> previous)
+    : pool_(std::move(dsn), "keys"),
+      key_(key),
+      previous_(std::move(previous)),
+      issuer_(std::move(issuer)),
+      clock_(clock) {}
+
+Result<std::string> KeyStore::open(const std::string& ref, const std::string& sealed,
+                                   bool* with_previous) const {
+  *with_previous = false;
+  auto plain = secrets::open(key_, ref, sealed);
+  if (plain) return plain;
+  for (const auto& old : previous_) {
+    if (auto p = secrets::open(old, ref, sealed); p) {
+      *with_previous = true;
+      return p;
+    }
+  }
+  return make_error(errc::corrupt, "tenant keys of " + ref + " open with no configured master key");
+}
+
+Status KeyStore::reseal(const std::string& ref, const std::string& old_sealed,
+                        const std::string& plaintext) {
+  const std::string sealed = secrets::seal(key_, ref, plaintext);
+  auto r = pool_.with_tx([&](pqxx::work& tx) -> Result<Unit> {
+    tx.exec_params(
+        "UPDATE tenant_secrets SET sealed = $3, updated_at = now() WHERE ref = $1 AND sealed = $2",
+        ref, old_sealed, sealed);
+    tx.commit();
+    return Unit{};
+  });
+  if (!r) return r.error();
+  return Status::Ok();
+}
+
+Result<ResealReport> KeyStore::reseal_all() {
+  ResealReport report;
+  std::string after;
+  for (;;) {
+    auto page = pool_.with_tx(
+        [&](pqxx::work& tx) -> Result<std::vector<std::pair<std::string, std::string>>> {
+          auto res = tx.exec_params(
+              "SELECT ref, sealed FROM tenant_secrets WHERE ref > $1 ORDER BY ref LIMIT 500",
+              after);
+          std::vector<std::pair<std::string, std::string>> rows;
+          for (const auto& row : res)
+            rows.emplace_back(row[0].as<std::string>(), row[1].as<std::string>());
+          return rows;
+        });
+    if (!page) return page.error();
+    if (page->empty()) return report;
+    for (const auto& [ref, sealed] : *page) {
+      bool with_previous = false;
+      auto plain = open(ref, sealed, &with_previous);
+      if (!plain) {
+        ++report.unreadable;
+      } else if (!with_previous) {
+        ++report.current;
+      } else {
+        if (auto st = reseal(ref, sealed, *plain); !st) return st.error();
+        ++report.resealed;
+      }
+    }
+    after = page->back().first;
+  }
+}
 
 Status KeyStore::migrate() {
   auto r = pool_.with_tx([](pqxx::work& tx) -> Result<Unit> {
@@ -58,8 +123,12 @@ Result<std::optional<StoredKeys>> KeyStore::load(const std::string& ref) {
       });
   if (!row) return row.error();
   if (!row->has_value()) return std::optional<StoredKeys>{};
-  auto plain = secrets::open(key_, ref, (*row)->second);
+  bool with_previous = false;
+  auto plain = open(ref, (*row)->second, &with_previous);
   if (!plain) return plain.error();
+  // Read with a retired key: store it under the current one from now on.
+  if (with_previous)
+    if (auto st = reseal(ref, (*row)->second, *plain); !st) return st.error();
   auto keys = from_json(*plain);
   if (!keys) return keys.error();
   return std::optional(StoredKeys{(*row)->first, std::move(*keys)});

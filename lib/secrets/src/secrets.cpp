@@ -44,6 +44,26 @@ Result<MasterKey> MasterKey::from_base64(std::string_view b64) {
   return k;
 }
 
+Result<std::vector<MasterKey>> master_keys_from_list(std::string_view list) {
+  std::vector<MasterKey> out;
+  std::size_t n = 0;
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    const std::string_view item = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    ++n;
+    if (item.find_first_not_of(" \n") == std::string_view::npos) continue;
+    auto k = MasterKey::from_base64(item);
+    if (!k)
+      return make_error(
+          errc::invalid_argument,
+          "previous master key #" + std::to_string(n) + " must be base64 of exactly 32 bytes",
+          "master_key_previous");
+    out.push_back(*k);
+  }
+  return out;
+}
+
 std::string seal(const MasterKey& key, std::string_view context, std::string_view plaintext) {
   init();
   std::vector<unsigned char> buf(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + plaintext.size() +

@@ -165,7 +165,10 @@ Status ApiApp::start() {
     if (!master)
       return make_error(errc::invalid_argument,
                         "SUPAPLANE_MASTER_KEY must be base64 of exactly 32 bytes", "master_key");
-    keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, "supaplane", clock_);
+    auto previous = secrets::master_keys_from_list(opts_.master_key_previous);
+    if (!previous) return previous.error();
+    keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, "supaplane", clock_,
+                                                 std::move(*previous));
   }
   ctx_ = std::make_unique<ApiContext>(ApiContext{opts_, *store_, projection_, *redis_, waiter_,
                                                  *commands_, *accounts_, *tokens_, hub_, *metrics_,

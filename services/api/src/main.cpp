@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
               "longest wait for min_sequence reads");
   bind_option(app, "master-key", "SUPAPLANE_MASTER_KEY", o.master_key,
               "base64 of 32 bytes; opens sealed tenant keys for GetTenantCredentials");
+  bind_option(app, "master-key-previous", "SUPAPLANE_MASTER_KEY_PREVIOUS", o.master_key_previous,
+              "retired master keys, comma-separated base64, while rotating (still opened)");
   bind_option(app, "tenant-db-host", "SUPAPLANE_TENANT_DB_HOST", o.tenant_db_host,
               "host in tenants' connection strings");
   bind_option(app, "tenant-db-port", "SUPAPLANE_TENANT_DB_PORT", o.tenant_db_port,

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
               "admin connection to the tenants' PostgreSQL cluster");
   bind_option(app, "master-key", "SUPAPLANE_MASTER_KEY", o.master_key,
               "base64 of 32 bytes; seals tenant secrets at rest");
+  bind_option(app, "master-key-previous", "SUPAPLANE_MASTER_KEY_PREVIOUS", o.master_key_previous,
+              "retired master keys, comma-separated base64, while rotating (still opened)");
   bind_option(app, "driver", "SUPAPLANE_DRIVER", o.driver, "postgres (docker: not built yet)");
   bind_option(
       app, "gateway-url-template", "SUPAPLANE_GATEWAY_URL_TEMPLATE", o.gateway_url_template,

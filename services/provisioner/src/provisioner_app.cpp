@@ -23,6 +23,9 @@ Status App::start() {
   if (!master)
     return make_error(errc::invalid_argument,
                       "SUPAPLANE_MASTER_KEY must be base64 of exactly 32 bytes", "master_key");
+  auto previous = secrets::master_keys_from_list(opts_.master_key_previous);
+  if (!previous) return previous.error();
+  rotating_master_key_ = !previous->empty();
   if (opts_.driver != "postgres")
     return make_error(errc::invalid_argument,
                       "SUPAPLANE_DRIVER=" + opts_.driver + " is not available (postgres only)",
@@ -46,7 +49,8 @@ Status App::start() {
   dopts.central_database = opts_.tenant_schema_db;
   dopts.authenticator_role = opts_.authenticator;
   driver_ = std::make_unique<driver::PostgresDriver>(std::move(dopts));
-  keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
+  keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_,
+                                     std::move(*previous));
   provisioner_ =
       std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner);
   event_store::ConsumerOptions cons;
@@ -80,11 +84,30 @@ Status App::start() {
   return Status::Ok();
 }
 
+void App::reseal_tenant_keys() {
+  // Rows read meanwhile are re-sealed on read; this catches the rest.
+  auto r = keys_->reseal_all();
+  if (!r) {
+    log()->warn("tenant keys not re-sealed with the new master key yet: {}", r.error().message);
+    return;
+  }
+  log()->info("master key rotation: {} tenant secrets re-sealed, {} already current, {} unreadable",
+              r->resealed, r->current, r->unreadable);
+  if (r->unreadable > 0)
+    log()->error(
+        "{} tenant secrets open with no configured master key (SUPAPLANE_MASTER_KEY, "
+        "SUPAPLANE_MASTER_KEY_PREVIOUS); their tenants cannot converge",
+        r->unreadable);
+}
+
 void App::bootstrap() {
   int delay_ms = 100;
   while (!stopping_) {
     if (!stream_ready_ && store_->ensure_stream()) stream_ready_ = true;
-    if (!keys_ready_ && keys_->migrate()) keys_ready_ = true;
+    if (!keys_ready_ && keys_->migrate()) {
+      keys_ready_ = true;
+      if (rotating_master_key_) reseal_tenant_keys();
+    }
     if (stream_ready_ && keys_ready_) {
       runner_->start();
       return;

@@ -23,6 +23,9 @@ struct AppOptions {
   std::string database_url{"postgresql://postgres@127.0.0.1:5432/supaplane"};  ///< platform (keys)
   std::string tenant_db_url{"postgresql://postgres@127.0.0.1:5432/postgres"};  ///< tenant cluster
   std::string master_key;  ///< base64 of 32 bytes
+  /// Retired master keys (comma-separated base64): every row sealed with one
+  /// is re-sealed with master_key at start.
+  std::string master_key_previous;
   std::string driver{"postgres"};
   std::string gateway_url_template{"http://{ref}.gateway.internal:8000"};
   std::string tenant_db_mode{"database"};      ///< database | schema
@@ -67,6 +70,8 @@ class App {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stream_ready_{false};
   std::atomic<bool> keys_ready_{false};
+  bool rotating_master_key_{false};
+  void reseal_tenant_keys();
   int metrics_port_{0};
 };
 

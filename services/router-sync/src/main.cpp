@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
               "platform PostgreSQL (sealed tenant keys)");
   bind_option(app, "master-key", "SUPAPLANE_MASTER_KEY", o.master_key,
               "base64 of 32 bytes; opens tenant secrets");
+  bind_option(app, "master-key-previous", "SUPAPLANE_MASTER_KEY_PREVIOUS", o.master_key_previous,
+              "retired master keys, comma-separated base64, while rotating (still opened)");
   bind_option(app, "http-addr", "SUPAPLANE_HTTP_ADDR", o.http_addr,
               "ForwardAuth, HTTP provider and maintenance answers host:port");
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,

@@ -41,6 +41,8 @@ Status App::start() {
   if (!master)
     return make_error(errc::invalid_argument,
                       "SUPAPLANE_MASTER_KEY must be base64 of exactly 32 bytes", "master_key");
+  auto previous = secrets::master_keys_from_list(opts_.master_key_previous);
+  if (!previous) return previous.error();
   auto http_hp = config::parse_host_port(opts_.http_addr);
   if (!http_hp) return http_hp.error();
   auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
@@ -91,7 +93,8 @@ Status App::start() {
   store_ = std::move(*es);
   stream_ready_ = stream_ready;
   redis_ = std::make_unique<projection::RedisConnection>(*redis_addr, projection_.scripts().all());
-  keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, opts_.issuer, clock_);
+  keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, opts_.issuer, clock_,
+                                               std::move(*previous));
   dir_ = std::make_unique<TraefikDir>(opts_.traefik_dir);
   sync_ = std::make_unique<RouteSync>(
       opts_.render, *dir_, *edge_, *keys_, *redis_addr, *master,

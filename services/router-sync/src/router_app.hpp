@@ -24,7 +24,8 @@ struct AppOptions {
   std::string nats_url{"nats://127.0.0.1:4222"};
   std::string redis_url{"redis://127.0.0.1:6379"};
   std::string database_url{"postgresql://postgres@127.0.0.1:5432/supaplane"};  ///< keys
-  std::string master_key;  ///< base64 of 32 bytes
+  std::string master_key;           ///< base64 of 32 bytes
+  std::string master_key_previous;  ///< retired keys, comma-separated (still open)
   std::string http_addr{"127.0.0.1:8082"};
   std::string metrics_addr{"127.0.0.1:9103"};
   std::string traefik_dir{"./traefik"};

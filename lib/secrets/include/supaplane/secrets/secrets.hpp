@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "supaplane/core/result.hpp"
 
@@ -18,6 +19,11 @@ class MasterKey {
  private:
   std::array<unsigned char, 32> key_{};
 };
+
+/// Retired master keys, comma-separated base64 (SUPAPLANE_MASTER_KEY_PREVIOUS);
+/// "" = none. `invalid_argument` (field "master_key_previous") naming the
+/// position of a bad one, never its text.
+Result<std::vector<MasterKey>> master_keys_from_list(std::string_view list);
 
 /// Encrypts `plaintext` bound to `context` (the tenant ref): URL-safe base64
 /// of nonce ‖ ciphertext ‖ tag.
