@@ -341,6 +341,7 @@ TEST_F(ApiTest, CredentialsNeedTheMasterKey) {
   ASSERT_TRUE(create(alice, "shop", &m).ok());
   v1::GetTenantRequest req;
   req.set_ref(m.tenant().ref());
+  req.set_min_sequence(m.sequence());  // read after the create, not before it is projected
   v1::TenantCredentials creds;
   expect_code(tenants_->GetTenantCredentials(ctx(alice).get(), req, &creds),
               StatusCode::FAILED_PRECONDITION, "SUPAPLANE_MASTER_KEY");
