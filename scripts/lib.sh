@@ -66,10 +66,14 @@ as_pg() {
 # parallel never pick the same port. It sets a variable instead of printing
 # because $(...) would run it in a subshell whose exit drops the lock.
 free_port() {
-  local dir="${TMPDIR:-/tmp}/supaplane-ports" lo hi p fd
+  local dir="${TMPDIR:-/tmp}/supaplane-ports" lo hi p fd tries=0
   read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
   if [ ! -d "$dir" ]; then mkdir -p "$dir" && chmod 1777 "$dir" 2>/dev/null || true; fi
   while :; do
+    if ((++tries > 1000)); then
+      echo "free_port: no free port below $lo after 1000 tries (is $dir writable?)" >&2
+      return 1
+    fi
     p=$(shuf -i "10000-$((lo - 1))" -n 1)
     [ -e "$dir/$p" ] || : >>"$dir/$p" 2>/dev/null || continue
     exec {fd}<"$dir/$p" || continue
