@@ -758,13 +758,11 @@ TEST_F(ApiTest, DeployAlertRulesAndDashboardUseOnlyMetricsTheApiExports) {
   httplib::Client http("127.0.0.1", app_->metrics_port());
   auto res = http.Get("/metrics");
   ASSERT_TRUE(res);
-  const auto uses = testenv::alert_metric_uses("supaplane-api");
-  EXPECT_GE(uses.size(), 5u);
-  EXPECT_EQ(testenv::missing_metrics(uses, res->body), std::vector<std::string>{});
-  // The Grafana dashboard's panels on this service, against the same scrape.
-  const auto panels = testenv::dashboard_metric_uses("supaplane_api_");
-  EXPECT_FALSE(panels.empty());
-  EXPECT_EQ(testenv::missing_metrics(panels, res->body), std::vector<std::string>{});
+  // Its alert group and the Grafana dashboard's panels, against one scrape.
+  const auto mon = testenv::check_monitoring("supaplane-api", "supaplane_api_", res->body);
+  EXPECT_GE(mon.alert_uses, 5u);
+  EXPECT_GT(mon.panel_uses, 0u);
+  EXPECT_EQ(mon.missing, std::vector<std::string>{});
   // Every group is checked by its service's test (see alerts.yml's header).
   EXPECT_EQ(testenv::alert_groups(),
             (std::vector<std::string>{"supaplane-api", "supaplane-provisioner", "supaplane-billing",

@@ -251,13 +251,11 @@ TEST_F(BillingTest, BadSignaturesAreRefusedAndAppendNothing) {
   httplib::Client ops("127.0.0.1", billing_->metrics_port());
   auto m = ops.Get("/metrics");
   ASSERT_TRUE(m);
-  const auto uses = testenv::alert_metric_uses("supaplane-billing");
-  EXPECT_GE(uses.size(), 2u);
-  EXPECT_EQ(testenv::missing_metrics(uses, m->body), std::vector<std::string>{});
-  // The Grafana dashboard's panels on this service, against the same scrape.
-  const auto panels = testenv::dashboard_metric_uses("supaplane_billing_");
-  EXPECT_FALSE(panels.empty());
-  EXPECT_EQ(testenv::missing_metrics(panels, m->body), std::vector<std::string>{});
+  // Its alert group and the Grafana dashboard's panels, against one scrape.
+  const auto mon = testenv::check_monitoring("supaplane-billing", "supaplane_billing_", m->body);
+  EXPECT_GE(mon.alert_uses, 2u);
+  EXPECT_GT(mon.panel_uses, 0u);
+  EXPECT_EQ(mon.missing, std::vector<std::string>{});
   // Two v1 signatures, one valid; the old secret of a roll also verifies.
   EXPECT_EQ(post(body, "t=" + std::to_string(t) + "," + wrong_v1 + "," + good_v1), 200);
   EXPECT_EQ(post(body, billing::SignatureVerifier::sign("whsec_old_one", t, body)), 200);
@@ -632,28 +630,35 @@ class FakeStripe {
   std::vector<std::string> calls_;  ///< "GET /v1/subscriptions/<id>", ...
 };
 
-grpc::Status create_session(int port, const std::string& token, const std::string& ref,
-                            v1::Plan plan, v1::CheckoutSession* out) {
+/// One BillingService call on a fresh channel, with `token` as the bearer
+/// when set: `call(stub, ctx)`.
+template <typename Call>
+grpc::Status billing_call(int port, const std::string& token, Call&& call) {
   auto stub = v1::BillingService::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  return call(*stub, ctx);
+}
+
+grpc::Status create_session(int port, const std::string& token, const std::string& ref,
+                            v1::Plan plan, v1::CheckoutSession* out) {
   v1::CreateCheckoutSessionRequest req;
   req.set_ref(ref);
   req.set_plan(plan);
-  return stub->CreateCheckoutSession(&ctx, req, out);
+  return billing_call(port, token, [&](auto& stub, auto& ctx) {
+    return stub.CreateCheckoutSession(&ctx, req, out);
+  });
 }
 
 grpc::Status change_plan(int port, const std::string& token, const std::string& ref, v1::Plan plan,
                          v1::SubscriptionPlanChange* out) {
-  auto stub = v1::BillingService::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
   v1::ChangeSubscriptionPlanRequest req;
   req.set_ref(ref);
   req.set_plan(plan);
-  return stub->ChangeSubscriptionPlan(&ctx, req, out);
+  return billing_call(port, token, [&](auto& stub, auto& ctx) {
+    return stub.ChangeSubscriptionPlan(&ctx, req, out);
+  });
 }
 
 TEST_F(BillingTest, CheckoutIsDisabledWithoutASecretKey) {

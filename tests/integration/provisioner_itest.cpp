@@ -291,13 +291,12 @@ TEST_F(ProvisionerTest, DeployAlertRulesAndDashboardUseOnlyMetricsTheProvisioner
   httplib::Client http("127.0.0.1", prov_->metrics_port());
   auto res = http.Get("/metrics");
   ASSERT_TRUE(res);
-  const auto uses = testenv::alert_metric_uses("supaplane-provisioner");
-  EXPECT_GE(uses.size(), 3u);
-  EXPECT_EQ(testenv::missing_metrics(uses, res->body), std::vector<std::string>{});
-  // The Grafana dashboard's panels on this service, against the same scrape.
-  const auto panels = testenv::dashboard_metric_uses("supaplane_provisioner_");
-  EXPECT_FALSE(panels.empty());
-  EXPECT_EQ(testenv::missing_metrics(panels, res->body), std::vector<std::string>{});
+  // Its alert group and the Grafana dashboard's panels, against one scrape.
+  const auto mon =
+      testenv::check_monitoring("supaplane-provisioner", "supaplane_provisioner_", res->body);
+  EXPECT_GE(mon.alert_uses, 3u);
+  EXPECT_GT(mon.panel_uses, 0u);
+  EXPECT_EQ(mon.missing, std::vector<std::string>{});
 }
 
 TEST_F(ProvisionerTest, OwnerGetsWorkingCredentials) {

@@ -327,13 +327,11 @@ TEST_F(RouterSyncTest, RoutesFollowEveryPhaseInTheDirectoryAndTheHttpProvider) {
 TEST_F(RouterSyncTest, DeployAlertRulesAndDashboardUseOnlyMetricsRouterSyncExports) {
   auto m = get("/metrics", {}, router_->metrics_port());
   ASSERT_TRUE(m);
-  const auto uses = testenv::alert_metric_uses("supaplane-router-sync");
-  EXPECT_GE(uses.size(), 3u);
-  EXPECT_EQ(testenv::missing_metrics(uses, m->body), std::vector<std::string>{});
-  // The Grafana dashboard's panels on this service, against the same scrape.
-  const auto panels = testenv::dashboard_metric_uses("supaplane_router_");
-  EXPECT_FALSE(panels.empty());
-  EXPECT_EQ(testenv::missing_metrics(panels, m->body), std::vector<std::string>{});
+  // Its alert group and the Grafana dashboard's panels, against one scrape.
+  const auto mon = testenv::check_monitoring("supaplane-router-sync", "supaplane_router_", m->body);
+  EXPECT_GE(mon.alert_uses, 3u);
+  EXPECT_GT(mon.panel_uses, 0u);
+  EXPECT_EQ(mon.missing, std::vector<std::string>{});
 }
 
 TEST_F(RouterSyncTest, ForwardAuthMatrix) {

@@ -89,4 +89,13 @@ std::vector<std::string> missing_metrics(const std::vector<MetricUse>& uses,
   return missing;
 }
 
+MonitoringCheck check_monitoring(const std::string& alert_group, const std::string& metric_prefix,
+                                 const std::string& exposition) {
+  const auto alerts = alert_metric_uses(alert_group);
+  const auto panels = dashboard_metric_uses(metric_prefix);
+  MonitoringCheck c{alerts.size(), panels.size(), missing_metrics(alerts, exposition)};
+  for (auto& m : missing_metrics(panels, exposition)) c.missing.push_back(std::move(m));
+  return c;
+}
+
 }  // namespace supaplane::testenv

@@ -26,6 +26,16 @@ std::string dashboard_file();
 /// provisioned one (uid supaplane-prometheus).
 std::vector<MetricUse> dashboard_metric_uses(const std::string& prefix = "");
 
+/// A service's monitoring against one scrape of its /metrics: its alert
+/// group and the dashboard's panels on `metric_prefix`.
+struct MonitoringCheck {
+  std::size_t alert_uses{0};         ///< metric uses in the group's rules
+  std::size_t panel_uses{0};         ///< metric uses in the dashboard's panels
+  std::vector<std::string> missing;  ///< "<alert or panel> uses <metric>" not exported
+};
+MonitoringCheck check_monitoring(const std::string& alert_group, const std::string& metric_prefix,
+                                 const std::string& exposition);
+
 /// The names in `uses` that a Prometheus text exposition lacks (a name
 /// counts as present when some sample line starts with it).
 std::vector<std::string> missing_metrics(const std::vector<MetricUse>& uses,

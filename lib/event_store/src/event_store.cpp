@@ -139,9 +139,11 @@ bool EventStore::connected() const {
   return conn_ && natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
 }
 
-Status EventStore::require_connection(const std::string& what) const {
-  if (connected()) return Status::Ok();
-  return make_error(errc::unavailable, "NATS is not connected; " + what + " not attempted");
+Error EventStore::not_connected(std::string_view what, std::string_view subject) {
+  std::string m = "NATS is not connected; ";
+  m.append(what);
+  if (!subject.empty()) m.append(" ").append(subject);
+  return make_error(errc::unavailable, m + " not attempted");
 }
 
 Status EventStore::ensure_stream() {
@@ -213,7 +215,7 @@ natsMsg* EventStore::build_message(const OutgoingEvent& ev, jsPubOptions* po, na
 }
 
 Result<AppendResult> EventStore::append(const OutgoingEvent& ev) {
-  if (auto up = require_connection("append to " + ev.subject); !up) return up.error();
+  if (!connected()) return not_connected("append to", ev.subject);
   jsPubOptions po;
   natsStatus s = NATS_OK;
   natsMsg* msg = build_message(ev, &po, &s);
@@ -229,8 +231,8 @@ Result<AppendResult> EventStore::append(const OutgoingEvent& ev) {
 }
 
 void EventStore::append_async(const OutgoingEvent& ev, AppendCallback done) {
-  if (auto up = require_connection("append to " + ev.subject); !up) {
-    done(up.error());
+  if (!connected()) {
+    done(not_connected("append to", ev.subject));
     return;
   }
   jsPubOptions po;
@@ -287,7 +289,7 @@ void EventStore::on_async_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* p
 }
 
 Result<StoredMessage> EventStore::get(std::uint64_t sequence) {
-  if (auto up = require_connection("get message"); !up) return up.error();
+  if (!connected()) return not_connected("get message");
   natsMsg* m = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_GetMsg(&m, js_, stream_.name.c_str(), sequence, nullptr, &jerr);
@@ -298,7 +300,7 @@ Result<StoredMessage> EventStore::get(std::uint64_t sequence) {
 }
 
 Result<std::uint64_t> EventStore::last_sequence() {
-  if (auto up = require_connection("stream info"); !up) return up.error();
+  if (!connected()) return not_connected("stream info");
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_GetStreamInfo(&si, js_, stream_.name.c_str(), nullptr, &jerr);
@@ -328,7 +330,7 @@ Result<std::unique_ptr<EventStore>> open_for_service(const std::string& url,
 }
 
 Result<std::vector<std::string>> EventStore::subjects(const std::string& filter) {
-  if (auto up = require_connection("stream subjects"); !up) return up.error();
+  if (!connected()) return not_connected("stream subjects");
   jsOptions o;
   jsOptions_Init(&o);
   o.Wait = request_timeout_ms_;
@@ -385,7 +387,7 @@ Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence
 }
 
 Result<std::vector<StoredMessage>> EventStore::read_subject(const std::string& subject) {
-  if (auto up = require_connection("read " + subject); !up) return up.error();
+  if (!connected()) return not_connected("read", subject);
   std::vector<StoredMessage> out;
   natsMsg* lastmsg = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -138,8 +139,9 @@ class EventStore {
   EventStore() = default;
   static void on_async_ack(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
   natsMsg* build_message(const OutgoingEvent& ev, jsPubOptions* po, natsStatus* status);
-  /// `unavailable` when the connection is down (`what` was not attempted).
-  Status require_connection(const std::string& what) const;
+  /// The `unavailable` answer while the connection is down (built only then:
+  /// appends check `connected()` first and pay nothing when it is up).
+  static Error not_connected(std::string_view what, std::string_view subject = {});
   std::mutex pending_mu_;
   std::unordered_map<natsMsg*, AppendCallback> pending_;  ///< async appends awaiting their ack
   natsConnection* conn_{nullptr};
