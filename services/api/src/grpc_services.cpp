@@ -390,6 +390,10 @@ class TenantServiceImpl final : public TenantServiceBase {
     if (!stored->has_value())
       return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                     "credentials are not ready; the tenant is still provisioning"));
+    if (st.db_host().empty() || st.db_port() <= 0)
+      return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "the tenant's database endpoint is not reported yet; the "
+                                    "provisioner records it when the stack converges"));
     const auto& k = (*stored)->keys;
     // The driver reports the names; older histories predate that (database mode).
     const std::string user = st.db_user().empty() ? "t_" + ref : st.db_user();
@@ -400,17 +404,35 @@ class TenantServiceImpl final : public TenantServiceBase {
     resp->set_service_role_key(k.service_role_jwt);
     resp->set_publishable_key(k.publishable_key);
     resp->set_secret_key(k.secret_key);
-    resp->set_db_host(ctx_.options.tenant_db_host);
-    resp->set_db_port(ctx_.options.tenant_db_port);
+    resp->set_db_host(st.db_host());
+    resp->set_db_port(st.db_port());
     resp->set_db_name(db);
     resp->set_db_user(user);
     resp->set_db_schema(st.db_schema().empty() ? "public" : st.db_schema());
     resp->set_db_password(k.db_password);
-    resp->set_connection_string("postgresql://" + user + ":" + k.db_password + "@" +
-                                ctx_.options.tenant_db_host + ":" +
-                                std::to_string(ctx_.options.tenant_db_port) + "/" + db);
+    resp->set_connection_string("postgresql://" + user + ":" + k.db_password + "@" + st.db_host() +
+                                ":" + std::to_string(st.db_port()) + "/" + db +
+                                // Through the edge (a TCP route by SNI): TLS, so SNI is sent.
+                                (st.db_upstream().empty() ? "" : "?sslmode=require"));
     resp->set_keys_generation((*stored)->keys_generation);
     log()->info("credentials read ref={} by={}", ref, caller.account_id);  // no secret
+    return call.done(grpc::Status::OK);
+  }
+
+  grpc::Status GetTenantHealth(grpc::ServerContext* sc, const v1::GetTenantRequest* req,
+                               v1::TenantHealth* resp) override {
+    CallScope call(ctx_, "GetTenantHealth");
+    v1::TenantState st;
+    auth::Principal caller;
+    if (auto rs = read_owned_tenant(ctx_, sc, *req, &st, &caller); !rs.ok()) return call.done(rs);
+    resp->set_ref(st.ref());
+    for (const auto& h : st.services()) {
+      auto* out = resp->add_services();
+      out->set_name(h.name());
+      out->set_healthy(h.status() == v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY);
+      out->set_status(domain::service_health_name(h.status()));
+      out->set_error(h.error());
+    }
     return call.done(grpc::Status::OK);
   }
 
