@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const dist = join(root, "dist");
+const dist = process.env.SUPAPLANE_CONSOLE_DIST || join(root, "dist");
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(join(dist, "public"), { recursive: true });
 

@@ -2,7 +2,7 @@
 import { render } from "preact";
 import { useEffect } from "preact/hooks";
 import { endSession, navigate, resumeSession, useAppState } from "./state.js";
-import { parseRoute } from "./route.js";
+import { homePath, parseRoute } from "./route.js";
 import { AuthPage } from "./pages/auth.js";
 import { ProjectsPage } from "./pages/projects.js";
 import { ProjectPage } from "./pages/project.js";
@@ -56,7 +56,7 @@ function App() {
   const needsLogin = route.page !== "login" && route.page !== "signup" && !st.session;
   useEffect(() => {
     if (needsLogin) navigate("/login", true);
-    else if (st.session && (route.page === "login" || route.page === "signup")) navigate("/projects", true);
+    else if (st.session && (route.page === "login" || route.page === "signup")) navigate(homePath(), true);
   }, [needsLogin, route.page, st.session]);
   useEffect(() => {
     // Move focus to the new page's heading so keyboard and screen reader users land there.

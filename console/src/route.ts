@@ -33,3 +33,8 @@ export function parseRoute(pathname: string, hostname: string): Route {
 export function projectPath(ref: string): string {
   return `/projects/${ref}`;
 }
+
+/** Where a logged-in user lands: on `<ref>.<base-domain>` that project's page, else the list. */
+export function homePath(hostname: string = location.hostname): string {
+  return refFromHost(hostname) ? "/" : "/projects";
+}

@@ -71,7 +71,7 @@ function scheduleExpiry(s: Session): void {
 export function startSession(s: Session): void {
   saveSession(sessionStorage, s);
   api.setToken(s.token);
-  update({ session: s, notice: "", tenants: new Map(), listed: false });
+  update({ session: s, notice: "", tenants: new Map(), listed: false, apiDown: false });
   scheduleExpiry(s);
   startLive();
 }

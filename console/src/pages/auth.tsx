@@ -5,6 +5,7 @@ import type { SessionResponse } from "../gen/supaplane/v1/api_pb.js";
 import * as api from "../api.js";
 import { handleError, navigate, startSession, useAppState } from "../state.js";
 import { Link } from "../ui.js";
+import { homePath } from "../route.js";
 
 function toSession(r: SessionResponse) {
   return {
@@ -32,7 +33,7 @@ export function AuthPage(props: { mode: "login" | "signup" }) {
     try {
       const r = signup ? await api.accounts.signUp({ email, password }) : await api.accounts.login({ email, password });
       startSession(toSession(r));
-      navigate("/projects", true);
+      navigate(homePath(), true);
     } catch (x) {
       const d = handleError(x);
       setErr({ field: d.field, message: d.message });

@@ -1,0 +1,454 @@
+// The console in real Chromium (Debian's package, driven by playwright-core)
+// against real servers started by tests/console/console_test.sh through
+// ./scripts/run: nats-server, redis-server, PostgreSQL, supaplane-api,
+// -provisioner (postgres driver), -billing, -router-sync, supaplane-console.
+// Every wait is on something the page shows; nothing sleeps.
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from "playwright-core";
+import { strict as assert } from "node:assert";
+import { execFileSync, spawnSync } from "node:child_process";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  CreateTenantRequestSchema,
+  SessionResponseSchema,
+  SignUpRequestSchema,
+  TenantMutationSchema,
+} from "../../src/gen/supaplane/v1/api_pb.js";
+import { Plan } from "../../src/gen/supaplane/v1/types_pb.js";
+
+const env = (k: string): string => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set (run tests/console/console_test.sh)`);
+  return v;
+};
+const CONSOLE = env("CONSOLE_URL"); // http://127.0.0.1:PORT
+const OUT = env("CONSOLE_TEST_OUT"); // screenshots, bench.json
+const ROOT = env("SUPAPLANE_ROOT");
+const RUN_DIR = env("SUPAPLANE_RUN_DIR");
+const API_ADDR = env("SUPAPLANE_GRPC_ADDR");
+const ADMIN_EMAIL = env("SUPAPLANE_ADMIN_EMAIL");
+const ADMIN_PASSWORD = env("SUPAPLANE_ADMIN_PASSWORD");
+const port = new URL(CONSOLE).port;
+const WAIT = 60_000; // upper bound of any single wait (provisioning included)
+
+let step = 0;
+function say(msg: string) {
+  process.stdout.write(`[${++step}] ${msg}\n`);
+}
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/** axe-core in the page (evaluated, so the page's CSP needs no exception). */
+async function checkA11y(page: Page, name: string) {
+  await page.evaluate(axeSource);
+  const result = (await page.evaluate(`axe.run(document, { resultTypes: ["violations"] })`)) as {
+    violations: { id: string; impact: string; help: string; nodes: { target: string[] }[] }[];
+  };
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(
+    bad.map((v) => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`),
+    [],
+    `accessibility violations on ${name}`,
+  );
+  say(`axe: ${name}: no serious or critical violations (${result.violations.length} minor)`);
+}
+
+async function shot(page: Page, name: string) {
+  await page.screenshot({ path: join(OUT, "screenshots", `${name}.png`), fullPage: true });
+}
+
+/**
+ * Keyboard only: Tab (from where focus is) until `target` has the focus, then
+ * press `key`. Fails if Tab never reaches it.
+ */
+async function tabTo(page: Page, target: Locator, key = "Enter") {
+  const handle = await target.elementHandle({ timeout: WAIT });
+  assert.ok(handle, "no such element to tab to");
+  for (let i = 0; i < 80; i++) {
+    if (await handle.evaluate((el) => el === document.activeElement)) {
+      if (key) await page.keyboard.press(key);
+      return;
+    }
+    await page.keyboard.press("Tab");
+  }
+  assert.fail(`Tab never reached ${await handle.evaluate((el) => el.outerHTML.slice(0, 120))}`);
+}
+
+async function typeInto(page: Page, target: Locator, text: string) {
+  await tabTo(page, target, "");
+  await page.keyboard.type(text);
+}
+
+async function waitPhase(page: Page, phase: string) {
+  await page.locator("#phase").filter({ hasText: phase }).waitFor({ timeout: WAIT });
+}
+
+function psql(cs: string): { ok: boolean; out: string } {
+  const r = spawnSync("psql", [cs, "-tAc", "SELECT 1"], { encoding: "utf8", timeout: 20_000 });
+  return { ok: r.status === 0, out: (r.stdout + r.stderr).trim() };
+}
+
+/** A fresh browser context whose page has the console open at `path`. */
+async function open(browser: Browser, path = "/"): Promise<{ ctx: BrowserContext; page: Page }> {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  await ctx.grantPermissions(["clipboard-read", "clipboard-write"], { origin: CONSOLE });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.on("pageerror", (e) => process.stdout.write(`page error: ${e.message}\n`));
+  await page.goto(CONSOLE + path);
+  return { ctx, page };
+}
+
+async function login(page: Page, email: string, password: string) {
+  await page.locator("#email").fill(email);
+  await page.locator("#password").fill(password);
+  await page.getByRole("button", { name: "Log in" }).click();
+}
+
+// ---------------------------------------------------------------- the bridge, without a browser
+async function bridgeChecks() {
+  const post = (path: string, body: Buffer, ct = "application/grpc-web+proto") =>
+    fetch(CONSOLE + path, { method: "POST", headers: { "content-type": ct }, body: new Uint8Array(body) });
+  const empty = Buffer.from([0, 0, 0, 0, 0]);
+  for (const path of [
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    "/grpc.health.v1.Health/Check",
+    "/supaplane.v1.NoSuchService/Call",
+    "/supaplane.v1.TenantService/NoSuchMethod",
+  ]) {
+    const r = await post(path, empty);
+    assert.equal(r.status, 404, path);
+    assert.equal(r.headers.get("grpc-status"), "12", `${path} is not refused as UNIMPLEMENTED`);
+  }
+  // An allowed method is forwarded: the api itself answers (no token → UNAUTHENTICATED).
+  const me = await post("/supaplane.v1.AccountService/Me", empty);
+  assert.equal(me.status, 200);
+  assert.equal(me.headers.get("grpc-status"), "16");
+  // Request size limit, content types, no other API.
+  const big = Buffer.alloc(70_000);
+  big.writeUInt32BE(big.length - 5, 1);
+  assert.equal((await post("/supaplane.v1.AccountService/Login", big)).status, 413);
+  assert.equal((await post("/supaplane.v1.AccountService/Me", empty, "application/grpc-web-text")).status, 415);
+  assert.equal((await fetch(CONSOLE + "/api/tenants", { method: "POST", body: "{}" })).status, 404);
+  // Security headers on the page.
+  const page = await fetch(CONSOLE + "/projects");
+  const csp = page.headers.get("content-security-policy") ?? "";
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(page.headers.get("referrer-policy"), "no-referrer");
+  assert.equal((await fetch(CONSOLE + "/healthz")).status, 200);
+  assert.equal((await fetch(CONSOLE + "/readyz")).status, 200);
+  say("bridge: refuses reflection, health and unknown methods; forwards supaplane.v1; limits; headers");
+}
+
+// ---------------------------------------------------------------- gRPC straight to the api (bench setup)
+function grpcClient() {
+  return new grpc.Client(API_ADDR, grpc.credentials.createInsecure());
+}
+function unary(c: grpc.Client, path: string, req: Uint8Array, token?: string): Promise<Buffer> {
+  const md = new grpc.Metadata();
+  if (token) md.set("authorization", `Bearer ${token}`);
+  return new Promise((resolve, reject) =>
+    c.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(req), md, {}, (e, v) =>
+      e ? reject(e) : resolve(v as Buffer),
+    ),
+  );
+}
+
+async function main() {
+  mkdirSync(join(OUT, "screenshots"), { recursive: true });
+  await bridgeChecks();
+
+  const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"] });
+  try {
+    // ------------------------------------------------------------ alice signs up (keyboard only)
+    const a = await open(browser, "/");
+    const alice = a.page;
+    await alice.waitForURL(/\/login$/);
+    await alice.getByRole("heading", { name: "Log in to supaplane" }).waitFor();
+    await checkA11y(alice, "login");
+    await shot(alice, "login");
+    await tabTo(alice, alice.getByRole("link", { name: "Create an account" }));
+    await alice.getByRole("heading", { name: "Create your account" }).waitFor();
+    await typeInto(alice, alice.locator("#email"), "alice@example.com");
+    await typeInto(alice, alice.locator("#password"), "short");
+    await tabTo(alice, alice.getByRole("button", { name: "Sign up" }));
+    // The API's message, at the field.
+    await alice.locator("#password-error").filter({ hasText: "password" }).waitFor();
+    assert.equal(await alice.locator("#password").getAttribute("aria-invalid"), "true");
+    await checkA11y(alice, "sign up with an error");
+    await alice.locator("#password").fill("");
+    await typeInto(alice, alice.locator("#password"), "alice-password-1");
+    await tabTo(alice, alice.getByRole("button", { name: "Sign up" }));
+    await alice.getByRole("heading", { name: "Projects" }).waitFor();
+    await alice.locator("#no-projects").waitFor();
+    say("alice signed up with the keyboard; the API's password message was shown at the field");
+
+    // ------------------------------------------------------------ create: bad input, then a project
+    await tabTo(alice, alice.getByRole("button", { name: "Create project" }));
+    await alice.locator("#name-error").waitFor();
+    const nameMsg = await alice.locator("#name-error").innerText();
+    assert.match(nameMsg, /^name: /, "the API's validation message");
+    assert.equal(await alice.locator("#projects").count(), 0, "a refused create made a project");
+    await typeInto(alice, alice.locator("#project-name"), "Alice Shop");
+    await tabTo(alice, alice.locator("#project-plan"), "");
+    await alice.keyboard.press("End"); // the last option: Pro
+    await tabTo(alice, alice.getByRole("button", { name: "Create project" }));
+    await alice.waitForURL(/\/projects\/[a-z]{20}$/);
+    const ref = alice.url().split("/").pop()!;
+    assert.equal(await alice.locator("#plan").innerText(), "pro");
+    // Live: ACTIVE arrives over WatchTenants; the marker proves there was no reload.
+    await alice.evaluate(() => ((window as unknown as { __noReload: boolean }).__noReload = true));
+    await waitPhase(alice, "ACTIVE");
+    assert.equal(await alice.evaluate(() => (window as unknown as { __noReload?: boolean }).__noReload), true);
+    say(`created ${ref} (name error '${nameMsg}' shown first); ACTIVE on screen without a reload`);
+
+    // ------------------------------------------------------------ keys and the connection string
+    const publishable = await alice.locator("#publishable-key").innerText();
+    assert.match(publishable, /^sb_publishable_/);
+    assert.equal(await alice.locator("#secret-key").count(), 0, "the secret key is shown before a click");
+    await tabTo(alice, alice.getByRole("button", { name: "Reveal secret key" }));
+    assert.match(await alice.locator("#secret-key").innerText(), /^sb_secret_/);
+    await tabTo(alice, alice.getByRole("button", { name: "Reveal service_role key" }));
+    assert.match(await alice.locator("#service-role-key").innerText(), /^ey/);
+    await tabTo(alice, alice.getByRole("button", { name: "Reveal connection string" }));
+    const cs = await alice.locator("#connection-string").innerText();
+    assert.match(cs, /^postgresql:\/\//);
+    await tabTo(alice, alice.getByRole("button", { name: "Copy connection string" }));
+    await alice.getByText("Copied").first().waitFor();
+    assert.equal(await alice.evaluate(() => navigator.clipboard.readText()), cs);
+    const q = psql(cs);
+    assert.ok(q.ok && q.out === "1", `psql with the console's connection string: ${q.out}`);
+    assert.ok(!alice.url().includes(cs.split("@")[0]), "a secret in the URL");
+    say("keys shown (secrets on click, copy works) and the connection string works with psql");
+    await alice.getByRole("button", { name: "Hide connection string" }).click();
+    await alice.getByRole("button", { name: "Hide secret key" }).click();
+    await alice.getByRole("button", { name: "Hide service_role key" }).click();
+    await alice.locator("#history td", { hasText: "tenant.stack_converged" }).first().waitFor();
+    await checkA11y(alice, "project");
+    await shot(alice, "project");
+
+    // ------------------------------------------------------------ pause, resume (keyboard, confirmed)
+    await tabTo(alice, alice.getByRole("button", { name: "Pause", exact: true }));
+    await alice.getByRole("dialog").waitFor();
+    await checkA11y(alice, "confirm dialog");
+    await tabTo(alice, alice.getByRole("dialog").getByRole("button", { name: "Pause" }));
+    await waitPhase(alice, "PAUSED");
+    assert.ok(!psql(cs).ok, "a paused project accepts connections");
+    await tabTo(alice, alice.getByRole("button", { name: "Resume", exact: true }));
+    await tabTo(alice, alice.getByRole("dialog").getByRole("button", { name: "Resume" }));
+    await waitPhase(alice, "ACTIVE");
+    assert.ok(psql(cs).ok, "a resumed project refuses connections");
+    say("paused and resumed from the keyboard, each confirmed; psql follows");
+
+    // ------------------------------------------------------------ the project list, live
+    await alice.getByRole("link", { name: "Projects" }).click();
+    await alice.locator(`#projects tr[data-ref="${ref}"]`, { hasText: "ACTIVE" }).waitFor();
+    await checkA11y(alice, "projects");
+    await shot(alice, "projects");
+
+    // ------------------------------------------------------------ bob sees nothing of it
+    const b = await open(browser, "/signup");
+    await b.page.locator("#email").fill("bob@example.com");
+    await b.page.locator("#password").fill("bob-password-1");
+    await b.page.getByRole("button", { name: "Sign up" }).click();
+    await b.page.locator("#no-projects").waitFor();
+    await b.page.goto(`${CONSOLE}/projects/${ref}`);
+    await b.page.locator("#not-found").waitFor();
+    assert.equal(await b.page.getByText("Alice Shop").count(), 0);
+    await checkA11y(b.page, "not found");
+    say("bob: empty list, and alice's project URL is a not-found page");
+
+    // ------------------------------------------------------------ the operator
+    const op = await open(browser, "/login");
+    const admin = op.page;
+    await login(admin, ADMIN_EMAIL, ADMIN_PASSWORD);
+    await admin.getByRole("link", { name: "Admin" }).click();
+    await admin.locator(`#all-tenants tr[data-ref="${ref}"]`).waitFor();
+    await admin.locator("#search").fill("alice sh");
+    await admin.locator("#tenant-count").filter({ hasText: /^1 tenant$/ }).waitFor();
+    await admin.locator("#search").fill(ref.slice(0, 12));
+    await admin.locator("#tenant-count").filter({ hasText: /^1 tenant$/ }).waitFor();
+    await admin.locator("#search").fill("");
+    await admin.locator("#phase-filter").selectOption({ label: "PAUSED" });
+    await admin.locator("#tenant-count").filter({ hasText: /^0 tenants$/ }).waitFor();
+    await admin.locator("#phase-filter").selectOption({ label: "ACTIVE" });
+    await admin.locator(`#all-tenants tr[data-ref="${ref}"]`).waitFor();
+    await checkA11y(admin, "admin");
+    await shot(admin, "admin");
+    await tabTo(admin, admin.getByRole("button", { name: "Rebuild projection" }));
+    await admin.locator("#rebuild-result").filter({ hasText: /^Rebuilt: \d+ events/ }).waitFor();
+    say("admin: list with search by name and ref, phase filter, projection rebuilt");
+
+    // Suspend: alice's open page turns SUSPENDED by itself; her Resume is refused.
+    await alice.getByRole("link", { name: "Alice Shop" }).click();
+    await waitPhase(alice, "ACTIVE");
+    await admin.locator(`#all-tenants tr[data-ref="${ref}"] a`).click();
+    await typeInto(admin, admin.locator("#suspend-reason"), "payment overdue");
+    await tabTo(admin, admin.locator("#suspend"));
+    await waitPhase(alice, "SUSPENDED");
+    await alice.locator("#suspend-reason-shown", { hasText: "payment overdue" }).waitFor();
+    await alice.getByRole("button", { name: "Resume", exact: true }).click();
+    await alice.getByRole("dialog").getByRole("button", { name: "Resume" }).click();
+    const refusal = await alice.locator("#action-error").innerText();
+    assert.match(refusal, /suspended/);
+    say(`admin suspended it: alice's page showed SUSPENDED live; Resume refused: '${refusal}'`);
+
+    // The audit view: the state as of the creation time, and before it.
+    const created = await admin.locator("#history tr", { hasText: "tenant.created" }).locator("time").getAttribute("datetime");
+    assert.ok(created);
+    await admin.locator("#as-of").fill(created.replace("Z", ""));
+    await tabTo(admin, admin.locator("#fold"));
+    await admin.locator("#as-of-phase", { hasText: "PROVISIONING" }).waitFor();
+    assert.equal(await admin.locator("#as-of-events tbody tr").count(), 1);
+    await checkA11y(admin, "audit");
+    await shot(admin, "audit");
+    const before = new Date(Date.parse(created) - 60_000).toISOString().replace("Z", "");
+    await admin.locator("#as-of").fill(before);
+    await admin.locator("#fold").click();
+    await admin.locator("#as-of-error", { hasText: "did not exist" }).waitFor();
+    await admin.locator("#as-of").fill(new Date().toISOString().replace("Z", ""));
+    await admin.locator("#fold").click();
+    await admin.locator("#as-of-phase", { hasText: "SUSPENDED" }).waitFor();
+    say("audit: state as of the creation PROVISIONING, before it not found, now SUSPENDED");
+    await tabTo(admin, admin.locator("#unsuspend"));
+    await waitPhase(alice, "ACTIVE");
+
+    // ------------------------------------------------------------ Checkout (billing configured, no Stripe key)
+    await alice.locator("#checkout").click();
+    const checkoutMsg = await alice.locator("#checkout-error").innerText();
+    assert.match(checkoutMsg, /checkout is disabled/);
+    say(`Checkout button present (billing configured); billing's refusal shown: '${checkoutMsg}'`);
+
+    // ------------------------------------------------------------ rotate keys
+    await alice.getByRole("button", { name: "Rotate keys" }).click();
+    await alice.getByRole("dialog").getByRole("button", { name: "Rotate keys" }).click();
+    await waitPhase(alice, "RECONCILING");
+    await waitPhase(alice, "ACTIVE");
+    await alice.getByRole("button", { name: "Reveal connection string" }).click();
+    await alice.waitForFunction(
+      (old) => {
+        const el = document.getElementById("connection-string");
+        return !!el && el.textContent !== old;
+      },
+      cs,
+      { timeout: WAIT },
+    );
+    const cs2 = await alice.locator("#connection-string").innerText();
+    assert.ok(psql(cs2).ok && !psql(cs).ok, "rotation: new credentials work, old ones do not");
+    say("keys rotated: the page shows the new connection string; the old one stopped working");
+
+    // ------------------------------------------------------------ the tenant's own host opens its page
+    const h = await open(browser, "/");
+    await h.page.goto(`http://${ref}.localhost:${port}/`);
+    await login(h.page, "alice@example.com", "alice-password-1");
+    await h.page.getByRole("heading", { name: "Alice Shop" }).waitFor();
+    await h.ctx.close();
+    say(`http://${ref}.localhost:${port}/ opens the project's page`);
+
+    // ------------------------------------------------------------ the api goes away, then comes back
+    const apiPid = readFileSync(join(RUN_DIR, "api.pid"), "utf8").trim();
+    process.kill(Number(apiPid), "SIGTERM");
+    await alice.locator("#api-banner").waitFor();
+    await shot(alice, "api-unreachable");
+    say("api stopped: the banner is shown");
+    execFileSync(join(ROOT, "scripts", "run"), ["start"], { stdio: "ignore", env: process.env });
+    await alice.locator("#api-banner").waitFor({ state: "detached" });
+    // Working again: a pause goes through and its outcome arrives live.
+    await alice.getByRole("button", { name: "Pause", exact: true }).click();
+    await alice.getByRole("dialog").getByRole("button", { name: "Pause" }).click();
+    await waitPhase(alice, "PAUSED");
+    say("api restarted: the banner went away by itself and the page works and updates live");
+
+    // ------------------------------------------------------------ delete, typing the name
+    await tabTo(alice, alice.getByRole("button", { name: "Delete", exact: true }));
+    const dialog = alice.getByRole("dialog");
+    const confirm = dialog.getByRole("button", { name: "Delete project" });
+    assert.equal(await confirm.isDisabled(), true, "delete is possible without typing the name");
+    await typeInto(alice, dialog.locator("#confirm-text"), "Alice");
+    assert.equal(await confirm.isDisabled(), true, "a partial name confirms the delete");
+    await alice.keyboard.type(" Shop");
+    await tabTo(alice, confirm);
+    await waitPhase(alice, "DELETED");
+    assert.ok(!psql(cs2).ok, "a deleted project accepts connections");
+    say("deleted after typing the name; psql refused");
+
+    // ------------------------------------------------------------ a dead session goes to the login page
+    await alice.evaluate(() => {
+      const s = JSON.parse(sessionStorage.getItem("supaplane.session")!);
+      s.token = s.token.slice(0, -4) + "AAAA"; // a token the api no longer accepts
+      sessionStorage.setItem("supaplane.session", JSON.stringify(s));
+    });
+    await alice.reload();
+    await alice.locator("#login-notice", { hasText: "expired or was revoked" }).waitFor();
+    say("a revoked session: back to the login page with a message");
+    await login(alice, "alice@example.com", "alice-password-1");
+    await tabTo(alice, alice.getByRole("button", { name: "Log out" }));
+    await alice.locator("#login-notice", { hasText: "logged out" }).waitFor();
+    assert.equal(await alice.evaluate(() => sessionStorage.getItem("supaplane.session")), null);
+    say("logged out with the keyboard; the token is gone from sessionStorage");
+
+    // ------------------------------------------------------------ measured, not asserted
+    await bench(browser);
+    await a.ctx.close();
+    await b.ctx.close();
+    await op.ctx.close();
+  } finally {
+    await browser.close();
+  }
+  say("console browser suite: all checks passed");
+}
+
+/** Login → a rendered list of 1,000 projects (the provisioner is stopped first: they stay PROVISIONING). */
+async function bench(browser: Browser) {
+  const provPid = readFileSync(join(RUN_DIR, "provisioner.pid"), "utf8").trim();
+  process.kill(Number(provPid), "SIGTERM");
+  const c = grpcClient();
+  const email = "bench@example.com";
+  const password = "bench-password-1";
+  const s = fromBinary(
+    SessionResponseSchema,
+    await unary(c, "/supaplane.v1.AccountService/SignUp", toBinary(SignUpRequestSchema, create(SignUpRequestSchema, { email, password }))),
+  );
+  const N = 1000;
+  let last = 0n;
+  for (let i = 0; i < N; i += 50) {
+    const batch = [];
+    for (let j = i; j < Math.min(N, i + 50); j++)
+      batch.push(
+        unary(
+          c,
+          "/supaplane.v1.TenantService/CreateTenant",
+          toBinary(CreateTenantRequestSchema, create(CreateTenantRequestSchema, { name: `bench-${j}`, plan: Plan.FREE })),
+          s.token,
+        ),
+      );
+    for (const r of await Promise.all(batch)) {
+      const m = fromBinary(TenantMutationSchema, r);
+      if (m.sequence > last) last = m.sequence;
+    }
+  }
+  c.close();
+  const { ctx, page } = await open(browser, "/login");
+  await page.locator("#email").fill(email);
+  await page.locator("#password").fill(password);
+  const t0 = Date.now();
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.waitForFunction((n) => document.querySelectorAll("#projects tbody tr").length === n, N, { timeout: 120_000 });
+  const ms = Date.now() - t0;
+  await ctx.close();
+  const sizes = JSON.parse(readFileSync(env("CONSOLE_SIZES_JSON"), "utf8"));
+  const result = { login_to_1000_rows_ms: ms, ...sizes };
+  writeFileSync(join(OUT, "bench.json"), JSON.stringify(result, null, 2) + "\n");
+  say(`measured: login → ${N} projects rendered in ${ms} ms; app.js ${sizes.app_js_gzip_bytes} B gzipped`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`FAIL: ${e?.stack ?? e}\n`);
+  process.exit(1);
+});
