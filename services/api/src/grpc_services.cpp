@@ -542,7 +542,9 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     auto ref = ids::parse_tenant_ref(req->ref());
     if (!ref) return call.done(to_grpc(ref.error()));
     if (!req->has_as_of()) return call.done(invalid("as_of", "is required"));
-    if (!TimeUtil::IsTimestampValid(req->as_of()))
+    const auto& t = req->as_of();
+    if (t.seconds() < TimeUtil::kTimestampMinSeconds ||
+        t.seconds() > TimeUtil::kTimestampMaxSeconds || t.nanos() < 0 || t.nanos() > 999'999'999)
       return call.done(invalid("as_of", "is not a valid timestamp"));
     const std::int64_t as_of = TimeUtil::TimestampToMilliseconds(req->as_of());
     auto msgs = ctx_.store.read_subject("platform.tenant." + ref->str());
