@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The web console: unit tests (vitest), then the browser suite in Debian's
+# The web console: unit tests (node:test), then the browser suite in Debian's
 # Chromium (playwright-core) against real servers started by ./scripts/run on
 # free ports in a temp dir: nats-server, redis-server, PostgreSQL, api,
 # provisioner (postgres driver), billing, router-sync and supaplane-console.
@@ -29,7 +29,7 @@ if [ "$WHAT" = unit ]; then
   flock "$lock"
   console_build "$TMP/dist" >/dev/null
   flock -u "$lock"
-  (cd "$DIR" && npx vitest run --reporter=verbose)
+  (cd "$DIR" && node scripts/unit.mjs)
   exit 0
 fi
 

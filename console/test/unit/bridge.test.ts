@@ -1,4 +1,5 @@
-import { describe, expect, it } from "vitest";
+import { describe, it } from "node:test";
+import { expect } from "./expect.js";
 import { Client, credentials } from "@grpc/grpc-js";
 import { AccountService, BillingService, TenantService } from "../../src/gen/supaplane/v1/api_pb.js";
 import {

@@ -1,4 +1,5 @@
-import { describe, expect, it } from "vitest";
+import { describe, it } from "node:test";
+import { expect } from "./expect.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describeError } from "../../src/errors.js";
 import { clearSession, loadSession, saveSession } from "../../src/session.js";
