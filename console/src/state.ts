@@ -140,7 +140,7 @@ async function liveLoop(signal: AbortSignal): Promise<void> {
     const onAbort = () => streamAbort.abort();
     signal.addEventListener("abort", onAbort);
     try {
-      const stream = api.tenants.watchTenants({}, { signal: streamAbort.signal, timeoutMs: 0 });
+      const stream = api.tenants.watchTenants({}, { signal: streamAbort.signal });
       const it = stream[Symbol.asyncIterator]();
       const first = it.next(); // sends the request
       first.catch(() => undefined);
