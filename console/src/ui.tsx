@@ -57,17 +57,17 @@ export function KeyField(props: { id: string; label: string; value: string; secr
     <div class="keyfield">
       <dt id={`${props.id}-label`}>{props.label}</dt>
       <dd>
-        {shown ? (
-          <code id={props.id} aria-labelledby={`${props.id}-label`} class="secret">
-            {props.value}
-          </code>
-        ) : (
-          <span class="muted" id={props.id + "-hidden"}>
-            hidden
-          </span>
-        )}{" "}
+        <span id={`${props.id}-value`}>
+          {shown ? (
+            <code id={props.id} aria-labelledby={`${props.id}-label`} class="secret">
+              {props.value}
+            </code>
+          ) : (
+            <span class="muted">hidden</span>
+          )}
+        </span>{" "}
         {props.secret && (
-          <button type="button" aria-controls={props.id} onClick={() => setShown(!shown)}>
+          <button type="button" aria-controls={`${props.id}-value`} aria-expanded={shown} onClick={() => setShown(!shown)}>
             {shown ? `Hide ${props.label}` : `Reveal ${props.label}`}
           </button>
         )}{" "}

@@ -120,7 +120,7 @@ async function open(browser: Browser, path = "/"): Promise<{ ctx: BrowserContext
 async function login(page: Page, email: string, password: string) {
   await page.locator("#email").fill(email);
   await page.locator("#password").fill(password);
-  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("button", { name: "Log in", exact: true }).click();
 }
 
 // ---------------------------------------------------------------- the bridge, without a browser
@@ -185,27 +185,27 @@ async function main() {
     const a = await open(browser, "/");
     const alice = a.page;
     await alice.waitForURL(/\/login$/);
-    await alice.getByRole("heading", { name: "Log in to supaplane" }).waitFor();
+    await alice.getByRole("heading", { name: "Log in to supaplane", exact: true }).waitFor();
     await checkA11y(alice, "login");
     await shot(alice, "login");
-    await tabTo(alice, alice.getByRole("link", { name: "Create an account" }));
-    await alice.getByRole("heading", { name: "Create your account" }).waitFor();
+    await tabTo(alice, alice.getByRole("link", { name: "Create an account", exact: true }));
+    await alice.getByRole("heading", { name: "Create your account", exact: true }).waitFor();
     await typeInto(alice, alice.locator("#email"), "alice@example.com");
     await typeInto(alice, alice.locator("#password"), "short");
-    await tabTo(alice, alice.getByRole("button", { name: "Sign up" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Sign up", exact: true }));
     // The API's message, at the field.
     await alice.locator("#password-error").filter({ hasText: "password" }).waitFor();
     assert.equal(await alice.locator("#password").getAttribute("aria-invalid"), "true");
     await checkA11y(alice, "sign up with an error");
     await alice.locator("#password").fill("");
     await typeInto(alice, alice.locator("#password"), "alice-password-1");
-    await tabTo(alice, alice.getByRole("button", { name: "Sign up" }));
-    await alice.getByRole("heading", { name: "Projects" }).waitFor();
+    await tabTo(alice, alice.getByRole("button", { name: "Sign up", exact: true }));
+    await alice.getByRole("heading", { name: "Projects", exact: true }).waitFor();
     await alice.locator("#no-projects").waitFor();
     say("alice signed up with the keyboard; the API's password message was shown at the field");
 
     // ------------------------------------------------------------ create: bad input, then a project
-    await tabTo(alice, alice.getByRole("button", { name: "Create project" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Create project", exact: true }));
     await alice.locator("#name-error").waitFor();
     const nameMsg = await alice.locator("#name-error").innerText();
     assert.match(nameMsg, /^name: /, "the API's validation message");
@@ -214,7 +214,7 @@ async function main() {
     await tabTo(alice, alice.locator("#project-plan"), "");
     await alice.keyboard.press("ArrowDown"); // Free → Starter
     await alice.keyboard.press("ArrowDown"); // → Pro
-    await tabTo(alice, alice.getByRole("button", { name: "Create project" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Create project", exact: true }));
     await alice.waitForURL(/\/projects\/[a-z]{20}$/);
     const ref = alice.url().split("/").pop()!;
     assert.equal(await alice.locator("#plan").innerText(), "pro");
@@ -228,23 +228,23 @@ async function main() {
     const publishable = await alice.locator("#publishable-key").innerText();
     assert.match(publishable, /^sb_publishable_/);
     assert.equal(await alice.locator("#secret-key").count(), 0, "the secret key is shown before a click");
-    await tabTo(alice, alice.getByRole("button", { name: "Reveal secret key" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Reveal secret key", exact: true }));
     assert.match(await alice.locator("#secret-key").innerText(), /^sb_secret_/);
-    await tabTo(alice, alice.getByRole("button", { name: "Reveal service_role key" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Reveal service_role key", exact: true }));
     assert.match(await alice.locator("#service-role-key").innerText(), /^ey/);
-    await tabTo(alice, alice.getByRole("button", { name: "Reveal connection string" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Reveal connection string", exact: true }));
     const cs = await alice.locator("#connection-string").innerText();
     assert.match(cs, /^postgresql:\/\//);
-    await tabTo(alice, alice.getByRole("button", { name: "Copy connection string" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Copy connection string", exact: true }));
     await alice.getByText("Copied").first().waitFor();
     assert.equal(await alice.evaluate(() => navigator.clipboard.readText()), cs);
     const q = psql(cs);
     assert.ok(q.ok && q.out === "1", `psql with the console's connection string: ${q.out}`);
     assert.ok(!alice.url().includes(cs.split("@")[0]), "a secret in the URL");
     say("keys shown (secrets on click, copy works) and the connection string works with psql");
-    await alice.getByRole("button", { name: "Hide connection string" }).click();
-    await alice.getByRole("button", { name: "Hide secret key" }).click();
-    await alice.getByRole("button", { name: "Hide service_role key" }).click();
+    await alice.getByRole("button", { name: "Hide connection string", exact: true }).click();
+    await alice.getByRole("button", { name: "Hide secret key", exact: true }).click();
+    await alice.getByRole("button", { name: "Hide service_role key", exact: true }).click();
     await alice.locator("#history td", { hasText: "tenant.stack_converged" }).first().waitFor();
     await checkA11y(alice, "project");
     await shot(alice, "project");
@@ -253,17 +253,17 @@ async function main() {
     await tabTo(alice, alice.getByRole("button", { name: "Pause", exact: true }));
     await alice.getByRole("dialog").waitFor();
     await checkA11y(alice, "confirm dialog");
-    await tabTo(alice, alice.getByRole("dialog").getByRole("button", { name: "Pause" }));
+    await tabTo(alice, alice.getByRole("dialog").getByRole("button", { name: "Pause", exact: true }));
     await waitPhase(alice, "PAUSED");
     assert.ok(!psql(cs).ok, "a paused project accepts connections");
     await tabTo(alice, alice.getByRole("button", { name: "Resume", exact: true }));
-    await tabTo(alice, alice.getByRole("dialog").getByRole("button", { name: "Resume" }));
+    await tabTo(alice, alice.getByRole("dialog").getByRole("button", { name: "Resume", exact: true }));
     await waitPhase(alice, "ACTIVE");
     assert.ok(psql(cs).ok, "a resumed project refuses connections");
     say("paused and resumed from the keyboard, each confirmed; psql follows");
 
     // ------------------------------------------------------------ the project list, live
-    await alice.getByRole("link", { name: "Projects" }).click();
+    await alice.getByRole("link", { name: "Projects", exact: true }).click();
     await alice.locator(`#projects tr[data-ref="${ref}"]`, { hasText: "ACTIVE" }).waitFor();
     await checkA11y(alice, "projects");
     await shot(alice, "projects");
@@ -272,7 +272,7 @@ async function main() {
     const b = await open(browser, "/signup");
     await b.page.locator("#email").fill("bob@example.com");
     await b.page.locator("#password").fill("bob-password-1");
-    await b.page.getByRole("button", { name: "Sign up" }).click();
+    await b.page.getByRole("button", { name: "Sign up", exact: true }).click();
     await b.page.locator("#no-projects").waitFor();
     await b.page.goto(`${CONSOLE}/projects/${ref}`);
     await b.page.locator("#not-found").waitFor();
@@ -284,7 +284,7 @@ async function main() {
     const op = await open(browser, "/login");
     const admin = op.page;
     await login(admin, ADMIN_EMAIL, ADMIN_PASSWORD);
-    await admin.getByRole("link", { name: "Admin" }).click();
+    await admin.getByRole("link", { name: "Admin", exact: true }).click();
     await admin.locator(`#all-tenants tr[data-ref="${ref}"]`).waitFor();
     await admin.locator("#search").fill("alice sh");
     await admin.locator("#tenant-count").filter({ hasText: /^1 tenant$/ }).waitFor();
@@ -297,12 +297,12 @@ async function main() {
     await admin.locator(`#all-tenants tr[data-ref="${ref}"]`).waitFor();
     await checkA11y(admin, "admin");
     await shot(admin, "admin");
-    await tabTo(admin, admin.getByRole("button", { name: "Rebuild projection" }));
+    await tabTo(admin, admin.getByRole("button", { name: "Rebuild projection", exact: true }));
     await admin.locator("#rebuild-result").filter({ hasText: /^Rebuilt: \d+ events/ }).waitFor();
     say("admin: list with search by name and ref, phase filter, projection rebuilt");
 
     // Suspend: alice's open page turns SUSPENDED by itself; her Resume is refused.
-    await alice.getByRole("link", { name: "Alice Shop" }).click();
+    await alice.getByRole("link", { name: "Alice Shop", exact: true }).click();
     await waitPhase(alice, "ACTIVE");
     await admin.locator(`#all-tenants tr[data-ref="${ref}"] a`).click();
     await typeInto(admin, admin.locator("#suspend-reason"), "payment overdue");
@@ -310,7 +310,7 @@ async function main() {
     await waitPhase(alice, "SUSPENDED");
     await alice.locator("#suspend-reason-shown", { hasText: "payment overdue" }).waitFor();
     await alice.getByRole("button", { name: "Resume", exact: true }).click();
-    await alice.getByRole("dialog").getByRole("button", { name: "Resume" }).click();
+    await alice.getByRole("dialog").getByRole("button", { name: "Resume", exact: true }).click();
     const refusal = await alice.locator("#action-error").innerText();
     assert.match(refusal, /suspended/);
     say(`admin suspended it: alice's page showed SUSPENDED live; Resume refused: '${refusal}'`);
@@ -344,9 +344,9 @@ async function main() {
     say(`Checkout button present (billing configured); billing's refusal shown: '${checkoutMsg}'`);
 
     // ------------------------------------------------------------ rotate keys
-    await alice.getByRole("button", { name: "Rotate keys" }).click();
-    await alice.getByRole("dialog").getByRole("button", { name: "Rotate keys" }).click();
-    await alice.getByRole("button", { name: "Reveal connection string" }).click();
+    await alice.getByRole("button", { name: "Rotate keys", exact: true }).click();
+    await alice.getByRole("dialog").getByRole("button", { name: "Rotate keys", exact: true }).click();
+    await alice.getByRole("button", { name: "Reveal connection string", exact: true }).click();
     await alice.waitForFunction(
       (old) => {
         const el = document.getElementById("connection-string");
@@ -364,7 +364,7 @@ async function main() {
     const h = await open(browser, "/");
     await h.page.goto(`http://${ref}.localhost:${port}/`);
     await login(h.page, "alice@example.com", "alice-password-1");
-    await h.page.getByRole("heading", { name: "Alice Shop" }).waitFor();
+    await h.page.getByRole("heading", { name: "Alice Shop", exact: true }).waitFor();
     await h.ctx.close();
     say(`http://${ref}.localhost:${port}/ opens the project's page`);
 
@@ -379,14 +379,14 @@ async function main() {
     await alice.locator("#api-banner").waitFor({ state: "detached" });
     // Working again: a pause goes through and its outcome arrives live.
     await alice.getByRole("button", { name: "Pause", exact: true }).click();
-    await alice.getByRole("dialog").getByRole("button", { name: "Pause" }).click();
+    await alice.getByRole("dialog").getByRole("button", { name: "Pause", exact: true }).click();
     await waitPhase(alice, "PAUSED");
     say("api restarted: the banner went away by itself and the page works and updates live");
 
     // ------------------------------------------------------------ delete, typing the name
     await tabTo(alice, alice.getByRole("button", { name: "Delete", exact: true }));
     const dialog = alice.getByRole("dialog");
-    const confirm = dialog.getByRole("button", { name: "Delete project" });
+    const confirm = dialog.getByRole("button", { name: "Delete project", exact: true });
     assert.equal(await confirm.isDisabled(), true, "delete is possible without typing the name");
     await typeInto(alice, dialog.locator("#confirm-text"), "Alice");
     assert.equal(await confirm.isDisabled(), true, "a partial name confirms the delete");
@@ -406,7 +406,7 @@ async function main() {
     await alice.locator("#login-notice", { hasText: "expired or was revoked" }).waitFor();
     say("a revoked session: back to the login page with a message");
     await login(alice, "alice@example.com", "alice-password-1");
-    await tabTo(alice, alice.getByRole("button", { name: "Log out" }));
+    await tabTo(alice, alice.getByRole("button", { name: "Log out", exact: true }));
     await alice.locator("#login-notice", { hasText: "logged out" }).waitFor();
     assert.equal(await alice.evaluate(() => sessionStorage.getItem("supaplane.session")), null);
     say("logged out with the keyboard; the token is gone from sessionStorage");
@@ -460,7 +460,7 @@ async function bench(browser: Browser) {
   await page.locator("#email").fill(email);
   await page.locator("#password").fill(password);
   const t0 = Date.now();
-  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("button", { name: "Log in", exact: true }).click();
   await page.waitForFunction((n) => document.querySelectorAll("#projects tbody tr").length === n, N, { timeout: 120_000 });
   const ms = Date.now() - t0;
   await ctx.close();
