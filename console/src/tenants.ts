@@ -19,10 +19,14 @@ export function applyTenant(map: TenantMap, t: Tenant, seq: bigint = t.version):
   return next;
 }
 
+/** A whole listing at once: one copy of the map, not one per tenant. */
 export function applyAll(map: TenantMap, ts: Tenant[]): TenantMap {
-  let m = map;
-  for (const t of ts) m = applyTenant(m, t);
-  return m;
+  const next = new Map(map);
+  for (const t of ts) {
+    const cur = next.get(t.ref);
+    if (!cur || cur.version <= t.version) next.set(t.ref, t);
+  }
+  return next;
 }
 
 export function phaseName(p: Phase): string {

@@ -83,10 +83,18 @@ set -e
 [ "$rc" -eq 1 ] && [[ "$out" == *"$SUPAPLANE_CONSOLE_ADDR is already in use"* ]] ||
   { echo "FAIL: a second console on a used address: exit $rc: $out" >&2; exit 1; }
 
+# A second console without SUPAPLANE_BILLING_ADDR: no BillingService, no Checkout button.
+free_port console2
+SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console2" SUPAPLANE_API_ADDR="$SUPAPLANE_GRPC_ADDR" \
+  node "$TMP/dist/server/server.mjs" >"$SUPAPLANE_RUN_DIR/logs/console-nobilling.log" 2>&1 &
+console2_pid=$!
+trap 'kill "$console2_pid" 2>/dev/null || true; wait "$console2_pid" 2>/dev/null || true; cleanup' EXIT
+wait_http "http://127.0.0.1:$console2/readyz" 30 "$console2_pid" || { echo "FAIL: second console not ready" >&2; exit 1; }
+
 set -a; source "$SUPAPLANE_RUN_DIR/secrets.env"; set +a
 OUT="${SUPAPLANE_CONSOLE_TEST_OUT:-$BUILD/console-test}"
 rm -rf "$OUT"; mkdir -p "$OUT"
-CONSOLE_URL="http://$SUPAPLANE_CONSOLE_ADDR" CONSOLE_TEST_OUT="$OUT" SUPAPLANE_ROOT="$ROOT" \
+CONSOLE_URL="http://$SUPAPLANE_CONSOLE_ADDR" CONSOLE_NO_BILLING_URL="http://127.0.0.1:$console2" CONSOLE_TEST_OUT="$OUT" SUPAPLANE_ROOT="$ROOT" \
   CONSOLE_SIZES_JSON="$TMP/dist/sizes.json" node "$DIR/test-output/e2e-$$.mjs" || {
   echo "--- console log" >&2; tail -40 "$SUPAPLANE_RUN_DIR/logs/console.log" >&2
   echo "--- api log" >&2; tail -20 "$SUPAPLANE_RUN_DIR/logs/api.log" >&2
