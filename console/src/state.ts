@@ -37,9 +37,13 @@ export function update(patch: Partial<State>): void {
 }
 export function useAppState(): State {
   const [, force] = useState(0);
+  const rendered = state;
   useEffect(() => {
     const f = () => force((n) => n + 1);
     subs.add(f);
+    // An update between this render and the subscription (an early answer
+    // from the api, e.g. UNAUTHENTICATED) would otherwise never be shown.
+    if (state !== rendered) f();
     return () => {
       subs.delete(f);
     };

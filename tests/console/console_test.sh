@@ -26,9 +26,8 @@ chmod 755 "$TMP"
 
 if [ "$WHAT" = unit ]; then
   trap 'rm -rf "$TMP"' EXIT
-  flock "$lock"
+  flock "$lock"  # held while the tests read src/gen, which a build rewrites
   console_build "$TMP/dist" >/dev/null
-  flock -u "$lock"
   (cd "$DIR" && node scripts/unit.mjs)
   exit 0
 fi
@@ -73,6 +72,22 @@ trap cleanup EXIT
 "$ROOT/scripts/run" start >"$TMP/run.out" 2>&1 || { cat "$TMP/run.out"; exit 1; }
 grep -q "^  console  http://$SUPAPLANE_CONSOLE_ADDR\$" "$TMP/run.out" || { echo "FAIL: no console line" >&2; cat "$TMP/run.out"; exit 1; }
 [[ "$("$ROOT/scripts/run" status)" == *"console: running"* ]] || { echo "FAIL: status lacks the console" >&2; exit 1; }
+
+# Bad configuration stops the start and says what is wrong.
+bad() {  # expected-text VAR=value...
+  local want=$1 out rc
+  shift
+  set +e
+  out=$(env "$@" timeout 20 node "$TMP/dist/server/server.mjs" 2>&1)
+  rc=$?
+  set -e
+  [ "$rc" -eq 1 ] && [[ "$out" == *"$want"* ]] || { echo "FAIL: $*: exit $rc: $out" >&2; exit 1; }
+}
+echo "not a certificate" >"$TMP/bad-ca.pem"
+bad "holds no PEM certificate" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_CA_FILE="$TMP/bad-ca.pem"
+bad "cannot read SUPAPLANE_CA_FILE" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_CA_FILE="$TMP/missing.pem"
+bad "SUPAPLANE_API_ADDR='nowhere' is not host:port" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_API_ADDR=nowhere
+bad "SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES=12
 
 # A second console on the same address refuses to start and names it.
 set +e
