@@ -113,7 +113,13 @@ function serveStatic(req: IncomingMessage, res: ServerResponse): void {
     sendText(res, 405, "method not allowed\n");
     return;
   }
-  const path = decodeURIComponent((req.url ?? "/").split("?")[0]);
+  let path: string;
+  try {
+    path = decodeURIComponent((req.url ?? "/").split("?")[0]);
+  } catch {
+    sendText(res, 400, "bad request\n");
+    return;
+  }
   const ext = extname(path);
   if (ext && types[ext]) {
     const file = normalize(join(publicDir, path));

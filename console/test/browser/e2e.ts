@@ -157,6 +157,8 @@ async function bridgeChecks() {
   assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
   assert.equal(page.headers.get("x-content-type-options"), "nosniff");
   assert.equal(page.headers.get("referrer-policy"), "no-referrer");
+  assert.equal((await fetch(CONSOLE + "/%E0%A4%A.js")).status, 400); // malformed escape: refused, server stays up
+  assert.equal((await fetch(CONSOLE + "/..%2F..%2Fetc%2Fpasswd.js")).status, 404);
   assert.equal((await fetch(CONSOLE + "/healthz")).status, 200);
   assert.equal((await fetch(CONSOLE + "/readyz")).status, 200);
   say("bridge: refuses reflection, health and unknown methods; forwards supaplane.v1; limits; headers");
@@ -325,6 +327,9 @@ async function main() {
     await alice.getByRole("link", { name: "Alice Shop", exact: true }).click();
     await waitPhase(alice, "ACTIVE");
     await admin.locator(`#all-tenants tr[data-ref="${ref}"] a`).click();
+    await admin.locator("#suspend").click(); // no reason: the API's message, nothing changes
+    assert.match(await admin.locator("#suspend-error").innerText(), /^reason: /);
+    assert.equal(await admin.locator("#phase").innerText(), "ACTIVE");
     await typeInto(admin, admin.locator("#suspend-reason"), "payment overdue");
     await tabTo(admin, admin.locator("#suspend"));
     await waitPhase(alice, "SUSPENDED");
