@@ -105,8 +105,35 @@ export function endSession(notice = ""): void {
 export function handleError(e: unknown) {
   const d = describeError(e);
   if (d.unauthenticated && state.session) endSession("Your session has expired or was revoked. Log in again.");
-  else if (d.unavailable) update({ apiDown: true });
+  else if (d.unavailable) {
+    update({ apiDown: true });
+    if (!state.session) void probeWhileDown();
+  }
   return d;
+}
+
+let probing = false;
+/**
+ * Logged out there is no live stream to notice the api coming back, so while
+ * the banner is up a cheap call is retried; any answer from the api (here
+ * UNAUTHENTICATED) means it is reachable again.
+ */
+async function probeWhileDown(): Promise<void> {
+  if (probing) return;
+  probing = true;
+  try {
+    for (let backoff = 500; state.apiDown && !state.session; backoff = Math.min(backoff * 2, 4000)) {
+      await new Promise((r) => setTimeout(r, backoff));
+      try {
+        await api.accounts.me({});
+        update({ apiDown: false });
+      } catch (e) {
+        if (!describeError(e).unavailable) update({ apiDown: false });
+      }
+    }
+  } finally {
+    probing = false;
+  }
 }
 
 // ---------------------------------------------------------------- live tenants

@@ -436,6 +436,18 @@ async function main() {
     assert.equal(await alice.evaluate(() => sessionStorage.getItem("supaplane.session")), null);
     say("logged out with the keyboard; the token is gone from sessionStorage");
 
+    // Logged out, the banner also goes away by itself once the api is back.
+    const apiPid2 = Number(readFileSync(join(RUN_DIR, "api.pid"), "utf8").trim());
+    process.kill(apiPid2, "SIGTERM");
+    await exited(apiPid2);
+    await login(alice, "alice@example.com", "alice-password-1");
+    await alice.locator("#api-banner").waitFor();
+    execFileSync(join(ROOT, "scripts", "run"), ["start"], { stdio: "ignore", env: process.env });
+    await alice.locator("#api-banner").waitFor({ state: "detached" });
+    await login(alice, "alice@example.com", "alice-password-1");
+    await alice.getByRole("heading", { name: "Projects", exact: true }).waitFor();
+    say("logged out: a login while the api is down shows the banner, which goes when the api is back");
+
     // ------------------------------------------------------------ measured, not asserted
     await bench(browser);
     await a.ctx.close();
