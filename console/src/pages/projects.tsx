@@ -79,15 +79,15 @@ export function ProjectsPage() {
       ) : list.length === 0 ? (
         <p id="no-projects">No projects yet.</p>
       ) : (
-        <table aria-labelledby="list-title" id="projects">
+        <table aria-labelledby="list-title" id="projects" class="list">
           <thead>
             <tr>
               <th scope="col">Name</th>
-              <th scope="col">Ref</th>
-              <th scope="col">Plan</th>
-              <th scope="col">Phase</th>
-              <th scope="col">Status</th>
-              <th scope="col">Created</th>
+              <th scope="col" class="w-ref">Ref</th>
+              <th scope="col" class="w-s">Plan</th>
+              <th scope="col" class="w-m">Phase</th>
+              <th scope="col" class="w-m">Status</th>
+              <th scope="col" class="w-time">Created</th>
             </tr>
           </thead>
           <tbody>
