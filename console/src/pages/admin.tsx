@@ -76,14 +76,14 @@ export function AdminPage() {
       <p role="status" id="tenant-count">
         {list.length} tenant{list.length === 1 ? "" : "s"}
       </p>
-      <table id="all-tenants" aria-label="All tenants">
+      <table id="all-tenants" aria-label="All tenants" class="list">
         <thead>
           <tr>
             <th scope="col">Name</th>
-            <th scope="col">Ref</th>
-            <th scope="col">Owner</th>
-            <th scope="col">Plan</th>
-            <th scope="col">Phase</th>
+            <th scope="col" class="w-ref">Ref</th>
+            <th scope="col" class="w-ref">Owner</th>
+            <th scope="col" class="w-s">Plan</th>
+            <th scope="col" class="w-m">Phase</th>
             <th scope="col">Suspended</th>
           </tr>
         </thead>
