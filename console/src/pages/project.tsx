@@ -7,6 +7,7 @@ import { Phase, Plan } from "../gen/supaplane/v1/types_pb.js";
 import type { TenantAsOf, TenantCredentials, TenantEventRecord } from "../gen/supaplane/v1/api_pb.js";
 import * as api from "../api.js";
 import { handleError, putTenant, useAppState } from "../state.js";
+import { describeError } from "../errors.js";
 import { actionsFor, phaseName, planName } from "../tenants.js";
 import { ConfirmDialog, KeyField, PhaseBadge, Time } from "../ui.js";
 import { NotFound } from "./notfound.js";
@@ -30,7 +31,13 @@ function Health(props: { ref_: string; version: bigint }) {
         setRows(list ?? [j]);
         setErr("");
       })
-      .catch((e) => setErr(handleError(e).message));
+      .catch((e) => {
+        // Only a dead session is acted on: a health answer that is not there
+        // yet must not raise the "API unreachable" banner.
+        const d = describeError(e);
+        if (d.unauthenticated) handleError(e);
+        setErr(d.message);
+      });
   }, [props.ref_, props.version]);
   if (!healthMethod) return null;
   const cols = rows && rows.length ? Object.keys(rows[0]) : [];
