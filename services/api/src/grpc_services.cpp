@@ -134,6 +134,16 @@ void fill_account(const AccountRow& a, v1::Account* out) {
   *out->mutable_created_at() = ts(a.created_at_unix_ms);
 }
 
+void fill_event(const projection::HistoryRecord& h, v1::TenantEventRecord* e) {
+  e->set_sequence(h.sequence);
+  *e->mutable_time() = ts(h.time_unix_ms);
+  e->set_actor(h.actor);
+  e->set_type(h.type);
+  e->set_details(h.details);
+  e->set_correlation_id(h.correlation_id);
+  e->set_event_id(h.event_id);
+}
+
 grpc::Status page_args(const v1::ListTenantsRequest& req, projection::ListQuery* q) {
   if (req.page_size() < 0 || req.page_size() > 500) return invalid("page_size", "must be 0..500");
   q->limit = req.page_size() == 0 ? 50 : req.page_size();
@@ -358,17 +368,7 @@ class TenantServiceImpl final : public TenantServiceBase {
     const v1::TenantState s = projection::fold_history(ref->str(), *msgs);
     if (!domain::exists(s) || (!p->is_admin() && s.owner_account_id() != p->account_id))
       return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
-    for (const auto& m : *msgs) {
-      const auto h = projection::describe(m);
-      auto* e = resp->add_events();
-      e->set_sequence(h.sequence);
-      *e->mutable_time() = ts(h.time_unix_ms);
-      e->set_actor(h.actor);
-      e->set_type(h.type);
-      e->set_details(h.details);
-      e->set_correlation_id(h.correlation_id);
-      e->set_event_id(h.event_id);
-    }
+    for (const auto& m : *msgs) fill_event(projection::describe(m), resp->add_events());
     return call.done(grpc::Status::OK);
   }
 
@@ -553,6 +553,36 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     resp->set_seconds(r->seconds);
     resp->set_checkpoint(r->checkpoint);
     resp->set_generation(r->generation);
+    return call.done(grpc::Status::OK);
+  }
+
+  grpc::Status GetTenantAsOf(grpc::ServerContext* sc, const v1::GetTenantAsOfRequest* req,
+                             v1::TenantAsOf* resp) override {
+    CallScope call(ctx_, "GetTenantAsOf");
+    auto p = admin(sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    auto ref = ids::parse_tenant_ref(req->ref());
+    if (!ref) return call.done(to_grpc(ref.error()));
+    if (!req->has_as_of()) return call.done(invalid("as_of", "is required"));
+    const auto& t = req->as_of();
+    if (t.seconds() < TimeUtil::kTimestampMinSeconds ||
+        t.seconds() > TimeUtil::kTimestampMaxSeconds || t.nanos() < 0 || t.nanos() > 999'999'999)
+      return call.done(invalid("as_of", "is not a valid timestamp"));
+    const std::int64_t as_of = TimeUtil::TimestampToMilliseconds(req->as_of());
+    auto msgs = ctx_.store.read_subject("platform.tenant." + ref->str());
+    if (!msgs) return call.done(to_grpc(msgs.error()));
+    // The same cut as fold_history: the events that occurred at or before as_of.
+    const v1::TenantState s = projection::fold_history(ref->str(), *msgs, as_of);
+    if (!domain::exists(s))
+      return call.done(
+          grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant did not exist at that time"));
+    for (const auto& m : *msgs) {
+      auto h = projection::describe(m);
+      if (h.time_unix_ms > as_of) break;
+      fill_event(h, resp->add_events());
+    }
+    *resp->mutable_tenant() = to_api(ctx_, s);
+    *resp->mutable_as_of() = ts(as_of);
     return call.done(grpc::Status::OK);
   }
 
