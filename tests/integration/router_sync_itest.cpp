@@ -14,6 +14,7 @@
 #include "alert_rules.hpp"
 #include "api_options.hpp"
 #include "app.hpp"
+#include "eventually.hpp"
 #include "provisioner_app.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
@@ -33,16 +34,7 @@ const char* kDomain = "supabase.localhost";
 
 testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
 
-/// Polls `pred` until it holds or 30 s pass.
-template <typename Pred>
-bool eventually(Pred pred) {
-  const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
-  while (SteadyClock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
+using testenv::eventually;
 
 class RouterSyncTest : public ::testing::Test {
  protected:

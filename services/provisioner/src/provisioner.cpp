@@ -192,8 +192,12 @@ Status Provisioner::converge(const std::string& ref) {
       std::chrono::steady_clock::time_point since;
       {
         std::lock_guard lk(starting_mu_);
-        since = starting_.try_emplace(ref, std::chrono::steady_clock::now()).first->second;
+        auto [it, fresh] = starting_.try_emplace(ref, std::chrono::steady_clock::now());
+        since = it->second;
         counters_.starting = static_cast<std::int64_t>(starting_.size());
+        if (fresh)
+          log()->info("{} ref={} gen={} started; waiting on {}", domain::to_string(action), ref,
+                      gen, progress->waiting_on);
       }
       const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
                               std::chrono::steady_clock::now() - since)
@@ -339,11 +343,15 @@ Result<bool> Provisioner::check(const std::string& ref) {
   }
   if (seen->drift.empty()) {
     if (!want_running) return false;
+    // A service whose health check has not run yet since it (re)started
+    // (COMING_UP) is no news: only a verdict is recorded, so the log does
+    // not grow with every restart.
     bool same = static_cast<int>(seen->health.size()) == s.services_size();
     for (std::size_t i = 0; same && i < seen->health.size(); ++i) {
       const auto& a = seen->health[i];
       const auto& b = s.services(static_cast<int>(i));
-      same = a.name == b.name() && a.status == b.status() && a.error == b.error();
+      same = a.name == b.name() && (a.status == v1::SERVICE_HEALTH_STATUS_COMING_UP ||
+                                    (a.status == b.status() && a.error == b.error()));
     }
     if (same) return false;
     v1::TenantEvent ev;

@@ -37,7 +37,7 @@ struct PostgresDriverOptions {
   /// SUPAPLANE_TENANT_DB_PUBLIC_HOST / _PORT: where tenants' clients reach
   /// the cluster; empty / 0 = the host and port of `admin_dsn` (a unix
   /// socket directory there means 127.0.0.1).
-  std::string public_host;
+  std::string public_host{};
   int public_port{0};
 };
 
