@@ -76,7 +76,7 @@ wait_http "$PROM/-/ready" 60 "$PROM_PID" || { tail -20 "$P/log" >&2; fail "prome
 export SUPAPLANE_API_ADDR="$SUPAPLANE_GRPC_ADDR" SUPAPLANE_TOKEN_FILE="$SUPAPLANE_RUN_DIR/token"
 ctl() { "$BUILD/cli/supaplanectl" "$@"; }
 ctl signup --email scrape@example.com --password scrape-password-1 >/dev/null
-ctl --json tenant create --name scrape >/dev/null
+ctl --json tenant create --name scrape >/dev/null 2>"$SUPAPLANE_RUN_DIR/create.err" || { cat "$SUPAPLANE_RUN_DIR/create.err" >&2; fail "tenant create"; }
 ctl tenant get zzzzzzzzzzzzzzzzzzzz >/dev/null 2>&1 || true
 curl -s -o /dev/null -H 'Host: nobody.supaplane.localhost' -H 'apikey: sb_publishable_nope' \
   "http://$SUPAPLANE_ROUTER_HTTP_ADDR/auth/forward" || true
