@@ -33,8 +33,10 @@ pw() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'; }
 export NATS_ADMIN_PASSWORD=$(pw) NATS_API_PASSWORD=$(pw) NATS_PROVISIONER_PASSWORD=$(pw) \
   NATS_ROUTER_SYNC_PASSWORD=$(pw) NATS_BILLING_PASSWORD=$(pw)
 mkdir -p "$W/logs"
-nats-server -c "$ROOT/deploy/compose/nats/nats.conf" -a 127.0.0.1 -p "$nats" -m "$mon" -sd "$W/js" \
-  >"$W/logs/nats.log" 2>&1 &
+# The shipped file with only the store directory moved here.
+sed "s|store_dir: /data/jetstream|store_dir: $W/js|" "$ROOT/deploy/compose/nats/nats.conf" >"$W/nats.conf"
+grep -q "store_dir: $W/js" "$W/nats.conf" || fail "no store_dir line to move in deploy/compose/nats/nats.conf"
+nats-server -c "$W/nats.conf" -a 127.0.0.1 -p "$nats" -m "$mon" >"$W/logs/nats.log" 2>&1 &
 PIDS+=($!)
 wait_tcp "$nats" 20 || fail "nats-server did not start: $(tail -5 "$W/logs/nats.log")"
 redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no >"$W/logs/redis.log" 2>&1 &
@@ -97,7 +99,7 @@ ready provisioner "$prov_m"; ready router-sync "$rs_m"; ready billing "$b_m"
 export SUPAPLANE_API_ADDR="127.0.0.1:$grpc" SUPAPLANE_TOKEN_FILE="$W/token"
 ctl() { "$BUILD/cli/supaplanectl" "$@"; }
 ctl signup --email users@example.com --password users-password-1 >/dev/null
-ref=$(ctl --json tenant create --name users | jq -r '.tenant.ref')
+ref=$(ctl --json tenant create --name users 2>"$W/create.err" | jq -r ".tenant.ref") || { cat "$W/create.err" >&2; fail "tenant create"; }
 deadline=$((SECONDS + 60)); phase=""
 until [ "$phase" = ACTIVE ]; do
   ((SECONDS < deadline)) || fail "tenant $ref stayed $phase: the provisioner's user cannot consume or append? $(tail -5 "$W/logs/provisioner.log")"
