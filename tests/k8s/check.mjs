@@ -160,6 +160,7 @@ for (const w of workloads) {
   else if (serviceAccounts.get(sa).automountServiceAccountToken !== false) problem(w, `ServiceAccount ${sa} mounts a token`);
   if (pod.securityContext?.runAsNonRoot !== true) problem(w, "pod securityContext.runAsNonRoot is not true");
   if (pod.hostNetwork || pod.hostPID || pod.hostIPC) problem(w, "uses the host's namespaces");
+  const podSeccomp = pod.securityContext?.seccompProfile?.type;
   for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
     const where = `container ${c.name}`;
     const sc = c.securityContext ?? {};
@@ -168,6 +169,9 @@ for (const w of workloads) {
     if (!(sc.capabilities?.drop ?? []).includes("ALL")) problem(w, `${where}: capabilities do not drop ALL`);
     if ((sc.capabilities?.add ?? []).length) problem(w, `${where}: adds capabilities`);
     if (sc.privileged) problem(w, `${where}: privileged`);
+    // Pod Security "restricted" (the namespace enforces it) wants a seccomp profile.
+    if (!["RuntimeDefault", "Localhost"].includes(sc.seccompProfile?.type ?? podSeccomp))
+      problem(w, `${where}: no RuntimeDefault seccomp profile`);
     if (sc.runAsNonRoot === false || sc.runAsUser === 0) problem(w, `${where}: runs as root`);
     for (const r of ["cpu", "memory"]) {
       if (!c.resources?.limits?.[r]) problem(w, `${where}: no ${r} limit`);

@@ -103,6 +103,7 @@ mutant no-limit "no memory limit" 'del c0("Deployment", "router-sync")["resource
 mutant writable-root "readOnlyRootFilesystem is not true" 'c0("Deployment", "console")["securityContext"]["readOnlyRootFilesystem"] = False'
 mutant caps "capabilities do not drop ALL" 'c0("StatefulSet", "nats")["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]'
 mutant root-pod "runAsNonRoot is not true" 'del get("Deployment", "provisioner")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]'
+mutant seccomp "no RuntimeDefault seccomp profile" 'del get("StatefulSet", "redis")["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]'
 mutant token "automountServiceAccountToken is not false" 'del get("Deployment", "billing")["spec"]["template"]["spec"]["automountServiceAccountToken"]'
 mutant inline-secret "SUPAPLANE_JWT_SECRET is inlined" 'c0("StatefulSet", "api")["env"].append({"name": "SUPAPLANE_JWT_SECRET", "value": "x" * 40})'
 mutant inline-url "SUPAPLANE_NATS_URL is inlined" 'e = next(e for e in c0("Deployment", "provisioner")["env"] if e["name"] == "SUPAPLANE_NATS_URL"); e.pop("valueFrom"); e["value"] = "nats://provisioner:hunter2@nats:4222"'
@@ -116,4 +117,4 @@ mutant no-scrape "no prometheus.io/scrape" 'del get("Deployment", "provisioner")
 mutant bad-type "must be integer" 'get("StatefulSet", "nats")["spec"]["replicas"] = "three"'
 mutant unknown-field "replicass" 'get("Deployment", "console")["spec"]["replicass"] = 2'
 mutant unknown-kind "no schema for kind" 'objs.append({"apiVersion": "apps/v1", "kind": "Deploymant", "metadata": {"name": "x"}})'
-echo "k8s: dev and production render, validate and pass the policy checks; 19 mutants caught"
+echo "k8s: dev and production render, validate and pass the policy checks; 20 mutants caught"
