@@ -21,6 +21,7 @@ DOCKER=/usr/bin/docker
 # SUPAPLANE_IMAGES_DOCKER_ROOT, default /var/tmp/supaplane-images-docker.
 D="${SUPAPLANE_IMAGES_DOCKER_ROOT:-/var/tmp/supaplane-images-docker}"
 W=$(mktemp -d /tmp/supaplane-images-XXXXXX)
+chmod 755 "$W"  # PostgreSQL runs as postgres and must reach its directory
 mkdir -p "$D"
 BR="sp-img$$"; BR=${BR:0:15}
 DPID=""; PIDS=(); CONTAINER=""
@@ -30,6 +31,9 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   if [ -n "$DPID" ]; then kill "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true; fi
   ip link del "$BR" 2>/dev/null || true
+  # dockerd leaves its network namespace mounted under the exec root.
+  local m
+  for m in "$W"/exec/netns/*; do [ -e "$m" ] && umount "$m" 2>/dev/null; done
   [ ! -f "$W/pg/data/postmaster.pid" ] || as_pg "$(pg_bin)/pg_ctl" -D "$W/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$W"
 }
