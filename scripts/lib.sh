@@ -53,6 +53,26 @@ build() {
   ninja -C "$BUILD_DIR" -j"${SUPAPLANE_JOBS:-2}" "$@"
 }
 
+# console_build [DIST]: installs the console's npm packages (npm ci from the
+# committed lock file, skipped while console/node_modules matches it) and
+# builds the app and supaplane-console into DIST (default console/dist).
+console_build() {
+  local dir="$ROOT/console" stamp sum
+  command -v npm >/dev/null || { echo "console_build: npm not found (apt-get install npm)" >&2; return 1; }
+  stamp="$dir/node_modules/.supaplane-lock-sha256"
+  sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+    log "npm ci (console)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || {
+      echo "console_build: npm ci failed (is the npm registry reachable?)" >&2
+      return 1
+    }
+    echo "$sum" >"$stamp"
+  fi
+  log "building the console into ${1:-$dir/dist}"
+  (cd "$dir" && SUPAPLANE_CONSOLE_DIST="${1:-$dir/dist}" npm run --silent build)
+}
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1; }
 
 # Runs a command as the postgres user when we are root (PostgreSQL refuses root).

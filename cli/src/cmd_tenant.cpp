@@ -148,6 +148,32 @@ int credentials(const GlobalOptions& g, const TenantOptions& o) {
       });
 }
 
+/// GET /v1/projects/{ref}/health of Supabase's Management API, as a table or JSON array.
+int health(const GlobalOptions& g, const TenantOptions& o) {
+  v1::GetTenantRequest req;
+  req.set_ref(o.ref);
+  return unary_call<v1::TenantHealth>(
+      g,
+      [&](ApiClient& c, grpc::ClientContext* ctx, v1::TenantHealth* resp) {
+        return c.tenants().GetTenantHealth(ctx, req, resp);
+      },
+      [&](const v1::TenantHealth& h) {
+        if (g.json) {
+          Json arr = Json::array();
+          for (const auto& s : h.services()) {
+            Json j{{"name", s.name()}, {"healthy", s.healthy()}, {"status", s.status()}};
+            if (!s.error().empty()) j["error"] = s.error();
+            arr.push_back(j);
+          }
+          print_json(std::cout, arr);
+          return;
+        }
+        Table t({"SERVICE", "STATUS", "ERROR"});
+        for (const auto& s : h.services()) t.add({s.name(), s.status(), s.error()});
+        t.print(std::cout);
+      });
+}
+
 int events(const GlobalOptions& g, const TenantOptions& o) {
   v1::TenantRequest req;
   req.set_ref(o.ref);
@@ -278,6 +304,12 @@ void add_tenant_commands(CLI::App& app, const GlobalOptions& g, Action& action) 
       add_command(*tenant, "credentials", "API URL, keys and database connection string");
   add_ref(creds_cmd, *o);
   on_parsed(creds_cmd, action, [&g, o] { return credentials(g, *o); });
+
+  auto* health_cmd =
+      add_command(*tenant, "health",
+                  "each service of the tenant's stack: COMING_UP, ACTIVE_HEALTHY, UNHEALTHY");
+  add_ref(health_cmd, *o);
+  on_parsed(health_cmd, action, [&g, o] { return health(g, *o); });
 
   auto* events_cmd = add_command(*tenant, "events", "a tenant's event history (via the API)");
   add_ref(events_cmd, *o);

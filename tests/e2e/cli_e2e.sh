@@ -10,7 +10,8 @@ BUILD="${1:?usage: cli_e2e.sh BUILD_DIR}"
 
 export SUPAPLANE_RUN_DIR; SUPAPLANE_RUN_DIR="$(mktemp -d /tmp/supaplane-e2e-XXXXXX)"
 chmod 755 "$SUPAPLANE_RUN_DIR"
-export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1
+# The console has its own suite (tests/console); this one is about the CLI.
+export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1 SUPAPLANE_RUN_NO_CONSOLE=1
 free_port nats; free_port redis; free_port pg; free_port grpc; free_port metrics
 free_port billing_http; free_port billing_metrics; free_port billing_grpc
 free_port prov_metrics; free_port router_http; free_port router_metrics

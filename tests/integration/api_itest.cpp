@@ -1,5 +1,6 @@
 // supaplane-api end to end over gRPC, against real nats-server, redis-server
 // and PostgreSQL started by the harness.
+#include <google/protobuf/util/time_util.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -333,6 +334,57 @@ TEST_F(ApiTest, TenantLifecycleAndErrors) {
   EXPECT_EQ(ev.events(3).actor().rfind("admin:acct_", 0), 0u);
   EXPECT_NE(ev.events(3).details().find("payment overdue"), std::string::npos);
   EXPECT_EQ(history(ref).size(), before + 5);  // suspend, pause, unsuspend, resume, delete
+}
+
+TEST_F(ApiTest, AdminFoldsATenantAsOfATime) {
+  const std::string alice = signup("alice@example.com");
+  const std::string admin = admin_token();
+  v1::TenantMutation created;
+  ASSERT_TRUE(create(alice, "Shop", &created).ok());
+  const std::string ref = created.tenant().ref();
+  const std::int64_t created_ms =
+      google::protobuf::util::TimeUtil::TimestampToMilliseconds(created.tenant().updated_at());
+  // The pause must carry a later millisecond than the creation.
+  while (std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+             .count() <= created_ms)
+    std::this_thread::yield();
+  v1::TenantMutation paused;
+  ASSERT_TRUE(op(alice, Op::pause, ref, &paused).ok());
+
+  auto as_of = [&](const std::string& token, const std::string& r, std::int64_t ms,
+                   v1::TenantAsOf* out, bool set_time = true) {
+    v1::GetTenantAsOfRequest req;
+    req.set_ref(r);
+    if (set_time)
+      *req.mutable_as_of() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ms);
+    return admin_->GetTenantAsOf(ctx(token).get(), req, out);
+  };
+  v1::TenantAsOf at;
+  ASSERT_TRUE(as_of(admin, ref, created_ms, &at).ok());
+  EXPECT_EQ(at.tenant().phase(), v1::PHASE_PROVISIONING);
+  EXPECT_EQ(at.tenant().name(), "Shop");
+  EXPECT_EQ(at.tenant().version(), created.sequence());
+  ASSERT_EQ(at.events_size(), 1);
+  EXPECT_EQ(at.events(0).type(), "tenant.created");
+  EXPECT_EQ(google::protobuf::util::TimeUtil::TimestampToMilliseconds(at.as_of()), created_ms);
+
+  const std::int64_t paused_ms =
+      google::protobuf::util::TimeUtil::TimestampToMilliseconds(paused.tenant().updated_at());
+  v1::TenantAsOf later;
+  ASSERT_TRUE(as_of(admin, ref, paused_ms, &later).ok());
+  EXPECT_EQ(later.tenant().phase(), v1::PHASE_PAUSING);
+  ASSERT_EQ(later.events_size(), 2);
+  EXPECT_EQ(later.events(1).type(), "tenant.pause_requested");
+  EXPECT_EQ(later.events(1).actor().rfind("account:acct_", 0), 0u);
+
+  // Before the tenant existed, never existed, bad input, not an admin.
+  v1::TenantAsOf none;
+  expect_code(as_of(admin, ref, created_ms - 1, &none), StatusCode::NOT_FOUND);
+  expect_code(as_of(admin, "zzzzzzzzzzzzzzzzzzzz", paused_ms, &none), StatusCode::NOT_FOUND);
+  expect_code(as_of(admin, ref, 0, &none, false), StatusCode::INVALID_ARGUMENT, "as_of");
+  expect_code(as_of(admin, "NOT-A-REF", paused_ms, &none), StatusCode::INVALID_ARGUMENT, "ref");
+  expect_code(as_of(alice, ref, paused_ms, &none), StatusCode::PERMISSION_DENIED);
 }
 
 TEST_F(ApiTest, CredentialsNeedTheMasterKey) {

@@ -515,7 +515,7 @@ TEST_F(BillingTest, PaymentFailurePastGracePausesTheTenantAndPaymentResumesIt) {
     return st.observed_state() == v1::OBSERVED_STATE_PAUSED;
   });
   EXPECT_EQ(domain::derive_phase(s), v1::PHASE_SUSPENDED);
-  auto seen = driver.observe(ref);
+  auto seen = driver.observe(ref, true);
   ASSERT_TRUE(seen.ok());
   EXPECT_TRUE(seen->exists);
   EXPECT_FALSE(seen->accepting_connections);
@@ -542,7 +542,7 @@ TEST_F(BillingTest, PaymentFailurePastGracePausesTheTenantAndPaymentResumesIt) {
       ref, [](const v1::TenantState& st) { return domain::derive_phase(st) == v1::PHASE_ACTIVE; });
   EXPECT_FALSE(s.suspended());
   EXPECT_EQ(s.plan(), v1::PLAN_PRO);
-  seen = driver.observe(ref);
+  seen = driver.observe(ref, true);
   ASSERT_TRUE(seen.ok());
   EXPECT_TRUE(seen->accepting_connections);
   EXPECT_TRUE(eventually([&] { return forward(ref, key) == 200; })) << "the edge still refuses";

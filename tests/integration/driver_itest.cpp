@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "driver_contract.hpp"
 #include "servers.hpp"
 #include "supaplane/driver/postgres_driver.hpp"
 
@@ -50,14 +51,14 @@ TEST_F(DriverTest, LifecycleIsIdempotentAndEnforced) {
   ASSERT_TRUE(driver_.provision(r).ok());  // twice = once
   EXPECT_EQ(try_connect(ref, "pw-one-0123456789"), "");
   EXPECT_NE(try_connect(ref, "wrong-password"), "");
-  auto st = driver_.observe(ref).value();
+  auto st = driver_.observe(ref, true).value();
   EXPECT_TRUE(st.exists);
   EXPECT_TRUE(st.accepting_connections);
 
   ASSERT_TRUE(driver_.pause(r).ok());
   ASSERT_TRUE(driver_.pause(r).ok());
   EXPECT_NE(try_connect(ref, "pw-one-0123456789"), "");
-  EXPECT_FALSE(driver_.observe(ref)->accepting_connections);
+  EXPECT_FALSE(driver_.observe(ref, true)->accepting_connections);
 
   ASSERT_TRUE(driver_.resume(r).ok());
   EXPECT_EQ(try_connect(ref, "pw-one-0123456789"), "");
@@ -70,7 +71,7 @@ TEST_F(DriverTest, LifecycleIsIdempotentAndEnforced) {
 
   ASSERT_TRUE(driver_.remove(ref).ok());
   ASSERT_TRUE(driver_.remove(ref).ok());
-  EXPECT_FALSE(driver_.observe(ref)->exists);
+  EXPECT_FALSE(driver_.observe(ref, true)->exists);
   EXPECT_EQ(admin_query("SELECT count(*) FROM pg_database WHERE datname = 't_" + ref + "'"), "0");
   EXPECT_EQ(admin_query("SELECT count(*) FROM pg_roles WHERE rolname = 't_" + ref + "'"), "0");
 }
@@ -124,4 +125,16 @@ TEST(DriverDown, UnreachableClusterIsUnavailable) {
   EXPECT_EQ(st.error().code, errc::unavailable);
 }
 
+}  // namespace
+
+namespace {
+TEST(PostgresDriverContract, KeepsTheDriverContract) {
+  supaplane::driver::PostgresDriver d{{pg().admin_dsn()}};
+  supaplane::driver::StackRequest r{"contractpgaaaaaaaaaa", "pw-contract-0123456789", 5};
+  auto rotated = r;
+  rotated.db_password = "pw-rotated-0123456789";
+  rotated.end_sessions = true;
+  supaplane::testenv::driver_contract(d, r, rotated,
+                                      [&] { admin_query("ALTER ROLE t_" + r.ref + " NOLOGIN"); });
+}
 }  // namespace

@@ -90,7 +90,7 @@ class IsolationTest : public ::testing::TestWithParam<PostgresMode> {
     return {r, pw, 5, end};
   }
   /// Where a tenant's credentials lead: its database, or the central one.
-  std::string dbname(const std::string& r) const { return driver_.connection_info(r).database; }
+  std::string dbname(const std::string& r) const { return driver_.endpoints(r).db_name; }
   std::string tenant_dsn(const std::string& r, const std::string& pw,
                          const std::string& db = "") const {
     return "host=127.0.0.1 port=" + std::to_string(pg().port()) + " user=t_" + r +
@@ -261,7 +261,7 @@ TEST_P(IsolationTest, ADeletedTenantLeavesNothingBehind) {
               "0");
     EXPECT_EQ(pgrst_schemas().find("proj_" + a), std::string::npos);
   }
-  EXPECT_FALSE(driver_.observe(a)->exists);
+  EXPECT_FALSE(driver_.observe(a, true)->exists);
 }
 
 TEST_P(IsolationTest, RotatedCredentialsStopWorking) {

@@ -56,7 +56,6 @@ class RouterSyncTest : public ::testing::Test {
     ao.admin_email = "admin@example.com";
     ao.admin_password = "admin-password";
     ao.master_key = kMasterKey;
-    ao.tenant_db_port = pg().port();
     api_ = std::make_unique<api::ApiApp>(ao);
     ASSERT_TRUE(api_->start().ok());
     provisioner::AppOptions po;

@@ -103,10 +103,10 @@ TEST(Converge, ProvisioningIsAnnouncedOncePerGeneration) {
   s = fold(s, decide(s, rotate)->front(), {kRef, s.version() + 1, 3});
   EXPECT_TRUE(keys_rotation_pending(s));
   EXPECT_TRUE(announce_start(s, plan_convergence(s)));
-  s = fold(
-      s,
-      outcome_event(StackAction::provision, s.generation(), {s.keys_generation(), "", "", "", ""}),
-      {kRef, s.version() + 1, 4});
+  Applied applied;
+  applied.keys_generation = s.keys_generation();
+  s = fold(s, outcome_event(StackAction::provision, s.generation(), applied),
+           {kRef, s.version() + 1, 4});
   EXPECT_FALSE(keys_rotation_pending(s));
 }
 

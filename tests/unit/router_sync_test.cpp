@@ -115,6 +115,44 @@ TEST(RouterRender, RuleCheckerRefusesBadRules) {
   EXPECT_NE(testenv::RuleParser("Hots(`a`)").validate(), "");
 }
 
+TEST(RouterRender, EndpointPatternsBindTheTenantsOwnRef) {
+  auto gw = EndpointPattern::compile(kDefaultGatewayUrlPattern, "gateway_url_pattern");
+  ASSERT_TRUE(gw.ok()) << gw.error().message;
+  EXPECT_TRUE(gw->allows(kRef, "http://sp-" + kRef + "-kong:8000"));
+  EXPECT_TRUE(gw->allows(kRef, "http://" + kRef + ".gateway.internal:8000"));
+  EXPECT_FALSE(gw->allows(kRef, "http://sp-" + kOther + "-kong:8000")) << "another tenant";
+  EXPECT_FALSE(gw->allows(kRef, "http://evil.example.com:8000"));
+  EXPECT_FALSE(gw->allows(kRef, "http://sp-" + kRef + "-kong:8000.evil.com"));
+  EXPECT_FALSE(gw->allows(kRef, "http://" + kRef + ".gateway.internal:8000/../x"));
+  auto db = EndpointPattern::compile(kDefaultDbUpstreamPattern, "db_upstream_pattern");
+  ASSERT_TRUE(db.ok());
+  EXPECT_TRUE(db->allows(kRef, "sp-" + kRef + "-pooler:6543"));
+  EXPECT_FALSE(db->allows(kRef, "sp-" + kOther + "-pooler:6543"));
+  EXPECT_FALSE(EndpointPattern::compile("http://anything", "gateway_url_pattern").ok());
+  EXPECT_FALSE(EndpointPattern::compile("http://({ref}", "gateway_url_pattern").ok());
+}
+
+TEST(RouterRender, DatabaseRouteIsATcpRouterBySni) {
+  RouteTenant t{kRef,
+                v1::PHASE_ACTIVE,
+                v1::PLAN_FREE,
+                "http://sp-" + kRef + "-kong:8000",
+                "db." + kRef + ".supabase.example.com",
+                "sp-" + kRef + "-pooler:5432"};
+  const auto c = render_tenant(t, options());
+  const auto& r = c["tcp"]["routers"]["tenant-" + kRef + "-db"];
+  EXPECT_EQ(r["rule"], "HostSNI(`db." + kRef + ".supabase.example.com`)");
+  EXPECT_EQ(r["entryPoints"], nlohmann::json::array({"postgres"}));
+  EXPECT_TRUE(r.contains("tls"));
+  EXPECT_EQ(c["tcp"]["services"]["tenant-" + kRef + "-db"]["loadBalancer"]["servers"][0]["address"],
+            "sp-" + kRef + "-pooler:5432");
+  const auto merged = nlohmann::json::parse(dynamic_json(render_base(options()), {{kRef, c}}));
+  EXPECT_EQ(merged["tcp"]["routers"]["tenant-" + kRef + "-db"], r);
+  EXPECT_TRUE(merged["http"]["routers"].contains("tenant-" + kRef + "-api"));
+  t.phase = v1::PHASE_PAUSED;
+  EXPECT_FALSE(render_tenant(t, options()).contains("tcp")) << "a paused tenant has no db route";
+}
+
 TEST(RouterRender, HostsAndFileNamesMapBackToRefs) {
   EXPECT_EQ(ref_of_host(kRef + ".supabase.localhost", "supabase.localhost"), kRef);
   EXPECT_EQ(ref_of_host(kRef + ".supabase.localhost:443", "supabase.localhost"), kRef);

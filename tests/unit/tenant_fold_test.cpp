@@ -145,6 +145,54 @@ TEST(TenantFold, RandomHistoriesKeepInvariants) {
   }
 }
 
+TEST(TenantFold, HealthReportsDecideActiveHealthyOrUnhealthy) {
+  auto s = created();
+  v1::TenantEvent conv;
+  auto* c = conv.mutable_stack_converged();
+  c->set_observed_generation(1);
+  c->mutable_database()->set_name("postgres");
+  c->mutable_database()->set_host("db.example");
+  c->mutable_database()->set_port(6543);
+  c->mutable_database()->set_upstream("sp-x-pooler:6543");
+  auto* h = c->add_services();
+  h->set_name("db");
+  h->set_status(v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY);
+  s = fold(s, conv, {kRef, 8, 1});
+  EXPECT_EQ(s.db_host(), "db.example");
+  EXPECT_EQ(s.db_port(), 6543);
+  EXPECT_EQ(s.db_upstream(), "sp-x-pooler:6543");
+  ASSERT_EQ(s.services_size(), 1);
+  EXPECT_STREQ(management_api_status(s), "ACTIVE_HEALTHY");
+
+  v1::TenantEvent sick;
+  sick.mutable_stack_health_changed()->set_observed_generation(1);
+  auto* bad = sick.mutable_stack_health_changed()->add_services();
+  bad->set_name("db");
+  bad->set_status(v1::SERVICE_HEALTH_STATUS_UNHEALTHY);
+  s = fold(s, sick, {kRef, 9, 2});
+  EXPECT_EQ(s.phase(), v1::PHASE_ACTIVE);
+  EXPECT_STREQ(management_api_status(s), "ACTIVE_UNHEALTHY");
+
+  // A report about another generation says nothing about this stack.
+  v1::TenantEvent late = sick;
+  late.mutable_stack_health_changed()->set_observed_generation(0);
+  late.mutable_stack_health_changed()->mutable_services(0)->set_status(
+      v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY);
+  s = fold(s, late, {kRef, 10, 3});
+  EXPECT_STREQ(management_api_status(s), "ACTIVE_UNHEALTHY");
+
+  // Paused: nothing runs, nothing is reported.
+  v1::TenantEvent pause;
+  pause.mutable_pause_requested()->set_generation(2);
+  s = fold(s, pause, {kRef, 11, 4});
+  v1::TenantEvent paused;
+  paused.mutable_stack_paused()->set_observed_generation(2);
+  s = fold(s, paused, {kRef, 12, 5});
+  EXPECT_EQ(s.services_size(), 0);
+  EXPECT_STREQ(service_health_name(v1::SERVICE_HEALTH_STATUS_UNHEALTHY), "UNHEALTHY");
+  EXPECT_STREQ(service_health_name(v1::SERVICE_HEALTH_STATUS_COMING_UP), "COMING_UP");
+}
+
 TEST(TenantFold, EventTypeNames) {
   v1::TenantEvent e;
   e.mutable_pause_requested();

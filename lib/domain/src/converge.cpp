@@ -41,6 +41,9 @@ void set_database(v1::TenantDatabase* d, const Applied& a) {
   d->set_name(a.db_name);
   d->set_user(a.db_user);
   d->set_schema(a.db_schema);
+  d->set_host(a.db_host);
+  d->set_port(a.db_port);
+  d->set_upstream(a.db_upstream);
 }
 }  // namespace
 
@@ -53,6 +56,7 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const
       c->set_keys_generation(applied.keys_generation);
       c->set_gateway_url(applied.gateway_url);
       set_database(c->mutable_database(), applied);
+      for (const auto& h : applied.health) *c->add_services() = h;
       break;
     }
     case StackAction::pause:
@@ -65,6 +69,7 @@ v1::TenantEvent outcome_event(StackAction action, std::int64_t generation, const
       r->set_keys_generation(applied.keys_generation);
       r->set_gateway_url(applied.gateway_url);
       set_database(r->mutable_database(), applied);
+      for (const auto& h : applied.health) *r->add_services() = h;
       break;
     }
     case StackAction::remove:

@@ -124,6 +124,15 @@ void apply_database(v1::TenantState& s, const v1::TenantDatabase& d) {
   s.set_db_name(d.name());
   s.set_db_user(d.user());
   s.set_db_schema(d.schema());
+  s.set_db_host(d.host());
+  s.set_db_port(d.port());
+  s.set_db_upstream(d.upstream());
+}
+
+template <typename Services>
+void apply_health(v1::TenantState& s, const Services& services) {
+  s.clear_services();
+  for (const auto& h : services) *s.add_services() = h;
 }
 }  // namespace
 
@@ -187,6 +196,7 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       if (!e.stack_converged().gateway_url().empty())
         s.set_gateway_url(e.stack_converged().gateway_url());
       apply_database(s, e.stack_converged().database());
+      apply_health(s, e.stack_converged().services());
       s.set_ever_active(true);
       s.set_active_deployment_count(1);
       s.set_drifted(false);
@@ -198,6 +208,7 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       s.set_applied_keys_generation(e.stack_paused().keys_generation());
       s.set_active_deployment_count(1);  // paused: the deployment still exists
       s.set_drifted(false);
+      s.clear_services();  // nothing runs
       s.clear_last_error();
       break;
     case K::kStackResumed:
@@ -207,6 +218,7 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       if (!e.stack_resumed().gateway_url().empty())
         s.set_gateway_url(e.stack_resumed().gateway_url());
       apply_database(s, e.stack_resumed().database());
+      apply_health(s, e.stack_resumed().services());
       s.set_ever_active(true);
       s.set_active_deployment_count(1);
       s.set_drifted(false);
@@ -217,6 +229,7 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       s.set_observed_generation(e.stack_deleted().observed_generation());
       s.set_active_deployment_count(0);
       s.set_drifted(false);
+      s.clear_services();
       break;
     case K::kConvergeFailed:
       s.set_last_error(e.converge_failed().reason());
@@ -227,6 +240,12 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
       break;
     case K::kDriftDetected:
       s.set_drifted(true);
+      break;
+    case K::kStackHealthChanged:
+      // Only a report about the generation the stack runs counts (a late one
+      // about an older stack says nothing about this one).
+      if (e.stack_health_changed().observed_generation() == s.observed_generation())
+        apply_health(s, e.stack_health_changed().services());
       break;
     case K::KIND_NOT_SET:
       break;
@@ -256,12 +275,29 @@ v1::Phase derive_phase(const v1::TenantState& s) {
   return v1::PHASE_RECONCILING;
 }
 
+const char* service_health_name(v1::ServiceHealthStatus h) {
+  switch (h) {
+    case v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY:
+      return "ACTIVE_HEALTHY";
+    case v1::SERVICE_HEALTH_STATUS_UNHEALTHY:
+      return "UNHEALTHY";
+    default:
+      return "COMING_UP";
+  }
+}
+
+bool any_service_unhealthy(const v1::TenantState& s) {
+  for (const auto& h : s.services())
+    if (h.status() == v1::SERVICE_HEALTH_STATUS_UNHEALTHY) return true;
+  return false;
+}
+
 const char* management_api_status(const v1::TenantState& s) {
   switch (derive_phase(s)) {
     case v1::PHASE_PROVISIONING:
       return "COMING_UP";
     case v1::PHASE_ACTIVE:
-      return "ACTIVE_HEALTHY";
+      return any_service_unhealthy(s) ? "ACTIVE_UNHEALTHY" : "ACTIVE_HEALTHY";
     case v1::PHASE_PAUSING:
       return "PAUSING";
     case v1::PHASE_PAUSED:

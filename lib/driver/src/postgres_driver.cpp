@@ -1,5 +1,7 @@
 #include "supaplane/driver/postgres_driver.hpp"
 
+#include <libpq-fe.h>
+
 #include <pqxx/pqxx>
 
 #include "supaplane/core/types.hpp"
@@ -95,17 +97,53 @@ struct PostgresDriver::Conn {
 
 PostgresDriver::PostgresDriver(PostgresDriverOptions opts)
     : opts_(std::move(opts)),
-      central_dsn_(pg::with_dbname(opts_.admin_dsn, opts_.central_database)) {}
+      central_dsn_(pg::with_dbname(opts_.admin_dsn, opts_.central_database)),
+      public_(public_endpoint(opts_.admin_dsn, opts_.public_host, opts_.public_port)) {}
 PostgresDriver::~PostgresDriver() = default;
 
-std::string PostgresDriver::gateway_url(const std::string& ref) const {
-  return expand_ref(opts_.gateway_url_template, ref);
+std::pair<std::string, int> public_endpoint(const std::string& admin_dsn, std::string host,
+                                            int port) {
+  // What the admin connection names, unless told otherwise: a unix socket
+  // directory is no address for a client elsewhere, so it means loopback.
+  std::string dsn_host, dsn_port;
+  if (PQconninfoOption* opts = PQconninfoParse(admin_dsn.c_str(), nullptr)) {
+    for (auto* o = opts; o->keyword; ++o) {
+      if (!o->val) continue;
+      if (std::string_view(o->keyword) == "host") dsn_host = o->val;
+      if (std::string_view(o->keyword) == "port") dsn_port = o->val;
+    }
+    PQconninfoFree(opts);
+  }
+  dsn_host = dsn_host.substr(0, dsn_host.find(','));  // the first of a host list
+  dsn_port = dsn_port.substr(0, dsn_port.find(','));
+  if (host.empty()) host = dsn_host.empty() || dsn_host[0] == '/' ? "127.0.0.1" : dsn_host;
+  if (port <= 0) {
+    port = 5432;
+    if (!dsn_port.empty()) {
+      try {
+        port = std::stoi(dsn_port);
+      } catch (const std::exception&) {
+        port = 5432;  // libpq refuses such a DSN itself when connecting
+      }
+    }
+  }
+  return {host, port};
 }
 
-ConnectionInfo PostgresDriver::connection_info(const std::string& ref) const {
-  if (opts_.mode == PostgresMode::schema)
-    return {opts_.central_database, role_name(ref), schema_name(ref)};
-  return {database_name(ref), role_name(ref), "public"};
+Endpoints PostgresDriver::endpoints(const std::string& ref) const {
+  Endpoints e;
+  e.gateway_url = expand_ref(opts_.gateway_url_template, ref);
+  e.db_host = public_.first;
+  e.db_port = public_.second;
+  e.db_user = role_name(ref);
+  if (opts_.mode == PostgresMode::schema) {
+    e.db_name = opts_.central_database;
+    e.db_schema = schema_name(ref);
+  } else {
+    e.db_name = database_name(ref);
+    e.db_schema = "public";
+  }
+  return e;
 }
 
 template <typename F>
@@ -267,9 +305,22 @@ Status PostgresDriver::ensure_schema(const StackRequest& r, bool accept) {
   });
 }
 
-Status PostgresDriver::provision(const StackRequest& r) { return ensure(r, true); }
+namespace {
+/// A database that accepts connections is the whole stack: done at once.
+Result<Progress> serving(Status st) {
+  if (!st) return st.error();
+  Progress p;
+  p.done = true;
+  p.health.push_back({"db", v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY, ""});
+  return p;
+}
+}  // namespace
+
+Result<Progress> PostgresDriver::provision(const StackRequest& r) {
+  return serving(ensure(r, true));
+}
 Status PostgresDriver::pause(const StackRequest& r) { return ensure(r, false); }
-Status PostgresDriver::resume(const StackRequest& r) { return ensure(r, true); }
+Result<Progress> PostgresDriver::resume(const StackRequest& r) { return serving(ensure(r, true)); }
 
 Status PostgresDriver::remove(const std::string& ref) {
   if (!TenantRef::valid(ref)) return make_error(errc::invalid_argument, "bad tenant ref", "ref");
@@ -311,7 +362,7 @@ Status PostgresDriver::remove_schema(const std::string& ref) {
   });
 }
 
-Result<StackStatus> PostgresDriver::observe(const std::string& ref) {
+Result<StackStatus> PostgresDriver::observe(const std::string& ref, bool want_running) {
   StackStatus st;
   const bool schema_mode = opts_.mode == PostgresMode::schema;
   auto s =
@@ -332,6 +383,17 @@ Result<StackStatus> PostgresDriver::observe(const std::string& ref) {
         st.accepting_connections = res[0][0].as<bool>() && res[0][1].as<bool>();
       });
   if (!s) return s.error();
+  if (!st.exists)
+    st.drift = "stack missing";
+  else if (want_running && !st.accepting_connections)
+    st.drift = "stack refuses connections while ACTIVE";
+  else if (!want_running && st.accepting_connections)
+    st.drift = "stack accepts connections while PAUSED";
+  if (want_running)
+    st.health.push_back({"db",
+                         st.accepting_connections ? v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY
+                                                  : v1::SERVICE_HEALTH_STATUS_UNHEALTHY,
+                         st.accepting_connections ? "" : "refuses connections"});
   return st;
 }
 

@@ -11,7 +11,8 @@ std::string to_json(const secrets::TenantKeys& k) {
                    {"service_role_jwt", k.service_role_jwt},
                    {"publishable_key", k.publishable_key},
                    {"secret_key", k.secret_key},
-                   {"db_password", k.db_password}};
+                   {"db_password", k.db_password},
+                   {"stack_seed", k.stack_seed}};
   return j.dump();
 }
 
@@ -26,6 +27,7 @@ Result<secrets::TenantKeys> from_json(const std::string& s) {
   k.publishable_key = j.value("publishable_key", "");
   k.secret_key = j.value("secret_key", "");
   k.db_password = j.value("db_password", "");
+  k.stack_seed = j.value("stack_seed", "");
   return k;
 }
 }  // namespace
@@ -140,6 +142,9 @@ Result<StoredKeys> KeyStore::ensure(const std::string& ref, std::int64_t keys_ge
   if (current->has_value() && (*current)->keys_generation >= keys_generation) return **current;
   auto keys = secrets::generate_tenant_keys(ref, issuer_, clock_.now_unix_ms() / 1000);
   if (!keys) return keys.error();
+  // Rotation renews the keys, not the stack's own data keys.
+  if (current->has_value() && !(*current)->keys.stack_seed.empty())
+    keys->stack_seed = (*current)->keys.stack_seed;
   const std::string sealed = secrets::seal(key_, ref, to_json(*keys));
   // Only a newer generation replaces what is stored (two writers agree).
   auto stored = pool_.with_tx([&](pqxx::work& tx) -> Result<Unit> {

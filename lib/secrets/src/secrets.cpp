@@ -2,6 +2,9 @@
 
 #include <sodium.h>
 
+#include <algorithm>
+#include <array>
+#include <cstring>
 #include <vector>
 
 #include "supaplane/auth/jwt.hpp"
@@ -126,7 +129,27 @@ Result<TenantKeys> generate_tenant_keys(std::string_view ref, std::string_view i
   k.publishable_key = "sb_publishable_" + random_alnum(32);
   k.secret_key = "sb_secret_" + random_alnum(40);
   k.db_password = random_alnum(32);
+  std::array<unsigned char, 32> seed{};
+  randombytes_buf(seed.data(), seed.size());
+  k.stack_seed = b64url(seed.data(), seed.size());
+  sodium_memzero(seed.data(), seed.size());
   return k;
+}
+
+std::string derive_stack_secret(std::string_view stack_seed, std::string_view name) {
+  init();
+  std::array<unsigned char, 32> h{};
+  std::array<unsigned char, crypto_generichash_KEYBYTES_MAX> key{};
+  const std::size_t klen = std::min(stack_seed.size(), key.size());
+  std::memcpy(key.data(), stack_seed.data(), klen);
+  crypto_generichash(h.data(), h.size(), reinterpret_cast<const unsigned char*>(name.data()),
+                     name.size(), key.data(),
+                     std::max<std::size_t>(klen, crypto_generichash_KEYBYTES_MIN));
+  sodium_memzero(key.data(), key.size());
+  std::string out(h.size() * 2 + 1, '\0');
+  sodium_bin2hex(out.data(), out.size(), h.data(), h.size());
+  out.pop_back();
+  return out;
 }
 
 std::string key_hash(std::string_view opaque_key) {

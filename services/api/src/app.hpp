@@ -50,8 +50,6 @@ struct ApiOptions {
   std::string master_key;
   /// Retired master keys (comma-separated base64): still open, re-sealed on read.
   std::string master_key_previous;
-  std::string tenant_db_host{"127.0.0.1"};  ///< host in tenants' connection strings
-  int tenant_db_port{5432};
   int grpc_max_pollers{64};
 };
 

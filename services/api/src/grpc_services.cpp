@@ -134,6 +134,16 @@ void fill_account(const AccountRow& a, v1::Account* out) {
   *out->mutable_created_at() = ts(a.created_at_unix_ms);
 }
 
+void fill_event(const projection::HistoryRecord& h, v1::TenantEventRecord* e) {
+  e->set_sequence(h.sequence);
+  *e->mutable_time() = ts(h.time_unix_ms);
+  e->set_actor(h.actor);
+  e->set_type(h.type);
+  e->set_details(h.details);
+  e->set_correlation_id(h.correlation_id);
+  e->set_event_id(h.event_id);
+}
+
 grpc::Status page_args(const v1::ListTenantsRequest& req, projection::ListQuery* q) {
   if (req.page_size() < 0 || req.page_size() > 500) return invalid("page_size", "must be 0..500");
   q->limit = req.page_size() == 0 ? 50 : req.page_size();
@@ -358,17 +368,7 @@ class TenantServiceImpl final : public TenantServiceBase {
     const v1::TenantState s = projection::fold_history(ref->str(), *msgs);
     if (!domain::exists(s) || (!p->is_admin() && s.owner_account_id() != p->account_id))
       return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
-    for (const auto& m : *msgs) {
-      const auto h = projection::describe(m);
-      auto* e = resp->add_events();
-      e->set_sequence(h.sequence);
-      *e->mutable_time() = ts(h.time_unix_ms);
-      e->set_actor(h.actor);
-      e->set_type(h.type);
-      e->set_details(h.details);
-      e->set_correlation_id(h.correlation_id);
-      e->set_event_id(h.event_id);
-    }
+    for (const auto& m : *msgs) fill_event(projection::describe(m), resp->add_events());
     return call.done(grpc::Status::OK);
   }
 
@@ -390,6 +390,10 @@ class TenantServiceImpl final : public TenantServiceBase {
     if (!stored->has_value())
       return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                     "credentials are not ready; the tenant is still provisioning"));
+    if (st.db_host().empty() || st.db_port() <= 0)
+      return call.done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "the tenant's database endpoint is not reported yet; the "
+                                    "provisioner records it when the stack converges"));
     const auto& k = (*stored)->keys;
     // The driver reports the names; older histories predate that (database mode).
     const std::string user = st.db_user().empty() ? "t_" + ref : st.db_user();
@@ -400,17 +404,35 @@ class TenantServiceImpl final : public TenantServiceBase {
     resp->set_service_role_key(k.service_role_jwt);
     resp->set_publishable_key(k.publishable_key);
     resp->set_secret_key(k.secret_key);
-    resp->set_db_host(ctx_.options.tenant_db_host);
-    resp->set_db_port(ctx_.options.tenant_db_port);
+    resp->set_db_host(st.db_host());
+    resp->set_db_port(st.db_port());
     resp->set_db_name(db);
     resp->set_db_user(user);
     resp->set_db_schema(st.db_schema().empty() ? "public" : st.db_schema());
     resp->set_db_password(k.db_password);
-    resp->set_connection_string("postgresql://" + user + ":" + k.db_password + "@" +
-                                ctx_.options.tenant_db_host + ":" +
-                                std::to_string(ctx_.options.tenant_db_port) + "/" + db);
+    resp->set_connection_string("postgresql://" + user + ":" + k.db_password + "@" + st.db_host() +
+                                ":" + std::to_string(st.db_port()) + "/" + db +
+                                // Through the edge (a TCP route by SNI): TLS, so SNI is sent.
+                                (st.db_upstream().empty() ? "" : "?sslmode=require"));
     resp->set_keys_generation((*stored)->keys_generation);
     log()->info("credentials read ref={} by={}", ref, caller.account_id);  // no secret
+    return call.done(grpc::Status::OK);
+  }
+
+  grpc::Status GetTenantHealth(grpc::ServerContext* sc, const v1::GetTenantRequest* req,
+                               v1::TenantHealth* resp) override {
+    CallScope call(ctx_, "GetTenantHealth");
+    v1::TenantState st;
+    auth::Principal caller;
+    if (auto rs = read_owned_tenant(ctx_, sc, *req, &st, &caller); !rs.ok()) return call.done(rs);
+    resp->set_ref(st.ref());
+    for (const auto& h : st.services()) {
+      auto* out = resp->add_services();
+      out->set_name(h.name());
+      out->set_healthy(h.status() == v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY);
+      out->set_status(domain::service_health_name(h.status()));
+      out->set_error(h.error());
+    }
     return call.done(grpc::Status::OK);
   }
 
@@ -531,6 +553,36 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     resp->set_seconds(r->seconds);
     resp->set_checkpoint(r->checkpoint);
     resp->set_generation(r->generation);
+    return call.done(grpc::Status::OK);
+  }
+
+  grpc::Status GetTenantAsOf(grpc::ServerContext* sc, const v1::GetTenantAsOfRequest* req,
+                             v1::TenantAsOf* resp) override {
+    CallScope call(ctx_, "GetTenantAsOf");
+    auto p = admin(sc);
+    if (!p) return call.done(to_grpc(p.error()));
+    auto ref = ids::parse_tenant_ref(req->ref());
+    if (!ref) return call.done(to_grpc(ref.error()));
+    if (!req->has_as_of()) return call.done(invalid("as_of", "is required"));
+    const auto& t = req->as_of();
+    if (t.seconds() < TimeUtil::kTimestampMinSeconds ||
+        t.seconds() > TimeUtil::kTimestampMaxSeconds || t.nanos() < 0 || t.nanos() > 999'999'999)
+      return call.done(invalid("as_of", "is not a valid timestamp"));
+    const std::int64_t as_of = TimeUtil::TimestampToMilliseconds(req->as_of());
+    auto msgs = ctx_.store.read_subject("platform.tenant." + ref->str());
+    if (!msgs) return call.done(to_grpc(msgs.error()));
+    // The same cut as fold_history: the events that occurred at or before as_of.
+    const v1::TenantState s = projection::fold_history(ref->str(), *msgs, as_of);
+    if (!domain::exists(s))
+      return call.done(
+          grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant did not exist at that time"));
+    for (const auto& m : *msgs) {
+      auto h = projection::describe(m);
+      if (h.time_unix_ms > as_of) break;
+      fill_event(h, resp->add_events());
+    }
+    *resp->mutable_tenant() = to_api(ctx_, s);
+    *resp->mutable_as_of() = ts(as_of);
     return call.done(grpc::Status::OK);
   }
 

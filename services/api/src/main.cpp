@@ -42,10 +42,6 @@ int main(int argc, char** argv) {
               "base64 of 32 bytes; opens sealed tenant keys for GetTenantCredentials");
   bind_option(app, "master-key-previous", "SUPAPLANE_MASTER_KEY_PREVIOUS", o.master_key_previous,
               "retired master keys, comma-separated base64, while rotating (still opened)");
-  bind_option(app, "tenant-db-host", "SUPAPLANE_TENANT_DB_HOST", o.tenant_db_host,
-              "host in tenants' connection strings");
-  bind_option(app, "tenant-db-port", "SUPAPLANE_TENANT_DB_PORT", o.tenant_db_port,
-              "port in tenants' connection strings");
   bind_option(app, "log-level", "SUPAPLANE_LOG_LEVEL", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
 

@@ -20,7 +20,31 @@ int main(int argc, char** argv) {
               "base64 of 32 bytes; seals tenant secrets at rest");
   bind_option(app, "master-key-previous", "SUPAPLANE_MASTER_KEY_PREVIOUS", o.master_key_previous,
               "retired master keys, comma-separated base64, while rotating (still opened)");
-  bind_option(app, "driver", "SUPAPLANE_DRIVER", o.driver, "postgres (docker: not built yet)");
+  bind_option(app, "driver", "SUPAPLANE_DRIVER", o.driver,
+              "postgres (a database per tenant) | docker (a Supabase stack of containers)");
+  bind_option(app, "tenant-db-public-host", "SUPAPLANE_TENANT_DB_PUBLIC_HOST",
+              o.tenant_db_public_host,
+              "postgres driver: host in tenants' connection strings (default: the host of "
+              "--tenant-db-url; 127.0.0.1 for a unix socket)");
+  bind_option(app, "tenant-db-public-port", "SUPAPLANE_TENANT_DB_PUBLIC_PORT",
+              o.tenant_db_public_port,
+              "postgres driver: port in tenants' connection strings (default: that of "
+              "--tenant-db-url)");
+  bind_option(app, "docker-host", "SUPAPLANE_DOCKER_HOST", o.docker_host,
+              "docker driver: the Docker Engine API socket (unix:///path)");
+  bind_option(app, "stack-spec", "SUPAPLANE_STACK_SPEC", o.stack_spec,
+              "docker driver: the stack spec file (e.g. deploy/stacks/supabase.yaml)");
+  bind_option(app, "registry-auth-file", "SUPAPLANE_REGISTRY_AUTH_FILE", o.registry_auth_file,
+              "docker driver: a Docker config.json whose auths are used to pull images");
+  bind_option(app, "edge-network", "SUPAPLANE_EDGE_NETWORK", o.edge_network,
+              "docker driver: the network shared with Traefik (gateways and database routes)");
+  bind_option(app, "db-edge-port", "SUPAPLANE_DB_EDGE_PORT", o.db_edge_port,
+              "docker driver: the edge's PostgreSQL port (db.<ref>.<base-domain>:PORT)");
+  bind_option(app, "base-domain", "SUPAPLANE_BASE_DOMAIN", o.base_domain,
+              "tenants answer at <ref>.<base-domain>");
+  bind_option(app, "stack-start-timeout-ms", "SUPAPLANE_STACK_START_TIMEOUT_MS",
+              o.provisioner.start_timeout_ms,
+              "a stack not serving this long after its converge began goes FAILED");
   bind_option(
       app, "gateway-url-template", "SUPAPLANE_GATEWAY_URL_TEMPLATE", o.gateway_url_template,
       "postgres driver: each tenant's API gateway, {ref} expanded (router-sync routes there)");

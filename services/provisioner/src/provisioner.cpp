@@ -52,21 +52,72 @@ bool Provisioner::sleep_ms(std::int64_t ms) {
   return !stop_;
 }
 
-Status Provisioner::act(domain::StackAction action, const driver::StackRequest& req) {
-  const std::string& ref = req.ref;
+Result<driver::Progress> Provisioner::act(domain::StackAction action,
+                                          const driver::StackRequest& req) {
+  const auto finished = [](Status st) -> Result<driver::Progress> {
+    if (!st) return st.error();
+    driver::Progress p;
+    p.done = true;
+    return p;
+  };
   switch (action) {
     case domain::StackAction::provision:
       return driver_.provision(req);
     case domain::StackAction::pause:
-      return driver_.pause(req);
+      return finished(driver_.pause(req));
     case domain::StackAction::resume:
       return driver_.resume(req);
     case domain::StackAction::remove:
-      return driver_.remove(ref);
+      return finished(driver_.remove(req.ref));
     case domain::StackAction::none:
-      return Status::Ok();
+      break;
   }
-  return Status::Ok();
+  return finished(Status::Ok());
+}
+
+void Provisioner::set_starting(const std::string& ref, bool starting) {
+  std::lock_guard lk(starting_mu_);
+  if (starting)
+    starting_.try_emplace(ref, std::chrono::steady_clock::now());
+  else
+    starting_.erase(ref);
+  counters_.starting = static_cast<std::int64_t>(starting_.size());
+}
+
+std::vector<std::string> Provisioner::starting() const {
+  std::lock_guard lk(starting_mu_);
+  std::vector<std::string> out;
+  for (const auto& [ref, _] : starting_) out.push_back(ref);
+  return out;
+}
+
+void Provisioner::kick(const std::string& ref) {
+  {
+    std::lock_guard lk(kicked_mu_);
+    if (!kicked_.insert(ref).second) return;  // one queued kick is enough
+  }
+  pool_.post([this, ref] {
+    {
+      std::lock_guard lk(kicked_mu_);
+      kicked_.erase(ref);
+    }
+    if (stop_) return;
+    bool is_starting = false;
+    {
+      std::lock_guard lk(starting_mu_);
+      is_starting = starting_.count(ref) > 0;
+    }
+    if (is_starting) {
+      if (auto st = converge(ref); !st)
+        log()->warn("converge ref={} not finished: {}", ref, st.error().message);
+    } else if (auto r = check(ref); !r) {
+      log()->warn("check ref={}: {}", ref, r.error().message);
+    }
+  });
+}
+
+void Provisioner::poll_starting() {
+  for (const auto& ref : starting()) kick(ref);
 }
 
 Status Provisioner::converge(const std::string& ref) {
@@ -76,7 +127,10 @@ Status Provisioner::converge(const std::string& ref) {
     if (!msgs) return msgs.error();
     const v1::TenantState state = projection::fold_history(ref, *msgs);
     const auto action = domain::plan_convergence(state);
-    if (action == domain::StackAction::none) return Status::Ok();
+    if (action == domain::StackAction::none) {
+      set_starting(ref, false);
+      return Status::Ok();
+    }
     const std::int64_t gen = state.generation();
     std::uint64_t version = state.version();  // the expected sequence of our next append
     if (domain::announce_start(state, action)) {
@@ -96,33 +150,72 @@ Status Provisioner::converge(const std::string& ref) {
       }
       version = appended->sequence.value();
     }
-    driver::StackRequest req{ref, "", opts_.connection_limit, domain::keys_rotation_pending(state)};
+    driver::StackRequest req;
+    req.ref = ref;
+    req.connection_limit = opts_.connection_limit;
+    req.end_sessions = domain::keys_rotation_pending(state);
+    req.plan = state.plan();
     domain::Applied applied;
     if (action != domain::StackAction::remove) {
       auto keys = keys_.ensure(ref, state.keys_generation());
       if (!keys) return keys.error();
+      req.keys = keys->keys;
       req.db_password = keys->keys.db_password;
       applied.keys_generation = keys->keys_generation;
-      applied.gateway_url = driver_.gateway_url(ref);
-      const auto db = driver_.connection_info(ref);
-      applied.db_name = db.database;
-      applied.db_user = db.user;
-      applied.db_schema = db.schema;
+      const auto where = driver_.endpoints(ref);
+      applied.gateway_url = where.gateway_url;
+      applied.db_name = where.db_name;
+      applied.db_user = where.db_user;
+      applied.db_schema = where.db_schema;
+      applied.db_host = where.db_host;
+      applied.db_port = where.db_port;
+      applied.db_upstream = where.db_upstream;
     }
-    Status done = make_error(errc::unavailable, "not attempted");
+    Result<driver::Progress> progress = make_error(errc::unavailable, "not attempted");
     int attempt = 0;
     while (attempt < opts_.max_attempts && !stop_) {
       ++attempt;
-      done = act(action, req);
-      if (done) break;
+      progress = act(action, req);
+      if (progress) break;
       counters_.retries++;
       log()->warn("{} ref={} gen={} attempt {} failed: {}", domain::to_string(action), ref, gen,
-                  attempt, done.error().message);
+                  attempt, progress.error().message);
       if (attempt < opts_.max_attempts &&
           !sleep_ms(event_store::ConsumerRunner::backoff_ms(
               static_cast<std::uint64_t>(attempt), opts_.backoff_base_ms, opts_.backoff_max_ms)))
         break;
     }
+    Status done = progress ? Status::Ok() : Status(progress.error());
+    if (progress && !progress->done) {
+      // Started, not serving yet: finished later, when the driver reports
+      // a change or the poll comes by; no worker waits for it.
+      std::chrono::steady_clock::time_point since;
+      {
+        std::lock_guard lk(starting_mu_);
+        since = starting_.try_emplace(ref, std::chrono::steady_clock::now()).first->second;
+        counters_.starting = static_cast<std::int64_t>(starting_.size());
+      }
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - since)
+                              .count();
+      if (waited < opts_.start_timeout_ms) {
+        log()->debug("{} ref={} gen={} in progress: {}", domain::to_string(action), ref, gen,
+                     progress->waiting_on);
+        return Status::Ok();
+      }
+      done = make_error(errc::internal, "stack not serving after " + std::to_string(waited / 1000) +
+                                            " s: " + progress->waiting_on);
+      attempt = opts_.max_attempts;
+    }
+    set_starting(ref, false);
+    if (progress && progress->done)
+      for (const auto& h : progress->health) {
+        v1::ServiceHealth out;
+        out.set_name(h.name);
+        out.set_status(h.status);
+        out.set_error(h.error);
+        applied.health.push_back(out);
+      }
     if (stop_ && !done) return make_error(errc::unavailable, "stopping");
     if (!done && done.error().code == errc::unavailable) {
       // The cluster is away, not this tenant broken: no FAILED, the message
@@ -219,6 +312,79 @@ void Provisioner::handle(std::vector<event_store::InboundMessage>& batch) {
   }
 }
 
+Result<bool> Provisioner::check(const std::string& ref) {
+  std::unique_lock lk(lock_for(ref));
+  auto msgs = store_.read_subject(std::string(kPrefix) + ref);
+  if (!msgs) return msgs.error();
+  const v1::TenantState s = projection::fold_history(ref, *msgs);
+  if (domain::plan_convergence(s) != domain::StackAction::none) {
+    // Level-triggered catch-all: a tenant whose messages were given up on
+    // (e.g. NATS down for long) still converges here.
+    lk.unlock();
+    if (auto st = converge(ref); !st) return st.error();
+    return false;
+  }
+  const bool want_running = s.observed_state() == v1::OBSERVED_STATE_RUNNING;
+  const bool want_paused = s.observed_state() == v1::OBSERVED_STATE_PAUSED;
+  if (!want_running && !want_paused) return false;
+  auto seen = driver_.observe(ref, want_running);
+  if (!seen) return seen.error();
+  if (want_running && seen->drift.empty()) {
+    // Where the tenant lives must be what the log says (histories from
+    // before the endpoints were recorded, or a changed driver setting).
+    const auto where = driver_.endpoints(ref);
+    if (where.gateway_url != s.gateway_url() || where.db_host != s.db_host() ||
+        where.db_port != s.db_port() || where.db_upstream != s.db_upstream())
+      seen->drift = "endpoints differ from the log";
+  }
+  if (seen->drift.empty()) {
+    if (!want_running) return false;
+    bool same = static_cast<int>(seen->health.size()) == s.services_size();
+    for (std::size_t i = 0; same && i < seen->health.size(); ++i) {
+      const auto& a = seen->health[i];
+      const auto& b = s.services(static_cast<int>(i));
+      same = a.name == b.name() && a.status == b.status() && a.error == b.error();
+    }
+    if (same) return false;
+    v1::TenantEvent ev;
+    auto* hc = ev.mutable_stack_health_changed();
+    hc->set_observed_generation(s.observed_generation());
+    for (const auto& h : seen->health) {
+      auto* out = hc->add_services();
+      out->set_name(h.name);
+      out->set_status(h.status);
+      out->set_error(h.error);
+    }
+    auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
+                                             event_store::Expected::at(s.version()),
+                                             ids::random_hex_id(), "", clock_.now_unix_ms());
+    auto appended = store_.append(out);
+    if (!appended && appended.error().code != errc::conflict) return appended.error();
+    if (appended) {
+      counters_.health_changes++;
+      log()->info("health ref={} changed ({} services)", ref, seen->health.size());
+    }
+    return false;
+  }
+  v1::TenantEvent ev;
+  ev.mutable_drift_detected()->set_observed_generation(s.observed_generation());
+  ev.mutable_drift_detected()->set_details(seen->drift);
+  auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
+                                           event_store::Expected::at(s.version()),
+                                           ids::random_hex_id(), "", clock_.now_unix_ms());
+  auto appended = store_.append(out);
+  if (!appended) {
+    if (appended.error().code == errc::conflict) return false;  // changed meanwhile
+    return appended.error();
+  }
+  counters_.drift++;
+  log()->warn("drift ref={}: {}", ref, seen->drift);
+  lk.unlock();
+  if (auto st = converge(ref); !st)
+    log()->warn("repairing drift ref={}: {}", ref, st.error().message);
+  return true;
+}
+
 Result<int> Provisioner::resync() {
   auto subjects = store_.subjects(std::string(kPrefix) + ">");
   if (!subjects) return subjects.error();
@@ -227,48 +393,13 @@ Result<int> Provisioner::resync() {
     if (stop_) break;
     const std::string ref = subj.substr(kPrefix.size());
     if (!TenantRef::valid(ref)) continue;
-    std::unique_lock lk(lock_for(ref));
-    auto msgs = store_.read_subject(subj);
-    if (!msgs) return msgs.error();
-    const v1::TenantState s = projection::fold_history(ref, *msgs);
-    if (domain::plan_convergence(s) != domain::StackAction::none) {
-      // Level-triggered catch-all: a tenant whose messages were given up on
-      // (e.g. NATS down for long) still converges here.
-      lk.unlock();
-      if (auto st = converge(ref); !st)
-        log()->warn("resync converge ref={}: {}", ref, st.error().message);
+    auto r = check(ref);
+    if (!r) {
+      if (r.error().code == errc::unavailable) return r.error();
+      log()->warn("resync ref={}: {}", ref, r.error().message);
       continue;
     }
-    const bool want_running = s.observed_state() == v1::OBSERVED_STATE_RUNNING;
-    const bool want_paused = s.observed_state() == v1::OBSERVED_STATE_PAUSED;
-    if (!want_running && !want_paused) continue;
-    auto seen = driver_.observe(ref);
-    if (!seen) return seen.error();
-    std::string details;
-    if (!seen->exists)
-      details = "stack missing";
-    else if (want_running && !seen->accepting_connections)
-      details = "stack refuses connections while ACTIVE";
-    else if (want_paused && seen->accepting_connections)
-      details = "stack accepts connections while PAUSED";
-    if (details.empty()) continue;
-    v1::TenantEvent ev;
-    ev.mutable_drift_detected()->set_observed_generation(s.observed_generation());
-    ev.mutable_drift_detected()->set_details(details);
-    auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
-                                             event_store::Expected::at(s.version()),
-                                             ids::random_hex_id(), "", clock_.now_unix_ms());
-    auto appended = store_.append(out);
-    if (!appended) {
-      if (appended.error().code == errc::conflict) continue;  // changed meanwhile
-      return appended.error();
-    }
-    counters_.drift++;
-    ++drifted;
-    log()->warn("drift ref={}: {}", ref, details);
-    lk.unlock();
-    if (auto st = converge(ref); !st)
-      log()->warn("repairing drift ref={}: {}", ref, st.error().message);
+    if (*r) ++drifted;
   }
   return drifted;
 }

@@ -1,8 +1,11 @@
 #pragma once
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "supaplane/core/time.hpp"
@@ -26,15 +29,20 @@ struct ProvisionerOptions {
   int backoff_base_ms{200};
   int backoff_max_ms{10'000};
   int connection_limit{20};
+  /// A stack still not serving this long after its converge began goes
+  /// FAILED, naming what it waits for.
+  int start_timeout_ms{600'000};
 };
 
 struct ProvisionerCounters {
-  std::atomic<std::uint64_t> actions{0};      ///< driver actions that succeeded
-  std::atomic<std::uint64_t> failures{0};     ///< tenants that went FAILED
-  std::atomic<std::uint64_t> retries{0};      ///< driver attempts that failed
-  std::atomic<std::uint64_t> conflicts{0};    ///< outcome appends that lost a race
-  std::atomic<std::uint64_t> drift{0};        ///< DriftDetected appended
-  std::atomic<std::uint64_t> unavailable{0};  ///< converges deferred: cluster unreachable
+  std::atomic<std::uint64_t> actions{0};         ///< driver actions that succeeded
+  std::atomic<std::uint64_t> failures{0};        ///< tenants that went FAILED
+  std::atomic<std::uint64_t> retries{0};         ///< driver attempts that failed
+  std::atomic<std::uint64_t> conflicts{0};       ///< outcome appends that lost a race
+  std::atomic<std::uint64_t> drift{0};           ///< DriftDetected appended
+  std::atomic<std::uint64_t> unavailable{0};     ///< converges deferred: cluster unreachable
+  std::atomic<std::uint64_t> health_changes{0};  ///< StackHealthChanged appended
+  std::atomic<std::int64_t> starting{0};         ///< stacks started, not serving yet
 };
 
 /// Level-triggered controller: for every tenant it hears about it folds the
@@ -50,16 +58,32 @@ class Provisioner final : public event_store::BatchHandler {
   /// Acks each message once its tenant has converged (or gone FAILED);
   /// a tenant that could not record its outcome is retried later.
   void handle(std::vector<event_store::InboundMessage>& batch) override;
-  /// Converges one tenant until nothing is left to do.
+  /// Converges one tenant until nothing is left to do, or until its stack
+  /// was started and now only has to become healthy: then the tenant is
+  /// remembered as starting and converged again when the driver reports a
+  /// change (`kick`) or at the next `poll_starting`; no worker waits for it.
   Status converge(const std::string& ref);
   /// Compares every live tenant with what the driver sees; a difference is
-  /// recorded (DriftDetected) and repaired. Returns how many drifted.
+  /// recorded (DriftDetected) and repaired, a health change recorded
+  /// (StackHealthChanged). Returns how many drifted.
   Result<int> resync();
+  /// The driver saw something happen to `ref`'s stack (a container started,
+  /// died, changed health): converge it if it is starting, else check it
+  /// for drift and health. Queued on the workers; repeated kicks collapse.
+  void kick(const std::string& ref);
+  /// Kicks every starting tenant (the backstop when driver events are lost).
+  void poll_starting();
+  /// Refs whose stacks were started and are not serving yet.
+  std::vector<std::string> starting() const;
   void request_stop() { stop_ = true; }
   const ProvisionerCounters& counters() const { return counters_; }
 
  private:
-  Status act(domain::StackAction action, const driver::StackRequest& req);
+  Result<driver::Progress> act(domain::StackAction action, const driver::StackRequest& req);
+  /// resync / kick for one settled tenant: drift → DriftDetected + repair;
+  /// a different health picture → StackHealthChanged. True when it drifted.
+  Result<bool> check(const std::string& ref);
+  void set_starting(const std::string& ref, bool starting);
   std::mutex& lock_for(const std::string& ref);
   bool sleep_ms(std::int64_t ms);
 
@@ -71,6 +95,10 @@ class Provisioner final : public event_store::BatchHandler {
   ProvisionerCounters counters_;
   std::atomic<bool> stop_{false};
   std::array<std::mutex, 64> locks_;
+  mutable std::mutex starting_mu_;
+  std::map<std::string, std::chrono::steady_clock::time_point> starting_;  ///< ref → since
+  std::mutex kicked_mu_;
+  std::set<std::string> kicked_;  ///< queued kicks (collapsed)
   WorkQueue pool_;
 };
 

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "supaplane/config/config.hpp"
+#include "supaplane/driver/docker_driver.hpp"
 #include "supaplane/driver/postgres_driver.hpp"
 #include "supaplane/logging/logging.hpp"
 
@@ -18,6 +19,48 @@ std::shared_ptr<spdlog::logger> log() {
 App::App(AppOptions opts, const Clock& clock) : opts_(std::move(opts)), clock_(clock) {}
 App::~App() { stop(); }
 
+Status App::make_driver() {
+  if (opts_.driver == "postgres") {
+    auto mode = driver::parse_postgres_mode(opts_.tenant_db_mode);
+    if (!mode) return mode.error();
+    driver::PostgresDriverOptions dopts;
+    dopts.admin_dsn = opts_.tenant_db_url;
+    dopts.gateway_url_template = opts_.gateway_url_template;
+    dopts.mode = *mode;
+    dopts.central_database = opts_.tenant_schema_db;
+    dopts.authenticator_role = opts_.authenticator;
+    dopts.public_host = opts_.tenant_db_public_host;
+    dopts.public_port = opts_.tenant_db_public_port;
+    driver_ = std::make_unique<driver::PostgresDriver>(std::move(dopts));
+    return Status::Ok();
+  }
+  if (opts_.driver == "docker") {
+    if (opts_.stack_spec.empty())
+      return make_error(errc::invalid_argument,
+                        "SUPAPLANE_DRIVER=docker needs SUPAPLANE_STACK_SPEC (a stack spec file, "
+                        "e.g. deploy/stacks/supabase.yaml)",
+                        "stack_spec");
+    auto spec = driver::load_stack_spec(opts_.stack_spec);
+    if (!spec) return spec.error();
+    if (opts_.db_edge_port < 1 || opts_.db_edge_port > 65535)
+      return make_error(errc::invalid_argument, "SUPAPLANE_DB_EDGE_PORT must be 1-65535",
+                        "db_edge_port");
+    driver::DockerDriverOptions dopts;
+    dopts.docker_host = opts_.docker_host;
+    dopts.registry_auth_file = opts_.registry_auth_file;
+    dopts.spec = std::move(*spec);
+    dopts.base_domain = opts_.base_domain;
+    dopts.jwt_issuer = opts_.issuer;
+    dopts.edge_network = opts_.edge_network;
+    dopts.db_edge_port = opts_.db_edge_port;
+    driver_ = std::make_unique<driver::DockerDriver>(std::move(dopts));
+    return Status::Ok();
+  }
+  return make_error(errc::invalid_argument,
+                    "SUPAPLANE_DRIVER must be postgres or docker, not '" + opts_.driver + "'",
+                    "driver");
+}
+
 Status App::start() {
   auto master = secrets::MasterKey::from_base64(opts_.master_key);
   if (!master)
@@ -26,12 +69,7 @@ Status App::start() {
   auto previous = secrets::master_keys_from_list(opts_.master_key_previous);
   if (!previous) return previous.error();
   rotating_master_key_ = !previous->empty();
-  if (opts_.driver != "postgres")
-    return make_error(errc::invalid_argument,
-                      "SUPAPLANE_DRIVER=" + opts_.driver + " is not available (postgres only)",
-                      "driver");
-  auto mode = driver::parse_postgres_mode(opts_.tenant_db_mode);
-  if (!mode) return mode.error();
+  if (auto st = make_driver(); !st) return st;
   auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
   if (!metrics_hp) return metrics_hp.error();
 
@@ -42,13 +80,6 @@ Status App::start() {
   if (!es) return es.error();
   store_ = std::move(*es);
   stream_ready_ = stream_ready;
-  driver::PostgresDriverOptions dopts;
-  dopts.admin_dsn = opts_.tenant_db_url;
-  dopts.gateway_url_template = opts_.gateway_url_template;
-  dopts.mode = *mode;
-  dopts.central_database = opts_.tenant_schema_db;
-  dopts.authenticator_role = opts_.authenticator;
-  driver_ = std::make_unique<driver::PostgresDriver>(std::move(dopts));
   keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_,
                                      std::move(*previous));
   provisioner_ =
@@ -73,12 +104,22 @@ Status App::start() {
                    "DriftDetected events appended by the resync", k.drift);
   mirror_->counter("supaplane_provisioner_deferred_total",
                    "converges deferred because the tenant cluster was unreachable", k.unavailable);
+  mirror_->counter("supaplane_provisioner_health_changes_total",
+                   "StackHealthChanged events appended", k.health_changes);
+  mirror_->gauge("supaplane_provisioner_starting_stacks",
+                 "stacks started and not serving yet (no worker waits for them)",
+                 [&k] { return static_cast<double>(k.starting.load()); });
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
   if (!mp) return mp.error();
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
   background_thread_ = std::thread([this] { background(); });
+  if (auto* docker = dynamic_cast<driver::DockerDriver*>(driver_.get())) {
+    watch_thread_ = std::thread([this, docker] {
+      docker->watch([this](const std::string& ref) { provisioner_->kick(ref); }, stopping_);
+    });
+  }
   log()->info("supaplane-provisioner started: driver {} metrics {}:{}", opts_.driver,
               metrics_hp->host, metrics_port_);
   return Status::Ok();
@@ -108,7 +149,17 @@ void App::bootstrap() {
       keys_ready_ = true;
       if (rotating_master_key_) reseal_tenant_keys();
     }
-    if (stream_ready_ && keys_ready_) {
+    if (!driver_ready_) {
+      auto* docker = dynamic_cast<driver::DockerDriver*>(driver_.get());
+      if (!docker) {
+        driver_ready_ = true;
+      } else if (auto st = docker->connect(); st) {
+        driver_ready_ = true;
+      } else {
+        log()->warn("docker daemon not ready: {}", st.error().message);
+      }
+    }
+    if (stream_ready_ && keys_ready_ && driver_ready_) {
       runner_->start();
       return;
     }
@@ -123,8 +174,15 @@ void App::background() {
   // it converges what was in flight at once (messages the dead process held
   // come back only after the consumer's ack wait).
   auto next_resync = std::chrono::steady_clock::now();
+  auto next_poll = std::chrono::steady_clock::now();
   while (!stopping_) {
     mirror_->sync();
+    // Backstop for the driver's events: starting stacks are looked at again
+    // every second (a converge step is a few cheap daemon calls).
+    if (std::chrono::steady_clock::now() >= next_poll && readiness().empty()) {
+      provisioner_->poll_starting();
+      next_poll = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
     if (opts_.resync_interval_ms > 0 && std::chrono::steady_clock::now() >= next_resync &&
         readiness().empty()) {
       auto r = provisioner_->resync();
@@ -140,6 +198,10 @@ std::string App::readiness() {
   if (!store_ || !store_->connected()) return "event store (NATS) not connected";
   if (!stream_ready_) return "stream not ready";
   if (!keys_ready_) return "platform database (keys) not ready";
+  if (!driver_ready_) return "driver not ready (docker daemon unreachable)";
+  if (auto* docker = dynamic_cast<driver::DockerDriver*>(driver_.get());
+      docker && !docker->client().reachable())
+    return "docker daemon unreachable";
   if (!runner_ || !runner_->subscribed()) return "consumer not subscribed";
   return {};
 }
@@ -149,6 +211,7 @@ void App::stop() {
   if (provisioner_) provisioner_->request_stop();
   if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
   if (background_thread_.joinable()) background_thread_.join();
+  if (watch_thread_.joinable()) watch_thread_.join();
   if (runner_) runner_->stop();
   if (ops_) ops_->stop();
   runner_.reset();

@@ -26,8 +26,16 @@ struct AppOptions {
   /// Retired master keys (comma-separated base64): every row sealed with one
   /// is re-sealed with master_key at start.
   std::string master_key_previous;
-  std::string driver{"postgres"};
+  std::string driver{"postgres"};  ///< postgres | docker
   std::string gateway_url_template{"http://{ref}.gateway.internal:8000"};
+  std::string tenant_db_public_host;  ///< postgres driver: host in connection strings
+  int tenant_db_public_port{0};       ///< postgres driver: port in connection strings
+  std::string docker_host{"unix:///var/run/docker.sock"};  ///< docker driver
+  std::string stack_spec;                                  ///< docker driver: the stack spec file
+  std::string registry_auth_file;  ///< docker driver: config.json with registry auths
+  std::string edge_network{"supaplane-edge"};
+  int db_edge_port{5432};
+  std::string base_domain{"supabase.localhost"};
   std::string tenant_db_mode{"database"};      ///< database | schema
   std::string tenant_schema_db{"supabase"};    ///< schema mode: the central database
   std::string authenticator{"authenticator"};  ///< schema mode: PostgREST's role
@@ -55,6 +63,7 @@ class App {
  private:
   void bootstrap();
   void background();
+  Status make_driver();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -67,9 +76,11 @@ class App {
   std::unique_ptr<metrics::OpsServer> ops_;
   std::thread bootstrap_thread_;
   std::thread background_thread_;
+  std::thread watch_thread_;  ///< docker driver: the daemon's event stream
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stream_ready_{false};
   std::atomic<bool> keys_ready_{false};
+  std::atomic<bool> driver_ready_{false};
   bool rotating_master_key_{false};
   void reseal_tenant_keys();
   int metrics_port_{0};

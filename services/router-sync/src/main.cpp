@@ -33,6 +33,12 @@ int main(int argc, char** argv) {
               "the shared console every non-API path goes to");
   bind_option(app, "entry-points", "SUPAPLANE_TRAEFIK_ENTRY_POINTS", o.entry_points,
               "comma-separated Traefik entry points of the routers (empty = all)");
+  bind_option(app, "gateway-url-pattern", "SUPAPLANE_GATEWAY_URL_PATTERN", o.gateway_url_pattern,
+              "regex a tenant's gateway URL must match to be routed ({ref} = the tenant's ref)");
+  bind_option(app, "db-upstream-pattern", "SUPAPLANE_DB_UPSTREAM_PATTERN", o.db_upstream_pattern,
+              "regex a tenant's database upstream (host:port) must match to be routed");
+  bind_option(app, "db-entry-point", "SUPAPLANE_TRAEFIK_DB_ENTRY_POINT", o.render.db_entry_point,
+              "Traefik TCP entry point of tenants' database routes (HostSNI)");
   bind_option(app, "ratelimit-free", "SUPAPLANE_RATELIMIT_FREE", o.ratelimit_free,
               "free plan average:burst requests per second");
   bind_option(app, "ratelimit-starter", "SUPAPLANE_RATELIMIT_STARTER", o.ratelimit_starter,

@@ -192,7 +192,39 @@ void emit(std::string& out, const json& j, std::size_t indent) {
 }  // namespace
 
 RouteTenant route_tenant(const v1::TenantState& s) {
-  return RouteTenant{s.ref(), s.phase(), s.plan(), s.gateway_url()};
+  return RouteTenant{s.ref(), s.phase(), s.plan(), s.gateway_url(), s.db_host(), s.db_upstream()};
+}
+
+Result<EndpointPattern> EndpointPattern::compile(const std::string& pattern,
+                                                 const std::string& what) {
+  constexpr std::string_view kRef = "{ref}";
+  if (pattern.find(kRef) == std::string::npos)
+    return make_error(errc::invalid_argument, what + " must contain {ref}", what);
+  std::string re = pattern;
+  for (auto at = re.find(kRef); at != std::string::npos; at = re.find(kRef, at))
+    re.replace(at, kRef.size(), "([a-z]{20})"), at += 11;
+  EndpointPattern p;
+  p.source_ = pattern;
+  try {
+    p.re_ = std::make_shared<const std::regex>(re, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    return make_error(errc::invalid_argument, what + " is not a regular expression: " + e.what(),
+                      what);
+  }
+  return p;
+}
+
+bool EndpointPattern::allows(const std::string& ref, const std::string& value) const {
+  if (!re_) return false;
+  std::smatch m;
+  if (!std::regex_match(value, m, *re_)) return false;
+  bool some = false;
+  for (std::size_t i = 1; i < m.size(); ++i) {
+    if (!m[i].matched) continue;
+    if (m[i].str() != ref) return false;
+    some = true;
+  }
+  return some;
 }
 
 bool serves_api(v1::Phase p) { return p == v1::PHASE_ACTIVE || p == v1::PHASE_RECONCILING; }
@@ -249,6 +281,17 @@ json render_tenant(const RouteTenant& t, const RenderOptions& o) {
     routers[prefix + "-api"] = router(o, api_rule(host), kMaintenanceService, 200);
   }
   routers[prefix + "-console"] = router(o, host_rule(host), kConsoleService, 100);
+  if (serves_api(t.phase) && !t.db_upstream.empty() && !t.db_host.empty()) {
+    // PostgreSQL through the edge: Traefik terminates TLS (PostgreSQL's
+    // STARTTLS included) and picks the tenant by SNI.
+    json r{{"rule", "HostSNI(`" + t.db_host + "`)"},
+           {"service", prefix + "-db"},
+           {"entryPoints", json::array({o.db_entry_point})},
+           {"tls", json::object()}};
+    c["tcp"]["routers"][prefix + "-db"] = r;
+    c["tcp"]["services"][prefix + "-db"]["loadBalancer"]["servers"] =
+        json::array({json{{"address", t.db_upstream}}});
+  }
   return c;
 }
 
@@ -269,35 +312,47 @@ std::string dynamic_json(const json& base, const std::map<std::string, json>& te
   // costs a deep copy of everything.
   std::string out;
   out.reserve(512 * (tenants.size() + 1));  // ~490 bytes a tenant: no regrowth
-  out += "{\"http\":{";
-  bool first_kind = true;
-  for (const char* kind : {"middlewares", "routers", "services"}) {
-    std::string body;
-    body.reserve(std::string_view(kind) == "middlewares" ? 4096 : 300 * (tenants.size() + 1));
-    auto add = [&](const json& part) {
-      if (!part.contains("http")) return;
-      const auto& http = part["http"];
-      auto it = http.find(kind);
-      if (it == http.end() || it->empty()) return;
-      for (auto e = it->begin(); e != it->end(); ++e) {
-        if (!body.empty()) body += ',';
-        json_string(body, e.key());
-        body += ':';
-        emit_json(body, e.value());
-      }
-    };
-    add(base);
-    for (const auto& [ref, t] : tenants) add(t);
-    if (body.empty()) continue;
-    if (!first_kind) out += ',';
-    first_kind = false;
+  out += '{';
+  bool first_proto = true;
+  for (const char* proto : {"http", "tcp"}) {
+    std::string section;
+    bool first_kind = true;
+    for (const char* kind : {"middlewares", "routers", "services"}) {
+      std::string body;
+      body.reserve(std::string_view(kind) == "middlewares" ? 4096 : 300 * (tenants.size() + 1));
+      auto add = [&](const json& part) {
+        auto p = part.find(proto);
+        if (p == part.end()) return;
+        auto it = p->find(kind);
+        if (it == p->end() || it->empty()) return;
+        for (auto e = it->begin(); e != it->end(); ++e) {
+          if (!body.empty()) body += ',';
+          json_string(body, e.key());
+          body += ':';
+          emit_json(body, e.value());
+        }
+      };
+      add(base);
+      for (const auto& [ref, t] : tenants) add(t);
+      if (body.empty()) continue;
+      if (!first_kind) section += ',';
+      first_kind = false;
+      section += '"';
+      section += kind;
+      section += "\":{";
+      section += body;
+      section += '}';
+    }
+    if (section.empty() && std::string_view(proto) != "http") continue;
+    if (!first_proto) out += ',';
+    first_proto = false;
     out += '"';
-    out += kind;
+    out += proto;
     out += "\":{";
-    out += body;
+    out += section;
     out += '}';
   }
-  return out + "}}";
+  return out + "}";
 }
 
 std::string tenant_file(const std::string& ref) { return "tenant-" + ref + ".yml"; }

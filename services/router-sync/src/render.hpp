@@ -1,10 +1,13 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
+#include "supaplane/core/result.hpp"
 #include "supaplane/v1/types.pb.h"
 
 namespace supaplane::router {
@@ -17,8 +20,33 @@ struct RouteTenant {
   v1::Phase phase{v1::PHASE_UNSPECIFIED};
   v1::Plan plan{v1::PLAN_UNSPECIFIED};
   std::string gateway_url;
+  std::string db_host{};      ///< public database host (docker driver: db.<ref>.<base-domain>)
+  std::string db_upstream{};  ///< the container the edge forwards it to (host:port)
 };
 RouteTenant route_tenant(const v1::TenantState& s);
+
+/// Where an outcome event may send a tenant's traffic: a regular
+/// expression (matched against the whole value) in which `{ref}` stands for
+/// the tenant's own ref, so an event can never route one tenant's requests,
+/// and the JWTs minted for them, to another tenant or elsewhere. Capture
+/// groups other than `{ref}` are not allowed (use `(?:...)`).
+class EndpointPattern {
+ public:
+  /// invalid_argument naming `what` when `pattern` is not a regex or has no `{ref}`.
+  static Result<EndpointPattern> compile(const std::string& pattern, const std::string& what);
+  bool allows(const std::string& ref, const std::string& value) const;
+  const std::string& source() const { return source_; }
+
+ private:
+  std::string source_;
+  std::shared_ptr<const std::regex> re_;
+};
+
+/// SUPAPLANE_GATEWAY_URL_PATTERN's default: both drivers' gateway URLs.
+inline const char* kDefaultGatewayUrlPattern =
+    R"(http://(?:{ref}\.gateway\.internal|sp-{ref}-[a-z0-9]+):[0-9]{1,5})";
+/// SUPAPLANE_DB_UPSTREAM_PATTERN's default: the docker driver's db route.
+inline const char* kDefaultDbUpstreamPattern = R"(sp-{ref}-[a-z0-9]+:[0-9]{1,5})";
 
 /// Phases in which the tenant's stack serves its API: ACTIVE, and
 /// RECONCILING (a running stack converging a change such as a key rotation
@@ -37,6 +65,8 @@ struct RenderOptions {
   std::string console_url{"http://127.0.0.1:3000"};
   std::string self_url{"http://127.0.0.1:8082"};  ///< how Traefik reaches router-sync
   std::vector<std::string> entry_points;          ///< empty: Traefik's default (all)
+  /// The TCP entrypoint of tenants' database routes (HostSNI, TLS at the edge).
+  std::string db_entry_point{"postgres"};
   std::map<v1::Plan, RateLimit> rate_limits{
       {v1::PLAN_FREE, {20, 40}}, {v1::PLAN_STARTER, {100, 200}}, {v1::PLAN_PRO, {500, 1000}}};
 };

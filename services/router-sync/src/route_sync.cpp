@@ -31,7 +31,8 @@ std::string reply_str(const redisReply* r) {
 RouteSync::RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge,
                      keystore::KeyStore& keys, projection::RedisAddress redis,
                      secrets::MasterKey master, std::string key_prefix,
-                     std::chrono::milliseconds flush_interval)
+                     std::chrono::milliseconds flush_interval, EndpointPattern gateway_pattern,
+                     EndpointPattern db_pattern)
     : render_(std::move(render)),
       dir_(dir),
       edge_(edge),
@@ -40,9 +41,30 @@ RouteSync::RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge,
       master_(master),
       key_prefix_(std::move(key_prefix)),
       interval_(flush_interval),
+      gateway_pattern_(std::move(gateway_pattern)),
+      db_pattern_(std::move(db_pattern)),
       base_(render_base(render_)) {}
 
 RouteSync::~RouteSync() { stop(); }
+
+RouteTenant RouteSync::checked_route(const v1::TenantState& s) {
+  RouteTenant t = route_tenant(s);
+  if (!t.gateway_url.empty() && !gateway_pattern_.allows(t.ref, t.gateway_url)) {
+    ++counters_.refused_endpoints;
+    log()->warn("ref={}: gateway URL from the log does not match {}; not routed", t.ref,
+                gateway_pattern_.source());
+    t.gateway_url.clear();
+  }
+  const std::string expected_host = "db." + t.ref + "." + render_.base_domain;
+  if (!t.db_upstream.empty() &&
+      (!db_pattern_.allows(t.ref, t.db_upstream) || t.db_host != expected_host)) {
+    ++counters_.refused_endpoints;
+    log()->warn("ref={}: database route from the log does not match {} / {}; not routed", t.ref,
+                db_pattern_.source(), expected_host);
+    t.db_upstream.clear();
+  }
+  return t;
+}
 
 Status RouteSync::start(projection::TenantProjection& projection,
                         projection::RedisConnection& redis) {
@@ -56,7 +78,7 @@ Status RouteSync::start(projection::TenantProjection& projection,
     if (!page) return page.error();
     for (const auto& s : page->tenants) {
       if (!has_routes(s.phase())) continue;
-      tenants[s.ref()] = route_tenant(s);
+      tenants[s.ref()] = checked_route(s);
       wanted[s.ref()] = wanted_keys(s);
     }
     if (page->next_after == 0) break;
@@ -138,10 +160,11 @@ void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
       keys_pending_.erase(ref);
       keys_drop_.insert(ref);
     } else {
-      auto t = route_tenant(state);
+      auto t = checked_route(state);
       auto it = tenants_.find(ref);
       if (it == tenants_.end() || it->second.phase != t.phase || it->second.plan != t.plan ||
-          it->second.gateway_url != t.gateway_url) {
+          it->second.gateway_url != t.gateway_url || it->second.db_upstream != t.db_upstream ||
+          it->second.db_host != t.db_host) {
         tenants_[ref] = t;
         dirty_.insert(ref);
       }

@@ -25,7 +25,8 @@ struct SyncCounters {
   std::atomic<std::uint64_t> file_removes{0};  ///< tenant files removed
   std::atomic<std::uint64_t> write_errors{0};
   std::atomic<std::uint64_t> keys_loaded{0};
-  std::atomic<std::uint64_t> keys_errors{0};  ///< KeyStore / Redis failures (retried)
+  std::atomic<std::uint64_t> keys_errors{0};        ///< KeyStore / Redis failures (retried)
+  std::atomic<std::uint64_t> refused_endpoints{0};  ///< endpoints not matching their pattern
 };
 
 /// The HTTP provider's body: the whole configuration as JSON and its ETag.
@@ -45,7 +46,8 @@ class RouteSync final : public projection::ProjectorObserver {
  public:
   RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge, keystore::KeyStore& keys,
             projection::RedisAddress redis, secrets::MasterKey master, std::string key_prefix,
-            std::chrono::milliseconds flush_interval);
+            std::chrono::milliseconds flush_interval, EndpointPattern gateway_pattern,
+            EndpointPattern db_pattern);
   ~RouteSync() override;
 
   /// Loads tenants and keys from Redis, reconciles the directory, starts the
@@ -68,6 +70,9 @@ class RouteSync final : public projection::ProjectorObserver {
  private:
   void run();
   void flush(const std::set<std::string>& refs);
+  /// The tenant's routes, with any endpoint its pattern refuses left out
+  /// (the API then answers 503 from the maintenance handler), counted.
+  RouteTenant checked_route(const v1::TenantState& s);
   /// Loads the keys of `ref` from the KeyStore into Redis and the edge.
   Status load_keys(const std::string& ref, std::int64_t want);
   Status drop_stored_keys(const std::string& ref);
@@ -80,6 +85,8 @@ class RouteSync final : public projection::ProjectorObserver {
   secrets::MasterKey master_;
   std::string key_prefix_;
   std::chrono::milliseconds interval_;
+  EndpointPattern gateway_pattern_;
+  EndpointPattern db_pattern_;
   SyncCounters counters_;
 
   mutable std::mutex mu_;

@@ -66,6 +66,10 @@ Status App::start() {
       opts_.render.entry_points.push_back(opts_.entry_points.substr(pos, comma - pos));
     pos = comma + 1;
   }
+  auto gateway_pattern = EndpointPattern::compile(opts_.gateway_url_pattern, "gateway_url_pattern");
+  if (!gateway_pattern) return gateway_pattern.error();
+  auto db_pattern = EndpointPattern::compile(opts_.db_upstream_pattern, "db_upstream_pattern");
+  if (!db_pattern) return db_pattern.error();
   if (opts_.traefik_dir.empty())
     return make_error(errc::invalid_argument, "SUPAPLANE_TRAEFIK_DIR must be set", "traefik_dir");
 
@@ -98,7 +102,8 @@ Status App::start() {
   dir_ = std::make_unique<TraefikDir>(opts_.traefik_dir);
   sync_ = std::make_unique<RouteSync>(
       opts_.render, *dir_, *edge_, *keys_, *redis_addr, *master,
-      opts_.redis_prefix + "keys:", std::chrono::milliseconds(opts_.flush_interval_ms));
+      opts_.redis_prefix + "keys:", std::chrono::milliseconds(opts_.flush_interval_ms),
+      *gateway_pattern, *db_pattern);
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
                                                              *sync_, store_.get());
   event_store::ConsumerOptions cons;
@@ -119,6 +124,10 @@ Status App::start() {
                    k.keys_loaded);
   mirror_->counter("supaplane_router_keys_errors_total",
                    "key loads that failed (retried every second)", k.keys_errors);
+  mirror_->counter("supaplane_router_refused_endpoints_total",
+                   "gateway URLs / database upstreams in events that did not match the "
+                   "configured pattern (not routed)",
+                   k.refused_endpoints);
   mirror_->gauge("supaplane_router_projection_checkpoint", "last stream sequence applied",
                  [this] { return static_cast<double>(waiter_.current()); });
   mirror_->gauge("supaplane_router_consumer_pending", "consumer lag (messages)", [this] {

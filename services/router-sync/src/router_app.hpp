@@ -36,7 +36,9 @@ struct AppOptions {
   std::string ratelimit_free{"20:40"};  ///< average:burst per second
   std::string ratelimit_starter{"100:200"};
   std::string ratelimit_pro{"500:1000"};
-  std::string entry_points;  ///< comma separated; empty = all
+  std::string entry_points;                                    ///< comma separated; empty = all
+  std::string gateway_url_pattern{kDefaultGatewayUrlPattern};  ///< see EndpointPattern
+  std::string db_upstream_pattern{kDefaultDbUpstreamPattern};
   int flush_interval_ms{50};
   int http_threads{0};  ///< event loops of the HTTP server; 0 = one per core
   int stream_replicas{1};

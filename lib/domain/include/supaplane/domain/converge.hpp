@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "supaplane/v1/events.pb.h"
 #include "supaplane/v1/types.pb.h"
@@ -30,6 +31,10 @@ struct Applied {
   std::int64_t keys_generation{0};  ///< keys the stack now uses
   std::string gateway_url;          ///< where the tenant's API answers
   std::string db_name, db_user, db_schema;
+  std::string db_host;  ///< the public database endpoint
+  int db_port{0};
+  std::string db_upstream;  ///< what the edge forwards db_host to (docker driver)
+  std::vector<v1::ServiceHealth> health;
 };
 
 /// The outcome event appended after `action` succeeded for `generation`.

@@ -56,6 +56,12 @@ v1::TenantState fold(v1::TenantState state, const v1::TenantEvent& event, const 
 /// The phase the tenant is reported in, from desired and observed state.
 v1::Phase derive_phase(const v1::TenantState& s);
 
+/// COMING_UP | ACTIVE_HEALTHY | UNHEALTHY (the Management API's names).
+const char* service_health_name(v1::ServiceHealthStatus h);
+
+/// True when the latest health report has a service UNHEALTHY (ACTIVE_UNHEALTHY).
+bool any_service_unhealthy(const v1::TenantState& s);
+
 /// Supabase Management API status name for the tenant (COMING_UP, …).
 const char* management_api_status(const v1::TenantState& s);
 

@@ -16,6 +16,11 @@ enum class PostgresMode {
   schema,    ///< a schema `proj_<ref>` per tenant in one central database (seed 002)
 };
 
+/// The host and port tenants' clients use: `host` / `port` when set, else
+/// those of `admin_dsn` (a unix socket directory there means 127.0.0.1).
+std::pair<std::string, int> public_endpoint(const std::string& admin_dsn, std::string host,
+                                            int port);
+
 /// "database" | "schema"; `invalid_argument` otherwise.
 Result<PostgresMode> parse_postgres_mode(const std::string& s);
 
@@ -29,6 +34,11 @@ struct PostgresDriverOptions {
   /// schema mode: the role PostgREST logs in as; its `pgrst.db_schemas`
   /// lists the schemas of running tenants.
   std::string authenticator_role{"authenticator"};
+  /// SUPAPLANE_TENANT_DB_PUBLIC_HOST / _PORT: where tenants' clients reach
+  /// the cluster; empty / 0 = the host and port of `admin_dsn` (a unix
+  /// socket directory there means 127.0.0.1).
+  std::string public_host;
+  int public_port{0};
 };
 
 /// Tenants on a shared PostgreSQL cluster, through an admin connection
@@ -49,13 +59,13 @@ class PostgresDriver final : public Driver {
  public:
   explicit PostgresDriver(PostgresDriverOptions opts);
   ~PostgresDriver() override;
-  Status provision(const StackRequest& r) override;
+  const char* name() const override { return "postgres"; }
+  Result<Progress> provision(const StackRequest& r) override;
   Status pause(const StackRequest& r) override;
-  Status resume(const StackRequest& r) override;
+  Result<Progress> resume(const StackRequest& r) override;
   Status remove(const std::string& ref) override;
-  Result<StackStatus> observe(const std::string& ref) override;
-  std::string gateway_url(const std::string& ref) const override;
-  ConnectionInfo connection_info(const std::string& ref) const override;
+  Result<StackStatus> observe(const std::string& ref, bool want_running) override;
+  Endpoints endpoints(const std::string& ref) const override;
 
   /// Names of a tenant's login role, database (database mode) and schema (schema mode).
   static std::string role_name(const std::string& ref) { return "t_" + ref; }
@@ -74,7 +84,8 @@ class PostgresDriver final : public Driver {
   Status remove_schema(const std::string& ref);
   PostgresDriverOptions opts_;
   std::string central_dsn_;
-  std::atomic<bool> prepared_{false};  ///< cluster hardened (and central database made)
+  std::pair<std::string, int> public_;  ///< host, port in tenants' connection strings
+  std::atomic<bool> prepared_{false};   ///< cluster hardened (and central database made)
   std::mutex prepare_mu_;
   std::mutex mu_;
   std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle_;  ///< by dsn

@@ -40,7 +40,16 @@ struct TenantKeys {
   std::string publishable_key;   ///< sb_publishable_ + 32 chars
   std::string secret_key;        ///< sb_secret_ + 40 chars
   std::string db_password;       ///< 32 chars [A-Za-z0-9]
+  /// 32 random bytes (URL-safe base64) from which the stack's own secrets
+  /// (e.g. realtime's SECRET_KEY_BASE, vault's key) are derived. Unlike the
+  /// keys above it survives rotation: data encrypted with a derived key must
+  /// stay readable.
+  std::string stack_seed;
 };
+
+/// A per-tenant secret for the stack: 64 hex chars, BLAKE2b keyed with
+/// `stack_seed`, over `name`. Same seed and name, same secret.
+std::string derive_stack_secret(std::string_view stack_seed, std::string_view name);
 
 /// Fresh keys for `ref`; the JWTs are issued by `issuer` at `now_unix_s` and
 /// valid for ten years (rotation, not expiry, retires them).

@@ -1,0 +1,140 @@
+// The operator's view: every tenant (phase filter, search by ref or name),
+// live through WatchTenants, and the projection rebuild.
+import { useEffect, useState } from "preact/hooks";
+import { Phase } from "../gen/supaplane/v1/types_pb.js";
+import type { RebuildProjectionResponse, Tenant } from "../gen/supaplane/v1/api_pb.js";
+import * as api from "../api.js";
+import { handleError, useAppState } from "../state.js";
+import { applyAll, filterTenants, phaseName, planName } from "../tenants.js";
+import { Link, PhaseBadge } from "../ui.js";
+import { projectPath } from "../route.js";
+import { NotFound } from "./notfound.js";
+
+const phases = Object.values(Phase).filter((v): v is Phase => typeof v === "number" && v !== Phase.UNSPECIFIED);
+
+export function AdminPage() {
+  const st = useAppState();
+  const [phase, setPhase] = useState<Phase>(Phase.UNSPECIFIED);
+  const [query, setQuery] = useState("");
+  const [all, setAll] = useState<Map<string, Tenant>>(new Map());
+  const [listErr, setListErr] = useState("");
+  const [rebuild, setRebuild] = useState<RebuildProjectionResponse | null>(null);
+  const [rebuildErr, setRebuildErr] = useState("");
+  const [busy, setBusy] = useState(false);
+  useEffect(() => {
+    let stop = false;
+    (async () => {
+      try {
+        const got: Tenant[] = [];
+        let pageToken = "";
+        do {
+          const r = await api.admin.listAllTenants({ pageSize: 500, pageToken, phase });
+          got.push(...r.tenants);
+          pageToken = r.nextPageToken;
+        } while (pageToken && !stop);
+        if (!stop) {
+          setAll(new Map(applyAll(new Map(), got)));
+          setListErr("");
+        }
+      } catch (x) {
+        if (!stop) setListErr(handleError(x).message);
+      }
+    })();
+    return () => {
+      stop = true;
+    };
+  }, [phase, st.apiDown]);
+  if (st.session?.role !== "admin") return <NotFound />;
+  // Live: what the watch stream brought since the listing wins when newer.
+  const merged = new Map(all);
+  for (const [ref, t] of st.tenants) {
+    const cur = merged.get(ref);
+    if (!cur || cur.version < t.version) merged.set(ref, t);
+  }
+  const list = filterTenants(merged, { phase, query, includeDeleted: false });
+  return (
+    <main id="main">
+      <h1 tabIndex={-1}>All tenants</h1>
+      <form class="row card" role="search" onSubmit={(e) => e.preventDefault()}>
+        <p>
+          <label for="phase-filter">Phase</label>
+          <select id="phase-filter" value={String(phase)} onChange={(e) => setPhase(Number((e.target as HTMLSelectElement).value))}>
+            <option value={String(Phase.UNSPECIFIED)}>any</option>
+            {phases.map((p) => (
+              <option key={p} value={String(p)}>
+                {phaseName(p)}
+              </option>
+            ))}
+          </select>
+        </p>
+        <p>
+          <label for="search">Search ref or name</label>
+          <input id="search" type="search" value={query} onInput={(e) => setQuery((e.target as HTMLInputElement).value)} />
+        </p>
+      </form>
+      {listErr && <p class="form-error">{listErr}</p>}
+      <p role="status" id="tenant-count">
+        {list.length} tenant{list.length === 1 ? "" : "s"}
+      </p>
+      <table id="all-tenants" aria-label="All tenants" class="list">
+        <thead>
+          <tr>
+            <th scope="col">Name</th>
+            <th scope="col" class="w-ref">Ref</th>
+            <th scope="col" class="w-ref">Owner</th>
+            <th scope="col" class="w-s">Plan</th>
+            <th scope="col" class="w-m">Phase</th>
+            <th scope="col">Suspended</th>
+          </tr>
+        </thead>
+        <tbody>
+          {list.map((t) => (
+            <tr key={t.ref} data-ref={t.ref}>
+              <td>
+                <Link href={projectPath(t.ref)}>{t.name}</Link>
+              </td>
+              <td>
+                <code>{t.ref}</code>
+              </td>
+              <td>
+                <code>{t.ownerAccountId}</code>
+              </td>
+              <td>{planName(t.plan)}</td>
+              <td>
+                <PhaseBadge phase={phaseName(t.phase)} />
+              </td>
+              <td>{t.suspended ? t.suspendReason || "yes" : ""}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <section aria-labelledby="rebuild-title" class="card">
+        <h2 id="rebuild-title">Projections</h2>
+        <p>Rebuild the api's tenant projection from the event log (reads keep being served meanwhile).</p>
+        <button
+          type="button"
+          id="rebuild"
+          disabled={busy}
+          onClick={async () => {
+            setBusy(true);
+            setRebuild(null);
+            setRebuildErr("");
+            try {
+              setRebuild(await api.admin.rebuildProjection({ name: "api" }));
+            } catch (x) {
+              setRebuildErr(handleError(x).message);
+            } finally {
+              setBusy(false);
+            }
+          }}
+        >
+          Rebuild projection
+        </button>
+        <p role="status" id="rebuild-result">
+          {rebuild ? `Rebuilt: ${rebuild.events} events in ${rebuild.seconds.toFixed(3)} s (generation ${rebuild.generation})` : ""}
+          {rebuildErr}
+        </p>
+      </section>
+    </main>
+  );
+}

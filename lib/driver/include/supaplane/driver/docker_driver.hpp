@@ -1,0 +1,91 @@
+#pragma once
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "supaplane/docker/client.hpp"
+#include "supaplane/driver/driver.hpp"
+#include "supaplane/driver/stack_spec.hpp"
+
+namespace supaplane::driver {
+
+struct DockerDriverOptions {
+  std::string docker_host{"unix:///var/run/docker.sock"};  ///< SUPAPLANE_DOCKER_HOST
+  std::string registry_auth_file;  ///< SUPAPLANE_REGISTRY_AUTH_FILE: a Docker config.json
+  StackSpec spec;                  ///< SUPAPLANE_STACK_SPEC, already validated
+  std::string base_domain{"supabase.localhost"};
+  std::string jwt_issuer{"supaplane"};
+  /// SUPAPLANE_EDGE_NETWORK: the network Traefik shares with every tenant's
+  /// gateway and database route (created when missing).
+  std::string edge_network{"supaplane-edge"};
+  /// SUPAPLANE_DB_EDGE_PORT: the edge's PostgreSQL entrypoint port.
+  int db_edge_port{5432};
+};
+
+/// Each tenant is a stack of containers through the Docker Engine API: an
+/// internal network `sp-<ref>`, containers `sp-<ref>-<service>` labelled
+/// with the ref, the service and the hash of their rendered configuration,
+/// volumes `sp-<ref>-<volume>`. Only the gateway and the database route are
+/// also on the edge network; no host ports. Every container drops all
+/// capabilities but those the spec grants, runs with no-new-privileges and
+/// the plan's limits. Containers have no restart policy: the provisioner
+/// restarts them, and records it (DriftDetected).
+///
+/// provision / resume never wait for a stack to become healthy: each call
+/// does what can be done now (create, recreate what changed, start what
+/// whose dependencies are ready) and reports progress. Thread-safe.
+class DockerDriver final : public Driver {
+ public:
+  explicit DockerDriver(DockerDriverOptions opts);
+  const char* name() const override { return "docker"; }
+  Result<Progress> provision(const StackRequest& r) override;
+  Status pause(const StackRequest& r) override;
+  Result<Progress> resume(const StackRequest& r) override { return provision(r); }
+  Status remove(const std::string& ref) override;
+  Result<StackStatus> observe(const std::string& ref, bool want_running) override;
+  Endpoints endpoints(const std::string& ref) const override;
+
+  /// Streams the daemon's container events (start, die, destroy,
+  /// health_status, ...) of managed containers, calling `on_change(ref)`,
+  /// until `stop`; reconnects with backoff when the daemon goes away.
+  void watch(const std::function<void(const std::string&)>& on_change,
+             const std::atomic<bool>& stop);
+
+  /// Reaches the daemon (API version) and makes the edge network.
+  Status connect();
+  docker::Client& client() { return client_; }
+
+  static std::string network_name(const std::string& ref) { return "sp-" + ref; }
+  static std::string container_name(const std::string& ref, const std::string& service) {
+    return "sp-" + ref + "-" + service;
+  }
+  static std::string volume_name(const std::string& ref, const std::string& volume) {
+    return "sp-" + ref + "-" + volume;
+  }
+
+  /// The create body of `svc` for `r` (exposed for tests: the hash label
+  /// is computed over it).
+  Result<docker::Json> container_body(const ServiceSpec& svc, const StackRequest& r) const;
+
+ private:
+  struct Seen;
+  Result<std::map<std::string, Seen>> list(const std::string& ref);
+  /// Network, volumes, and every container as the spec renders it for `r`
+  /// (missing ones created, changed ones recreated, extra ones removed);
+  /// nothing started. What the daemon has afterwards, by service.
+  Result<std::map<std::string, Seen>> materialize(const StackRequest& r);
+  Status ensure_network(const std::string& ref);
+  Status ensure_edge_network();
+  Status ensure_volumes(const std::string& ref);
+  Status create_container(const ServiceSpec& svc, const StackRequest& r, const docker::Json& body);
+  std::map<std::string, std::string> template_values(const StackRequest& r) const;
+  bool on_edge(const std::string& service) const;
+
+  DockerDriverOptions opts_;
+  docker::Client client_;
+  std::atomic<bool> edge_ready_{false};
+};
+
+}  // namespace supaplane::driver

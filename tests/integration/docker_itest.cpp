@@ -1,0 +1,756 @@
+// The docker driver against a real dockerd this suite starts itself (its own
+// data root and socket in a temp dir), with the local test images of
+// scripts/docker-test-images (nothing pulled): the api takes commands over
+// gRPC, the provisioner converges stacks of containers, router-sync's
+// ForwardAuth mints the JWT the gateway stand-in verifies. Traffic goes only
+// to containers this suite started, at addresses read from the Engine API.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "api_options.hpp"
+#include "app.hpp"
+#include "docker_daemon.hpp"
+#include "driver_contract.hpp"
+#include "provisioner_app.hpp"
+#include "router_app.hpp"
+#include "servers.hpp"
+#include "supaplane/docker/client.hpp"
+#include "supaplane/driver/docker_driver.hpp"
+#include "supaplane/projection/history.hpp"
+#include "supaplane/secrets/secrets.hpp"
+#include "supaplane/v1/api.grpc.pb.h"
+
+namespace {
+
+using namespace supaplane;
+namespace v1 = supaplane::v1;
+using SteadyClock = std::chrono::steady_clock;
+using docker::Json;
+
+const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const char* kDomain = "supabase.localhost";
+
+testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
+
+/// One dockerd for the whole binary (starting one costs seconds), with the
+/// test images built into it.
+testenv::DockerDaemon* daemon_or_null() {
+  static std::unique_ptr<testenv::DockerDaemon> d = [] {
+    std::unique_ptr<testenv::DockerDaemon> out;
+    if (!testenv::docker_unavailable_reason().empty()) return out;
+    out = std::make_unique<testenv::DockerDaemon>();
+    out->start();
+    out->build_test_images(SP_STANDIN);
+    return out;
+  }();
+  return d.get();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string test_spec() {
+  return std::string(SUPAPLANE_SOURCE_DIR) + "/tests/stacks/test-stack.yaml";
+}
+
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (SteadyClock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return pred();
+}
+
+class DockerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = testenv::docker_unavailable_reason(); !why.empty())
+      GTEST_SKIP() << "docker driver tests need dockerd: " << why;
+    daemon_ = daemon_or_null();
+    ASSERT_NE(daemon_, nullptr);
+    docker_ = std::make_unique<docker::Client>(daemon_->host());
+    ASSERT_TRUE(docker_->connect().ok());
+    nats_.start();
+    redis_.start();
+    static int n = 0;
+    db_ = "docker_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
+    pg().create_database(db_);
+    auto ao = testenv::api_options(nats_, redis_, pg().admin_dsn(db_), std::string(40, 's'));
+    ao.admin_email = "admin@example.com";
+    ao.admin_password = "admin-password";
+    ao.master_key = kMasterKey;
+    ao.base_domain = kDomain;
+    api_ = std::make_unique<api::ApiApp>(ao);
+    ASSERT_TRUE(api_->start().ok());
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(api_->grpc_port()),
+                                   grpc::InsecureChannelCredentials());
+    accounts_ = v1::AccountService::NewStub(channel_);
+    tenants_ = v1::TenantService::NewStub(channel_);
+  }
+
+  void TearDown() override {
+    router_.reset();
+    prov_.reset();
+    api_.reset();
+    // Nothing of this test's tenants may outlive it (the daemon is shared).
+    if (docker_) {
+      driver::DockerDriverOptions o;
+      o.docker_host = daemon_->host();
+      o.spec = driver::load_stack_spec(test_spec()).value();
+      driver::DockerDriver d(o);
+      std::vector<std::thread> removers;
+      for (const auto& ref : refs_) removers.emplace_back([&d, ref] { (void)d.remove(ref); });
+      for (auto& t : removers) t.join();
+    }
+  }
+
+  provisioner::AppOptions prov_options(const std::string& spec) {
+    provisioner::AppOptions o;
+    o.nats_url = nats_.url();
+    o.database_url = pg().admin_dsn(db_);
+    o.master_key = kMasterKey;
+    o.metrics_addr = "127.0.0.1:0";
+    o.resync_interval_ms = 0;  // tests call resync() themselves
+    o.provisioner.backoff_base_ms = 20;
+    o.driver = "docker";
+    o.docker_host = daemon_->host();
+    o.stack_spec = spec;
+    o.base_domain = kDomain;
+    o.edge_network = "sp-test-edge";
+    return o;
+  }
+
+  void start_provisioner(const std::string& spec = test_spec()) {
+    prov_ = std::make_unique<provisioner::App>(prov_options(spec));
+    auto st = prov_->start();
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    ASSERT_TRUE(eventually([&] { return prov_->readiness().empty() && api_->readiness().empty(); }))
+        << prov_->readiness() << api_->readiness();
+    if (token_.empty()) token_ = sign_up("owner@example.com", "owner-password");
+  }
+
+  void start_router() {
+    router::AppOptions o;
+    o.nats_url = nats_.url();
+    o.redis_url = redis_.url();
+    o.database_url = pg().admin_dsn(db_);
+    o.master_key = kMasterKey;
+    o.http_addr = "127.0.0.1:0";
+    o.metrics_addr = "127.0.0.1:0";
+    o.traefik_dir = traefik_dir_.path();
+    o.render.base_domain = kDomain;
+    router_ = std::make_unique<router::App>(o);
+    auto st = router_->start();
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    ASSERT_TRUE(eventually([&] { return router_->readiness().empty(); })) << router_->readiness();
+  }
+
+  std::string sign_up(const std::string& email, const std::string& password) {
+    v1::SignUpRequest req;
+    req.set_email(email);
+    req.set_password(password);
+    v1::SessionResponse resp;
+    grpc::ClientContext c;
+    auto s = accounts_->SignUp(&c, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.token();
+  }
+
+  std::unique_ptr<grpc::ClientContext> ctx(const std::string& token = "") {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization", "Bearer " + (token.empty() ? token_ : token));
+    return c;
+  }
+
+  v1::TenantMutation call(const std::string& what, const std::string& ref,
+                          const std::string& name = "", const std::string& token = "") {
+    v1::TenantMutation m;
+    grpc::Status s;
+    if (what == "create") {
+      v1::CreateTenantRequest req;
+      req.set_name(name);
+      s = tenants_->CreateTenant(ctx(token).get(), req, &m);
+      if (s.ok()) refs_.push_back(m.tenant().ref());
+    } else {
+      v1::TenantRequest req;
+      req.set_ref(ref);
+      auto c = ctx(token);
+      if (what == "pause") s = tenants_->PauseTenant(c.get(), req, &m);
+      if (what == "resume") s = tenants_->ResumeTenant(c.get(), req, &m);
+      if (what == "delete") s = tenants_->DeleteTenant(c.get(), req, &m);
+      if (what == "rotate") s = tenants_->RotateTenantKeys(c.get(), req, &m);
+    }
+    EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
+    return m;
+  }
+
+  /// Waits until the tenant, seen at least at `min_sequence`, has converged
+  /// its latest generation into `phase`.
+  v1::Tenant wait_settled(const std::string& ref, std::uint64_t min_sequence, v1::Phase phase,
+                          const std::string& token = "") {
+    v1::Tenant t;
+    const bool ok = eventually([&] {
+      v1::GetTenantRequest req;
+      req.set_ref(ref);
+      req.set_min_sequence(min_sequence);
+      return tenants_->GetTenant(ctx(token).get(), req, &t).ok() && t.phase() == phase &&
+             t.observed_generation() == t.generation();
+    });
+    EXPECT_TRUE(ok) << ref << " never settled in " << v1::Phase_Name(phase) << " (is "
+                    << v1::Phase_Name(t.phase()) << ", " << t.last_error() << ")";
+    return t;
+  }
+
+  v1::TenantCredentials credentials(const std::string& ref, const std::string& token = "") {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    v1::TenantCredentials c;
+    auto s = tenants_->GetTenantCredentials(ctx(token).get(), req, &c);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return c;
+  }
+
+  v1::TenantHealth health(const std::string& ref) {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    v1::TenantHealth h;
+    auto s = tenants_->GetTenantHealth(ctx().get(), req, &h);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return h;
+  }
+
+  /// The tenant's events, folded the way the provisioner folds them.
+  std::vector<projection::HistoryRecord> history(const std::string& ref) {
+    v1::TenantRequest req;
+    req.set_ref(ref);
+    v1::ListTenantEventsResponse resp;
+    EXPECT_TRUE(tenants_->ListTenantEvents(ctx().get(), req, &resp).ok());
+    std::vector<projection::HistoryRecord> out;
+    for (const auto& e : resp.events()) {
+      projection::HistoryRecord r;
+      r.type = e.type();
+      r.details = e.details();
+      out.push_back(r);
+    }
+    return out;
+  }
+
+  int count_events(const std::string& ref, const std::string& type) {
+    int n = 0;
+    for (const auto& r : history(ref)) n += r.type == type;
+    return n;
+  }
+
+  /// Containers of a tenant: service → inspect JSON.
+  std::map<std::string, Json> containers(const std::string& ref) {
+    std::map<std::string, Json> out;
+    const Json filters{{"label", Json::array({"supaplane.tenant=" + ref})}};
+    auto list = docker_->call(
+        "GET", "/containers/json?all=1&filters=" + docker::Client::url_encode(filters.dump()));
+    EXPECT_TRUE(list.ok());
+    if (!list) return out;
+    for (const auto& c : list->body) {
+      auto inspect = docker_->call("GET", "/containers/" + c.value("Id", "") + "/json");
+      if (!inspect) continue;
+      out[inspect->body["Config"]["Labels"].value("supaplane.service", "")] = inspect->body;
+    }
+    return out;
+  }
+
+  /// The address of `container` on `network`, from the Engine API.
+  std::string ip_of(const std::string& container, const std::string& network) {
+    auto inspect = docker_->call("GET", "/containers/" + container + "/json");
+    if (!inspect) return "";
+    const auto& nets = inspect->body["NetworkSettings"]["Networks"];
+    if (!nets.contains(network)) return "";
+    return nets[network].value("IPAddress", "");
+  }
+
+  /// Runs `cmd` in `container` (Engine API exec); its exit code.
+  int exec(const std::string& container, const std::vector<std::string>& cmd) {
+    Json body{{"Cmd", cmd}, {"AttachStdout", false}, {"AttachStderr", false}};
+    auto made = docker_->call("POST", "/containers/" + container + "/exec", &body);
+    if (!made) return -1;
+    const std::string id = made->body.value("Id", "");
+    Json start{{"Detach", true}};
+    if (!docker_->call("POST", "/exec/" + id + "/start", &start)) return -1;
+    int code = -1;
+    eventually([&] {
+      auto st = docker_->call("GET", "/exec/" + id + "/json");
+      if (!st || st->body.value("Running", true)) return false;
+      code = st->body.value("ExitCode", -1);
+      return true;
+    });
+    return code;
+  }
+
+  testenv::DockerDaemon* daemon_{nullptr};
+  std::unique_ptr<docker::Client> docker_;
+  testenv::NatsServer nats_;
+  testenv::RedisServer redis_;
+  testenv::TempDir traefik_dir_{"sp-traefik"};
+  std::string db_;
+  std::unique_ptr<api::ApiApp> api_;
+  std::unique_ptr<provisioner::App> prov_;
+  std::unique_ptr<router::App> router_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AccountService::Stub> accounts_;
+  std::unique_ptr<v1::TenantService::Stub> tenants_;
+  std::string token_;
+  std::vector<std::string> refs_;
+};
+
+TEST_F(DockerTest, CreateConvergesAHealthyHardenedStackOnItsOwnNetwork) {
+  start_provisioner();
+  const auto m = call("create", "", "shop");
+  const std::string ref = m.tenant().ref();
+  const auto t = wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_EQ(t.status(), "ACTIVE_HEALTHY");
+
+  // Per-service health, in the Management API's names.
+  const auto h = health(ref);
+  std::set<std::string> names;
+  for (const auto& s : h.services()) {
+    names.insert(s.name());
+    EXPECT_EQ(s.status(), "ACTIVE_HEALTHY") << s.name();
+    EXPECT_TRUE(s.healthy());
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"auth", "db", "pooler", "rest", "storage"}));
+
+  const auto cs = containers(ref);
+  ASSERT_EQ(cs.size(), 6u);
+  const std::string net = "sp-" + ref;
+  for (const auto& [service, c] : cs) {
+    SCOPED_TRACE(service);
+    EXPECT_EQ(c["Name"], "/sp-" + ref + "-" + service);
+    EXPECT_TRUE(c["State"].value("Running", false));
+    EXPECT_EQ(c["State"]["Health"].value("Status", ""), "healthy");
+    EXPECT_FALSE(c["Config"]["Labels"].value("supaplane.config-hash", "").empty());
+    const auto& hc = c["HostConfig"];
+    EXPECT_EQ(hc["CapDrop"], Json::array({"ALL"}));
+    EXPECT_EQ(hc["SecurityOpt"], Json::array({"no-new-privileges:true"}));
+    EXPECT_TRUE(hc.value("ReadonlyRootfs", false));
+    EXPECT_EQ(hc.value("Memory", 0LL), 32LL * 1024 * 1024);  // free plan
+    EXPECT_EQ(hc.value("PidsLimit", 0LL), 64);
+    const Json ports = hc.value("PortBindings", Json());
+    EXPECT_TRUE(ports.is_null() || ports.empty()) << "no host ports";
+    const auto& nets = c["NetworkSettings"]["Networks"];
+    EXPECT_TRUE(nets.contains(net));
+    const bool edge = service == "kong" || service == "pooler";
+    EXPECT_EQ(nets.contains("sp-test-edge"), edge) << "only the gateway and the db route";
+    EXPECT_EQ(nets.size(), edge ? 2u : 1u);
+  }
+  auto tenant_net = docker_->call("GET", "/networks/" + net);
+  ASSERT_TRUE(tenant_net.ok());
+  EXPECT_TRUE(tenant_net->body.value("Internal", false));
+
+  // The endpoints the api hands out are the ones the driver reported.
+  const auto c = credentials(ref);
+  EXPECT_EQ(c.db_host(), "db." + ref + "." + kDomain);
+  EXPECT_EQ(c.db_port(), 5432);
+  EXPECT_EQ(c.db_user(), "postgres." + ref);
+}
+
+TEST_F(DockerTest, EdgePathVerifiesTheTenantsOwnJwtAndRotationRecreates) {
+  start_provisioner();
+  start_router();
+  const auto ma = call("create", "", "alpha");
+  const auto mb = call("create", "", "beta");
+  const std::string a = ma.tenant().ref(), b = mb.tenant().ref();
+  wait_settled(a, ma.sequence(), v1::PHASE_ACTIVE);
+  const auto tb = wait_settled(b, mb.sequence(), v1::PHASE_ACTIVE);
+  const auto ca = credentials(a), cb = credentials(b);
+
+  httplib::Client edge("127.0.0.1", router_->http_port());
+  auto forward = [&](const std::string& ref, const std::string& key, std::string* authz) {
+    auto r =
+        edge.Get("/auth/forward", {{"X-Forwarded-Host", ref + "." + kDomain}, {"apikey", key}});
+    if (!r) return -1;
+    if (authz) *authz = r->get_header_value("Authorization");
+    return r->status;
+  };
+  // The gateway at the URL of the outcome event, its host resolved through
+  // the Engine API (the edge network's address of that container).
+  auto gateway = [&](const std::string& ref, const std::string& authz) {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    v1::Tenant t;
+    EXPECT_TRUE(tenants_->GetTenant(ctx().get(), req, &t).ok());
+    const auto states = history(ref);
+    std::string url;
+    for (const auto& r : states)
+      if (r.type == "tenant.stack_converged" || r.type == "tenant.stack_resumed") {
+        const auto j = Json::parse(r.details);
+        url = j.value("gatewayUrl", j.value("gateway_url", ""));
+      }
+    EXPECT_EQ(url, "http://sp-" + ref + "-kong:8000");
+    const std::string ip = ip_of("sp-" + ref + "-kong", "sp-test-edge");
+    EXPECT_FALSE(ip.empty());
+    httplib::Client gw(ip, 8000);
+    gw.set_connection_timeout(2);
+    auto r = gw.Get("/rest/v1/", {{"Authorization", authz}});
+    return r ? std::make_pair(r->status, r->body) : std::make_pair(-1, std::string());
+  };
+
+  std::string authz;
+  ASSERT_TRUE(eventually([&] { return forward(a, ca.publishable_key(), &authz) == 200; }));
+  auto [status, body] = gateway(a, authz);
+  EXPECT_EQ(status, 200) << body;
+  EXPECT_NE(body.find("\"role\":\"anon\""), std::string::npos) << body;
+  EXPECT_NE(body.find("\"ref\":\"" + a + "\""), std::string::npos) << body;
+  // Tenant B's key on A's host, and B's JWT at A's gateway.
+  EXPECT_EQ(forward(a, cb.publishable_key(), nullptr), 401);
+  std::string authz_b;
+  ASSERT_TRUE(eventually([&] { return forward(b, cb.secret_key(), &authz_b) == 200; }));
+  EXPECT_EQ(gateway(a, authz_b).first, 401) << "A's gateway verified B's JWT";
+  EXPECT_EQ(gateway(a, "Bearer not.a.jwt").first, 401);
+  (void)tb;
+
+  // Rotation: recreated containers with the new secret; the old key and
+  // the old JWT stop working, the new ones work.
+  const auto kong_before = containers(a)["kong"]["Id"];
+  const auto rot = call("rotate", a);
+  wait_settled(a, rot.sequence(), v1::PHASE_ACTIVE);
+  const auto ca2 = credentials(a);
+  ASSERT_NE(ca2.publishable_key(), ca.publishable_key());
+  EXPECT_NE(containers(a)["kong"]["Id"], kong_before) << "kong was not recreated";
+  std::string authz2;
+  ASSERT_TRUE(eventually([&] { return forward(a, ca2.publishable_key(), &authz2) == 200; }));
+  EXPECT_EQ(forward(a, ca.publishable_key(), nullptr), 401);
+  EXPECT_EQ(gateway(a, authz2).first, 200);
+  EXPECT_EQ(gateway(a, authz).first, 401) << "the old JWT still verifies";
+  // Every service that holds the secret agrees with the gateway.
+  for (const auto& [service, c] : containers(a)) {
+    for (const auto& e : c["Config"]["Env"]) {
+      const std::string kv = e;
+      if (kv.find("JWT_SECRET=") != std::string::npos) {
+        EXPECT_EQ(kv.substr(kv.find('=') + 1).size(), 43u) << service;
+      }
+    }
+  }
+  // router-sync routes the database host to A's own pooler.
+  const auto cfg = router_->sync().merged();
+  const auto& tcp = cfg["tcp"]["routers"]["tenant-" + a + "-db"];
+  EXPECT_EQ(tcp.value("rule", ""), "HostSNI(`db." + a + "." + kDomain + "`)");
+  EXPECT_EQ(cfg["tcp"]["services"]["tenant-" + a + "-db"]["loadBalancer"]["servers"][0].value(
+                "address", ""),
+            "sp-" + a + "-pooler:6543");
+  // ... and that upstream is tenant A's pooler and no other container.
+  const std::string pooler_ip = ip_of("sp-" + a + "-pooler", "sp-test-edge");
+  httplib::Client pooler(pooler_ip, 6543);
+  auto pr = pooler.Get("/whoami");
+  ASSERT_TRUE(pr);
+  EXPECT_NE(pr->body.find("\"service\":\"pooler\",\"ref\":\"" + a + "\""), std::string::npos)
+      << pr->body;
+}
+
+TEST_F(DockerTest, TenantsCannotReachEachOther) {
+  start_provisioner();
+  const auto ma = call("create", "", "alpha");
+  const auto mb = call("create", "", "beta");
+  const std::string a = ma.tenant().ref(), b = mb.tenant().ref();
+  wait_settled(a, ma.sequence(), v1::PHASE_ACTIVE);
+  wait_settled(b, mb.sequence(), v1::PHASE_ACTIVE);
+  const std::string from = "sp-" + a + "-db";
+  auto wget = [&](const std::string& url) {
+    // busybox wget's own -T crashes (static build); timeout(1) bounds it.
+    return exec(from, {"/bin/timeout", "3", "/bin/wget", "-q", "-O", "/dev/null", url});
+  };
+  // Control: its own services answer by name (so a refusal below means something).
+  EXPECT_EQ(wget("http://rest:3000/health"), 0);
+  EXPECT_EQ(wget("http://sp-" + a + "-kong:8000/health"), 0);
+  for (const std::string service : {"db", "rest", "kong", "pooler"}) {
+    const std::string name = "sp-" + b + "-" + service;
+    const int port = service == "db"     ? 5432
+                     : service == "rest" ? 3000
+                     : service == "kong" ? 8000
+                                         : 6543;
+    EXPECT_NE(wget("http://" + name + ":" + std::to_string(port) + "/health"), 0) << name;
+    for (const std::string& net : {"sp-" + b, std::string("sp-test-edge")}) {
+      const std::string ip = ip_of(name, net);
+      if (ip.empty()) continue;
+      EXPECT_NE(wget("http://" + ip + ":" + std::to_string(port) + "/health"), 0)
+          << name << " at " << ip;
+    }
+  }
+}
+
+TEST_F(DockerTest, PauseResumeDeleteInEveryPhaseIncludingMidStart) {
+  // storage takes 3 s to become healthy, so kong waits: a window mid-start.
+  testenv::TempDir dir("sp-spec");
+  std::string slow = read_file(test_spec());
+  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
+  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"3000\"");
+  const std::string spec = dir.path() + "/slow.yaml";
+  std::ofstream(spec) << slow;
+  start_provisioner(spec);
+
+  // Pause mid-start, then resume, then delete mid-start.
+  const auto m = call("create", "", "slowpoke");
+  const std::string ref = m.tenant().ref();
+  ASSERT_TRUE(eventually([&] { return containers(ref).count("storage") == 1; }));
+  v1::GetTenantRequest get;
+  get.set_ref(ref);
+  v1::Tenant t;
+  ASSERT_TRUE(tenants_->GetTenant(ctx().get(), get, &t).ok());
+  EXPECT_EQ(t.phase(), v1::PHASE_PROVISIONING) << "converged before the slow service was healthy";
+  const auto p = call("pause", ref);
+  wait_settled(ref, p.sequence(), v1::PHASE_PAUSED);
+  for (const auto& [service, c] : containers(ref))
+    EXPECT_FALSE(c["State"].value("Running", true)) << service << " runs while PAUSED";
+  const auto r = call("resume", ref);
+  const auto active = wait_settled(ref, r.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_EQ(active.status(), "ACTIVE_HEALTHY");
+  for (const auto& [service, c] : containers(ref))
+    EXPECT_TRUE(c["State"].value("Running", false)) << service;
+  // Paused again, then deleted while paused.
+  const auto p2 = call("pause", ref);
+  wait_settled(ref, p2.sequence(), v1::PHASE_PAUSED);
+  const auto d = call("delete", ref);
+  wait_settled(ref, d.sequence(), v1::PHASE_DELETED);
+  EXPECT_TRUE(containers(ref).empty());
+  EXPECT_EQ(docker_->call("GET", "/networks/sp-" + ref).error().code, errc::not_found);
+  const Json vf{{"label", Json::array({"supaplane.tenant=" + ref})}};
+  auto vols = docker_->call("GET", "/volumes?filters=" + docker::Client::url_encode(vf.dump()));
+  ASSERT_TRUE(vols.ok());
+  EXPECT_TRUE(vols->body["Volumes"].is_null() || vols->body["Volumes"].empty());
+
+  // Delete while provisioning.
+  const auto m2 = call("create", "", "gone");
+  const std::string ref2 = m2.tenant().ref();
+  ASSERT_TRUE(eventually([&] { return containers(ref2).count("db") == 1; }));
+  const auto d2 = call("delete", ref2);
+  wait_settled(ref2, d2.sequence(), v1::PHASE_DELETED);
+  EXPECT_TRUE(containers(ref2).empty());
+  EXPECT_EQ(count_events(ref2, "tenant.converge_failed"), 0);
+}
+
+TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
+  start_provisioner();
+  const auto m = call("create", "", "drifty");
+  const std::string ref = m.tenant().ref();
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  const auto before = containers(ref);
+  ASSERT_TRUE(docker_->call("POST", "/containers/sp-" + ref + "-rest/kill").ok());
+  ASSERT_TRUE(docker_->call("DELETE", "/containers/sp-" + ref + "-auth?force=1").ok());
+  // The daemon's events wake the provisioner; resync is the backstop.
+  ASSERT_TRUE(eventually([&] { return count_events(ref, "tenant.drift_detected") >= 1; }))
+      << "no DriftDetected";
+  ASSERT_TRUE(eventually([&] {
+    auto cs = containers(ref);
+    if (cs.size() != 6) return false;
+    for (const auto& [s, c] : cs)
+      if (c["State"]["Health"].value("Status", "") != "healthy") return false;
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    v1::Tenant t;
+    return tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == v1::PHASE_ACTIVE;
+  })) << "not repaired";
+  const auto after = containers(ref);
+  EXPECT_NE(after.at("auth")["Id"], before.at("auth")["Id"]);
+  EXPECT_EQ(after.at("rest")["Id"], before.at("rest")["Id"]) << "a killed container is restarted";
+  EXPECT_EQ(after.at("kong")["Id"], before.at("kong")["Id"]) << "untouched ones stay";
+}
+
+TEST_F(DockerTest, AnUnhealthyServiceMakesTheTenantActiveUnhealthy) {
+  start_provisioner();
+  const auto m = call("create", "", "sickly");
+  const std::string ref = m.tenant().ref();
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  const std::string storage = "sp-" + ref + "-storage";
+  ASSERT_EQ(exec(storage, {"/bin/sh", "-c", ": > /tmp/fail"}), 0);
+  auto status = [&] {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    v1::Tenant t;
+    return tenants_->GetTenant(ctx().get(), req, &t).ok() ? t.status() : std::string();
+  };
+  ASSERT_TRUE(eventually([&] { return status() == "ACTIVE_UNHEALTHY"; })) << status();
+  bool storage_unhealthy = false;
+  const auto report = health(ref);
+  for (const auto& s : report.services())
+    if (s.name() == "storage") storage_unhealthy = s.status() == "UNHEALTHY" && !s.healthy();
+  EXPECT_TRUE(storage_unhealthy);
+  ASSERT_EQ(exec(storage, {"/bin/sh", "-c", "rm /tmp/fail"}), 0);
+  EXPECT_TRUE(eventually([&] { return status() == "ACTIVE_HEALTHY"; })) << status();
+}
+
+TEST_F(DockerTest, DaemonAwayForTenSecondsDuringConvergesNoneFail) {
+  start_provisioner();
+  std::vector<v1::TenantMutation> ms;
+  for (int i = 0; i < 3; ++i) ms.push_back(call("create", "", "outage" + std::to_string(i)));
+  daemon_->stop_keep();  // containers die with the daemon (no live-restore)
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  daemon_->start();
+  // Stacks that were running came back stopped: resync repairs what events missed.
+  for (auto& m : ms) {
+    const std::string ref = m.tenant().ref();
+    ASSERT_TRUE(eventually(
+        [&] {
+          (void)prov_->provisioner().resync();
+          v1::GetTenantRequest req;
+          req.set_ref(ref);
+          v1::Tenant t;
+          return tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == v1::PHASE_ACTIVE &&
+                 t.observed_generation() == t.generation() && containers(ref).size() == 6;
+        },
+        std::chrono::seconds(120)))
+        << ref;
+    EXPECT_EQ(count_events(ref, "tenant.converge_failed"), 0) << ref;
+  }
+}
+
+TEST_F(DockerTest, ProvisionerKilledTwiceMidConvergeLeavesNothingBehind) {
+  // The real binary, so SIGKILL is real; the api stays in-process.
+  testenv::TempDir logs("sp-crash");
+  testenv::Process prov;
+  auto start = [&] {
+    ::setenv("SUPAPLANE_MASTER_KEY", kMasterKey, 1);
+    prov.start({SUPAPLANE_PROVISIONER_BIN,
+                "--nats-url",
+                nats_.url(),
+                "--database-url",
+                pg().admin_dsn(db_),
+                "--driver",
+                "docker",
+                "--docker-host",
+                daemon_->host(),
+                "--stack-spec",
+                test_spec(),
+                "--edge-network",
+                "sp-test-edge",
+                "--base-domain",
+                kDomain,
+                "--metrics-addr",
+                "127.0.0.1:" + std::to_string(testenv::free_port()),
+                "--resync-interval-ms",
+                "2000",
+                "--log-level",
+                "warn"},
+               logs.path() + "/provisioner.log");
+  };
+  start();
+  token_ = sign_up("owner@example.com", "owner-password");
+  // Six tenants; then each gets a last desire while stacks are being built.
+  std::vector<std::string> refs;
+  for (int i = 0; i < 6; ++i)
+    refs.push_back(call("create", "", "crash" + std::to_string(i)).tenant().ref());
+  ASSERT_TRUE(eventually([&] { return containers(refs[0]).size() >= 2; })) << "nothing started";
+  prov.stop(SIGKILL);
+  std::map<std::string, std::uint64_t> last;
+  for (int i = 0; i < 6; ++i) {
+    const std::string what = i % 3 == 0 ? "delete" : i % 3 == 1 ? "pause" : "rotate";
+    last[refs[i]] = call(what, refs[i]).sequence();
+  }
+  start();
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& r : refs)
+      for (const auto& [s, c] : containers(r))
+        if (c["State"].value("Running", false)) return true;
+    return false;
+  }));
+  prov.stop(SIGKILL);
+  start();
+  for (int i = 0; i < 6; ++i) {
+    const v1::Phase want = i % 3 == 0   ? v1::PHASE_DELETED
+                           : i % 3 == 1 ? v1::PHASE_PAUSED
+                                        : v1::PHASE_ACTIVE;
+    wait_settled(refs[i], last[refs[i]], want);
+    const auto cs = containers(refs[i]);
+    if (want == v1::PHASE_DELETED) {
+      EXPECT_TRUE(cs.empty()) << refs[i] << " leaked containers";
+      EXPECT_FALSE(docker_->call("GET", "/networks/sp-" + refs[i]).ok())
+          << refs[i] << " leaked its network";
+      const Json vf{{"label", Json::array({"supaplane.tenant=" + refs[i]})}};
+      auto vols = docker_->call("GET", "/volumes?filters=" + docker::Client::url_encode(vf.dump()));
+      ASSERT_TRUE(vols.ok());
+      EXPECT_TRUE(vols->body["Volumes"].is_null() || vols->body["Volumes"].empty())
+          << refs[i] << " leaked volumes";
+    } else {
+      EXPECT_EQ(cs.size(), 6u) << refs[i];
+      for (const auto& [s, c] : cs)
+        EXPECT_EQ(c["State"].value("Running", false), want == v1::PHASE_ACTIVE)
+            << refs[i] << " " << s;
+    }
+  }
+  // Nothing of anyone else's: every managed container belongs to a live tenant.
+  const Json mf{{"label", Json::array({"supaplane.managed=true"})}};
+  auto all = docker_->call(
+      "GET", "/containers/json?all=1&filters=" + docker::Client::url_encode(mf.dump()));
+  ASSERT_TRUE(all.ok());
+  std::set<std::string> live;
+  for (int i = 0; i < 6; ++i)
+    if (i % 3 != 0) live.insert(refs[i]);
+  for (const auto& c : all->body) {
+    const std::string ref = c["Labels"].value("supaplane.tenant", "");
+    if (std::find(refs.begin(), refs.end(), ref) != refs.end()) {
+      EXPECT_TRUE(live.count(ref)) << "container of deleted tenant " << ref;
+    }
+  }
+  prov.stop();
+}
+
+TEST_F(DockerTest, DockerDriverKeepsTheDriverContract) {
+  driver::DockerDriverOptions o;
+  o.docker_host = daemon_->host();
+  o.spec = driver::load_stack_spec(test_spec()).value();
+  o.edge_network = "sp-test-edge";
+  driver::DockerDriver d(o);
+  ASSERT_TRUE(d.connect().ok());
+  driver::StackRequest r;
+  r.ref = "contractdockeraaaaaa";
+  refs_.push_back(r.ref);
+  r.keys = secrets::generate_tenant_keys(r.ref, "supaplane", 1'700'000'000).value();
+  r.db_password = r.keys.db_password;
+  auto rotated = r;
+  rotated.keys = secrets::generate_tenant_keys(r.ref, "supaplane", 1'700'000'100).value();
+  rotated.keys.stack_seed = r.keys.stack_seed;
+  rotated.db_password = rotated.keys.db_password;
+  testenv::driver_contract(d, r, rotated, [&] {
+    ASSERT_TRUE(docker_->call("DELETE", "/containers/sp-" + r.ref + "-rest?force=1").ok());
+  });
+}
+
+TEST(DockerSpec, ABadSpecRefusesTheStartNamingFileServiceAndField) {
+  testenv::TempDir dir("sp-spec");
+  std::string text = read_file(test_spec());
+  text.replace(text.find("depends_on: {db: healthy}"), 25, "depends_on: {db: ready}");
+  const std::string path = dir.path() + "/bad.yaml";
+  std::ofstream(path) << text;
+  provisioner::AppOptions o;
+  o.driver = "docker";
+  o.stack_spec = path;
+  o.master_key = kMasterKey;
+  provisioner::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find(path), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("auth.depends_on.db"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("healthy or started"), std::string::npos);
+
+  provisioner::AppOptions other;
+  other.driver = "kubernetes";
+  other.master_key = kMasterKey;
+  provisioner::App app2(other);
+  auto st2 = app2.start();
+  ASSERT_FALSE(st2.ok());
+  EXPECT_NE(st2.error().message.find("postgres or docker"), std::string::npos);
+}
+
+}  // namespace
