@@ -53,7 +53,7 @@ export SUPAPLANE_REDIS_URL="redis://127.0.0.1:$redis" SUPAPLANE_STREAM_REPLICAS=
 export SUPAPLANE_DATABASE_URL="host=$W/pg port=$pg user=postgres dbname=supaplane"
 export SUPAPLANE_JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 export SUPAPLANE_MASTER_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
-export SUPAPLANE_TENANT_DB_HOST=127.0.0.1 SUPAPLANE_TENANT_DB_PORT=$pg
+
 start() {  # name binary VAR=value...
   local name=$1 bin=$2; shift 2
   env "$@" "$BUILD/$bin" >"$W/logs/$name.log" 2>&1 &

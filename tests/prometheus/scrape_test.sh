@@ -21,7 +21,7 @@ done
 
 export SUPAPLANE_RUN_DIR; SUPAPLANE_RUN_DIR="$(mktemp -d /tmp/supaplane-scrape-XXXXXX)"
 chmod 755 "$SUPAPLANE_RUN_DIR"
-export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1
+export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1 SUPAPLANE_RUN_NO_CONSOLE=1 SUPAPLANE_DRIVER=postgres
 free_port nats; free_port redis; free_port pg; free_port grpc; free_port metrics
 free_port billing_http; free_port billing_metrics; free_port billing_grpc
 free_port prov_metrics; free_port router_http; free_port router_metrics; free_port prom
