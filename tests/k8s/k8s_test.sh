@@ -37,7 +37,7 @@ SUPAPLANE_DATABASE_URL="postgresql://supaplane:placeholder@db.example.com:5432/s
 SUPAPLANE_TENANT_DB_URL="host=tenants.example.com user=provisioner password=placeholder dbname=postgres" \
   "$K8S/create-secrets" --output "$WORK/secrets-production" >/dev/null
 
-nats_check() {  # rendered.yaml
+nats_check() {  # rendered.yaml secrets-dir
   local d="$WORK/nats.$RANDOM"
   mkdir -p "$d"
   python3 - "$1" "$d" <<'PY'
@@ -48,8 +48,17 @@ for o in yaml.safe_load_all(open(sys.argv[1])):
             open(sys.argv[2] + "/" + k, "w").write(v)
 PY
   [ -f "$d/nats.conf" ] || fail "no nats-config ConfigMap with nats.conf in $1"
-  (cd "$d" && env POD_NAME=nats-0 NATS_ADMIN_PASSWORD=x NATS_API_PASSWORD=x NATS_PROVISIONER_PASSWORD=x \
-    NATS_ROUTER_SYNC_PASSWORD=x NATS_BILLING_PASSWORD=x nats-server -c nats.conf -t) >"$d/out" 2>&1 ||
+  # With the passwords create-secrets made (nats-server parses environment
+  # values as config values: a leading digit once broke it).
+  local envs
+  envs=$(python3 - "$2/supaplane-nats.yaml" <<'PY'
+import base64, sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))["data"]
+for k, v in d.items():
+    print("NATS_%s=%s" % (k.upper().replace("-", "_"), base64.b64decode(v).decode()))
+PY
+)
+  (cd "$d" && env POD_NAME=nats-0 $envs nats-server -c nats.conf -t) >"$d/out" 2>&1 ||
     { cat "$d/out" >&2; fail "nats-server rejects the NATS configuration of $1"; }
 }
 
@@ -73,7 +82,7 @@ YAML
     fi
     echo "== $overlay ($variant): $(grep -c '^kind:' "$out") objects"
     node "$DEPS/check.mjs" "$out" "$WORK/secrets-$overlay"
-    [ "$variant" = components ] || nats_check "$out"
+    [ "$variant" = components ] || nats_check "$out" "$WORK/secrets-$overlay"
   done
 done
 

@@ -30,8 +30,10 @@ free_port grpc; free_port api_m; free_port setup_grpc; free_port setup_m
 free_port prov_m; free_port rs_http; free_port rs_m; free_port b_http; free_port b_m; free_port b_grpc
 
 pw() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'; }
-export NATS_ADMIN_PASSWORD=$(pw) NATS_API_PASSWORD=$(pw) NATS_PROVISIONER_PASSWORD=$(pw) \
-  NATS_ROUTER_SYNC_PASSWORD=$(pw) NATS_BILLING_PASSWORD=$(pw)
+# The passwords deploy/compose/make-env writes (the same generator).
+"$ROOT/deploy/compose/make-env" --output "$W/compose.env" >/dev/null
+set -a; source <(grep '^NATS_' "$W/compose.env"); set +a
+[ -n "${NATS_API_PASSWORD:-}" ] || fail "make-env wrote no NATS passwords"
 mkdir -p "$W/logs"
 # The shipped file with only the store directory moved here.
 sed "s|store_dir: /data/jetstream|store_dir: $W/js|" "$ROOT/deploy/compose/nats/nats.conf" >"$W/nats.conf"
