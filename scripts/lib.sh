@@ -16,6 +16,7 @@ PACKAGES=(
   libsodium-dev libjwt-dev libcli11-dev
   curl jq clang-format openssl
   nodejs
+  prometheus python3-yaml docker-compose
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The NATS users of deploy/compose/nats/nats.conf (the same block as
+# deploy/k8s's users.conf) with the real services: nats-server runs that
+# file; the api with its own user cannot create the PLATFORM stream (stays
+# not ready: "stream not ready"); once `admin` has created it (as the
+# stream Job does) the api, provisioner, router-sync and billing, each with
+# its own user, become ready, a tenant is created and converged to ACTIVE
+# (provisioner appends), router-sync routes it, and `supaplanectl audit`
+# reads its history. Stops what it started.   nats_users_test.sh BUILD_DIR
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+BUILD="${1:?usage: nats_users_test.sh BUILD_DIR}"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+for tool in nats-server redis-server jq curl; do
+  command -v "$tool" >/dev/null || fail "'$tool' not found (./scripts/test installs it)"
+done
+
+W=$(mktemp -d /tmp/supaplane-nats-users-XXXXXX)
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; wait "${PIDS[i]}" 2>/dev/null || true; done
+  [ ! -f "$W/pg/data/postmaster.pid" ] || as_pg "$(pg_bin)/pg_ctl" -D "$W/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+free_port nats; free_port mon; free_port redis; free_port pg
+free_port grpc; free_port api_m; free_port setup_grpc; free_port setup_m
+free_port prov_m; free_port rs_http; free_port rs_m; free_port b_http; free_port b_m; free_port b_grpc
+
+pw() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'; }
+# The passwords deploy/compose/make-env writes (the same generator).
+"$ROOT/deploy/compose/make-env" --output "$W/compose.env" >/dev/null
+set -a; source <(grep '^NATS_' "$W/compose.env"); set +a
+[ -n "${NATS_API_PASSWORD:-}" ] || fail "make-env wrote no NATS passwords"
+mkdir -p "$W/logs"
+# The shipped file with only the store directory moved here.
+sed "s|store_dir: /data/jetstream|store_dir: $W/js|" "$ROOT/deploy/compose/nats/nats.conf" >"$W/nats.conf"
+grep -q "store_dir: $W/js" "$W/nats.conf" || fail "no store_dir line to move in deploy/compose/nats/nats.conf"
+nats-server -c "$W/nats.conf" -a 127.0.0.1 -p "$nats" -m "$mon" >"$W/logs/nats.log" 2>&1 &
+PIDS+=($!)
+wait_tcp "$nats" 20 || fail "nats-server did not start: $(tail -5 "$W/logs/nats.log")"
+redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no >"$W/logs/redis.log" 2>&1 &
+PIDS+=($!)
+wait_tcp "$redis" 20 || fail "redis-server did not start"
+install -d "$W/pg"
+[ "$(id -u)" -ne 0 ] || chown postgres:postgres "$W/pg"
+as_pg "$(pg_bin)/initdb" -D "$W/pg/data" -U postgres --auth=trust >"$W/pg/initdb.log" 2>&1
+as_pg "$(pg_bin)/pg_ctl" -D "$W/pg/data" -w -l "$W/pg/log" -o "-p $pg -k $W/pg -c listen_addresses=127.0.0.1" start >/dev/null
+psql -h "$W/pg" -p "$pg" -U postgres -qc "CREATE DATABASE supaplane"
+
+url() { echo "nats://$1:$2@127.0.0.1:$nats"; }
+export SUPAPLANE_REDIS_URL="redis://127.0.0.1:$redis" SUPAPLANE_STREAM_REPLICAS=1
+export SUPAPLANE_DATABASE_URL="host=$W/pg port=$pg user=postgres dbname=supaplane"
+export SUPAPLANE_JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+export SUPAPLANE_MASTER_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+
+start() {  # name binary VAR=value...
+  local name=$1 bin=$2; shift 2
+  env "$@" "$BUILD/$bin" >"$W/logs/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+ready() {  # name metrics-port: waits for 200 on /readyz
+  wait_http "http://127.0.0.1:$2/readyz" 60 || fail "$1 is not ready: $(curl -s "http://127.0.0.1:$2/readyz"); $(tail -5 "$W/logs/$1.log")"
+}
+
+# 1. The api's own user cannot create the stream.
+start api services/api/supaplane-api SUPAPLANE_NATS_URL="$(url api "$NATS_API_PASSWORD")" \
+  SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$api_m"
+deadline=$((SECONDS + 30)); body=""
+until [[ "$body" == *"stream not ready"* ]]; do
+  ((SECONDS < deadline)) || fail "the api user's /readyz never said 'stream not ready' (last: $body)"
+  sleep 0.2
+  body=$(curl -s "http://127.0.0.1:$api_m/readyz" || true)
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api_m/readyz")" = 503 ] || fail "api ready without a stream"
+echo "ok: the api user cannot create PLATFORM ($body)"
+
+# 2. admin creates it (what the stream Job / nats-setup do), then stops.
+start setup services/api/supaplane-api SUPAPLANE_NATS_URL="$(url admin "$NATS_ADMIN_PASSWORD")" \
+  SUPAPLANE_GRPC_ADDR="127.0.0.1:$setup_grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$setup_m" \
+  SUPAPLANE_API_DURABLE=stream-setup SUPAPLANE_PROJECTION_PREFIX=sp:setup:
+ready setup "$setup_m"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+
+# 3. Every service with its own user.
+ready api "$api_m"
+start provisioner services/provisioner/supaplane-provisioner \
+  SUPAPLANE_NATS_URL="$(url provisioner "$NATS_PROVISIONER_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$prov_m" \
+  SUPAPLANE_TENANT_DB_URL="host=$W/pg port=$pg user=postgres dbname=postgres"
+start router-sync services/router-sync/supaplane-router-sync \
+  SUPAPLANE_NATS_URL="$(url router-sync "$NATS_ROUTER_SYNC_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$rs_m" \
+  SUPAPLANE_HTTP_ADDR="127.0.0.1:$rs_http" SUPAPLANE_TRAEFIK_DIR="$W/traefik"
+start billing services/billing/supaplane-billing \
+  SUPAPLANE_NATS_URL="$(url billing "$NATS_BILLING_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$b_m" \
+  SUPAPLANE_HTTP_ADDR="127.0.0.1:$b_http" SUPAPLANE_GRPC_ADDR="127.0.0.1:$b_grpc" \
+  SUPAPLANE_STRIPE_WEBHOOK_SECRET="whsec_$(pw)"
+ready provisioner "$prov_m"; ready router-sync "$rs_m"; ready billing "$b_m"
+
+export SUPAPLANE_API_ADDR="127.0.0.1:$grpc" SUPAPLANE_TOKEN_FILE="$W/token"
+ctl() { "$BUILD/cli/supaplanectl" "$@"; }
+ctl signup --email users@example.com --password users-password-1 >/dev/null
+ref=$(ctl --json tenant create --name users 2>"$W/create.err" | jq -r ".tenant.ref") || { cat "$W/create.err" >&2; fail "tenant create"; }
+deadline=$((SECONDS + 60)); phase=""
+until [ "$phase" = ACTIVE ]; do
+  ((SECONDS < deadline)) || fail "tenant $ref stayed $phase: the provisioner's user cannot consume or append? $(tail -5 "$W/logs/provisioner.log")"
+  sleep 0.2
+  phase=$(ctl --json tenant get "$ref" | jq -r '.phase')
+done
+echo "ok: tenant $ref ACTIVE (api and provisioner appended with their users)"
+deadline=$((SECONDS + 30))
+until [[ "$(curl -s "http://127.0.0.1:$rs_http/traefik/dynamic")" == *"$ref"* ]]; do
+  ((SECONDS < deadline)) || fail "router-sync never routed $ref: $(tail -5 "$W/logs/router-sync.log")"
+  sleep 0.2
+done
+echo "ok: router-sync consumed the tenant with its user"
+n=$(SUPAPLANE_NATS_URL="$(url router-sync "$NATS_ROUTER_SYNC_PASSWORD")" ctl --json audit "$ref" | jq 'length')
+((n >= 3)) || fail "audit with a read-only user returned $n events"
+echo "ok: supaplanectl audit reads the stream with router-sync's read-only user ($n events)"
