@@ -108,7 +108,7 @@ Status App::start() {
                    "StackHealthChanged events appended", k.health_changes);
   mirror_->gauge("supaplane_provisioner_starting_stacks",
                  "stacks started and not serving yet (no worker waits for them)",
-                 [&k] { return static_cast<double>(k.starting.load()); });
+                 [starting = &k.starting] { return static_cast<double>(starting->load()); });
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
   if (!mp) return mp.error();
