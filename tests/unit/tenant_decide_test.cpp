@@ -1,4 +1,4 @@
-// decide(): every phase × command cell of DESIGN §4.
+// decide(): every phase × command cell (docs/api.md, "Phase × command").
 #include <gtest/gtest.h>
 
 #include <map>

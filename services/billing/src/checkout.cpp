@@ -213,7 +213,7 @@ grpc::Status CheckoutService::authorize(grpc::ServerContext* ctx, const std::str
   auto msgs = store_.read_subject("platform.tenant." + ref);
   if (!msgs) return to_grpc(msgs.error());
   const auto tenant = projection::fold_history(ref, *msgs);
-  // Another customer's tenant does not exist for the caller (DESIGN §8).
+  // Another customer's tenant does not exist for the caller (docs/api.md, errors).
   if (!domain::exists(tenant) || tenant.desired_state() == v1::DESIRED_STATE_DELETED ||
       (!principal->is_admin() && tenant.owner_account_id() != principal->account_id))
     return {grpc::StatusCode::NOT_FOUND, "tenant not found"};

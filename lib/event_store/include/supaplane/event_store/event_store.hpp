@@ -41,7 +41,7 @@ struct ConnectOptions {
   bool fail_fast{false};
 };
 
-/// Settings of the PLATFORM stream (DESIGN §3).
+/// Settings of the PLATFORM stream (docs/events.md).
 struct StreamSettings {
   std::string name{"PLATFORM"};
   std::string subjects{"platform.>"};
