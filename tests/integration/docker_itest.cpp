@@ -271,12 +271,23 @@ class DockerTest : public ::testing::Test {
     return out;
   }
 
+  /// A container's health status from its inspect body; `none` while the
+  /// daemon has no health record yet (a created or just-started container
+  /// reports `"Health": null`).
+  static std::string health_status(const Json& c, const std::string& none = "") {
+    const auto state = c.find("State");
+    if (state == c.end() || !state->is_object()) return none;
+    const auto h = state->find("Health");
+    if (h == state->end() || !h->is_object()) return none;
+    return h->value("Status", none);
+  }
+
   /// One line per container: service, state, health (for failure messages).
   std::string describe(const std::string& ref) {
     std::string out;
     for (const auto& [service, c] : containers(ref))
       out += "\n  " + service + ": " + c["State"].value("Status", "?") + " " +
-             c["State"].value("Health", Json::object()).value("Status", "-");
+             health_status(c, "-");
     return out.empty() ? "no containers" : out;
   }
 
@@ -347,7 +358,7 @@ TEST_F(DockerTest, CreateConvergesAHealthyHardenedStackOnItsOwnNetwork) {
     SCOPED_TRACE(service);
     EXPECT_EQ(c["Name"], "/sp-" + ref + "-" + service);
     EXPECT_TRUE(c["State"].value("Running", false));
-    EXPECT_EQ(c["State"]["Health"].value("Status", ""), "healthy");
+    EXPECT_EQ(health_status(c), "healthy");
     EXPECT_FALSE(c["Config"]["Labels"].value("supaplane.config-hash", "").empty());
     const auto& hc = c["HostConfig"];
     EXPECT_EQ(hc["CapDrop"], Json::array({"ALL"}));
@@ -563,7 +574,7 @@ TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
     auto cs = containers(ref);
     if (cs.size() != 6) return false;
     for (const auto& [s, c] : cs)
-      if (c["State"]["Health"].value("Status", "") != "healthy") return false;
+      if (health_status(c) != "healthy") return false;
     v1::GetTenantRequest req;
     req.set_ref(ref);
     v1::Tenant t;
