@@ -175,15 +175,19 @@ int health(const GlobalOptions& g, const TenantOptions& o) {
 }
 
 int events(const GlobalOptions& g, const TenantOptions& o) {
-  v1::TenantRequest req;
+  v1::ListTenantEventsRequest req;
   req.set_ref(o.ref);
+  req.set_page_size(1000);
   return with_session(g, [&](ApiClient& client) {
-    v1::ListTenantEventsResponse resp;
-    auto ctx = client.context();
-    const grpc::Status s = client.tenants().ListTenantEvents(ctx.get(), req, &resp);
-    if (!s.ok()) return client.fail(s);
     std::vector<projection::HistoryRecord> records;
-    for (const auto& e : resp.events()) records.push_back(to_history(e));
+    do {  // every page
+      v1::ListTenantEventsResponse resp;
+      auto ctx = client.context();
+      const grpc::Status s = client.tenants().ListTenantEvents(ctx.get(), req, &resp);
+      if (!s.ok()) return client.fail(s);
+      for (const auto& e : resp.events()) records.push_back(to_history(e));
+      req.set_page_token(resp.next_page_token());
+    } while (!req.page_token().empty());
     if (g.json) {
       Json arr = Json::array();
       for (const auto& r : records) arr.push_back(event_json(r));

@@ -9,6 +9,7 @@ ExitCode exit_code_for(grpc::StatusCode code) noexcept {
     case grpc::StatusCode::OK:
       return ExitCode::ok;
     case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::OUT_OF_RANGE:
       return ExitCode::usage;
     case grpc::StatusCode::UNAUTHENTICATED:
     case grpc::StatusCode::PERMISSION_DENIED:
@@ -18,6 +19,7 @@ ExitCode exit_code_for(grpc::StatusCode code) noexcept {
     case grpc::StatusCode::FAILED_PRECONDITION:
     case grpc::StatusCode::ALREADY_EXISTS:
     case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
       return ExitCode::rejected;
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
@@ -39,6 +41,7 @@ ExitCode exit_code_for(errc code) noexcept {
     case errc::already_exists:
     case errc::failed_precondition:
     case errc::conflict:
+    case errc::resource_exhausted:
       return ExitCode::rejected;
     case errc::unavailable:
       return ExitCode::unavailable;

@@ -168,6 +168,10 @@ export async function handleGrpcWeb(
   const md = new grpc.Metadata();
   const auth = req.headers["authorization"];
   if (typeof auth === "string" && auth.length > 0 && auth.length < 8192) md.set("authorization", auth);
+  // The browser's address, for the api's per-address sign-in limits (it
+  // believes this header only from addresses in SUPAPLANE_API_TRUSTED_PROXIES).
+  const remote = req.socket.remoteAddress;
+  if (remote) md.set("x-forwarded-for", remote.startsWith("::ffff:") ? remote.slice(7) : remote);
   const corr = req.headers["x-correlation-id"];
   if (typeof corr === "string" && /^[A-Za-z0-9_.:-]{1,64}$/.test(corr)) md.set("x-correlation-id", corr);
   const timeout = parseGrpcTimeout(req.headers["grpc-timeout"] as string | undefined);

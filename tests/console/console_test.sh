@@ -62,6 +62,9 @@ export SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$billing_grpc"
 export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$prov_metrics"
 export SUPAPLANE_ROUTER_HTTP_ADDR="127.0.0.1:$router_http" SUPAPLANE_ROUTER_METRICS_ADDR="127.0.0.1:$router_metrics"
 export SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console"
+# The login → 1,000 projects measurement makes 1,000 FREE projects in one
+# account: above the customer quota, which this run turns off.
+export SUPAPLANE_QUOTA_FREE_TENANTS=0 SUPAPLANE_QUOTA_TENANTS=0
 cleanup() {
   "$ROOT/scripts/run" stop >/dev/null 2>&1 || true
   rm -f "$DIR/test-output/e2e-$$.mjs"

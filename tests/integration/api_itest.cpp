@@ -5,9 +5,13 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -16,6 +20,7 @@
 #include "alert_rules.hpp"
 #include "api_options.hpp"
 #include "app.hpp"
+#include "eventually.hpp"
 #include "servers.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/projection/history.hpp"
@@ -263,7 +268,7 @@ TEST_F(ApiTest, TenantLifecycleAndErrors) {
   expect_code(get(bob, ref, &t), StatusCode::NOT_FOUND);
   expect_code(op(bob, Op::pause, ref, &m), StatusCode::NOT_FOUND);
   {
-    v1::TenantRequest req;
+    v1::ListTenantEventsRequest req;
     req.set_ref(ref);
     v1::ListTenantEventsResponse ev;
     expect_code(tenants_->ListTenantEvents(ctx(bob).get(), req, &ev), StatusCode::NOT_FOUND);
@@ -320,10 +325,11 @@ TEST_F(ApiTest, TenantLifecycleAndErrors) {
   EXPECT_EQ(m.sequence(), seq_before);
 
   // The history, in order, with actors.
-  v1::TenantRequest hreq;
+  v1::ListTenantEventsRequest hreq;
   hreq.set_ref(ref);
   v1::ListTenantEventsResponse ev;
   ASSERT_TRUE(tenants_->ListTenantEvents(ctx(alice).get(), hreq, &ev).ok());
+  EXPECT_EQ(ev.next_page_token(), "");
   std::vector<std::string> types;
   for (const auto& e : ev.events()) types.push_back(e.type());
   EXPECT_EQ(types, (std::vector<std::string>{
@@ -799,6 +805,336 @@ TEST_F(ApiTest, WatchStreamsOnlyTheCallersTenants) {
   c.TryCancel();
   while (reader->Read(&ch)) {
   }
+}
+
+// ------------------------------------------------------------------ limits
+// The api under abuse: rate limits, the hashing gate, quotas, watch streams,
+// impossible min_sequence, the admin address, ports. Each case restarts the
+// api with the limit it checks (the harness turns them off for other suites).
+class ApiLimits : public ApiTest {
+ protected:
+  void restart(const std::function<void(api::ApiOptions&)>& tune) {
+    app_.reset();
+    auto o = options();
+    tune(o);
+    start_api(o);
+  }
+  double metric(const std::string& series) {
+    httplib::Client http("127.0.0.1", app_->metrics_port());
+    auto res = http.Get("/metrics");
+    if (!res) return -1;
+    const auto at = res->body.find("\n" + series + " ");
+    if (at == std::string::npos) return 0;
+    return std::stod(res->body.substr(at + series.size() + 2));
+  }
+  grpc::Status signup_as(const std::string& email, const std::string& forwarded_for = "") {
+    v1::SignUpRequest req;
+    req.set_email(email);
+    req.set_password("password-" + email);
+    v1::SessionResponse resp;
+    grpc::ClientContext c;
+    if (!forwarded_for.empty()) c.AddMetadata("x-forwarded-for", forwarded_for);
+    return accounts_->SignUp(&c, req, &resp);
+  }
+  grpc::Status login_as(const std::string& email, const std::string& password,
+                        std::string* role = nullptr) {
+    v1::LoginRequest req;
+    req.set_email(email);
+    req.set_password(password);
+    v1::SessionResponse resp;
+    grpc::ClientContext c;
+    auto s = accounts_->Login(&c, req, &resp);
+    if (role) *role = resp.account().role();
+    return s;
+  }
+};
+
+TEST_F(ApiLimits, SignUpAndLoginAreRateLimitedPerAddressAndPerEmail) {
+  restart([](api::ApiOptions& o) {
+    o.auth_rate_per_address = 4;
+    o.auth_rate_per_email = 100;
+  });
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(signup_as("a" + std::to_string(i) + "@example.com").ok()) << i;
+  // An untrusted peer's x-forwarded-for changes nothing.
+  expect_code(signup_as("a9@example.com", "198.51.100.1"), StatusCode::RESOURCE_EXHAUSTED,
+              "address");
+  expect_code(login_as("a0@example.com", "password-a0@example.com"),
+              StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"rate_per_address\"}"), 2);
+
+  // Behind a trusted proxy (the console), each browser has its own budget.
+  restart([](api::ApiOptions& o) {
+    o.auth_rate_per_address = 2;
+    o.auth_rate_per_email = 3;
+    o.trusted_proxies = "10.0.0.0/8, 127.0.0.1";
+  });
+  EXPECT_TRUE(signup_as("b1@example.com", "203.0.113.7").ok());
+  EXPECT_TRUE(signup_as("b2@example.com", "203.0.113.7").ok());
+  expect_code(signup_as("b3@example.com", "203.0.113.7"), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(signup_as("b3@example.com", "203.0.113.8").ok());
+  // Per e-mail, from many addresses: guessing one account's password.
+  std::vector<std::string> seen;
+  for (int i = 0; i < 4; ++i) {
+    grpc::ClientContext c;
+    c.AddMetadata("x-forwarded-for", "192.0.2." + std::to_string(i));
+    v1::LoginRequest req;
+    req.set_email("b1@example.com");
+    req.set_password("wrong-password");
+    v1::SessionResponse resp;
+    seen.push_back(std::to_string(static_cast<int>(accounts_->Login(&c, req, &resp).error_code())));
+  }
+  // b1 signed up once (1 of 3), two wrong guesses, then refused.
+  EXPECT_EQ(seen, (std::vector<std::string>{"16", "16", "8", "8"}));
+  EXPECT_GE(metric("supaplane_api_refused_total{reason=\"rate_per_email\"}"), 2);
+}
+
+TEST_F(ApiLimits, LoginDoesTheSameWorkForAnUnknownEmailAsForAWrongPassword) {
+  const std::string known = "known@example.com";
+  signup(known);
+  const double before = metric("supaplane_api_password_checks_total");
+  expect_code(login_as("nobody@example.com", "whatever-1"), StatusCode::UNAUTHENTICATED,
+              "invalid email or password");
+  expect_code(login_as(known, "wrong-password"), StatusCode::UNAUTHENTICATED,
+              "invalid email or password");
+  // Both ran an argon2id verification (an unknown e-mail against a decoy hash).
+  EXPECT_EQ(metric("supaplane_api_password_checks_total"), before + 2);
+}
+
+std::size_t resident_bytes() {
+  std::ifstream f("/proc/self/statm");
+  std::size_t pages = 0, rss = 0;
+  f >> pages >> rss;
+  return rss * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+TEST_F(ApiLimits, AFloodOfSignUpsIsTurnedAwayWithBoundedMemoryAndReadsGoOn) {
+  restart([](api::ApiOptions& o) {
+    o.auth_concurrency = 2;
+    o.auth_max_waiting = 4;
+    o.auth_wait_ms = 2000;
+  });
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "steady", &m).ok());
+  const std::size_t base = resident_bytes();
+  std::atomic<std::size_t> peak{base};
+  std::atomic<bool> sampling{true};
+  std::thread sampler([&] {
+    while (sampling) {
+      peak = std::max(peak.load(), resident_bytes());
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  constexpr int kFlood = 500;
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::SignUpRequest req;
+    v1::SessionResponse resp;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0;
+  std::map<StatusCode, int> codes;
+  for (int i = 0; i < kFlood; ++i) {
+    auto c = std::make_unique<Call>();
+    c->req.set_email("flood" + std::to_string(i) + "@example.com");
+    c->req.set_password("flood-password");
+    c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    accounts_->async()->SignUp(&c->ctx, &c->req, &c->resp, [&](grpc::Status s) {
+      std::lock_guard lk(mu);
+      ++codes[s.error_code()];
+      ++finished;
+      cv.notify_all();
+    });
+    calls.push_back(std::move(c));
+  }
+  // While the flood is in flight, reads answer.
+  v1::Tenant t;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(get(alice, m.tenant().ref(), &t).ok());
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(120), [&] { return finished == kFlood; }));
+  }
+  sampling = false;
+  sampler.join();
+  EXPECT_EQ(codes[StatusCode::OK] + codes[StatusCode::RESOURCE_EXHAUSTED], kFlood)
+      << "other codes: " << codes.size();
+  EXPECT_GT(codes[StatusCode::RESOURCE_EXHAUSTED], 0);
+  EXPECT_GT(codes[StatusCode::OK], 0);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"auth_busy\"}"),
+            codes[StatusCode::RESOURCE_EXHAUSTED]);
+  // Two argon2id hashes (64 MiB each) at a time, not hundreds.
+  const double grew_mib = static_cast<double>(peak.load() - base) / (1 << 20);
+  std::cout << "flood: " << codes[StatusCode::OK] << " signed up, "
+            << codes[StatusCode::RESOURCE_EXHAUSTED] << " turned away, resident +" << grew_mib
+            << " MiB\n";
+  EXPECT_LT(grew_mib, 512);
+}
+
+TEST_F(ApiLimits, MinSequenceBeyondTheLogIsRefusedAtOnce) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "seq", &m).ok());
+  v1::Tenant t;
+  expect_code(get(alice, m.tenant().ref(), &t, std::uint64_t{1} << 62), StatusCode::OUT_OF_RANGE,
+              "beyond the log's last sequence");
+  v1::ListTenantsRequest lr;
+  lr.set_min_sequence(std::uint64_t{1} << 62);
+  v1::ListTenantsResponse resp;
+  expect_code(tenants_->ListTenants(ctx(alice).get(), lr, &resp), StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"min_sequence\"}"), 2);
+  // A sequence the log has is still waited for and served.
+  EXPECT_TRUE(get(alice, m.tenant().ref(), &t, m.sequence()).ok());
+}
+
+TEST_F(ApiLimits, TenantsPerAccountAreLimitedByPlanEvenUnderABurst) {
+  restart([](api::ApiOptions& o) {
+    o.quota_free_tenants = 2;
+    o.quota_tenants = 3;
+  });
+  const std::string alice = signup("alice@example.com");
+  // Ten FREE creates at once: exactly two get through.
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, refused{0};
+  std::vector<std::string> refs(10);
+  for (int i = 0; i < 10; ++i)
+    threads.emplace_back([&, i] {
+      v1::TenantMutation m;
+      auto s = create(alice, "burst" + std::to_string(i), &m);
+      if (s.ok()) {
+        ++ok;
+        refs[i] = m.tenant().ref();
+      } else if (s.error_code() == StatusCode::RESOURCE_EXHAUSTED) {
+        ++refused;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 2);
+  EXPECT_EQ(refused.load(), 8);
+  v1::TenantMutation m;
+  expect_code(create(alice, "one-more", &m), StatusCode::RESOURCE_EXHAUSTED, "FREE tenants");
+  // A paid one fits (3 in all), then nothing does.
+  ASSERT_TRUE(create(alice, "paid", &m, "", v1::PLAN_PRO).ok());
+  expect_code(create(alice, "paid2", &m, "", v1::PLAN_PRO), StatusCode::RESOURCE_EXHAUSTED,
+              "3 tenants");
+  // Deleting one frees its place.
+  std::string gone;
+  for (const auto& r : refs)
+    if (!r.empty()) gone = r;
+  ASSERT_TRUE(op(alice, Op::remove, gone, &m).ok());
+  v1::Tenant t;
+  ASSERT_TRUE(get(alice, gone, &t, m.sequence()).ok());
+  EXPECT_TRUE(create(alice, "again", &m).ok());
+  // Admins are not held to customer quotas.
+  const std::string admin = admin_token();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(create(admin, "ops" + std::to_string(i), &m).ok()) << i;
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"quota_free_tenants\"}"), 9);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"quota_tenants\"}"), 1);
+}
+
+TEST_F(ApiLimits, WatchStreamsPerAccountAreLimited) {
+  restart([](api::ApiOptions& o) { o.watch_streams_per_account = 2; });
+  const std::string alice = signup("alice@example.com");
+  const std::string bob = signup("bob@example.com");
+  auto open = [&](const std::string& token, grpc::ClientContext* c) {
+    c->AddMetadata("authorization", "Bearer " + token);
+    return tenants_->WatchTenants(c, v1::WatchTenantsRequest{});
+  };
+  grpc::ClientContext c1, c2, c3, c4;
+  auto r1 = open(alice, &c1);
+  auto r2 = open(alice, &c2);
+  ASSERT_TRUE(testenv::eventually([&] { return metric("supaplane_api_watchers") == 2; }));
+  auto r3 = open(alice, &c3);
+  v1::TenantChange ch;
+  EXPECT_FALSE(r3->Read(&ch));
+  expect_code(r3->Finish(), StatusCode::RESOURCE_EXHAUSTED, "watch streams");
+  // Another account is not affected.
+  auto r4 = open(bob, &c4);
+  ASSERT_TRUE(testenv::eventually([&] { return metric("supaplane_api_watchers") == 3; }));
+  c1.TryCancel();
+  while (r1->Read(&ch)) {
+  }
+  ASSERT_TRUE(testenv::eventually([&] { return metric("supaplane_api_watchers") == 2; }));
+  grpc::ClientContext c5;
+  auto r5 = open(alice, &c5);
+  ASSERT_TRUE(testenv::eventually([&] { return metric("supaplane_api_watchers") == 3; }));
+  for (auto* c : {&c2, &c4, &c5}) c->TryCancel();
+  for (auto* r : {&r2, &r4, &r5})
+    while ((*r)->Read(&ch)) {
+    }
+}
+
+TEST_F(ApiLimits, TheAdminAddressNeverTakesOverACustomerAccount) {
+  const std::string taken = "taken@example.com";
+  signup(taken);
+  auto o = options();
+  o.admin_email = taken;
+  o.admin_password = "operator-password-1";
+  o.grpc_addr = "127.0.0.1:0";
+  o.metrics_addr = "127.0.0.1:0";
+  api::ApiApp second(o);
+  ASSERT_TRUE(second.start().ok());
+  ASSERT_TRUE(testenv::eventually([&] {
+    return second.readiness().find("belongs to a customer account") != std::string::npos;
+  })) << second.readiness();
+  second.stop();
+  std::string role;
+  ASSERT_TRUE(login_as(taken, "password-" + taken, &role).ok());
+  EXPECT_EQ(role, "customer");
+  expect_code(login_as(taken, "operator-password-1"), StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(ApiLimits, ASecondProcessCannotShareTheGrpcOrMetricsPort) {
+  for (bool grpc_port : {true, false}) {
+    auto o = options();
+    o.grpc_addr = "127.0.0.1:" + std::to_string(grpc_port ? app_->grpc_port() : 0);
+    o.metrics_addr = "127.0.0.1:" + std::to_string(grpc_port ? 0 : app_->metrics_port());
+    const std::string taken = grpc_port ? o.grpc_addr : o.metrics_addr;
+    api::ApiApp second(o);
+    auto st = second.start();
+    ASSERT_FALSE(st.ok()) << taken << " was shared";
+    EXPECT_NE(st.error().message.find(taken), std::string::npos) << st.error().message;
+  }
+}
+
+TEST_F(ApiLimits, TenantHistoryComesAPageAtATime) {
+  const std::string alice = signup("alice@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "pages", &m).ok());
+  const std::string ref = m.tenant().ref();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(op(alice, Op::pause, ref, &m).ok());
+    ASSERT_TRUE(op(alice, Op::resume, ref, &m).ok());
+  }
+  v1::ListTenantEventsRequest req;
+  req.set_ref(ref);
+  req.set_page_size(3);
+  std::vector<std::uint64_t> seqs;
+  int pages = 0;
+  do {
+    v1::ListTenantEventsResponse resp;
+    ASSERT_TRUE(tenants_->ListTenantEvents(ctx(alice).get(), req, &resp).ok());
+    ASSERT_LE(resp.events_size(), 3);
+    for (const auto& e : resp.events()) seqs.push_back(e.sequence());
+    req.set_page_token(resp.next_page_token());
+    ++pages;
+  } while (!req.page_token().empty() && pages < 10);
+  EXPECT_EQ(seqs.size(), 7u);  // created + 3 × (pause, resume)
+  EXPECT_EQ(pages, 3);
+  EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
+  for (const char* bad : {"x", "-1", "99999999999999999999999"}) {
+    req.set_page_token(bad);
+    v1::ListTenantEventsResponse resp;
+    expect_code(tenants_->ListTenantEvents(ctx(alice).get(), req, &resp),
+                StatusCode::INVALID_ARGUMENT, "page_token");
+  }
+  req.set_page_token("");
+  req.set_page_size(1001);
+  v1::ListTenantEventsResponse resp;
+  expect_code(tenants_->ListTenantEvents(ctx(alice).get(), req, &resp),
+              StatusCode::INVALID_ARGUMENT, "page_size");
 }
 
 // deploy/prometheus/alerts.yml must only name metrics the api exports.

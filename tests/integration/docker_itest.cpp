@@ -235,10 +235,12 @@ class DockerTest : public ::testing::Test {
 
   /// The tenant's events, folded the way the provisioner folds them.
   std::vector<projection::HistoryRecord> history(const std::string& ref) {
-    v1::TenantRequest req;
+    v1::ListTenantEventsRequest req;
     req.set_ref(ref);
+    req.set_page_size(1000);
     v1::ListTenantEventsResponse resp;
     EXPECT_TRUE(tenants_->ListTenantEvents(ctx().get(), req, &resp).ok());
+    EXPECT_EQ(resp.next_page_token(), "") << "more than one page of history";
     std::vector<projection::HistoryRecord> out;
     for (const auto& e : resp.events()) {
       projection::HistoryRecord r;
@@ -286,8 +288,8 @@ class DockerTest : public ::testing::Test {
   std::string describe(const std::string& ref) {
     std::string out;
     for (const auto& [service, c] : containers(ref))
-      out += "\n  " + service + ": " + c["State"].value("Status", "?") + " " +
-             health_status(c, "-");
+      out +=
+          "\n  " + service + ": " + c["State"].value("Status", "?") + " " + health_status(c, "-");
     return out.empty() ? "no containers" : out;
   }
 

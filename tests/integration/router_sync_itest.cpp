@@ -262,7 +262,11 @@ TEST_F(RouterSyncTest, RoutesFollowEveryPhaseInTheDirectoryAndTheHttpProvider) {
   const auto& api_router = dir["http"]["routers"]["tenant-" + a + "-api"];
   EXPECT_EQ(api_router["service"], "tenant-" + a + "-gateway");
   EXPECT_EQ(api_router["middlewares"],
-            json::array({"supaplane-forward-auth", "supaplane-ratelimit-starter"}));
+            json::array({"supaplane-forward-auth", "supaplane-strip-apikey",
+                         "supaplane-ratelimit-starter"}));
+  // The opaque key never reaches the tenant's services: the header is removed.
+  EXPECT_EQ(dir["http"]["middlewares"]["supaplane-strip-apikey"]["headers"]["customRequestHeaders"],
+            (json{{"apikey", ""}}));
   EXPECT_EQ(
       dir["http"]["services"]["tenant-" + a + "-gateway"]["loadBalancer"]["servers"][0]["url"],
       "http://" + a + ".gateway.internal:8000");

@@ -94,7 +94,7 @@ start router-sync services/router-sync/supaplane-router-sync \
   SUPAPLANE_HTTP_ADDR="127.0.0.1:$rs_http" SUPAPLANE_TRAEFIK_DIR="$W/traefik"
 start billing services/billing/supaplane-billing \
   SUPAPLANE_NATS_URL="$(url billing "$NATS_BILLING_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$b_m" \
-  SUPAPLANE_HTTP_ADDR="127.0.0.1:$b_http" SUPAPLANE_GRPC_ADDR="127.0.0.1:$b_grpc" \
+  SUPAPLANE_HTTP_ADDR="127.0.0.1:$b_http" SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$b_grpc" \
   SUPAPLANE_STRIPE_WEBHOOK_SECRET="whsec_$(pw)"
 ready provisioner "$prov_m"; ready router-sync "$rs_m"; ready billing "$b_m"
 

@@ -204,7 +204,11 @@ TEST_F(EdgeFixture, RightKeysGetAShortLivedJwtOfTheirRole) {
 }
 
 TEST_F(EdgeFixture, AUserSessionJwtNextToAValidApikeyIsPassedThrough) {
-  const std::string session = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYXV0aGVudGljYXRlZCJ9.c2ln";
+  auth::JwtClaims user;
+  user.sub = "user-1";
+  user.role = "authenticated";
+  user.exp = clock.now / 1000 + 3600;
+  const std::string session = auth::sign_hs256(jwt_secret, user).value();
   auto d = edge.check(host, pub, "Bearer " + session);
   EXPECT_EQ(d.status, 200);
   EXPECT_EQ(d.authorization, "Bearer " + session);
@@ -212,6 +216,37 @@ TEST_F(EdgeFixture, AUserSessionJwtNextToAValidApikeyIsPassedThrough) {
   EXPECT_EQ(edge.check(host, "", "Bearer " + session).status, 401);
   EXPECT_EQ(edge.check(host, "sb_publishable_" + std::string(32, 'x'), "Bearer " + session).status,
             401);
+}
+
+TEST_F(EdgeFixture, ASessionJwtTheTenantDidNotIssueIsRefusedAtTheEdge) {
+  auth::JwtClaims user;
+  user.role = "authenticated";
+  user.exp = clock.now / 1000 + 3600;
+  // Signed with another secret (another tenant's, or a forger's).
+  const std::string foreign =
+      auth::sign_hs256("other-secret-other-secret-other-secr", user).value();
+  EXPECT_EQ(edge.check(host, pub, "Bearer " + foreign).status, 401);
+  // Shaped like a JWT, signed by nobody.
+  EXPECT_EQ(edge.check(host, pub, "Bearer eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYSJ9.c2ln").status, 401);
+  // Expired, or without an expiry.
+  auth::JwtClaims old = user;
+  old.exp = clock.now / 1000 - 1;
+  EXPECT_EQ(edge.check(host, pub, "Bearer " + auth::sign_hs256(jwt_secret, old).value()).status,
+            401);
+  auth::JwtClaims forever = user;
+  forever.exp = 0;
+  EXPECT_EQ(edge.check(host, pub, "Bearer " + auth::sign_hs256(jwt_secret, forever).value()).status,
+            401);
+  // This tenant's secret, another tenant's ref.
+  auth::JwtClaims elsewhere = user;
+  elsewhere.ref = kOther;
+  EXPECT_EQ(
+      edge.check(host, pub, "Bearer " + auth::sign_hs256(jwt_secret, elsewhere).value()).status,
+      401);
+  elsewhere.ref = kRef;
+  EXPECT_EQ(
+      edge.check(host, pub, "Bearer " + auth::sign_hs256(jwt_secret, elsewhere).value()).status,
+      200);
 }
 
 TEST_F(EdgeFixture, WrongUnknownAndMalformedKeysAre401) {

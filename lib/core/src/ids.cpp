@@ -31,6 +31,8 @@ const char* to_string(errc e) noexcept {
       return "corrupt";
     case errc::internal:
       return "internal";
+    case errc::resource_exhausted:
+      return "resource_exhausted";
   }
   return "unknown";
 }

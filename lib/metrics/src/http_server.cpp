@@ -2,8 +2,14 @@
 
 #include <httplib.h>
 #include <prometheus/text_serializer.h>
+#include <sys/socket.h>
 
 namespace supaplane::metrics {
+
+void exclusive_socket_options(int fd) {
+  const int yes = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);  // TIME_WAIT only
+}
 
 OpsServer::OpsServer(std::shared_ptr<prometheus::Registry> registry, ReadinessProbe ready)
     : registry_(std::move(registry)), ready_(std::move(ready)) {}
@@ -28,6 +34,9 @@ Result<int> OpsServer::start(const std::string& host, int port) {
       res.set_content("not ready: " + why + "\n", "text/plain");
     }
   });
+  // httplib's default options add SO_REUSEPORT, with which a second process
+  // binds the same address silently and takes part of the scrapes.
+  server_->set_socket_options(exclusive_socket_options);
   int bound = port;
   if (port == 0) {
     bound = server_->bind_to_any_port(host);
@@ -35,7 +44,8 @@ Result<int> OpsServer::start(const std::string& host, int port) {
     bound = -1;
   }
   if (bound <= 0)
-    return make_error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port));
+    return make_error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port) +
+                                             " (address in use?)");
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return bound;
 }

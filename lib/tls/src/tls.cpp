@@ -1,5 +1,8 @@
 #include "supaplane/tls/tls.hpp"
 
+#include <grpcpp/resource_quota.h>
+
+#include <algorithm>
 #include <fstream>
 
 namespace supaplane::tls {
@@ -59,6 +62,13 @@ Result<std::shared_ptr<grpc::ChannelCredentials>> channel_credentials(const Clie
 
 const char* mode_name(const ServerFiles& files) {
   return files.cert_file.empty() && files.key_file.empty() ? "plaintext" : "tls";
+}
+
+void exclusive_server(grpc::ServerBuilder& builder, int max_threads, const std::string& name) {
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  grpc::ResourceQuota quota(name);
+  quota.SetMaxThreads(std::max(4, max_threads));
+  builder.SetResourceQuota(quota);
 }
 
 }  // namespace supaplane::tls

@@ -128,12 +128,21 @@ Result<AccountRow> AccountStore::ensure_admin(
     const std::function<Status(const AccountRow&)>& on_create) {
   auto existing = find_by_email(email);
   if (existing) {
+    // The configured admin's password follows the configuration; a
+    // customer who signed up with that address first is never promoted.
+    if (existing->role != auth::Role::admin)
+      return make_error(errc::failed_precondition,
+                        "SUPAPLANE_ADMIN_EMAIL belongs to a customer account; configure another "
+                        "address for the admin",
+                        "admin_email");
     return with_tx([&](pqxx::work& tx) -> Result<AccountRow> {
-      auto res =
-          tx.exec_params(std::string("UPDATE accounts SET role = 'admin', password_hash = $2 "
-                                     "WHERE email = $1 RETURNING ") +
-                             kColumns,
-                         email, hash);
+      auto res = tx.exec_params(std::string("UPDATE accounts SET password_hash = $2 "
+                                            "WHERE email = $1 AND role = 'admin' RETURNING ") +
+                                    kColumns,
+                                email, hash);
+      if (res.empty())
+        return make_error(errc::failed_precondition,
+                          "SUPAPLANE_ADMIN_EMAIL belongs to a customer account", "admin_email");
       tx.commit();
       return row_of(res[0]);
     });

@@ -64,7 +64,16 @@ ApiMetrics::ApiMetrics(prometheus::Registry& r)
                    .Name("supaplane_api_watchers")
                    .Help("open WatchTenants streams")
                    .Register(r)
-                   .Add({})) {}
+                   .Add({})),
+      refused(prometheus::BuildCounter()
+                  .Name("supaplane_api_refused_total")
+                  .Help("calls turned away by a rate limit, concurrency limit or quota, by reason")
+                  .Register(r)),
+      password_checks(prometheus::BuildCounter()
+                          .Name("supaplane_api_password_checks_total")
+                          .Help("password verifications run by Login (unknown e-mails included)")
+                          .Register(r)
+                          .Add({})) {}
 
 bool ChangeHub::Subscription::next(Change* out, int timeout_ms) {
   std::unique_lock lk(mu_);
@@ -77,8 +86,9 @@ bool ChangeHub::Subscription::next(Change* out, int timeout_ms) {
   return true;
 }
 
-std::shared_ptr<ChangeHub::Subscription> ChangeHub::subscribe() {
+std::shared_ptr<ChangeHub::Subscription> ChangeHub::subscribe(std::string owner) {
   auto s = std::make_shared<Subscription>();
+  s->owner_ = std::move(owner);
   std::lock_guard lk(mu_);
   subs_.push_back(s);
   return s;
@@ -93,6 +103,7 @@ void ChangeHub::publish(const Change& c) {
   constexpr std::size_t kMaxQueued = 10'000;
   std::lock_guard lk(mu_);
   for (auto& s : subs_) {
+    if (!s->owner_.empty() && s->owner_ != c.state.owner_account_id()) continue;
     std::lock_guard sl(s->mu_);
     if (s->closed_) continue;
     if (s->q_.size() >= kMaxQueued) {
@@ -170,9 +181,13 @@ Status ApiApp::start() {
     keys_ = std::make_unique<keystore::KeyStore>(opts_.database_url, *master, "supaplane", clock_,
                                                  std::move(*previous));
   }
+  limits_ =
+      std::make_unique<Limits>(opts_.auth_concurrency, opts_.auth_max_waiting, opts_.auth_wait_ms,
+                               opts_.auth_rate_per_address, opts_.auth_rate_per_email,
+                               opts_.trusted_proxies, opts_.watch_streams_per_account, clock_);
   ctx_ = std::make_unique<ApiContext>(ApiContext{opts_, *store_, projection_, *redis_, waiter_,
                                                  *commands_, *accounts_, *tokens_, hub_, *metrics_,
-                                                 keys_.get(), clock_, stopping_});
+                                                 keys_.get(), clock_, stopping_, *limits_});
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
                                                              *this, store_.get());
   event_store::ConsumerOptions cons;
@@ -185,6 +200,7 @@ Status ApiApp::start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  tls::exclusive_server(builder, opts_.grpc_max_threads, "supaplane-api");
   builder.AddListeningPort(opts_.grpc_addr, *grpc_creds, &grpc_port_);
   builder.SetMaxReceiveMessageSize(opts_.max_message_bytes);
   // Handlers block on a JetStream round trip; with gRPC's default of at most
@@ -196,7 +212,8 @@ Status ApiApp::start() {
   for (auto& s : services_) builder.RegisterService(s.get());
   server_ = builder.BuildAndStart();
   if (!server_ || grpc_port_ == 0)
-    return make_error(errc::unavailable, "cannot listen for gRPC on " + opts_.grpc_addr);
+    return make_error(errc::unavailable,
+                      "cannot listen for gRPC on " + opts_.grpc_addr + " (address in use?)");
 
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
@@ -288,6 +305,12 @@ void ApiApp::bootstrap() {
         if (row) {
           admin_done = true;
           log()->info("admin account ready account={}", row->id);
+          std::lock_guard lk(mu_);
+          admin_problem_.clear();
+        } else {
+          std::lock_guard lk(mu_);
+          if (admin_problem_ != row.error().message) log()->error("{}", row.error().message);
+          admin_problem_ = row.error().message;
         }
       }
     }
@@ -313,6 +336,10 @@ std::string ApiApp::readiness() {
     if (!r) return "redis: " + r.error().message;
   }
   if (!accounts_ready_) return "accounts database not ready";
+  {
+    std::lock_guard lk(mu_);
+    if (!admin_problem_.empty()) return "admin account: " + admin_problem_;
+  }
   if (auto st = accounts_->ping(); !st) return "accounts database: " + st.error().message;
   if (!runner_ || !runner_->subscribed()) return "projector not subscribed";
   return {};

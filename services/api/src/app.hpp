@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "accounts.hpp"
+#include "limits.hpp"
 #include "supaplane/auth/token.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
@@ -51,6 +52,25 @@ struct ApiOptions {
   /// Retired master keys (comma-separated base64): still open, re-sealed on read.
   std::string master_key_previous;
   int grpc_max_pollers{64};
+  /// Threads gRPC may use for this server (its resource quota).
+  int grpc_max_threads{256};
+  // Abuse limits (docs/operations.md, "Limits and quotas").
+  /// Password hashes (argon2id, 64 MiB each) at a time; 0 = one per core.
+  int auth_concurrency{0};
+  /// SignUp / Login calls that may wait for a hashing slot, each up to auth_wait_ms.
+  int auth_max_waiting{16};
+  int auth_wait_ms{2000};
+  /// SignUp + Login calls per minute per caller address (burst: the same); 0 = off.
+  int auth_rate_per_address{30};
+  /// SignUp + Login calls per minute per e-mail address (burst: the same); 0 = off.
+  int auth_rate_per_email{10};
+  /// Addresses (comma-separated) whose `x-forwarded-for` names the caller.
+  std::string trusted_proxies;
+  /// Tenants a customer account may have (not deleted): FREE ones, and in all.
+  int quota_free_tenants{2};
+  int quota_tenants{50};
+  /// Open WatchTenants streams per account.
+  int watch_streams_per_account{8};
 };
 
 /// Metrics of the api (names prefixed supaplane_api_).
@@ -65,6 +85,10 @@ struct ApiMetrics {
   prometheus::Gauge& checkpoint;
   prometheus::Gauge& consumer_pending;
   prometheus::Gauge& watchers;
+  /// Calls turned away by a limit or quota, by reason.
+  prometheus::Family<prometheus::Counter>& refused;
+  /// Password verifications run by Login (unknown e-mails included).
+  prometheus::Counter& password_checks;
 };
 
 /// A change to a tenant, fanned out to WatchTenants streams.
@@ -90,8 +114,10 @@ class ChangeHub {
     std::deque<Change> q_;
     bool closed_{false};
     std::atomic<bool> overflowed_{false};
+    std::string owner_;
   };
-  std::shared_ptr<Subscription> subscribe();
+  /// Changes of tenants owned by `owner` ("" = every change).
+  std::shared_ptr<Subscription> subscribe(std::string owner = {});
   void unsubscribe(const std::shared_ptr<Subscription>& s);
   void publish(const Change& c);
   void close_all();
@@ -117,6 +143,7 @@ struct ApiContext {
   keystore::KeyStore* keys;  ///< null without a master key
   const Clock& clock;
   std::atomic<bool>& shutting_down;
+  Limits& limits;
 };
 
 /// Composition root of supaplane-api: builds in dependency order, keeps
@@ -160,6 +187,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::unique_ptr<auth::TokenService> tokens_;
   std::unique_ptr<keystore::KeyStore> keys_;
   ChangeHub hub_;
+  std::unique_ptr<Limits> limits_;
   std::unique_ptr<ApiContext> ctx_;
   std::unique_ptr<projection::TenantProjector> projector_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
@@ -174,6 +202,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::atomic<bool> accounts_ready_{false};
   std::atomic<bool> runner_started_{false};
   std::string stream_problem_;
+  std::string admin_problem_;  ///< why the configured admin account is not ready
   std::mutex mu_;
   int grpc_port_{0};
   int metrics_port_{0};

@@ -2,7 +2,11 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
+#include <optional>
+#include <set>
 
 #include "app.hpp"
 #include "supaplane/auth/password.hpp"
@@ -65,6 +69,10 @@ class CallScope {
         return "UNAVAILABLE";
       case grpc::StatusCode::ABORTED:
         return "ABORTED";
+      case grpc::StatusCode::OUT_OF_RANGE:
+        return "OUT_OF_RANGE";
+      case grpc::StatusCode::RESOURCE_EXHAUSTED:
+        return "RESOURCE_EXHAUSTED";
       default:
         return "OTHER";
     }
@@ -144,22 +152,39 @@ void fill_event(const projection::HistoryRecord& h, v1::TenantEventRecord* e) {
   e->set_event_id(h.event_id);
 }
 
+/// A page token: the decimal position after which the next page starts
+/// ("" = the start). Anything else is refused, never thrown on.
+std::optional<std::uint64_t> parse_page_token(const std::string& t) {
+  if (t.empty()) return 0;
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (ec != std::errc() || end != t.data() + t.size()) return std::nullopt;
+  return v;
+}
+
 grpc::Status page_args(const v1::ListTenantsRequest& req, projection::ListQuery* q) {
   if (req.page_size() < 0 || req.page_size() > 500) return invalid("page_size", "must be 0..500");
   q->limit = req.page_size() == 0 ? 50 : req.page_size();
-  if (!req.page_token().empty()) {
-    const auto& t = req.page_token();
-    if (t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos)
-      return invalid("page_token", "is not a token returned by this API");
-    q->after = std::stoull(t);
-  }
+  auto after = parse_page_token(req.page_token());
+  if (!after) return invalid("page_token", "is not a token returned by this API");
+  q->after = *after;
   if (!v1::Phase_IsValid(req.phase())) return invalid("phase", "unknown phase");
   q->phase = req.phase();
   return grpc::Status::OK;
 }
 
 grpc::Status wait_for(ApiContext& ctx, std::uint64_t min_sequence) {
-  if (min_sequence == 0) return grpc::Status::OK;
+  if (min_sequence == 0 || ctx.waiter.current() >= min_sequence) return grpc::Status::OK;
+  // Only a sequence the log has can ever be reached: one beyond its end is
+  // refused at once instead of holding the call for the whole wait.
+  auto last = ctx.store.last_sequence();
+  if (!last) return to_grpc(last.error());
+  if (min_sequence > *last) {
+    ctx.metrics.refused.Add({{"reason", "min_sequence"}}).Increment();
+    return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                        "min_sequence " + std::to_string(min_sequence) +
+                            " is beyond the log's last sequence " + std::to_string(*last));
+  }
   if (!ctx.waiter.wait_for(min_sequence, ctx.options.read_wait_ms))
     return grpc::Status(
         grpc::StatusCode::UNAVAILABLE,
@@ -209,13 +234,16 @@ class AccountServiceImpl final : public v1::AccountService::Service {
  public:
   explicit AccountServiceImpl(ApiContext& ctx) : ctx_(ctx) {}
 
-  grpc::Status SignUp(grpc::ServerContext*, const v1::SignUpRequest* req,
+  grpc::Status SignUp(grpc::ServerContext* sc, const v1::SignUpRequest* req,
                       v1::SessionResponse* resp) override {
     CallScope call(ctx_, "SignUp");
     const std::string email = normalize_email(req->email());
     if (auto st = auth::validate_email(email); !st) return call.done(to_grpc(st.error()));
     if (auto st = auth::validate_password(req->password()); !st)
       return call.done(to_grpc(st.error()));
+    if (auto st = rate_limit(*sc, email); !st.ok()) return call.done(st);
+    auto slot = ctx_.limits.hashing.enter();
+    if (!slot) return call.done(busy());
     auto hash = auth::hash_password(req->password());
     if (!hash) return call.done(to_grpc(hash.error()));
     auto row = ctx_.accounts.create(email, *hash, auth::Role::customer,
@@ -225,17 +253,24 @@ class AccountServiceImpl final : public v1::AccountService::Service {
     return call.done(session(*row, resp));
   }
 
-  grpc::Status Login(grpc::ServerContext*, const v1::LoginRequest* req,
+  grpc::Status Login(grpc::ServerContext* sc, const v1::LoginRequest* req,
                      v1::SessionResponse* resp) override {
     CallScope call(ctx_, "Login");
     const std::string email = normalize_email(req->email());
     if (email.empty()) return call.done(invalid("email", "must not be empty"));
     if (req->password().empty() || req->password().size() > 128)
       return call.done(invalid("password", "must be 1..128 bytes"));
+    if (auto st = rate_limit(*sc, email); !st.ok()) return call.done(st);
     auto row = ctx_.accounts.find_by_email(email);
     if (!row && row.error().code != errc::not_found) return call.done(to_grpc(row.error()));
-    // Same answer for an unknown e-mail and a wrong password.
-    if (!row || !auth::verify_password(req->password(), row->password_hash))
+    auto slot = ctx_.limits.hashing.enter();
+    if (!slot) return call.done(busy());
+    // Same answer, and the same work, for an unknown e-mail and a wrong
+    // password: an unknown one is checked against a decoy hash.
+    const bool ok =
+        auth::verify_password(req->password(), row ? row->password_hash : ctx_.limits.decoy_hash);
+    ctx_.metrics.password_checks.Increment();
+    if (!row || !ok)
       return call.done(
           grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid email or password"));
     return call.done(session(*row, resp));
@@ -257,6 +292,28 @@ class AccountServiceImpl final : public v1::AccountService::Service {
   }
 
  private:
+  /// Per caller address, then per e-mail: RESOURCE_EXHAUSTED beyond either.
+  grpc::Status rate_limit(const grpc::ServerContextBase& sc, const std::string& email) {
+    if (!ctx_.limits.per_address.allow(caller_address(sc, ctx_.limits.trusted_proxies))) {
+      ctx_.metrics.refused.Add({{"reason", "rate_per_address"}}).Increment();
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "too many sign-up or login attempts from this address; retry later");
+    }
+    if (!ctx_.limits.per_email.allow(email)) {
+      ctx_.metrics.refused.Add({{"reason", "rate_per_email"}}).Increment();
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "too many sign-up or login attempts for this e-mail; retry later");
+    }
+    return grpc::Status::OK;
+  }
+
+  /// No password-hashing slot came free in time.
+  grpc::Status busy() {
+    ctx_.metrics.refused.Add({{"reason", "auth_busy"}}).Increment();
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "too many sign-ups and logins in progress; retry shortly");
+  }
+
   Status append_account(const AccountRow& a) {
     v1::Actor actor;
     actor.set_kind(v1::ACTOR_KIND_ACCOUNT);
@@ -303,10 +360,19 @@ class TenantServiceImpl final : public TenantServiceBase {
     v1::Plan plan = req->plan() == v1::PLAN_UNSPECIFIED ? v1::PLAN_FREE : req->plan();
     if (!domain::valid_plan(plan))
       return finish(reactor, call, invalid("plan", "must be FREE, STARTER or PRO"));
+    // Admins are not held to customer quotas.
+    const bool quota =
+        !p->is_admin() && (ctx_.options.quota_free_tenants > 0 || ctx_.options.quota_tenants > 0);
+    const bool free = plan == v1::PLAN_FREE;
+    if (quota) {
+      if (auto st = reserve_quota(p->account_id, free); !st.ok()) return finish(reactor, call, st);
+    }
     CommandContext cc{*p, req->request_id(), correlation_id(sc)};
     ctx_.commands.create_async(
         req->name(), plan, cc,
-        [this, reactor, call, resp, corr = cc.correlation_id](Result<Mutation> m) mutable {
+        [this, reactor, call, resp, corr = cc.correlation_id, quota, free,
+         account = p->account_id](Result<Mutation> m) mutable {
+          if (quota) ctx_.limits.quota.finish(account, free, m ? m->state.ref() : std::string());
           if (m) log()->info("tenant created ref={} corr={}", m->state.ref(), corr);
           finish(reactor, call, mutation_reply(ctx_, std::move(m), resp));
         });
@@ -356,19 +422,29 @@ class TenantServiceImpl final : public TenantServiceBase {
     return command(sc, req, resp, domain::CommandKind::rotate_keys, "RotateTenantKeys");
   }
 
-  grpc::Status ListTenantEvents(grpc::ServerContext* sc, const v1::TenantRequest* req,
+  grpc::Status ListTenantEvents(grpc::ServerContext* sc, const v1::ListTenantEventsRequest* req,
                                 v1::ListTenantEventsResponse* resp) override {
     CallScope call(ctx_, "ListTenantEvents");
     auto p = authenticate(ctx_, sc);
     if (!p) return call.done(to_grpc(p.error()));
     auto ref = ids::parse_tenant_ref(req->ref());
     if (!ref) return call.done(to_grpc(ref.error()));
+    if (req->page_size() < 0 || req->page_size() > 1000)
+      return call.done(invalid("page_size", "must be 0..1000"));
+    const int limit = req->page_size() == 0 ? 100 : req->page_size();
+    auto after = parse_page_token(req->page_token());
+    if (!after) return call.done(invalid("page_token", "is not a token returned by this API"));
     auto msgs = ctx_.store.read_subject("platform.tenant." + ref->str());
     if (!msgs) return call.done(to_grpc(msgs.error()));
     const v1::TenantState s = projection::fold_history(ref->str(), *msgs);
     if (!domain::exists(s) || (!p->is_admin() && s.owner_account_id() != p->account_id))
       return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
-    for (const auto& m : *msgs) fill_event(projection::describe(m), resp->add_events());
+    auto it = std::find_if(msgs->begin(), msgs->end(),
+                           [&](const auto& m) { return m.sequence > *after; });
+    for (; it != msgs->end() && resp->events_size() < limit; ++it)
+      fill_event(projection::describe(*it), resp->add_events());
+    if (it != msgs->end())
+      resp->set_next_page_token(std::to_string(resp->events().rbegin()->sequence()));
     return call.done(grpc::Status::OK);
   }
 
@@ -440,7 +516,15 @@ class TenantServiceImpl final : public TenantServiceBase {
                             grpc::ServerWriter<v1::TenantChange>* writer) override {
     auto p = authenticate(ctx_, sc);
     if (!p) return to_grpc(p.error());
-    auto sub = ctx_.hub.subscribe();
+    if (!ctx_.limits.watchers.acquire(p->account_id)) {
+      ctx_.metrics.refused.Add({{"reason", "watch_streams"}}).Increment();
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "this account has " +
+                              std::to_string(ctx_.options.watch_streams_per_account) +
+                              " watch streams open, the most it may; close one first");
+    }
+    // Only the caller's own tenants are queued for it (all of them for an admin).
+    auto sub = ctx_.hub.subscribe(p->is_admin() ? std::string() : p->account_id);
     ctx_.metrics.watchers.Increment();
     grpc::Status result = grpc::Status::OK;
     while (!sc->IsCancelled() && !ctx_.shutting_down) {
@@ -461,11 +545,46 @@ class TenantServiceImpl final : public TenantServiceBase {
       if (!writer->Write(out)) break;
     }
     ctx_.hub.unsubscribe(sub);
+    ctx_.limits.watchers.release(p->account_id);
     ctx_.metrics.watchers.Decrement();
     return result;
   }
 
  private:
+  /// Counts the account's tenants (not deleted) in the projection and
+  /// reserves one more within its quotas.
+  grpc::Status reserve_quota(const std::string& account, bool free) {
+    TenantCount n;
+    std::set<std::string> seen;
+    projection::ListQuery q;
+    q.source = projection::ListQuery::Source::owner;
+    q.owner = account;
+    q.exclude_deleted = false;
+    q.limit = 500;
+    auto lease = ctx_.redis.acquire();
+    do {
+      auto page = ctx_.projection.list(*lease, q);
+      if (!page)
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "cannot check the account's tenant quota: " + page.error().message);
+      for (const auto& t : page->tenants) {
+        seen.insert(t.ref());
+        if (t.desired_state() == v1::DESIRED_STATE_DELETED) continue;
+        ++n.total;
+        if (t.plan() == v1::PLAN_FREE) ++n.free;
+      }
+      q.after = page->next_after;
+    } while (q.after != 0);
+    auto st = ctx_.limits.quota.reserve(account, free, n, seen, ctx_.options.quota_free_tenants,
+                                        ctx_.options.quota_tenants);
+    if (!st) {
+      ctx_.metrics.refused.Add({{"reason", free ? "quota_free_tenants" : "quota_tenants"}})
+          .Increment();
+      return to_grpc(st.error());
+    }
+    return grpc::Status::OK;
+  }
+
   static grpc::ServerUnaryReactor* finish(grpc::ServerUnaryReactor* reactor, CallScope& call,
                                           grpc::Status st) {
     reactor->Finish(call.done(std::move(st)));
@@ -635,6 +754,8 @@ grpc::Status to_grpc(const Error& e) {
       return grpc::Status(C::UNAUTHENTICATED, e.message);
     case errc::permission_denied:
       return grpc::Status(C::PERMISSION_DENIED, e.message);
+    case errc::resource_exhausted:
+      return grpc::Status(C::RESOURCE_EXHAUSTED, e.message);
     case errc::incompatible:
     case errc::corrupt:
     case errc::internal:

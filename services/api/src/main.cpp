@@ -42,6 +42,27 @@ int main(int argc, char** argv) {
               "base64 of 32 bytes; opens sealed tenant keys for GetTenantCredentials");
   bind_option(app, "master-key-previous", "SUPAPLANE_MASTER_KEY_PREVIOUS", o.master_key_previous,
               "retired master keys, comma-separated base64, while rotating (still opened)");
+  bind_option(app, "grpc-max-threads", "SUPAPLANE_API_GRPC_MAX_THREADS", o.grpc_max_threads,
+              "threads gRPC may use (resource quota)");
+  bind_option(app, "auth-concurrency", "SUPAPLANE_API_AUTH_CONCURRENCY", o.auth_concurrency,
+              "password hashes (argon2id, 64 MiB each) at a time; 0 = one per core");
+  bind_option(app, "auth-max-waiting", "SUPAPLANE_API_AUTH_MAX_WAITING", o.auth_max_waiting,
+              "SignUp / Login calls that may wait for a hashing slot (beyond: RESOURCE_EXHAUSTED)");
+  bind_option(app, "auth-wait-ms", "SUPAPLANE_API_AUTH_WAIT_MS", o.auth_wait_ms,
+              "how long such a call waits for a slot");
+  bind_option(app, "auth-rate-per-address", "SUPAPLANE_API_AUTH_RATE_PER_ADDRESS",
+              o.auth_rate_per_address,
+              "SignUp + Login calls per minute per caller address; 0 = off");
+  bind_option(app, "auth-rate-per-email", "SUPAPLANE_API_AUTH_RATE_PER_EMAIL",
+              o.auth_rate_per_email, "SignUp + Login calls per minute per e-mail; 0 = off");
+  bind_option(app, "trusted-proxies", "SUPAPLANE_API_TRUSTED_PROXIES", o.trusted_proxies,
+              "addresses (comma-separated) whose x-forwarded-for names the caller (the console)");
+  bind_option(app, "quota-free-tenants", "SUPAPLANE_QUOTA_FREE_TENANTS", o.quota_free_tenants,
+              "FREE tenants a customer account may have; 0 = no limit");
+  bind_option(app, "quota-tenants", "SUPAPLANE_QUOTA_TENANTS", o.quota_tenants,
+              "tenants (any plan) a customer account may have; 0 = no limit");
+  bind_option(app, "watch-streams-per-account", "SUPAPLANE_API_WATCH_STREAMS_PER_ACCOUNT",
+              o.watch_streams_per_account, "open WatchTenants streams per account");
   bind_option(app, "log-level", "SUPAPLANE_LOG_LEVEL", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
 

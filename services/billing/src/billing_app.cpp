@@ -131,12 +131,14 @@ Status App::start() {
       std::make_unique<CheckoutService>(std::move(client), std::move(tokens), *store_,
                                         reader_.get(), GracePolicy{opts_.grace_failed_attempts});
   grpc::ServerBuilder gb;
+  tls::exclusive_server(gb, 64, "supaplane-billing");
   gb.AddListeningPort(grpc_hp->host + ":" + std::to_string(grpc_hp->port), *grpc_creds,
                       &grpc_port_);
   gb.RegisterService(checkout_.get());
   grpc_ = gb.BuildAndStart();
   if (!grpc_ || grpc_port_ == 0)
-    return make_error(errc::unavailable, "cannot listen (gRPC) on " + opts_.grpc_addr);
+    return make_error(errc::unavailable,
+                      "cannot listen (gRPC) on " + opts_.grpc_addr + " (address in use?)");
 
   // The webhook endpoint. cpp-httplib: a blocking thread pool suits a handler
   // that waits for the JetStream ack; the body limit answers 413 by itself.

@@ -40,6 +40,8 @@ grpc::Status to_grpc(const Error& e) {
       return {grpc::StatusCode::PERMISSION_DENIED, e.message};
     case errc::unavailable:
       return {grpc::StatusCode::UNAVAILABLE, e.message};
+    case errc::resource_exhausted:
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED, e.message};
     default:
       return {grpc::StatusCode::INTERNAL, e.message};
   }

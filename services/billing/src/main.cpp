@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
               "webhook listen address host:port (POST /stripe/webhook)");
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
               "/metrics, /healthz, /readyz listen address host:port");
-  bind_option(app, "grpc-addr", "SUPAPLANE_GRPC_ADDR", o.grpc_addr,
+  bind_option(app, "grpc-addr", "SUPAPLANE_BILLING_GRPC_ADDR", o.grpc_addr,
               "BillingService (CreateCheckoutSession) listen address host:port");
   bind_option(app, "tls-cert", "SUPAPLANE_TLS_CERT", o.tls_cert,
               "PEM certificate chain: serve gRPC over TLS (with --tls-key)");

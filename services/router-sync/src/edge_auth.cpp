@@ -141,8 +141,18 @@ EdgeDecision EdgeAuth::check(std::string_view host, std::string_view apikey,
     secret = t->second.keys.jwt_secret;
     gen = t->second.keys.keys_generation;
   }
-  if (!pass_through.empty()) return {200, "Bearer " + std::string(pass_through), {}};
   const std::int64_t now = clock_.now_unix_ms() / 1000;
+  if (!pass_through.empty()) {
+    // A user's session: it must be the tenant's own (its JWT secret signed
+    // it, any `ref` names this tenant) and unexpired, checked here so that a
+    // forged or foreign token never reaches the tenant's services.
+    auto claims = auth::verify_hs256(secret, std::string(pass_through), now);
+    if (!claims) return {401, {}, "invalid bearer token"};
+    if (claims->exp <= 0) return {401, {}, "bearer token without expiry"};
+    if (!claims->ref.empty() && claims->ref != ref)
+      return {401, {}, "bearer token of another tenant"};
+    return {200, "Bearer " + std::string(pass_through), {}};
+  }
   std::lock_guard tl(token_mu_);
   auto& c = tokens_[{ref, service_role}];
   if (c.bearer.empty() || c.keys_generation != gen || now - c.issued >= reissue_s_ ||

@@ -11,6 +11,7 @@ using nlohmann::json;
 
 namespace {
 const char* kForwardAuth = "supaplane-forward-auth";
+const char* kStripApikey = "supaplane-strip-apikey";
 const char* kConsoleService = "supaplane-console";
 const char* kMaintenanceService = "supaplane-maintenance";
 
@@ -254,6 +255,9 @@ json render_base(const RenderOptions& o) {
       {"address", o.self_url + "/auth/forward"},
       {"trustForwardHeader", false},  // X-Forwarded-Host must be the real Host
       {"authResponseHeaders", json::array({"Authorization"})}};
+  // The opaque key stays at the edge: the tenant's services get the JWT the
+  // edge put in Authorization, never the key (an empty value removes it).
+  c["http"]["middlewares"][kStripApikey]["headers"]["customRequestHeaders"] = {{"apikey", ""}};
   for (const auto& [plan, rl] : o.rate_limits)
     c["http"]["middlewares"]["supaplane-ratelimit-" + plan_slug(plan)]["rateLimit"] = {
         {"average", rl.average}, {"burst", rl.burst}, {"period", "1s"}};
@@ -272,9 +276,9 @@ json render_tenant(const RouteTenant& t, const RenderOptions& o) {
     return c;
   }
   if (serves_api(t.phase) && !t.gateway_url.empty()) {
-    routers[prefix + "-api"] =
-        router(o, api_rule(host), prefix + "-gateway", 200,
-               json::array({kForwardAuth, "supaplane-ratelimit-" + plan_slug(t.plan)}));
+    routers[prefix + "-api"] = router(
+        o, api_rule(host), prefix + "-gateway", 200,
+        json::array({kForwardAuth, kStripApikey, "supaplane-ratelimit-" + plan_slug(t.plan)}));
     c["http"]["services"][prefix + "-gateway"] = lb(t.gateway_url);
   } else {
     // Provisioning, pausing, resuming, deleting, failed: the API answers 503 with the phase.

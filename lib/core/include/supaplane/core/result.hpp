@@ -19,6 +19,7 @@ enum class errc {
   incompatible,  ///< e.g. the stream exists with incompatible settings
   corrupt,       ///< a message that cannot be decoded
   internal,
+  resource_exhausted,  ///< a limit or quota turned the call away
 };
 
 const char* to_string(errc e) noexcept;

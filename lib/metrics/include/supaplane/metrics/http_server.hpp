@@ -14,6 +14,11 @@ class Server;
 
 namespace supaplane::metrics {
 
+/// Socket options for an httplib server that owns its port: SO_REUSEADDR
+/// only (httplib's default adds SO_REUSEPORT, which lets another process
+/// bind the same address silently). Pass to httplib's set_socket_options.
+void exclusive_socket_options(int fd);
+
 /// Why a service is not ready ("" = ready).
 using ReadinessProbe = std::function<std::string()>;
 

@@ -6,6 +6,7 @@
 
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
 
 #include <memory>
 #include <string>
@@ -32,6 +33,12 @@ struct ClientOptions {
 /// Channel credentials for a client; `invalid_argument` (field "ca_file")
 /// when the CA file cannot be read or is not PEM.
 Result<std::shared_ptr<grpc::ChannelCredentials>> channel_credentials(const ClientOptions& opts);
+
+/// What every gRPC server of ours sets on its builder: the port is its own
+/// (gRPC's default SO_REUSEPORT would let a second process bind the same
+/// address silently and take part of the traffic; without it the second
+/// start fails), and a resource quota caps the threads it may use.
+void exclusive_server(grpc::ServerBuilder& builder, int max_threads, const std::string& name);
 
 /// Whether a server with these files speaks TLS ("tls" / "plaintext"), for logs.
 const char* mode_name(const ServerFiles& files);
