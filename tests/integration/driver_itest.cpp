@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <chrono>
+#include <cstdio>
 #include <string>
 
 #include "driver_contract.hpp"
@@ -115,6 +117,41 @@ TEST_F(DriverTest, RejectsMalformedRefs) {
   EXPECT_EQ(driver_.provision(req("Robert'); DROP TABLE x;--", "pw")).error().code,
             errc::invalid_argument);
   EXPECT_EQ(driver_.remove("short").error().code, errc::invalid_argument);
+}
+
+// Not a check: what one provision costs, in each mode (run with
+// --gtest_also_run_disabled_tests --gtest_filter='*ProvisionCost*').
+TEST(DriverTiming, DISABLED_ProvisionCost) {
+  for (auto mode : {driver::PostgresMode::database, driver::PostgresMode::schema}) {
+    driver::PostgresDriverOptions o;
+    o.admin_dsn = pg().admin_dsn();
+    o.mode = mode;
+    PostgresDriver d(o);
+    const char tag = mode == driver::PostgresMode::schema ? 's' : 'd';
+    auto ref_of = [&](int i) {
+      std::string r = std::string("timing") + tag;
+      for (int v = i; r.size() < 20; v /= 26) r += static_cast<char>('a' + v % 26);
+      return r;
+    };
+    ASSERT_TRUE(d.provision({ref_of(99), "pw-warm-0123456789", 5}).ok());  // prepares the cluster
+    constexpr int kRounds = 20;
+    double provision_ms = 0, again_ms = 0;
+    for (int i = 0; i < kRounds; ++i) {
+      const driver::StackRequest r{ref_of(i), "pw-timing-0123456789", 5};
+      auto t0 = std::chrono::steady_clock::now();
+      ASSERT_TRUE(d.provision(r).ok());
+      auto t1 = std::chrono::steady_clock::now();
+      ASSERT_TRUE(d.provision(r).ok());  // a converge with nothing to create (resync)
+      auto t2 = std::chrono::steady_clock::now();
+      provision_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
+      again_ms += std::chrono::duration<double, std::milli>(t2 - t1).count();
+    }
+    std::printf("%s mode: new tenant %.2f ms, converge again %.2f ms (mean of %d)\n",
+                tag == 's' ? "schema" : "database", provision_ms / kRounds, again_ms / kRounds,
+                kRounds);
+    for (int i = 0; i < kRounds; ++i) ASSERT_TRUE(d.remove(ref_of(i)).ok());
+    ASSERT_TRUE(d.remove(ref_of(99)).ok());
+  }
 }
 
 TEST(DriverDown, UnreachableClusterIsUnavailable) {
