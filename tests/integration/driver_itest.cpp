@@ -172,7 +172,10 @@ TEST_F(DriverTest, ATenantMadeByTheOlderLayoutIsMigratedByItsNextConverge) {
                         "GRANT EXECUTE ON FUNCTION api.f() TO service_role"),
             "");
 
+  // The resync sees it as drift, whose repair (a converge) migrates it.
+  EXPECT_EQ(driver_.observe(ref, true)->drift, "tenant database on an older layout");
   ASSERT_TRUE(driver_.provision(req(ref, pw)).ok());
+  EXPECT_EQ(driver_.observe(ref, true)->drift, "");
   ASSERT_TRUE(driver_.provision(req(ref, pw)).ok());  // twice = once
   EXPECT_EQ(admin_query("SELECT pg_has_role('t_" + ref + "', 'anon', 'MEMBER') OR pg_has_role('t_" +
                         ref + "', 'service_role', 'MEMBER')"),

@@ -530,6 +530,7 @@ Status PostgresDriver::remove_schema(const std::string& ref) {
 
 Result<StackStatus> PostgresDriver::observe(const std::string& ref, bool want_running) {
   StackStatus st;
+  bool old_layout = false;
   const bool schema_mode = opts_.mode == PostgresMode::schema;
   auto s =
       run("observe", ref, schema_mode ? central_dsn_ : admin_dsn_, [&](pqxx::connection& c) {
@@ -540,13 +541,15 @@ Result<StackStatus> PostgresDriver::observe(const std::string& ref, bool want_ru
                               "LEFT JOIN pg_roles r ON r.rolname = $2 WHERE n.nspname = $1",
                               schema_name(ref), role_name(ref))
                         : tx.exec_params(
-                              "SELECT d.datallowconn, coalesce(r.rolcanlogin, false) FROM "
-                              "pg_database d LEFT JOIN pg_roles r ON r.rolname = $2 WHERE "
+                              "SELECT d.datallowconn, coalesce(r.rolcanlogin, false), "
+                              "coalesce(shobj_description(d.oid, 'pg_database'), '') <> $3 "
+                              "FROM pg_database d LEFT JOIN pg_roles r ON r.rolname = $2 WHERE "
                               "d.datname = $1",
-                              database_name(ref), role_name(ref));
+                              database_name(ref), role_name(ref), std::string(kLayoutComment));
         if (res.empty()) return;
         st.exists = true;
         st.accepting_connections = res[0][0].as<bool>() && res[0][1].as<bool>();
+        if (!schema_mode) old_layout = res[0][2].as<bool>();
       });
   if (!s) return s.error();
   if (!st.exists)
@@ -555,6 +558,10 @@ Result<StackStatus> PostgresDriver::observe(const std::string& ref, bool want_ru
     st.drift = "stack refuses connections while ACTIVE";
   else if (!want_running && st.accepting_connections)
     st.drift = "stack accepts connections while PAUSED";
+  else if (old_layout)
+    // Made by an earlier version (or its setup was interrupted): the repair
+    // (a converge) migrates it, so the resync reaches settled tenants too.
+    st.drift = "tenant database on an older layout";
   if (want_running)
     st.health.push_back({"db",
                          st.accepting_connections ? v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY
