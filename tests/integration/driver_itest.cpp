@@ -209,6 +209,19 @@ TEST_F(DriverTest, ATenantMadeByTheOlderLayoutIsMigratedByItsNextConverge) {
   EXPECT_EQ(admin_query("SELECT count(*) FROM pg_roles WHERE rolname LIKE 't_" + ref + "%'"), "0");
 }
 
+TEST_F(DriverTest, AFirstConvergeThatIsAPauseMakesAPausedTenant) {
+  // Commands queued while a tenant is made collapse: its first converge may be a pause.
+  const std::string ref = "firstpauseaaaaaaaaaa";
+  ASSERT_TRUE(driver_.pause(req(ref, "pw-p-0123456789")).ok());
+  auto st = driver_.observe(ref, false).value();
+  EXPECT_TRUE(st.exists);
+  EXPECT_EQ(st.drift, "");
+  EXPECT_NE(try_connect(ref, "pw-p-0123456789"), "");
+  ASSERT_TRUE(driver_.resume(req(ref, "pw-p-0123456789")).ok());
+  EXPECT_EQ(try_connect(ref, "pw-p-0123456789"), "");
+  ASSERT_TRUE(driver_.remove(ref).ok());
+}
+
 TEST_F(DriverTest, PauseEndsOpenSessions) {
   const std::string ref = "sessionsaaaaaaaaaaaa";
   ASSERT_TRUE(driver_.provision(req(ref, "pw-s-0123456789")).ok());

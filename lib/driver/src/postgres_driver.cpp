@@ -371,6 +371,7 @@ Status PostgresDriver::ensure_database(const StackRequest& r, bool accept) {
       tx.exec("CREATE DATABASE " + ident(tx, db));
     else if (found[0][0].as<std::string>() == name)
       tx.exec("ALTER DATABASE " + ident(tx, db) + " OWNER TO CURRENT_USER");
+    const bool setup = found.empty() || found[0][1].as<std::string>() != kLayoutComment;
     // Exactly: the tenant's role, the owner; nobody else (PUBLIC included).
     tx.exec("REVOKE ALL ON DATABASE " + ident(tx, db) +
             " FROM PUBLIC;\n"
@@ -381,11 +382,14 @@ Status PostgresDriver::ensure_database(const StackRequest& r, bool accept) {
             tx.quote(name) + " LOOP EXECUTE format('REVOKE ALL ON DATABASE %I FROM %I', " +
             tx.quote(db) + ", g); END LOOP; END $$;\n" + "GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " +
             ident(tx, db) + " TO " + ident(tx, name) + ";\n" + "ALTER DATABASE " + ident(tx, db) +
-            " WITH ALLOW_CONNECTIONS " + (accept ? "true" : "false") + " CONNECTION LIMIT " +
-            std::to_string(r.connection_limit) + ";\n");
-    if (found.empty() || found[0][1].as<std::string>() != kLayoutComment) {
+            " WITH ALLOW_CONNECTIONS " + (accept || setup ? "true" : "false") +
+            " CONNECTION LIMIT " + std::to_string(r.connection_limit) + ";\n");
+    if (setup) {
+      // The driver connects even to a paused tenant's database here (its
+      // role cannot log in meanwhile), then closes it again.
       setup_inside(db, name);
       tx.exec("COMMENT ON DATABASE " + ident(tx, db) + " IS " + tx.quote(kLayoutComment));
+      if (!accept) tx.exec("ALTER DATABASE " + ident(tx, db) + " WITH ALLOW_CONNECTIONS false");
     }
     if (!accept || r.end_sessions) end_sessions(tx, name, db);
   });
