@@ -44,8 +44,8 @@ std::string admin_query(const std::string& sql, const std::string& db = "postgre
 
 /// Runs `sql` as the tenant over TCP in `db` (default: its own database):
 /// "" on success, else the server's complaint.
-std::string tenant_exec(const std::string& ref, const std::string& password,
-                        const std::string& sql, const std::string& db = "") {
+std::string tenant_exec(const std::string& ref, const std::string& password, const std::string& sql,
+                        const std::string& db = "") {
   const std::string dsn = "host=127.0.0.1 port=" + std::to_string(pg().port()) + " user=t_" + ref +
                           " dbname=" + (db.empty() ? "t_" + ref : db) + " password=" + password +
                           " connect_timeout=5";
@@ -157,13 +157,15 @@ TEST_F(DriverTest, ATenantMadeByTheOlderLayoutIsMigratedByItsNextConverge) {
                         "THEN CREATE ROLE authenticated NOLOGIN; END IF; "
                         "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') "
                         "THEN CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF; END $$; "
-                        "CREATE ROLE t_" + ref + " LOGIN CONNECTION LIMIT 5 PASSWORD '" + pw +
-                        "'; GRANT anon, authenticated, service_role TO t_" + ref +
-                        "; SELECT 'ok'"),
+                        "CREATE ROLE t_" +
+                        ref + " LOGIN CONNECTION LIMIT 5 PASSWORD '" + pw +
+                        "'; GRANT anon, authenticated, service_role TO t_" + ref + "; SELECT 'ok'"),
             "ok");
   admin_query("CREATE DATABASE t_" + ref + " OWNER t_" + ref);
-  admin_query("REVOKE ALL ON DATABASE t_" + ref + " FROM PUBLIC; GRANT CONNECT, TEMPORARY ON "
-              "DATABASE t_" + ref + " TO t_" + ref);
+  admin_query("REVOKE ALL ON DATABASE t_" + ref +
+              " FROM PUBLIC; GRANT CONNECT, TEMPORARY ON "
+              "DATABASE t_" +
+              ref + " TO t_" + ref);
   ASSERT_EQ(tenant_exec(ref, pw,
                         "CREATE TABLE items (v int); INSERT INTO items VALUES (1); "
                         "GRANT SELECT ON items TO anon; GRANT SELECT, INSERT ON items TO "
@@ -192,10 +194,10 @@ TEST_F(DriverTest, ATenantMadeByTheOlderLayoutIsMigratedByItsNextConverge) {
             "t");
   EXPECT_EQ(admin_query("SELECT has_schema_privilege('t_" + ref + "_anon', 'api', 'USAGE')", db),
             "t");
-  EXPECT_EQ(admin_query("SELECT has_function_privilege('t_" + ref +
-                            "_service_role', 'api.f()', 'EXECUTE')",
-                        db),
-            "t");
+  EXPECT_EQ(
+      admin_query(
+          "SELECT has_function_privilege('t_" + ref + "_service_role', 'api.f()', 'EXECUTE')", db),
+      "t");
   // The tenant keeps working as before: its data, new tables in public, new schemas.
   EXPECT_EQ(tenant_exec(ref, pw,
                         "SELECT * FROM items; CREATE TABLE more (v int); CREATE SCHEMA extra; "
@@ -304,9 +306,10 @@ TEST(DriverTimeouts, AHeldLockTimesOutOneTenantsConvergeWhileOthersConverge) {
     ASSERT_EQ(holder.exec("BEGIN; ALTER ROLE t_" + x + " CONNECTION LIMIT 4"), "");
     auto converge_x = std::async(std::launch::async, [&] { return d.provision(rx); });
     EXPECT_TRUE(testenv::eventually([&] {
-      return admin_query("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                         "AND query LIKE '%t_" +
-                         x + "%'") != "0";
+      return admin_query(
+                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                 "AND query LIKE '%t_" +
+                 x + "%'") != "0";
     })) << "X's converge never waited for the lock";
 
     // Y converges while X's lock is held.
@@ -354,12 +357,11 @@ TEST(DriverBudget, ALimitBeyondTheClusterBudgetIsRefusedAndCreatesNothing) {
     auto refused = d.provision({b, "pw-b-0123456789", 6});
     ASSERT_FALSE(refused.ok());
     EXPECT_EQ(refused.error().code, errc::failed_precondition);
-    const std::string want = "provision: connection budget exceeded: a limit of 6 on top of the " +
-                             std::to_string(promised + 6) +
-                             " promised to other tenants would exceed max_connections " +
-                             std::to_string(max_conn) + " minus the reserve of " +
-                             std::to_string(o.connection_reserve) + " (" +
-                             std::to_string(promised + 10) + ")";
+    const std::string want =
+        "provision: connection budget exceeded: a limit of 6 on top of the " +
+        std::to_string(promised + 6) + " promised to other tenants would exceed max_connections " +
+        std::to_string(max_conn) + " minus the reserve of " + std::to_string(o.connection_reserve) +
+        " (" + std::to_string(promised + 10) + ")";
     EXPECT_EQ(refused.error().message, want);
     EXPECT_EQ(d.counters().budget_refusals.load(), 1u);
     EXPECT_EQ(admin_query("SELECT count(*) FROM pg_roles WHERE rolname LIKE 't_" + b + "%'"), "0");

@@ -305,7 +305,8 @@ TEST_P(IsolationTest, TenantPasswordsNeverReachTheServerLog) {
   ASSERT_TRUE(testenv::eventually([&] {
     Session(admin("postgres")).exec(probe);
     return log_text().find(probe) != std::string::npos;
-  })) << "log_statement=all never took effect in " << log_file;
+  })) << "log_statement=all never took effect in "
+      << log_file;
 
   const std::string a = ref('a');
   const std::string pw = "pw-never-logged-" + a, rotated = "pw-rotated-never-logged-" + a;

@@ -11,9 +11,9 @@
 #include <thread>
 
 #include "alert_rules.hpp"
-#include "eventually.hpp"
 #include "api_options.hpp"
 #include "app.hpp"
+#include "eventually.hpp"
 #include "provisioner_app.hpp"
 #include "servers.hpp"
 #include "supaplane/keystore/key_store.hpp"
@@ -491,10 +491,11 @@ TEST_F(ProvisionerTest, ATenantBeyondTheConnectionBudgetEndsInFailedNamingTheNum
   o.database_url = pg().admin_dsn("postgres");
   // Room for 3 more connections on the cluster; a tenant asks for 5.
   PGconn* c = PQconnectdb(pg().admin_dsn().c_str());
-  PGresult* r = PQexec(c,
-                       "SELECT current_setting('max_connections')::int - coalesce(sum(rolconnlimit) "
-                       "FILTER (WHERE rolconnlimit > 0), 0) FROM pg_roles WHERE rolname ~ "
-                       "'^t_[a-z]{20}$'");
+  PGresult* r =
+      PQexec(c,
+             "SELECT current_setting('max_connections')::int - coalesce(sum(rolconnlimit) "
+             "FILTER (WHERE rolconnlimit > 0), 0) FROM pg_roles WHERE rolname ~ "
+             "'^t_[a-z]{20}$'");
   const int free_now = std::stoi(PQgetvalue(r, 0, 0));
   PQclear(r);
   PQfinish(c);

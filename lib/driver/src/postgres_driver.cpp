@@ -177,12 +177,11 @@ void PostgresDriver::check_budget(pqxx::transaction_base& tx, const std::string&
   counters_.budget = budget;
   counters_.promised = others + new_limit;
   if (others + new_limit > budget)
-    throw BudgetExceeded("connection budget exceeded: a limit of " + std::to_string(new_limit) +
-                         " on top of the " + std::to_string(others) +
-                         " promised to other tenants would exceed max_connections " +
-                         std::to_string(max_conn) + " minus the reserve of " +
-                         std::to_string(opts_.connection_reserve) + " (" +
-                         std::to_string(budget) + ")");
+    throw BudgetExceeded(
+        "connection budget exceeded: a limit of " + std::to_string(new_limit) + " on top of the " +
+        std::to_string(others) + " promised to other tenants would exceed max_connections " +
+        std::to_string(max_conn) + " minus the reserve of " +
+        std::to_string(opts_.connection_reserve) + " (" + std::to_string(budget) + ")");
 }
 
 std::pair<std::string, int> public_endpoint(const std::string& admin_dsn, std::string host,
@@ -273,11 +272,10 @@ Status PostgresDriver::run(const char* what, const std::string& ref, const std::
       // converge gives up (and is retried); other tenants go on meanwhile.
       counters_.timeouts++;
       const bool lock = e.sqlstate() == "55P03";
-      const std::string reason =
-          lock ? "timed out waiting for a lock (lock_timeout " +
-                     std::to_string(opts_.lock_timeout_ms) + " ms)"
-               : "statement timed out or was canceled (statement_timeout " +
-                     std::to_string(opts_.statement_timeout_ms) + " ms)";
+      const std::string reason = lock ? "timed out waiting for a lock (lock_timeout " +
+                                            std::to_string(opts_.lock_timeout_ms) + " ms)"
+                                      : "statement timed out or was canceled (statement_timeout " +
+                                            std::to_string(opts_.statement_timeout_ms) + " ms)";
       log()->warn("{} ref={}: {}: {}", what, ref, reason, msg);
       return make_error(errc::unavailable, std::string(what) + ": " + reason);
     }
@@ -341,6 +339,18 @@ Status PostgresDriver::ensure_database(const StackRequest& r, bool accept) {
     const std::string name = role_name(r.ref);
     const std::string db = database_name(r.ref);
     const std::string verifier = scram_verifier(r.db_password, name);
+    pqxx::result found;
+    {
+      pqxx::nontransaction q(c);
+      found = q.exec_params(
+          "SELECT pg_get_userbyid(datdba), coalesce(shobj_description(oid, 'pg_database'), '') "
+          "FROM pg_database WHERE datname = $1",
+          db);
+    }
+    // A new database, one made by an older version, or one whose setup was
+    // interrupted: set up (and migrated) in full; else only what a converge
+    // may change.
+    const bool setup = found.empty() || found[0][1].as<std::string>() != kLayoutComment;
     {
       // Roles and the budget in one transaction: a refused budget leaves
       // nothing behind (the database comes after the commit).
@@ -349,38 +359,37 @@ Status PostgresDriver::ensure_database(const StackRequest& r, bool accept) {
       std::string sql = roles_sql(tx, name, verifier, r.connection_limit, accept);
       // Tenants made by an older version were members of the cluster-wide
       // Supabase roles: no longer.
-      sql += "DO $$ DECLARE g text; BEGIN FOR g IN SELECT b.rolname FROM pg_auth_members m "
-             "JOIN pg_roles b ON b.oid = m.roleid JOIN pg_roles u ON u.oid = m.member "
-             "WHERE u.rolname = " +
-             tx.quote(name) +
-             " AND b.rolname IN ('anon', 'authenticated', 'service_role') LOOP "
-             "EXECUTE format('REVOKE %I FROM %I', g, " +
-             tx.quote(name) + "); END LOOP; END $$;\n";
+      if (setup)
+        sql +=
+            "DO $$ DECLARE g text; BEGIN FOR g IN SELECT b.rolname FROM pg_auth_members m "
+            "JOIN pg_roles b ON b.oid = m.roleid JOIN pg_roles u ON u.oid = m.member "
+            "WHERE u.rolname = " +
+            tx.quote(name) +
+            " AND b.rolname IN ('anon', 'authenticated', 'service_role') LOOP "
+            "EXECUTE format('REVOKE %I FROM %I', g, " +
+            tx.quote(name) + "); END LOOP; END $$;\n";
       tx.exec(sql);
       check_budget(tx, name, old_limit, r.connection_limit);
       tx.commit();
     }
     pqxx::nontransaction tx(c);  // CREATE DATABASE cannot run in a transaction block
-    const auto found = tx.exec_params(
-        "SELECT pg_get_userbyid(datdba), coalesce(shobj_description(oid, 'pg_database'), '') "
-        "FROM pg_database WHERE datname = $1",
-        db);
     // The driver's role owns the database: an owner could grant CONNECT to
     // PUBLIC (every other tenant's role) and change its own connection limit.
     if (found.empty())
       tx.exec("CREATE DATABASE " + ident(tx, db));
     else if (found[0][0].as<std::string>() == name)
       tx.exec("ALTER DATABASE " + ident(tx, db) + " OWNER TO CURRENT_USER");
-    const bool setup = found.empty() || found[0][1].as<std::string>() != kLayoutComment;
     // Exactly: the tenant's role, the owner; nobody else (PUBLIC included).
-    tx.exec("REVOKE ALL ON DATABASE " + ident(tx, db) +
-            " FROM PUBLIC;\n"
-            "DO $$ DECLARE g text; BEGIN FOR g IN SELECT DISTINCT pg_get_userbyid(a.grantee) "
-            "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = " +
-            tx.quote(db) +
-            " AND a.grantee NOT IN (0, d.datdba) AND pg_get_userbyid(a.grantee) <> " +
-            tx.quote(name) + " LOOP EXECUTE format('REVOKE ALL ON DATABASE %I FROM %I', " +
-            tx.quote(db) + ", g); END LOOP; END $$;\n" + "GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " +
+    // (Only the owner could grant more: an older version's tenant, cleaned
+    // up by its setup.)
+    const std::string others =
+        "DO $$ DECLARE g text; BEGIN FOR g IN SELECT DISTINCT pg_get_userbyid(a.grantee) "
+        "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = " +
+        tx.quote(db) + " AND a.grantee NOT IN (0, d.datdba) AND pg_get_userbyid(a.grantee) <> " +
+        tx.quote(name) + " LOOP EXECUTE format('REVOKE ALL ON DATABASE %I FROM %I', " +
+        tx.quote(db) + ", g); END LOOP; END $$;\n";
+    tx.exec("REVOKE ALL ON DATABASE " + ident(tx, db) + " FROM PUBLIC;\n" +
+            (setup ? others : std::string()) + "GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " +
             ident(tx, db) + " TO " + ident(tx, name) + ";\n" + "ALTER DATABASE " + ident(tx, db) +
             " WITH ALLOW_CONNECTIONS " + (accept || setup ? "true" : "false") +
             " CONNECTION LIMIT " + std::to_string(r.connection_limit) + ";\n");
@@ -413,25 +422,26 @@ void PostgresDriver::setup_inside(const std::string& db, const std::string& role
   // roles: the same privileges go to its own API roles (t_<ref>_anon, ...).
   const std::string shared = "g.rolname IN ('anon', 'authenticated', 'service_role')";
   const std::string to = "format('%I', " + q + " || '_' || g.rolname)";
-  sql += "DO $$ DECLARE s text; BEGIN FOR s IN "
-         "SELECT format('GRANT %s ON %s %s TO ', a.privilege_type, CASE c.relkind WHEN 'S' THEN "
-         "'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass) || " +
-         to +
-         " FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles g ON g.oid = "
-         "a.grantee WHERE " +
-         shared +
-         " UNION ALL "
-         "SELECT format('GRANT %s ON SCHEMA %I TO ', a.privilege_type, n.nspname) || " +
-         to +
-         " FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a JOIN pg_roles g ON "
-         "g.oid = a.grantee WHERE " +
-         shared +
-         " UNION ALL "
-         "SELECT format('GRANT EXECUTE ON ROUTINE %s TO ', p.oid::regprocedure) || " +
-         to +
-         " FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) a JOIN pg_roles g ON g.oid = "
-         "a.grantee WHERE " +
-         shared + " LOOP EXECUTE s; END LOOP; END $$;\n";
+  sql +=
+      "DO $$ DECLARE s text; BEGIN FOR s IN "
+      "SELECT format('GRANT %s ON %s %s TO ', a.privilege_type, CASE c.relkind WHEN 'S' THEN "
+      "'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass) || " +
+      to +
+      " FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles g ON g.oid = "
+      "a.grantee WHERE " +
+      shared +
+      " UNION ALL "
+      "SELECT format('GRANT %s ON SCHEMA %I TO ', a.privilege_type, n.nspname) || " +
+      to +
+      " FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a JOIN pg_roles g ON "
+      "g.oid = a.grantee WHERE " +
+      shared +
+      " UNION ALL "
+      "SELECT format('GRANT EXECUTE ON ROUTINE %s TO ', p.oid::regprocedure) || " +
+      to +
+      " FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) a JOIN pg_roles g ON g.oid = "
+      "a.grantee WHERE " +
+      shared + " LOOP EXECUTE s; END LOOP; END $$;\n";
   tx.exec(sql);
   tx.commit();
 }
@@ -505,7 +515,8 @@ Status PostgresDriver::remove_database(const std::string& ref) {
     tx.exec("DROP DATABASE IF EXISTS " + ident(tx, db) + " WITH (FORCE)");
     end_sessions(tx, name, db);
     tx.exec("DROP ROLE IF EXISTS " + ident(tx, name));
-    for (const char* suffix : kScopedSuffixes) tx.exec("DROP ROLE IF EXISTS " + ident(tx, name + suffix));
+    for (const char* suffix : kScopedSuffixes)
+      tx.exec("DROP ROLE IF EXISTS " + ident(tx, name + suffix));
   });
 }
 
@@ -536,25 +547,24 @@ Result<StackStatus> PostgresDriver::observe(const std::string& ref, bool want_ru
   StackStatus st;
   bool old_layout = false;
   const bool schema_mode = opts_.mode == PostgresMode::schema;
-  auto s =
-      run("observe", ref, schema_mode ? central_dsn_ : admin_dsn_, [&](pqxx::connection& c) {
-        pqxx::nontransaction tx(c);
-        const auto res =
-            schema_mode ? tx.exec_params(
-                              "SELECT true, coalesce(r.rolcanlogin, false) FROM pg_namespace n "
-                              "LEFT JOIN pg_roles r ON r.rolname = $2 WHERE n.nspname = $1",
-                              schema_name(ref), role_name(ref))
-                        : tx.exec_params(
-                              "SELECT d.datallowconn, coalesce(r.rolcanlogin, false), "
-                              "coalesce(shobj_description(d.oid, 'pg_database'), '') <> $3 "
-                              "FROM pg_database d LEFT JOIN pg_roles r ON r.rolname = $2 WHERE "
-                              "d.datname = $1",
-                              database_name(ref), role_name(ref), std::string(kLayoutComment));
-        if (res.empty()) return;
-        st.exists = true;
-        st.accepting_connections = res[0][0].as<bool>() && res[0][1].as<bool>();
-        if (!schema_mode) old_layout = res[0][2].as<bool>();
-      });
+  auto s = run("observe", ref, schema_mode ? central_dsn_ : admin_dsn_, [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    const auto res = schema_mode
+                         ? tx.exec_params(
+                               "SELECT true, coalesce(r.rolcanlogin, false) FROM pg_namespace n "
+                               "LEFT JOIN pg_roles r ON r.rolname = $2 WHERE n.nspname = $1",
+                               schema_name(ref), role_name(ref))
+                         : tx.exec_params(
+                               "SELECT d.datallowconn, coalesce(r.rolcanlogin, false), "
+                               "coalesce(shobj_description(d.oid, 'pg_database'), '') <> $3 "
+                               "FROM pg_database d LEFT JOIN pg_roles r ON r.rolname = $2 WHERE "
+                               "d.datname = $1",
+                               database_name(ref), role_name(ref), std::string(kLayoutComment));
+    if (res.empty()) return;
+    st.exists = true;
+    st.accepting_connections = res[0][0].as<bool>() && res[0][1].as<bool>();
+    if (!schema_mode) old_layout = res[0][2].as<bool>();
+  });
   if (!s) return s.error();
   if (!st.exists)
     st.drift = "stack missing";

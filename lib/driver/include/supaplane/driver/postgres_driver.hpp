@@ -60,9 +60,9 @@ struct PostgresDriverOptions {
 
 /// What the postgres driver counts (plain atomics; the provisioner exports them).
 struct PostgresDriverCounters {
-  std::atomic<std::uint64_t> timeouts{0};         ///< statements ended by a statement / lock timeout
+  std::atomic<std::uint64_t> timeouts{0};  ///< statements ended by a statement / lock timeout
   std::atomic<std::uint64_t> budget_refusals{0};  ///< converges refused by the connection budget
-  std::atomic<std::int64_t> budget{0};    ///< max_connections - reserve, at the last check
+  std::atomic<std::int64_t> budget{0};            ///< max_connections - reserve, at the last check
   std::atomic<std::int64_t> promised{0};  ///< tenants' connection limits summed, at the last check
 };
 
