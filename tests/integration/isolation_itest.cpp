@@ -7,10 +7,13 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "eventually.hpp"
 #include "servers.hpp"
 #include "supaplane/driver/postgres_driver.hpp"
 
@@ -100,8 +103,9 @@ class IsolationTest : public ::testing::TestWithParam<PostgresMode> {
   std::string table(const std::string& r, const std::string& name) const {
     return schema_mode() ? "proj_" + r + "." + name : name;
   }
+  /// Tenant `r`'s own API role (`anon`, `authenticated`, `service_role`).
   std::string scoped(const std::string& r, const std::string& role) const {
-    return schema_mode() ? "t_" + r + "_" + role : role;
+    return "t_" + r + "_" + role;
   }
   std::string pgrst_schemas() {
     Session s(admin("postgres"));
@@ -166,17 +170,18 @@ TEST_P(IsolationTest, ATenantCannotReadWriteOrDeleteAnotherTenantsData) {
 
   // No way into another role: not B's, not B's API roles, not a superuser.
   for (const std::string& role : {"t_" + b, std::string("postgres"), scoped(b, "anon")}) {
-    if (!schema_mode() && role == "anon") continue;  // shared in database mode, see below
     EXPECT_NE(sa.exec("SET ROLE \"" + role + "\""), "") << role;
     EXPECT_NE(sa.exec("SET SESSION AUTHORIZATION \"" + role + "\""), "") << role;
   }
+  // Each tenant has its own API roles, in both modes: B's are out of A's reach.
+  EXPECT_NE(sa.exec("SET ROLE \"t_" + b + "_service_role\""), "");
+  // Its own scoped role works, and still reaches nothing of B's.
+  EXPECT_EQ(sa.exec("SET ROLE \"t_" + a + "_service_role\""), "");
   if (schema_mode()) {
-    // The shared Supabase roles are not granted in schema mode.
-    EXPECT_NE(sa.exec("SET ROLE \"t_" + b + "_service_role\""), "");
-    // Its own scoped role works, and still reaches nothing of B's.
-    EXPECT_EQ(sa.exec("SET ROLE \"t_" + a + "_service_role\""), "");
     EXPECT_NE(sa.exec("SELECT * FROM " + theirs), "");
-    EXPECT_EQ(sa.exec("RESET ROLE"), "");
+  }
+  EXPECT_EQ(sa.exec("RESET ROLE"), "");
+  if (schema_mode()) {
     EXPECT_NE(sa.exec("ALTER ROLE authenticator SET pgrst.db_schemas = 'proj_" + b + "'"), "");
   }
   EXPECT_NE(sa.exec("CREATE ROLE evil LOGIN PASSWORD 'evil'"), "");
@@ -276,11 +281,117 @@ TEST_P(IsolationTest, RotatedCredentialsStopWorking) {
   ASSERT_TRUE(driver_.remove(a).ok());
 }
 
+TEST_P(IsolationTest, TenantPasswordsNeverReachTheServerLog) {
+  // Every statement the server receives goes to its log (stderr, the file
+  // next to the data directory); the password must never be among them.
+  Session adm(admin("postgres"));
+  const std::string data_dir = adm.value("SHOW data_directory");
+  const std::string log_file = data_dir.substr(0, data_dir.rfind('/')) + "/postgres.log";
+  ASSERT_EQ(adm.exec("ALTER SYSTEM SET log_statement = 'all'"), "");
+  ASSERT_EQ(adm.exec("SELECT pg_reload_conf()"), "");
+  struct Restore {
+    Session& s;
+    ~Restore() {
+      s.exec("ALTER SYSTEM RESET log_statement");
+      s.exec("SELECT pg_reload_conf()");
+    }
+  } restore{adm};
+  // The reload reached the server's sessions once a new one logs its statements.
+  const std::string probe = "SELECT 'log-probe-" + ref('p') + "'";
+  auto log_text = [&] {
+    std::ifstream in(log_file);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  ASSERT_TRUE(testenv::eventually([&] {
+    Session(admin("postgres")).exec(probe);
+    return log_text().find(probe) != std::string::npos;
+  })) << "log_statement=all never took effect in "
+      << log_file;
+
+  const std::string a = ref('a');
+  const std::string pw = "pw-never-logged-" + a, rotated = "pw-rotated-never-logged-" + a;
+  ASSERT_TRUE(driver_.provision(req(a, pw)).ok());
+  ASSERT_TRUE(driver_.pause(req(a, pw)).ok());
+  ASSERT_TRUE(driver_.resume(req(a, pw)).ok());
+  Session sa(tenant_dsn(a, pw));
+  EXPECT_TRUE(sa.ok()) << "the tenant cannot log in with its password over TCP: " << sa.error();
+  ASSERT_TRUE(driver_.provision(req(a, rotated, /*end=*/true)).ok());
+  Session again(tenant_dsn(a, rotated));
+  EXPECT_TRUE(again.ok()) << again.error();
+  EXPECT_FALSE(Session(tenant_dsn(a, pw)).ok());
+
+  const std::string text = log_text();
+  EXPECT_NE(text.find("t_" + a), std::string::npos) << "the driver's statements were not logged";
+  EXPECT_EQ(text.find(pw), std::string::npos) << "a tenant password is in the server log";
+  EXPECT_EQ(text.find(rotated), std::string::npos) << "a tenant password is in the server log";
+  EXPECT_NE(text.find("SCRAM-SHA-256$"), std::string::npos) << "no verifier was sent";
+  ASSERT_TRUE(driver_.remove(a).ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, IsolationTest,
                          ::testing::Values(PostgresMode::database, PostgresMode::schema),
                          [](const auto& info) {
                            return info.param == PostgresMode::schema ? std::string("schema")
                                                                      : std::string("database");
                          });
+
+// Database mode: a tenant that opens its database to PUBLIC (or grants its
+// tables to PUBLIC and its own roles) opens it to no other tenant: its role
+// does not own the database, so the grant gives nothing, and no tenant is a
+// member of a role shared with another.
+TEST(DatabaseModeIsolation, ATenantOpeningItsDatabaseToPublicOpensItToNoOtherTenant) {
+  driver::PostgresDriverOptions o;
+  o.admin_dsn = pg().admin_dsn();
+  PostgresDriver d(o);
+  const std::string a = "publicgrantaaaaaaaaa", b = "publicgrantbbbbbbbbb";
+  const std::string pa = "pw-a-0123456789", pb = "pw-b-0123456789";
+  ASSERT_TRUE(d.provision({a, pa, 5}).ok());
+  ASSERT_TRUE(d.provision({b, pb, 5}).ok());
+  auto dsn = [](const std::string& user, const std::string& pw, const std::string& db) {
+    return "host=127.0.0.1 port=" + std::to_string(pg().port()) + " user=" + user +
+           " dbname=" + db + " password=" + pw + " connect_timeout=5";
+  };
+  {
+    Session sa(dsn("t_" + a, pa, "t_" + a));
+    ASSERT_TRUE(sa.ok()) << sa.error();
+    // Whatever the server answers (a warning that nothing was granted).
+    sa.exec("GRANT CONNECT, TEMPORARY ON DATABASE \"t_" + a + "\" TO PUBLIC");
+    sa.exec("GRANT CONNECT ON DATABASE \"t_" + a + "\" TO \"t_" + b + "\"");
+    ASSERT_EQ(sa.exec("CREATE TABLE secrets (v text)"), "");
+    ASSERT_EQ(sa.exec("INSERT INTO secrets VALUES ('a-secret')"), "");
+    ASSERT_EQ(sa.exec("GRANT USAGE ON SCHEMA public TO PUBLIC"), "");
+    ASSERT_EQ(sa.exec("GRANT SELECT ON secrets TO PUBLIC"), "");
+    EXPECT_EQ(sa.exec("GRANT SELECT ON secrets TO \"t_" + a + "_anon\", \"t_" + a +
+                      "_authenticated\", \"t_" + a + "_service_role\""),
+              "");
+    // Nor can it lift the limits the platform set on its database.
+    EXPECT_NE(sa.exec("ALTER DATABASE \"t_" + a + "\" CONNECTION LIMIT -1"), "");
+    EXPECT_NE(sa.exec("ALTER DATABASE \"t_" + a + "\" OWNER TO \"t_" + b + "\""), "");
+    EXPECT_EQ(sa.value("SELECT v FROM secrets"), "a-secret");
+  }
+  // B's login role cannot reach A's database, nor can B's API roles.
+  Session sb_there(dsn("t_" + b, pb, "t_" + a));
+  EXPECT_FALSE(sb_there.ok()) << "B connected to A's database";
+  if (sb_there.ok()) {
+    EXPECT_NE(sb_there.exec("SELECT v FROM secrets"), "") << "B read A's data";
+  }
+  Session adm(admin("postgres"));
+  for (const std::string suffix : {"", "_anon", "_authenticated", "_service_role"})
+    EXPECT_EQ(adm.value("SELECT has_database_privilege('t_" + b + suffix + "', 't_" + a +
+                        "', 'CONNECT')"),
+              "f")
+        << "t_" << b << suffix;
+  // B's roles are members of B's roles only (nothing shared with A).
+  EXPECT_EQ(adm.value("SELECT count(*) FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member "
+                      "JOIN pg_roles g ON g.oid = m.roleid WHERE u.rolname LIKE 't_" +
+                      b + "%' AND g.rolname NOT LIKE 't_" + b + "%'"),
+            "0");
+  // A itself still works.
+  Session sa(dsn("t_" + a, pa, "t_" + a));
+  ASSERT_TRUE(sa.ok()) << sa.error();
+  EXPECT_EQ(sa.value("SELECT v FROM secrets"), "a-secret");
+  ASSERT_TRUE(d.remove(a).ok());
+  ASSERT_TRUE(d.remove(b).ok());
+}
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "alert_rules.hpp"
 #include "api_options.hpp"
 #include "app.hpp"
+#include "eventually.hpp"
 #include "provisioner_app.hpp"
 #include "servers.hpp"
 #include "supaplane/keystore/key_store.hpp"
@@ -482,6 +483,50 @@ TEST_F(ProvisionerTest, ABrokenDriverEndsInFailedWithTheReason) {
   auto t = wait_phase(ref, v1::PHASE_FAILED);
   EXPECT_EQ(t.status(), "INIT_FAILED");
   EXPECT_NE(t.last_error().find("provision: SQL error"), std::string::npos) << t.last_error();
+}
+
+TEST_F(ProvisionerTest, ATenantBeyondTheConnectionBudgetEndsInFailedNamingTheNumbers) {
+  prov_.reset();
+  auto o = options("unused");
+  o.database_url = pg().admin_dsn("postgres");
+  // Room for 3 more connections on the cluster; a tenant asks for 5.
+  PGconn* c = PQconnectdb(pg().admin_dsn().c_str());
+  PGresult* r =
+      PQexec(c,
+             "SELECT current_setting('max_connections')::int - coalesce(sum(rolconnlimit) "
+             "FILTER (WHERE rolconnlimit > 0), 0) FROM pg_roles WHERE rolname ~ "
+             "'^t_[a-z]{20}$'");
+  const int free_now = std::stoi(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  PQfinish(c);
+  o.tenant_db_connection_reserve = free_now - 3;
+  o.provisioner.connection_limit = 5;
+  o.provisioner.max_attempts = 2;
+  prov_ = std::make_unique<provisioner::App>(o);
+  ASSERT_TRUE(prov_->start().ok());
+  wait_ready();
+  const std::string ref = call("create", "", "too-big").tenant().ref();
+  auto t = wait_phase(ref, v1::PHASE_FAILED);
+  EXPECT_NE(t.last_error().find("connection budget exceeded: a limit of 5"), std::string::npos)
+      << t.last_error();
+  EXPECT_FALSE(can_connect(ref, "anything"));
+  httplib::Client http("127.0.0.1", prov_->metrics_port());
+  EXPECT_TRUE(testenv::eventually([&] {
+    auto res = http.Get("/metrics");
+    return res && res->body.find("supaplane_provisioner_connection_budget_refusals_total 2") !=
+                      std::string::npos;
+  })) << "the refusals were not counted";
+}
+
+TEST(ProvisionerStart, RefusesANegativeConnectionReserve) {
+  provisioner::AppOptions o;
+  o.master_key = kMasterKey;
+  o.metrics_addr = "127.0.0.1:0";
+  o.tenant_db_connection_reserve = -1;
+  provisioner::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "tenant_db_connection_reserve");
 }
 
 }  // namespace

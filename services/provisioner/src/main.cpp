@@ -55,6 +55,18 @@ int main(int argc, char** argv) {
               "schema mode: the central database");
   bind_option(app, "authenticator-role", "SUPAPLANE_TENANT_AUTHENTICATOR", o.authenticator,
               "schema mode: PostgREST's login role (gets pgrst.db_schemas)");
+  bind_option(app, "tenant-db-connect-timeout-s", "SUPAPLANE_TENANT_DB_CONNECT_TIMEOUT_S",
+              o.tenant_db_connect_timeout_s,
+              "postgres driver: connect_timeout added to --tenant-db-url when it has none");
+  bind_option(app, "tenant-db-statement-timeout-ms", "SUPAPLANE_TENANT_DB_STATEMENT_TIMEOUT_MS",
+              o.tenant_db_statement_timeout_ms,
+              "postgres driver: statement_timeout of the admin sessions (0 = none)");
+  bind_option(app, "tenant-db-lock-timeout-ms", "SUPAPLANE_TENANT_DB_LOCK_TIMEOUT_MS",
+              o.tenant_db_lock_timeout_ms,
+              "postgres driver: lock_timeout of the admin sessions (0 = none)");
+  bind_option(app, "tenant-db-connection-reserve", "SUPAPLANE_TENANT_DB_CONNECTION_RESERVE",
+              o.tenant_db_connection_reserve,
+              "postgres driver: connections of max_connections never promised to tenants");
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
               "/metrics, /healthz, /readyz listen address host:port");
   bind_option(app, "durable", "SUPAPLANE_PROVISIONER_DURABLE", o.durable, "durable consumer name");

@@ -31,6 +31,23 @@ Status App::make_driver() {
     dopts.authenticator_role = opts_.authenticator;
     dopts.public_host = opts_.tenant_db_public_host;
     dopts.public_port = opts_.tenant_db_public_port;
+    if (opts_.tenant_db_connect_timeout_s < 1)
+      return make_error(errc::invalid_argument,
+                        "SUPAPLANE_TENANT_DB_CONNECT_TIMEOUT_S must be at least 1",
+                        "tenant_db_connect_timeout_s");
+    if (opts_.tenant_db_statement_timeout_ms < 0 || opts_.tenant_db_lock_timeout_ms < 0)
+      return make_error(errc::invalid_argument,
+                        "SUPAPLANE_TENANT_DB_STATEMENT_TIMEOUT_MS and _LOCK_TIMEOUT_MS must be "
+                        "0 (no limit) or more",
+                        "tenant_db_statement_timeout_ms");
+    if (opts_.tenant_db_connection_reserve < 0)
+      return make_error(errc::invalid_argument,
+                        "SUPAPLANE_TENANT_DB_CONNECTION_RESERVE must be 0 or more",
+                        "tenant_db_connection_reserve");
+    dopts.connect_timeout_s = opts_.tenant_db_connect_timeout_s;
+    dopts.statement_timeout_ms = opts_.tenant_db_statement_timeout_ms;
+    dopts.lock_timeout_ms = opts_.tenant_db_lock_timeout_ms;
+    dopts.connection_reserve = opts_.tenant_db_connection_reserve;
     driver_ = std::make_unique<driver::PostgresDriver>(std::move(dopts));
     return Status::Ok();
   }
@@ -109,6 +126,22 @@ Status App::start() {
   mirror_->gauge("supaplane_provisioner_starting_stacks",
                  "stacks started and not serving yet (no worker waits for them)",
                  [starting = &k.starting] { return static_cast<double>(starting->load()); });
+  if (auto* pgd = dynamic_cast<driver::PostgresDriver*>(driver_.get())) {
+    const auto& pc = pgd->counters();
+    mirror_->counter("supaplane_provisioner_tenant_db_timeouts_total",
+                     "tenant cluster statements ended by the statement or lock timeout",
+                     pc.timeouts);
+    mirror_->counter("supaplane_provisioner_connection_budget_refusals_total",
+                     "converges refused: the tenant's connection limit exceeds the cluster's "
+                     "budget",
+                     pc.budget_refusals);
+    mirror_->gauge("supaplane_provisioner_connection_budget",
+                   "max_connections minus the reserve, at the last budget check",
+                   [p = &pc.budget] { return static_cast<double>(p->load()); });
+    mirror_->gauge("supaplane_provisioner_connections_promised",
+                   "tenants' connection limits summed, at the last budget check",
+                   [p = &pc.promised] { return static_cast<double>(p->load()); });
+  }
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
   if (!mp) return mp.error();

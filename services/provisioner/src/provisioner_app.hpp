@@ -39,6 +39,10 @@ struct AppOptions {
   std::string tenant_db_mode{"database"};      ///< database | schema
   std::string tenant_schema_db{"supabase"};    ///< schema mode: the central database
   std::string authenticator{"authenticator"};  ///< schema mode: PostgREST's role
+  int tenant_db_connect_timeout_s{5};          ///< postgres driver: admin connections
+  int tenant_db_statement_timeout_ms{30'000};  ///< postgres driver: per admin statement
+  int tenant_db_lock_timeout_ms{5'000};        ///< postgres driver: per lock wait
+  int tenant_db_connection_reserve{20};        ///< postgres driver: max_connections never promised
   std::string metrics_addr{"127.0.0.1:9102"};
   std::string durable{"provisioner"};
   std::string issuer{"supaplane"};

@@ -10,12 +10,14 @@
 
 namespace supaplane::pg {
 
-/// libpq waits forever for an unreachable host by default; bound it.
-inline std::string with_connect_timeout(std::string dsn) {
+/// libpq waits forever for an unreachable host by default; bound it (unless
+/// the connection string names its own `connect_timeout`).
+inline std::string with_connect_timeout(std::string dsn, int seconds = 3) {
   if (dsn.find("connect_timeout") != std::string::npos) return dsn;
+  const std::string t = "connect_timeout=" + std::to_string(seconds);
   if (dsn.rfind("postgres://", 0) == 0 || dsn.rfind("postgresql://", 0) == 0)
-    return dsn + (dsn.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=3";
-  return dsn + " connect_timeout=3";
+    return dsn + (dsn.find('?') == std::string::npos ? "?" : "&") + t;
+  return dsn + " " + t;
 }
 
 /// The same connection string pointed at database `db` (URI or key=value;
