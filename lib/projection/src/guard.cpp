@@ -153,6 +153,17 @@ Result<RebuildResult> ProjectionGuard::rebuild_locked(RebuildReason why) {
     (void)redis_.command({"EVAL", kUnlock, "1", lock_key, token_});
     rebuilding_ = false;
   };
+  if (why != RebuildReason::operator_request && why != RebuildReason::undecodable) {
+    // Another process may have rebuilt it between our look and the lock.
+    auto again = inspect();
+    if (!again || !again->has_value()) {
+      unlock();
+      if (!again) return again.error();
+      set_problem("");
+      return RebuildResult{};
+    }
+    why = **again;
+  }
   log()->warn("rebuilding the projection under {} from the event log: {}", projection_.base(),
               to_string(why));
   std::string old;
