@@ -21,6 +21,7 @@
 #include "billing_app.hpp"
 #include "provisioner_app.hpp"
 #include "router_app.hpp"
+#include "eventually.hpp"
 #include "servers.hpp"
 #include "signature.hpp"
 #include "supaplane/auth/token.hpp"
@@ -900,3 +901,57 @@ TEST_F(BillingTest, APaymentRacingTheFailureThatReachesGraceWins) {
 }
 
 }  // namespace
+
+// Redis is a cache of the log: FLUSHALL, then a redis-server killed and
+// restarted empty, each while billing runs. Reads answer UNAVAILABLE until
+// the projection is rebuilt, never "no customer" for a tenant that has one
+// (a second Checkout would then bill twice), and new events apply after.
+TEST_F(BillingTest, RedisLostAtRunTimeIsRebuiltAndNeverReadsAsNoCustomer) {
+  start_billing();
+  auto& reader = billing_->reader();
+  std::vector<std::string> refs;
+  auto customer = [](std::size_t i) { return "cus_lost" + std::to_string(i); };
+  for (int round = 0; round < 3; ++round) {
+    refs.push_back(create_tenant());
+    const std::string evt = "evt_lost_" + std::to_string(round);
+    ASSERT_EQ(send(checkout_body(evt, customer(round), refs.back(), "pro", now_s())), 200);
+    std::string wrong;
+    int unavailable = 0;
+    const bool back = testenv::eventually([&] {
+      for (std::size_t i = 0; i < refs.size(); ++i) {
+        const std::string& ref = refs[i];
+        auto r = reader.customer_of(ref);
+        if (!r) {
+          if (r.error().code != errc::unavailable) wrong = r.error().message;
+          ++unavailable;
+          return !wrong.empty();
+        }
+        if (!r->has_value() || **r != customer(i)) {
+          // Before the first read of this round's event only the newest may lag.
+          if (ref == refs.back()) return false;
+          wrong = ref + " read as " + (r->has_value() ? **r : std::string("no customer"));
+          return true;
+        }
+      }
+      return true;
+    });
+    ASSERT_TRUE(back) << "round " << round << ": links not readable again";
+    ASSERT_EQ(wrong, "") << "round " << round;
+    if (round == 0) {
+      projection::RedisConnection c(projection::parse_redis_url(redis_.url()).value(), {});
+      ASSERT_TRUE(c.command({"FLUSHALL"}).ok());
+    } else if (round == 1) {
+      redis_.stop(9);
+      redis_.start();
+    }
+  }
+  // Counted just after the checkpoint is back.
+  EXPECT_TRUE(testenv::eventually([&] {
+    return billing_->projector().rebuilds(projection::RebuildReason::checkpoint_missing) >= 2;
+  }));
+  auto state = reader.customer(customer(0));
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  ASSERT_TRUE(state->has_value());
+  ASSERT_EQ((*state)->subscriptions_size(), 1);
+  EXPECT_EQ((*state)->subscriptions(0).tenant_ref(), refs[0]);
+}

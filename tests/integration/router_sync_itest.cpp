@@ -556,3 +556,42 @@ TEST_F(RouterSyncTest, SigkillDuringABurstThenRestartEqualsTheProjection) {
 }
 
 }  // namespace
+
+// Redis is a cache of the log: FLUSHALL, then a redis-server killed and
+// restarted empty, each while router-sync runs. Its projection comes back
+// from the log without a new event, and the routes keep following commands.
+TEST_F(RouterSyncTest, RedisLostAtRunTimeIsRebuiltAndRoutesKeepFollowing) {
+  const std::string a = create_active();
+  settle_router();
+  projection::TenantProjection proj("sp:router:");
+  projection::RedisConnection c(projection::parse_redis_url(redis_.url()).value(),
+                                proj.scripts().all());
+  auto router_sees = [&](v1::Phase phase) {
+    auto s = proj.get(c, a);
+    return s.ok() && s->has_value() && (*s)->phase() == phase;
+  };
+  ASSERT_TRUE(router_sees(v1::PHASE_ACTIVE));
+  ASSERT_TRUE(c.command({"FLUSHALL"}).ok());
+  ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_ACTIVE); }))
+      << "router-sync's projection not rebuilt after FLUSHALL";
+  // Counted just after the new generation goes live.
+  EXPECT_TRUE(eventually([&] {
+    return router_->guard().rebuilds(projection::RebuildReason::pointer_missing) >= 1u;
+  }));
+  wait_settled(a, call("pause", a).sequence(), v1::PHASE_PAUSED);
+  ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_PAUSED); }));
+  ASSERT_TRUE(
+      eventually([&] { return has_router(directory_config(), "tenant-" + a + "-maintenance"); }));
+
+  redis_.stop(9);
+  redis_.start();
+  ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_PAUSED); }))
+      << "router-sync's projection not rebuilt after Redis came back empty";
+  // Counted just after the new generation goes live.
+  EXPECT_TRUE(eventually([&] {
+    return router_->guard().rebuilds(projection::RebuildReason::pointer_missing) >= 2u;
+  }));
+  wait_settled(a, call("resume", a).sequence(), v1::PHASE_ACTIVE);
+  ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_ACTIVE); }));
+  ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));
+}

@@ -84,8 +84,10 @@ class NatsServer {
 class RedisServer {
  public:
   RedisServer();
+  /// Starts it empty (no persistence); after stop() the same port again.
   void start();
-  void stop() { proc_.stop(); }
+  /// SIGTERM (or `sig`, e.g. 9 to kill it), then waits.
+  void stop(int sig = 15) { proc_.stop(sig); }
   /// Freezes / thaws the server (SIGSTOP / SIGCONT): connections hang.
   void freeze() { proc_.signal(19); }
   void thaw() { proc_.signal(18); }

@@ -10,6 +10,7 @@
 #include "supaplane/core/ids.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/logging/logging.hpp"
+#include "supaplane/projection/guard.hpp"
 
 namespace supaplane::projection {
 
@@ -23,12 +24,12 @@ std::shared_ptr<spdlog::logger> log() {
 
 TenantProjector::TenantProjector(TenantProjection& projection, RedisAddress redis,
                                  SequenceWaiter& waiter, ProjectorObserver& observer,
-                                 event_store::EventStore* store)
+                                 ProjectionGuard* guard)
     : projection_(projection),
       redis_(std::move(redis), projection.scripts().all()),
       waiter_(waiter),
       observer_(observer),
-      store_(store) {}
+      guard_(guard) {}
 
 void TenantProjector::handle(std::vector<event_store::InboundMessage>& batch) {
   std::vector<DecodedEvent> decoded;
@@ -48,19 +49,24 @@ void TenantProjector::handle(std::vector<event_store::InboundMessage>& batch) {
       failures = 0;
       continue;
     }
-    if ((r.error().code == errc::not_found || r.error().code == errc::corrupt) && store_) {
+    if ((r.error().code == errc::not_found || r.error().code == errc::corrupt) && guard_) {
       // The live generation is gone (Redis lost its data) or holds a value
-      // that cannot be decoded: rebuild it from the log, then go on; this
-      // batch is then already applied.
-      log()->warn("projection missing in Redis; rebuilding it from the event log");
-      const std::string gen = new_generation_name();
-      auto rb = rebuild_tenants(*store_, redis_, projection_, gen, true);
-      if (rb) {
+      // that cannot be decoded: rebuild it from the log (or wait for the
+      // process that is rebuilding it), then redo this batch, which the
+      // checkpoint rule then mostly skips.
+      log()->warn("projection unusable in Redis ({}); rebuilding it from the event log",
+                  r.error().message);
+      Status st = Status::Ok();
+      if (r.error().code == errc::corrupt) {
+        if (auto rb = guard_->rebuild(RebuildReason::undecodable); !rb) st = rb.error();
+      } else {
+        st = guard_->check();
+      }
+      if (st) {
         counters_.recoveries++;
-        log()->info("projection rebuilt into {}: {} events", gen, rb->events);
         continue;
       }
-      log()->error("projection rebuild failed: {}", rb.error().message);
+      log()->warn("projection not rebuilt yet: {}", st.error().message);
     }
     // Redis is down: order matters, so wait here instead of nak'ing.
     counters_.redis_errors++;
@@ -88,6 +94,7 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
   if (!states) return states.error();
   std::deque<v1::TenantState> written;  // stable addresses for TenantWrite
   std::vector<std::string> types(batch.size());
+  // The state right after event i, when known: what the observer is told.
   std::vector<const v1::TenantState*> applied_state(batch.size(), nullptr);
   std::vector<TenantWrite> writes;
   writes.reserve(batch.size() - from);
@@ -103,11 +110,14 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
         w.old_phase = old_phase;
         written.push_back(cur);
         w.state = &written.back();
-        if (d.kind == DecodedEvent::Kind::tenant) {
-          applied_state[i] = w.state;
-          types[i] = domain::event_type(d.envelope.tenant());
-        }
+        if (d.kind == DecodedEvent::Kind::tenant) applied_state[i] = w.state;
+      } else if (d.kind == DecodedEvent::Kind::tenant && cur.version() == d.sequence) {
+        // Another process applied it already and nothing newer: the state
+        // read is the one right after this event.
+        written.push_back(cur);
+        applied_state[i] = &written.back();
       }
+      if (applied_state[i]) types[i] = domain::event_type(d.envelope.tenant());
     }
     writes.push_back(w);
   }
@@ -125,12 +135,13 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
       return i;
     }
     const auto& d = decoded[i];
-    if (v == 0) {
+    if (v == 0)
       counters_.skipped++;
-    } else if (applied_state[i]) {
+    else if (applied_state[i])
       counters_.applied++;
-      observer_.on_applied(*applied_state[i], d.sequence, types[i]);
-    }
+    // Applied here or by another process sharing the projection: either way
+    // the observer (watchers, caches, routes) hears of it.
+    if (applied_state[i]) observer_.on_applied(*applied_state[i], d.sequence, types[i]);
     switch (d.kind) {
       case DecodedEvent::Kind::malformed:
         counters_.malformed++;
@@ -156,7 +167,8 @@ std::string new_generation_name() { return "g" + ids::random_hex_id().substr(0, 
 
 Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConnection& redis,
                                       TenantProjection& projection, const std::string& gen,
-                                      bool switch_live, int catch_up_timeout_ms) {
+                                      bool switch_live, int catch_up_timeout_ms,
+                                      const std::string& filter) {
   const auto t0 = std::chrono::steady_clock::now();
   if (auto st = redis.ensure(); !st) return st.error();
   if (auto live = projection.active_generation(redis); live && *live == gen)
@@ -173,7 +185,7 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
   std::unordered_set<std::string> dirty;
   std::uint64_t next = 1;
   auto replay_from = [&](std::uint64_t from) -> Status {
-    return store.replay("platform.>", from, [&](const event_store::StoredMessage& m) {
+    return store.replay(filter, from, [&](const event_store::StoredMessage& m) {
       const DecodedEvent d = decode(m);
       if (!d.ref.empty() && advance_tenant(d, states[d.ref])) dirty.insert(d.ref);
       ++res.events;

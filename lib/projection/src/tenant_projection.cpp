@@ -185,6 +185,28 @@ Result<std::uint64_t> TenantProjection::checkpoint(RedisConnection& c, const std
   return std::stoull(str(r->get()));
 }
 
+Result<std::optional<std::uint64_t>> TenantProjection::stored_checkpoint(RedisConnection& c,
+                                                                         const std::string& gen) {
+  auto r = c.command({"GET", base_ + gen + ":checkpoint"});
+  if (!r) return r.error();
+  if ((*r)->type != REDIS_REPLY_STRING) return std::optional<std::uint64_t>{};
+  return std::optional<std::uint64_t>(std::stoull(str(r->get())));
+}
+
+Result<std::optional<std::uint64_t>> TenantProjection::live_checkpoint(RedisConnection& c) {
+  if (auto st = c.ensure(); !st) return st.error();
+  auto gen = active_generation(c);
+  if (!gen && gen.error().code == errc::not_found) return std::optional<std::uint64_t>{};
+  if (!gen) return gen.error();
+  return stored_checkpoint(c, *gen);
+}
+
+Status TenantProjection::remove_pointer(RedisConnection& c) {
+  auto r = c.command({"DEL", base_ + "active"});
+  if (!r) return r.error();
+  return Status::Ok();
+}
+
 Result<TenantProjection::States> TenantProjection::read(RedisConnection& c,
                                                         const std::vector<std::string>& refs) {
   if (auto st = c.ensure(); !st) return st.error();
@@ -369,11 +391,36 @@ void SequenceWaiter::advance(std::uint64_t seq) {
   }
 }
 
+void SequenceWaiter::reset(std::uint64_t seq) {
+  seq_.store(seq);
+  std::lock_guard lk(mu_);
+  cv_.notify_all();
+}
+
+bool SequenceWaiter::shared_reached(std::uint64_t seq) {
+  if (!shared_) return false;
+  auto cp = shared_();
+  return cp && *cp >= seq;
+}
+
 bool SequenceWaiter::wait_for(std::uint64_t seq, int timeout_ms) {
-  if (seq_.load() >= seq) return true;
+  if (seq_.load() >= seq || shared_reached(seq)) return true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   std::unique_lock lk(mu_);
-  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms),
-                      [&] { return seq_.load() >= seq; });
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return seq_.load() >= seq;
+    // Without a shared checkpoint only this process's projector can wake us;
+    // with one, look at it every `shared_every_` as well.
+    const auto until = shared_ ? std::min(deadline, now + shared_every_) : deadline;
+    if (cv_.wait_until(lk, until, [&] { return seq_.load() >= seq; })) return true;
+    if (shared_) {
+      lk.unlock();
+      const bool reached = shared_reached(seq);
+      lk.lock();
+      if (reached) return true;
+    }
+  }
 }
 
 }  // namespace supaplane::projection

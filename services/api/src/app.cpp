@@ -2,7 +2,9 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 
 #include "grpc_services.hpp"
@@ -73,7 +75,25 @@ ApiMetrics::ApiMetrics(prometheus::Registry& r)
                           .Name("supaplane_api_password_checks_total")
                           .Help("password verifications run by Login (unknown e-mails included)")
                           .Register(r)
-                          .Add({})) {}
+                          .Add({})),
+      rebuilds(prometheus::BuildCounter()
+                   .Name("supaplane_api_projection_rebuilds_total")
+                   .Help("rebuilds of the Redis projection from the log done by this replica, "
+                         "by reason")
+                   .Register(r)) {
+  for (auto reason : projection::kRebuildReasons) rebuilds.Add({{"reason", to_string(reason)}});
+}
+
+std::string projector_durable(const ApiOptions& o) {
+  std::string id = o.replica_id;
+  if (id.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) == 0) id = host;
+  }
+  for (char& c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+  return id.empty() ? o.durable : o.durable + "-" + id;
+}
 
 bool ChangeHub::Subscription::next(Change* out, int timeout_ms) {
   std::unique_lock lk(mu_);
@@ -185,13 +205,28 @@ Status ApiApp::start() {
       std::make_unique<Limits>(opts_.auth_concurrency, opts_.auth_max_waiting, opts_.auth_wait_ms,
                                opts_.auth_rate_per_address, opts_.auth_rate_per_email,
                                opts_.trusted_proxies, opts_.watch_streams_per_account, clock_);
-  ctx_ = std::make_unique<ApiContext>(ApiContext{opts_, *store_, projection_, *redis_, waiter_,
-                                                 *commands_, *accounts_, *tokens_, hub_, *metrics_,
-                                                 keys_.get(), clock_, stopping_, *limits_});
+  guard_ =
+      std::make_unique<projection::ProjectionGuard>(projection_, *redis_addr, *store_, waiter_);
+  guard_->on_rebuilt([this](projection::RebuildReason why, const projection::RebuildResult&) {
+    metrics_->rebuilds.Add({{"reason", to_string(why)}}).Increment();
+  });
+  // min_sequence reads end as soon as the shared projection has the
+  // sequence, whichever replica applied it.
+  checkpoint_redis_ =
+      std::make_unique<projection::RedisPool>(*redis_addr, projection_.scripts().all(), 4);
+  waiter_.set_shared([this]() -> std::optional<std::uint64_t> {
+    auto lease = checkpoint_redis_->acquire();
+    auto cp = projection_.live_checkpoint(*lease);
+    if (!cp) return std::nullopt;
+    return *cp;
+  });
+  ctx_ = std::make_unique<ApiContext>(
+      ApiContext{opts_, *store_, projection_, *redis_, waiter_, *commands_, *accounts_, *tokens_,
+                 hub_, *metrics_, *guard_, keys_.get(), clock_, stopping_, *limits_});
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
-                                                             *this, store_.get());
+                                                             *this, guard_.get());
   event_store::ConsumerOptions cons;
-  cons.durable = opts_.durable;
+  cons.durable = projector_durable(opts_);
   runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *projector_);
 
   services_.push_back(make_account_service(*ctx_));
@@ -255,35 +290,15 @@ void ApiApp::bootstrap() {
       }
     }
     if (!redis_ready_ && stream_ready_) {
-      auto lease = redis_->acquire();
-      auto gen = projection_.active_generation(*lease);
-      if (!gen && gen.error().code == errc::not_found) {
-        // No projection in Redis. With events in the log (Redis lost its
-        // data while we were down), rebuild before consuming: the durable
-        // consumer resumes after its ack floor and would never replay them.
-        auto last = store_->last_sequence();
-        if (last && *last == 0) {
-          gen = projection_.init(*lease);
-        } else if (last) {
-          log()->warn("no projection in Redis but {} events in the log; rebuilding", *last);
-          auto rb = projection::rebuild_tenants(*store_, *lease, projection_,
-                                                projection::new_generation_name(), true);
-          if (rb)
-            gen = rb->generation;
-          else
-            gen = rb.error();
-        } else {
-          gen = last.error();
-        }
-      }
-      if (gen) {
-        auto cp = projection_.checkpoint(*lease, *gen);
-        if (cp) {
-          waiter_.advance(*cp);
-          redis_ready_ = true;
-        }
+      // No projection in Redis but events in the log (Redis lost its data
+      // while we were down) is rebuilt before consuming: the durable consumer
+      // resumes after its ack floor and would never replay them. From then
+      // on the guard looks every interval while the api runs.
+      if (auto st = guard_->check(); st) {
+        redis_ready_ = true;
+        guard_->start();
       } else {
-        log()->warn("redis not ready: {}", gen.error().message);
+        log()->warn("redis not ready: {}", st.error().message);
       }
     }
     if (!accounts_ready_) {
@@ -335,6 +350,7 @@ std::string ApiApp::readiness() {
     auto r = lease->command({"PING"});
     if (!r) return "redis: " + r.error().message;
   }
+  if (auto p = guard_->problem(); !p.empty()) return "redis projection: " + p;
   if (!accounts_ready_) return "accounts database not ready";
   {
     std::lock_guard lk(mu_);
@@ -361,6 +377,7 @@ void ApiApp::stop() {
   hub_.close_all();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
+  if (guard_) guard_->stop();
   if (projector_) projector_->request_stop();
   if (runner_) runner_->stop();
   if (gauges_thread_.joinable()) gauges_thread_.join();
@@ -369,6 +386,7 @@ void ApiApp::stop() {
   // The event store goes before the command side it calls back into.
   runner_.reset();
   projector_.reset();
+  guard_.reset();
   store_.reset();
 }
 

@@ -21,6 +21,7 @@
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
+#include "supaplane/projection/guard.hpp"
 #include "supaplane/projection/projector.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
 #include "tenant_commands.hpp"
@@ -43,6 +44,10 @@ struct ApiOptions {
   std::string admin_password;
   std::string projection_prefix{"sp:api:"};
   std::string durable{"api-projector"};
+  /// Unique per replica ("" = the host name): each replica consumes the
+  /// whole stream with its own durable `<durable>-<replica id>` and applies
+  /// to the shared projection under `projection_prefix`.
+  std::string replica_id;
   int stream_replicas{1};
   int read_wait_ms{5000};
   int max_message_bytes{1 << 20};
@@ -89,7 +94,13 @@ struct ApiMetrics {
   prometheus::Family<prometheus::Counter>& refused;
   /// Password verifications run by Login (unknown e-mails included).
   prometheus::Counter& password_checks;
+  prometheus::Family<prometheus::Counter>& rebuilds;
 };
+
+/// The projector's durable consumer name for `o`: `<durable>-<replica id>`,
+/// with the replica id (the host name when unset) reduced to the characters a
+/// consumer name may hold.
+std::string projector_durable(const ApiOptions& o);
 
 /// A change to a tenant, fanned out to WatchTenants streams.
 struct Change {
@@ -140,6 +151,7 @@ struct ApiContext {
   auth::TokenService& tokens;
   ChangeHub& hub;
   ApiMetrics& metrics;
+  projection::ProjectionGuard& guard;
   keystore::KeyStore* keys;  ///< null without a master key
   const Clock& clock;
   std::atomic<bool>& shutting_down;
@@ -162,6 +174,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::string readiness();
   projection::TenantProjector& projector() { return *projector_; }
   projection::SequenceWaiter& waiter() { return waiter_; }
+  projection::ProjectionGuard& guard() { return *guard_; }
   event_store::ConsumerRunner& runner() { return *runner_; }
 
   // ProjectorObserver
@@ -188,7 +201,9 @@ class ApiApp final : public projection::ProjectorObserver {
   std::unique_ptr<keystore::KeyStore> keys_;
   ChangeHub hub_;
   std::unique_ptr<Limits> limits_;
+  std::unique_ptr<projection::ProjectionGuard> guard_;
   std::unique_ptr<ApiContext> ctx_;
+  std::unique_ptr<projection::RedisPool> checkpoint_redis_;
   std::unique_ptr<projection::TenantProjector> projector_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
   std::vector<std::unique_ptr<grpc::Service>> services_;

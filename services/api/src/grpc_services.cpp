@@ -661,13 +661,9 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     if (!p) return call.done(to_grpc(p.error()));
     if (req->name() != "api" && req->name() != "tenants")
       return call.done(invalid("name", "unknown projection (this service owns: api)"));
-    std::lock_guard lk(rebuild_mu_);  // one rebuild at a time
-    projection::RedisConnection conn(projection::parse_redis_url(ctx_.options.redis_url).value(),
-                                     ctx_.projection.scripts().all());
-    const std::string gen = projection::new_generation_name();
-    auto r = projection::rebuild_tenants(ctx_.store, conn, ctx_.projection, gen, true);
+    // Under the guard's lock: one rebuild at a time across every replica.
+    auto r = ctx_.guard.rebuild(projection::RebuildReason::operator_request);
     if (!r) return call.done(to_grpc(r.error()));
-    log()->info("projection rebuilt into {}: {} events in {:.3f}s", gen, r->events, r->seconds);
     resp->set_events(r->events);
     resp->set_seconds(r->seconds);
     resp->set_checkpoint(r->checkpoint);
@@ -729,7 +725,6 @@ class AdminServiceImpl final : public v1::AdminService::Service {
   }
 
   ApiContext& ctx_;
-  std::mutex rebuild_mu_;
 };
 
 }  // namespace

@@ -33,7 +33,10 @@ int main(int argc, char** argv) {
   bind_option(app, "projection-prefix", "SUPAPLANE_PROJECTION_PREFIX", o.projection_prefix,
               "Redis key prefix of the api projection");
   bind_option(app, "durable", "SUPAPLANE_API_DURABLE", o.durable,
-              "durable consumer name of the projector");
+              "durable consumer name of the projector (the replica id is appended)");
+  bind_option(app, "replica-id", "SUPAPLANE_REPLICA_ID", o.replica_id,
+              "this replica's name, unique among replicas sharing the Redis projection "
+              "(default: the host name)");
   bind_option(app, "stream-replicas", "SUPAPLANE_STREAM_REPLICAS", o.stream_replicas,
               "replicas of the PLATFORM stream when it is created");
   bind_option(app, "read-wait-ms", "SUPAPLANE_READ_WAIT_MS", o.read_wait_ms,

@@ -56,7 +56,13 @@ BillingMetrics::BillingMetrics(prometheus::Registry& r)
                       .Name("supaplane_billing_unavailable_total")
                       .Help("webhooks answered 503 because the event log was unavailable")
                       .Register(r)
-                      .Add({})) {}
+                      .Add({})),
+      rebuilds(prometheus::BuildCounter()
+                   .Name("supaplane_billing_projection_rebuilds_total")
+                   .Help("rebuilds of the Redis projection from the log, by reason")
+                   .Register(r)) {
+  for (auto reason : projection::kRebuildReasons) rebuilds.Add({{"reason", to_string(reason)}});
+}
 
 App::App(AppOptions opts, const Clock& clock) : opts_(std::move(opts)), clock_(clock) {}
 App::~App() { stop(); }
@@ -104,7 +110,10 @@ Status App::start() {
   stream_ready_ = stream_ready;
   processor_ =
       std::make_unique<Processor>(*store_, clock_, GracePolicy{opts_.grace_failed_attempts});
-  projector_ = std::make_unique<BillingProjector>(*redis_addr, opts_.projection_prefix);
+  projector_ = std::make_unique<BillingProjector>(*redis_addr, opts_.projection_prefix, *store_);
+  projector_->on_rebuilt([this](projection::RebuildReason why, std::uint64_t) {
+    metrics_->rebuilds.Add({{"reason", to_string(why)}}).Increment();
+  });
   event_store::ConsumerOptions cons;
   cons.durable = opts_.durable;
   cons.filter = std::string(kBillingPrefix) + ">";
@@ -262,8 +271,15 @@ void App::bootstrap() {
   while (!stopping_) {
     if (!stream_ready_ && store_->ensure_stream()) stream_ready_ = true;
     if (stream_ready_) {
-      runner_->start();
-      return;
+      // A projection Redis lost while we were down is rebuilt before
+      // consuming (the durable consumer would not replay what it acked).
+      if (auto st = projector_->check(); st) {
+        projector_->start_checking();
+        runner_->start();
+        return;
+      } else {
+        log()->warn("billing projection not ready: {}", st.error().message);
+      }
     }
     for (int w = 0; w < delay_ms && !stopping_; w += 10)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -289,6 +305,7 @@ void App::stop() {
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (projector_) projector_->request_stop();
   if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
+  if (projector_) projector_->stop_checking();
   if (runner_) runner_->stop();
   if (ops_) ops_->stop();
   runner_.reset();

@@ -65,6 +65,7 @@ struct BillingMetrics {
   prometheus::Counter& duplicates;
   prometheus::Counter& recorded;
   prometheus::Counter& unavailable;
+  prometheus::Family<prometheus::Counter>& rebuilds;
 };
 
 /// Composition root of supaplane-billing: builds in dependency order,
@@ -81,6 +82,7 @@ class App {
   int grpc_port() const { return grpc_port_; }
   Processor& processor() { return *processor_; }
   BillingProjector& projector() { return *projector_; }
+  BillingReader& reader() { return *reader_; }
 
  private:
   void bootstrap();

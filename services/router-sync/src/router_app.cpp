@@ -104,8 +104,12 @@ Status App::start() {
       opts_.render, *dir_, *edge_, *keys_, *redis_addr, *master,
       opts_.redis_prefix + "keys:", std::chrono::milliseconds(opts_.flush_interval_ms),
       *gateway_pattern, *db_pattern);
+  projection::GuardOptions guard_options;
+  guard_options.filter = "platform.tenant.>";  // what the consumer reads
+  guard_ = std::make_unique<projection::ProjectionGuard>(projection_, *redis_addr, *store_, waiter_,
+                                                         guard_options);
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
-                                                             *sync_, store_.get());
+                                                             *sync_, guard_.get());
   event_store::ConsumerOptions cons;
   cons.durable = opts_.durable;
   cons.filter = "platform.tenant.>";
@@ -128,6 +132,14 @@ Status App::start() {
                    "gateway URLs / database upstreams in events that did not match the "
                    "configured pattern (not routed)",
                    k.refused_endpoints);
+  auto& rebuilds = prometheus::BuildCounter()
+                      .Name("supaplane_router_projection_rebuilds_total")
+                      .Help("rebuilds of the Redis projection from the log, by reason")
+                      .Register(*registry_);
+  for (auto reason : projection::kRebuildReasons) rebuilds.Add({{"reason", to_string(reason)}});
+  guard_->on_rebuilt([&rebuilds](projection::RebuildReason why, const projection::RebuildResult&) {
+    rebuilds.Add({{"reason", to_string(why)}}).Increment();
+  });
   mirror_->gauge("supaplane_router_projection_checkpoint", "last stream sequence applied",
                  [this] { return static_cast<double>(waiter_.current()); });
   mirror_->gauge("supaplane_router_consumer_pending", "consumer lag (messages)", [this] {
@@ -159,21 +171,14 @@ void App::bootstrap() {
         problem("stream: " + st.error().message);
     }
     if (stream_ready_ && !synced_) {
-      auto gen = projection_.active_generation(*redis_);
-      if (!gen && gen.error().code == errc::not_found) {
-        // No projection: rebuild from the log (the durable consumer would
-        // resume after its ack floor and never replay what came before).
-        auto last = store_->last_sequence();
-        if (last && *last == 0) {
-          gen = projection_.init(*redis_);
-        } else if (last) {
-          auto rb = projection::rebuild_tenants(*store_, *redis_, projection_,
-                                                projection::new_generation_name(), true);
-          gen = rb ? Result<std::string>(rb->generation) : Result<std::string>(rb.error());
-        } else {
-          gen = last.error();
-        }
-      }
+      // No projection but events in the log is rebuilt before consuming (the
+      // durable consumer resumes after its ack floor and would never replay
+      // what came before); from then on the guard looks while we run.
+      Result<std::string> gen = make_error(errc::unavailable, "not checked");
+      if (auto st = guard_->check(); !st)
+        gen = st.error();
+      else
+        gen = projection_.active_generation(*redis_);
       if (!gen) {
         problem("redis: " + gen.error().message);
       } else if (auto cp = projection_.checkpoint(*redis_, *gen); !cp) {
@@ -183,6 +188,7 @@ void App::bootstrap() {
       } else {
         waiter_.advance(*cp);
         synced_ = true;
+        guard_->start();
         runner_->start();
         std::lock_guard lk(problem_mu_);
         problem_.clear();
@@ -211,11 +217,13 @@ std::string App::readiness() {
     return "not synchronised: " + problem_;
   }
   if (!runner_ || !runner_->subscribed()) return "consumer not subscribed";
+  if (auto p = guard_->problem(); !p.empty()) return "projection: " + p;
   return {};
 }
 
 void App::stop() {
   if (stopping_.exchange(true)) return;
+  if (guard_) guard_->stop();
   if (projector_) projector_->request_stop();
   if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
   if (gauges_thread_.joinable()) gauges_thread_.join();
@@ -225,6 +233,7 @@ void App::stop() {
   if (ops_) ops_->stop();
   runner_.reset();
   projector_.reset();
+  guard_.reset();
   sync_.reset();
   store_.reset();
 }

@@ -14,6 +14,7 @@
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
 #include "supaplane/metrics/mirror.hpp"
+#include "supaplane/projection/guard.hpp"
 #include "supaplane/projection/projector.hpp"
 #include "traefik_dir.hpp"
 
@@ -58,6 +59,7 @@ class App {
   std::string readiness();
   int http_port() const { return http_port_; }
   int metrics_port() const { return metrics_port_; }
+  projection::ProjectionGuard& guard() { return *guard_; }
   RouteSync& sync() { return *sync_; }
   EdgeAuth& edge() { return *edge_; }
 
@@ -75,6 +77,7 @@ class App {
   std::unique_ptr<TraefikDir> dir_;
   std::unique_ptr<EdgeAuth> edge_;
   std::unique_ptr<RouteSync> sync_;
+  std::unique_ptr<projection::ProjectionGuard> guard_;
   std::unique_ptr<projection::TenantProjector> projector_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
   std::unique_ptr<HttpFront> http_;

@@ -28,17 +28,24 @@ struct ProjectorCounters {
   std::atomic<std::uint64_t> unknown{0};    ///< event kinds this build does not know
   std::atomic<std::uint64_t> malformed{0};  ///< undecodable: terminated
   std::atomic<std::uint64_t> redis_errors{0};
-  std::atomic<std::uint64_t> recoveries{0};  ///< rebuilds after the projection vanished
+  std::atomic<std::uint64_t> recoveries{0};  ///< rebuilds asked for by this projector
 };
 
-/// The live projector of the tenants read model: the BatchHandler of the
-/// api's durable consumer. One instance per consumer thread.
+class ProjectionGuard;
+
+/// The live projector of the tenants read model: the BatchHandler of a
+/// service's consumer. One instance per consumer thread. Several processes
+/// may each run one over the same Redis projection (each with its own
+/// consumer of the whole stream): the checkpoint rule applies every event
+/// once, and each projector still tells its observer of every event (the
+/// state after it, or a later one when another process got further first).
 class TenantProjector final : public event_store::BatchHandler {
  public:
-  /// With `store`, a projection found missing in Redis (data lost, FLUSHALL)
-  /// is rebuilt from the log before the projector goes on.
+  /// With `guard`, a projection found missing in Redis (data lost, FLUSHALL)
+  /// or holding an undecodable value is rebuilt from the log (through the
+  /// guard, so under its lock) before the projector goes on.
   TenantProjector(TenantProjection& projection, RedisAddress redis, SequenceWaiter& waiter,
-                  ProjectorObserver& observer, event_store::EventStore* store = nullptr);
+                  ProjectorObserver& observer, ProjectionGuard* guard = nullptr);
   void handle(std::vector<event_store::InboundMessage>& batch) override;
   /// Asks a blocked handle() (waiting for Redis) to give up: the rest of the
   /// batch is released for redelivery.
@@ -54,7 +61,7 @@ class TenantProjector final : public event_store::BatchHandler {
   RedisConnection redis_;
   SequenceWaiter& waiter_;
   ProjectorObserver& observer_;
-  event_store::EventStore* store_;
+  ProjectionGuard* guard_;
   ProjectorCounters counters_;
   std::atomic<bool> stop_{false};
 };
@@ -76,6 +83,7 @@ std::string new_generation_name();
 /// atomically and drops the old generation.
 Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConnection& redis,
                                       TenantProjection& projection, const std::string& gen,
-                                      bool switch_live, int catch_up_timeout_ms = 30'000);
+                                      bool switch_live, int catch_up_timeout_ms = 30'000,
+                                      const std::string& filter = "platform.>");
 
 }  // namespace supaplane::projection

@@ -1,5 +1,6 @@
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -85,6 +86,14 @@ class TenantProjection {
   Result<std::string> init(RedisConnection& c);
   Result<std::string> active_generation(RedisConnection& c);
   Result<std::uint64_t> checkpoint(RedisConnection& c, const std::string& gen);
+  /// The checkpoint of `gen`, nullopt when it has none.
+  Result<std::optional<std::uint64_t>> stored_checkpoint(RedisConnection& c,
+                                                         const std::string& gen);
+  /// The live generation's checkpoint (nullopt: no live generation or none yet).
+  Result<std::optional<std::uint64_t>> live_checkpoint(RedisConnection& c);
+  /// Deletes the generation pointer: readers answer UNAVAILABLE until a
+  /// rebuild switches to a new generation.
+  Status remove_pointer(RedisConnection& c);
 
   /// Reads states of `refs` from the live generation; missing → empty state.
   struct States {
@@ -117,15 +126,30 @@ class TenantProjection {
 };
 
 /// Read-your-writes: waits until the projection has applied a sequence.
+/// With several processes applying to one shared projection, `set_shared`
+/// names how to read the shared checkpoint: a wait is then over as soon as
+/// either this process or the shared projection has reached the sequence.
 class SequenceWaiter {
  public:
   void advance(std::uint64_t seq);
+  /// Sets the sequence, also backwards (the stream was recreated).
+  void reset(std::uint64_t seq);
   std::uint64_t current() const { return seq_.load(); }
   /// True if `seq` was reached within `timeout_ms`.
   bool wait_for(std::uint64_t seq, int timeout_ms);
+  /// Reads the shared checkpoint (nullopt when it cannot be read). Call before
+  /// any wait_for; `every` is how often a wait looks at it.
+  void set_shared(std::function<std::optional<std::uint64_t>()> read,
+                  std::chrono::milliseconds every = std::chrono::milliseconds(20)) {
+    shared_ = std::move(read);
+    shared_every_ = every;
+  }
 
  private:
+  bool shared_reached(std::uint64_t seq);
   std::atomic<std::uint64_t> seq_{0};
+  std::function<std::optional<std::uint64_t>()> shared_;
+  std::chrono::milliseconds shared_every_{20};
   std::mutex mu_;
   std::condition_variable cv_;
 };
