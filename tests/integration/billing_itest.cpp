@@ -315,26 +315,29 @@ TEST_F(BillingTest, SlowClientsAreCutOffAndAFloodBeyondTheQueueIs503) {
   auto o = options();
   o.http_threads = 2;
   o.http_queue = 2;
-  o.http_read_timeout_ms = 1000;
+  o.http_read_timeout_ms = 3000;
   start_billing(o);
-  httplib::Client ops("127.0.0.1", billing_->metrics_port());
   auto metrics = [&] {
+    httplib::Client ops("127.0.0.1", billing_->metrics_port());
+    ops.set_read_timeout(std::chrono::milliseconds(500));
     auto m = ops.Get("/metrics");
     return m ? m->body : std::string();
   };
   auto has = [&](const std::string& line) {
-    return metrics().find(line + "\n") != std::string::npos;
+    return metrics().find("\n" + line + "\n") != std::string::npos;
   };
-  // Two slow clients hold both handler threads, two more fill the queue.
+  // Two slow clients hold both handler threads, two more fill the queue
+  // (one at a time: a connection is queued until a thread picks it up).
+  const char* expect[] = {"busy_threads 1", "busy_threads 2", "queued_connections 1",
+                          "queued_connections 2"};
   std::vector<int> slow;
-  for (int i = 0; i < 4; ++i) {
+  for (const char* state : expect) {
     slow.push_back(open_slow(billing_->http_port(), "POST /stripe/webhook HTTP/1.1\r\nHost: x\r\n"));
     ASSERT_GE(slow.back(), 0);
+    ASSERT_TRUE(testenv::eventually([&] {
+      return has(std::string("supaplane_billing_http_") + state);
+    })) << state << "\n" << metrics();
   }
-  ASSERT_TRUE(testenv::eventually([&] {
-    return has("supaplane_billing_http_busy_threads 2") &&
-           has("supaplane_billing_http_queued_connections 2");
-  })) << metrics();
   // One more is refused at once, not queued behind them.
   EXPECT_EQ(raw_status("Content-Length: 0\r\n"), 503);
   EXPECT_TRUE(has("supaplane_billing_http_refused_total 1"));

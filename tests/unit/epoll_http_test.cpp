@@ -256,6 +256,37 @@ TEST(EpollHttpLimits, OutOfFileDescriptorsShedsWaitingConnectionsWithoutSpinning
   ::close(control);
 }
 
+TEST(EpollHttpLimits, OutOfFileDescriptorsWithoutAReserveBacksOffInsteadOfSpinning) {
+  Served s(router::HttpLimits{}, 1);
+  const int client = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(s.port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // Below every descriptor the server holds: even its reserve cannot be
+  // reopened, so the waiting connection cannot be shed.
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = 3;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const bool failing = eventually([&] { return s.server.stats().accept_errors.load() >= 5; });
+  const auto errors = s.server.stats().accept_errors.load();
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_TRUE(failing);
+  // Backing off (100 ms) makes at most a few failed accepts between two
+  // looks 10 ms apart; a loop spinning on the readable listener makes
+  // thousands in that time.
+  EXPECT_LT(errors, 100u) << "accept() retried in a busy loop";
+  // Descriptors back: the connection that waited in the backlog is served.
+  ASSERT_TRUE(send_all(client, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n"));
+  timeval tv{5, 0};
+  ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  EXPECT_EQ(read_some(client, kAnswer).size(), kAnswer);
+  ::close(client);
+}
+
 /// A listener as another process would open it, with SO_REUSEPORT set (the
 /// option that lets a same-user process join a port group).
 int hostile_listener(int port) {

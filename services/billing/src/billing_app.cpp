@@ -261,7 +261,7 @@ Status App::start() {
   // httplib's default listener options set SO_REUSEPORT: another process
   // could bind the same port and take a share of Stripe's deliveries. Only
   // SO_REUSEADDR (restart while old connections are in TIME_WAIT).
-  http_->set_socket_options([](httplib::socket_t sock) {
+  http_->set_socket_options([](socket_t sock) {
     const int one = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   });
