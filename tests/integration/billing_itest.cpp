@@ -290,6 +290,93 @@ TEST_F(BillingTest, OversizedBodyIs413AndUnknownTypeIsCountedAndIgnored) {
   EXPECT_NE(m->body.find("supaplane_billing_webhooks_total{code=\"415\"} 1\n"), std::string::npos);
 }
 
+/// A connection that sent `head` and nothing more (or -1).
+int open_slow(int port, const std::string& head) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::send(fd, head.data(), head.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(head.size())) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool closed_by_peer(int fd) {
+  char b;
+  const ssize_t n = ::recv(fd, &b, 1, MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+TEST_F(BillingTest, SlowClientsAreCutOffAndAFloodBeyondTheQueueIs503) {
+  auto o = options();
+  o.http_threads = 2;
+  o.http_queue = 2;
+  o.http_read_timeout_ms = 3000;
+  start_billing(o);
+  auto metrics = [&] {
+    httplib::Client ops("127.0.0.1", billing_->metrics_port());
+    ops.set_read_timeout(std::chrono::milliseconds(500));
+    auto m = ops.Get("/metrics");
+    return m ? m->body : std::string();
+  };
+  auto has = [&](const std::string& line) {
+    return metrics().find("\n" + line + "\n") != std::string::npos;
+  };
+  // Two slow clients hold both handler threads, two more fill the queue
+  // (one at a time: a connection is queued until a thread picks it up).
+  const char* expect[] = {"busy_threads 1", "busy_threads 2", "queued_connections 1",
+                          "queued_connections 2"};
+  std::vector<int> slow;
+  for (const char* state : expect) {
+    slow.push_back(open_slow(billing_->http_port(), "POST /stripe/webhook HTTP/1.1\r\nHost: x\r\n"));
+    ASSERT_GE(slow.back(), 0);
+    ASSERT_TRUE(testenv::eventually([&] {
+      return has(std::string("supaplane_billing_http_") + state);
+    })) << state << "\n" << metrics();
+  }
+  // One more is refused at once, not queued behind them.
+  EXPECT_EQ(raw_status("Content-Length: 0\r\n"), 503);
+  EXPECT_TRUE(has("supaplane_billing_http_refused_total 1"));
+  // The read timeout hands every thread back: each slow client is cut off.
+  EXPECT_TRUE(testenv::eventually([&] {
+    return std::all_of(slow.begin(), slow.end(), [](int fd) { return closed_by_peer(fd); });
+  }));
+  for (int fd : slow) ::close(fd);
+  EXPECT_TRUE(testenv::eventually(
+      [&] { return has("supaplane_billing_http_incomplete_connections_total 4"); }))
+      << metrics();
+  // A real webhook goes through afterwards.
+  const std::string unknown =
+      R"({"id":"evt_after_flood","object":"event","type":"charge.refunded","created":1,"data":{"object":{"id":"ch_1","customer":"cus_f"}}})";
+  EXPECT_EQ(send(unknown), 200);
+}
+
+TEST_F(BillingTest, AWebhookPortHeldByAnotherProcessIsRefused) {
+  // Another listener with SO_REUSEPORT, as httplib's defaults would set it.
+  const int other = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  ::setsockopt(other, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(other, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(other, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(other, 16), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(other, reinterpret_cast<sockaddr*>(&a), &len);
+  auto o = options();
+  o.http_addr = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  billing::App app(o);
+  auto st = app.start();
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find(o.http_addr), std::string::npos) << st.error().message;
+  ::close(other);
+}
+
 TEST_F(BillingTest, SameEventFiveTimesIsOneEvent) {
   start_billing();
   const std::string ref = create_tenant();

@@ -2,8 +2,12 @@
 
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 
 #include "checkout.hpp"
 #include "supaplane/config/config.hpp"
@@ -26,6 +30,88 @@ std::string json_error(const std::string& message) {
   }
   return out + "\"}\n";
 }
+
+// Set on the threads that run a connection only to refuse it (queue full).
+thread_local bool t_refusing = false;
+// Requests seen on this thread's current connection (0 at its end: it never
+// sent a whole head in time, or left).
+thread_local int t_requests = 0;
+
+/// httplib's task queue for the webhook server: `threads` handler threads
+/// and at most `max_queued` connections waiting for one. A connection beyond
+/// that goes to one refusing thread (its own queue bounded the same), which
+/// reads the head and answers 503 at once; past both, the accepting thread
+/// refuses it itself. httplib's own ThreadPool queues without a bound.
+class BoundedTaskQueue : public httplib::TaskQueue {
+ public:
+  BoundedTaskQueue(std::size_t threads, std::size_t max_queued, BillingMetrics& m)
+      : max_queued_(max_queued), metrics_(m) {
+    for (std::size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(jobs_, false); });
+    workers_.emplace_back([this] { work(refusals_, true); });
+  }
+  ~BoundedTaskQueue() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard lk(mu_);
+      if (!shutdown_ && jobs_.size() < max_queued_) {
+        jobs_.push_back(std::move(fn));
+        metrics_.http_queued.Increment();
+        cv_.notify_all();
+        return;
+      }
+      if (!shutdown_ && refusals_.size() < max_queued_) {
+        refusals_.push_back(std::move(fn));
+        cv_.notify_all();
+        return;
+      }
+    }
+    run(fn, true);
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard lk(mu_);
+      if (shutdown_) return;
+      shutdown_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  void run(std::function<void()>& fn, bool refusing) {
+    t_refusing = refusing;
+    t_requests = 0;
+    fn();
+    if (t_requests == 0) metrics_.http_incomplete.Increment();
+    t_refusing = false;
+  }
+  void work(std::deque<std::function<void()>>& q, bool refusing) {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lk(mu_);
+        cv_.wait(lk, [&] { return shutdown_ || !q.empty(); });
+        if (q.empty()) return;  // shut down and drained
+        fn = std::move(q.front());
+        q.pop_front();
+        if (!refusing) metrics_.http_queued.Decrement();
+      }
+      if (!refusing) metrics_.http_busy.Increment();
+      run(fn, refusing);
+      if (!refusing) metrics_.http_busy.Decrement();
+    }
+  }
+  const std::size_t max_queued_;
+  BillingMetrics& metrics_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::deque<std::function<void()>> refusals_;
+  bool shutdown_{false};
+  std::vector<std::thread> workers_;
+};
 }  // namespace
 
 BillingMetrics::BillingMetrics(prometheus::Registry& r)
@@ -57,6 +143,28 @@ BillingMetrics::BillingMetrics(prometheus::Registry& r)
                       .Help("webhooks answered 503 because the event log was unavailable")
                       .Register(r)
                       .Add({})),
+      http_refused(prometheus::BuildCounter()
+                       .Name("supaplane_billing_http_refused_total")
+                       .Help("webhook connections answered 503: every handler thread busy and "
+                             "the queue full")
+                       .Register(r)
+                       .Add({})),
+      http_incomplete(prometheus::BuildCounter()
+                          .Name("supaplane_billing_http_incomplete_connections_total")
+                          .Help("webhook connections closed before a whole request arrived "
+                                "(read timeout, or the client left)")
+                          .Register(r)
+                          .Add({})),
+      http_queued(prometheus::BuildGauge()
+                      .Name("supaplane_billing_http_queued_connections")
+                      .Help("accepted webhook connections waiting for a handler thread")
+                      .Register(r)
+                      .Add({})),
+      http_busy(prometheus::BuildGauge()
+                    .Name("supaplane_billing_http_busy_threads")
+                    .Help("webhook handler threads serving a connection")
+                    .Register(r)
+                    .Add({})),
       rebuilds(prometheus::BuildCounter()
                    .Name("supaplane_billing_projection_rebuilds_total")
                    .Help("rebuilds of the Redis projection from the log, by reason")
@@ -78,8 +186,11 @@ Status App::start() {
     return make_error(errc::invalid_argument, "tolerance must be > 0 seconds", "tolerance");
   if (opts_.grace_failed_attempts < 1)
     return make_error(errc::invalid_argument, "grace attempts must be >= 1", "grace");
-  if (opts_.max_body_bytes < 1024 || opts_.http_threads < 1)
-    return make_error(errc::invalid_argument, "max body >= 1024 bytes and >= 1 HTTP thread");
+  if (opts_.max_body_bytes < 1024 || opts_.http_threads < 1 || opts_.http_queue < 1 ||
+      opts_.http_read_timeout_ms < 1)
+    return make_error(errc::invalid_argument,
+                      "max body >= 1024 bytes, >= 1 HTTP thread, an HTTP queue >= 1 and a read "
+                      "timeout >= 1 ms");
   if (!opts_.stripe_secret_key.empty() && opts_.jwt_secret.size() < 32)
     return make_error(
         errc::invalid_argument,
@@ -152,10 +263,24 @@ Status App::start() {
   // The webhook endpoint. cpp-httplib: a blocking thread pool suits a handler
   // that waits for the JetStream ack; the body limit answers 413 by itself.
   http_ = std::make_unique<httplib::Server>();
-  const int threads = opts_.http_threads;
-  http_->new_task_queue = [threads] {
-    return new httplib::ThreadPool(static_cast<std::size_t>(threads));
+  const auto threads = static_cast<std::size_t>(opts_.http_threads);
+  const auto queue = static_cast<std::size_t>(opts_.http_queue);
+  http_->new_task_queue = [this, threads, queue] {
+    return new BoundedTaskQueue(threads, queue, *metrics_);
   };
+  // httplib's default listener options set SO_REUSEPORT: another process
+  // could bind the same port and take a share of Stripe's deliveries. Only
+  // SO_REUSEADDR (restart while old connections are in TIME_WAIT).
+  http_->set_socket_options([](socket_t sock) {
+    const int one = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  });
+  // Each read, write and keep-alive wait is bounded, so a client that stops
+  // sending gives its handler thread back after this long.
+  const auto io_timeout = std::chrono::milliseconds(opts_.http_read_timeout_ms);
+  http_->set_read_timeout(io_timeout);
+  http_->set_write_timeout(io_timeout);
+  http_->set_keep_alive_timeout(std::max<time_t>(1, opts_.http_read_timeout_ms / 1000));
   http_->set_payload_max_length(static_cast<std::size_t>(opts_.max_body_bytes));
   http_->set_keep_alive_max_count(1000);
   // Without it the answer's header and body writes meet Nagle + delayed ACK:
@@ -167,6 +292,16 @@ Status App::start() {
   // always sends an uncompressed body with a Content-Length.
   http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     using R = httplib::Server::HandlerResponse;
+    ++t_requests;
+    if (t_refusing) {
+      metrics_->http_refused.Increment();
+      metrics_->webhooks.Add({{"code", "503"}}).Increment();
+      res.status = 503;
+      res.set_header("Retry-After", "1");
+      res.set_header("Connection", "close");
+      res.set_content(json_error("busy; retry later"), "application/json");
+      return R::Handled;
+    }
     if (req.method != "POST") return R::Unhandled;
     auto refuse = [&](int code, const char* why) {
       metrics_->webhooks.Add({{"code", std::to_string(code)}}).Increment();
@@ -203,7 +338,11 @@ Status App::start() {
   } else if (!http_->bind_to_port(http_hp->host, bound)) {
     bound = -1;
   }
-  if (bound <= 0) return make_error(errc::unavailable, "cannot listen on " + opts_.http_addr);
+  if (bound <= 0)
+    return make_error(errc::unavailable,
+                      "cannot listen on " + opts_.http_addr +
+                          " (the address is in use by another process, or not local)",
+                      "http_addr");
   http_port_ = bound;
   http_thread_ = std::thread([this] { http_->listen_after_bind(); });
 

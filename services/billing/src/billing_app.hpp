@@ -1,5 +1,6 @@
 #pragma once
 #include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
 #include <atomic>
@@ -40,6 +41,8 @@ struct AppOptions {
   int tolerance_seconds{300};
   int max_body_bytes{1 << 20};
   int http_threads{32};
+  int http_queue{64};              ///< accepted connections waiting for a handler thread
+  int http_read_timeout_ms{5000};  ///< per read / write / keep-alive wait of a connection
   int grace_failed_attempts{3};
   std::string projection_prefix{"sp:billing:"};
   std::string durable{"billing-projector"};
@@ -65,6 +68,10 @@ struct BillingMetrics {
   prometheus::Counter& duplicates;
   prometheus::Counter& recorded;
   prometheus::Counter& unavailable;
+  prometheus::Counter& http_refused;     ///< 503: every handler busy and the queue full
+  prometheus::Counter& http_incomplete;  ///< connections that ended before a whole request
+  prometheus::Gauge& http_queued;
+  prometheus::Gauge& http_busy;
   prometheus::Family<prometheus::Counter>& rebuilds;
 };
 

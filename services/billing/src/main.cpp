@@ -33,6 +33,11 @@ int main(int argc, char** argv) {
               "larger webhook bodies are answered 413");
   bind_option(app, "http-threads", "SUPAPLANE_BILLING_HTTP_THREADS", o.http_threads,
               "webhook handler threads");
+  bind_option(app, "http-queue", "SUPAPLANE_BILLING_HTTP_QUEUE", o.http_queue,
+              "webhook connections waiting for a handler thread; beyond it: 503");
+  bind_option(app, "http-read-timeout-ms", "SUPAPLANE_BILLING_HTTP_READ_TIMEOUT_MS",
+              o.http_read_timeout_ms,
+              "webhook connections: each read / write / keep-alive wait is bounded by this");
   bind_option(app, "projection-prefix", "SUPAPLANE_BILLING_PROJECTION_PREFIX", o.projection_prefix,
               "Redis key prefix of the billing projection");
   bind_option(app, "durable", "SUPAPLANE_BILLING_DURABLE", o.durable, "durable consumer name");

@@ -20,7 +20,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
-constexpr auto kIdleTimeout = std::chrono::seconds(60);
+/// How long a loop stops accepting after the process ran out of descriptors
+/// and could not even shed the waiting connection.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 
 const char* reason_phrase(int status) {
   switch (status) {
@@ -38,6 +40,8 @@ const char* reason_phrase(int status) {
       return "Length Required";
     case 413:
       return "Payload Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
     case 500:
       return "Internal Server Error";
     case 503:
@@ -52,9 +56,13 @@ struct Conn {
   std::string in;
   std::string out;
   std::size_t out_pos{0};
+  std::size_t accounted{0};  ///< unsent bytes counted in the loop's gauge
+  std::uint32_t events{0};   ///< current epoll interest
   bool close_after_write{false};
-  bool want_write{false};
+  bool paused{false};  ///< unsent output over the cap: not reading
   Clock::time_point last_active{Clock::now()};
+  Clock::time_point request_since{};  ///< first byte of an incomplete request; {} = none
+  std::size_t pending() const { return out.size() - out_pos; }
 };
 
 std::string lower(std::string s) {
@@ -66,6 +74,13 @@ std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t");
   if (b == std::string::npos) return {};
   return s.substr(b, s.find_last_not_of(" \t") - b + 1);
+}
+
+bool is_token(const std::string& s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s)
+    if (c <= 0x20 || c >= 0x7f || std::strchr("\"(),/:;<=>?@[\\]{}", c) != nullptr) return false;
+  return true;
 }
 
 void append_response(Conn& c, const HttpRequest& req, const HttpResponse& res, bool close) {
@@ -81,121 +96,169 @@ void append_response(Conn& c, const HttpRequest& req, const HttpResponse& res, b
   if (close) c.close_after_write = true;
 }
 
-/// Parses as many complete requests as `c.in` holds and answers them.
-/// Returns false when the connection must be closed at once.
-bool process(Conn& c, const HttpHandler& handler, std::size_t max_body) {
-  while (!c.close_after_write) {
+/// Answers `status` with an empty body and marks the connection for closing
+/// (what is left of the input is not parsed any further).
+void refuse(Conn& c, int status, HttpServerStats& stats) {
+  stats.bad_requests.fetch_add(1, std::memory_order_relaxed);
+  HttpResponse res;
+  res.status = status;
+  append_response(c, HttpRequest{}, res, true);
+  c.in.clear();
+}
+
+/// Parses the request head in c.in[0, end); false: malformed.
+bool parse_head(const std::string& in, std::size_t end, HttpRequest& req, bool& http10) {
+  const std::size_t line_end = in.find("\r\n");
+  const std::string line = in.substr(0, line_end);
+  const auto sp1 = line.find(' ');
+  const auto sp2 = line.rfind(' ');
+  if (sp1 == std::string::npos || sp2 == sp1 || line.compare(sp2 + 1, 5, "HTTP/") != 0)
+    return false;
+  req.method = line.substr(0, sp1);
+  const std::string target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (!is_token(req.method) || target.empty() || target.find(' ') != std::string::npos)
+    return false;
+  req.path = target.substr(0, target.find('?'));
+  http10 = line.compare(sp2 + 1, 8, "HTTP/1.0") == 0;
+  for (std::size_t at = line_end + 2; at < end;) {
+    const auto next = in.find("\r\n", at);
+    const std::string h = in.substr(at, next - at);
+    at = next + 2;
+    const auto colon = h.find(':');
+    // No colon, an empty or spaced name, or an obsolete folded line: refused.
+    if (colon == std::string::npos) return false;
+    std::string name = h.substr(0, colon);
+    if (!is_token(name)) return false;
+    name = lower(std::move(name));
+    std::string value = trim(h.substr(colon + 1));
+    auto [it, fresh] = req.headers.emplace(name, value);
+    if (fresh) continue;
+    // A repeated Content-Length / Transfer-Encoding / Host is how requests
+    // are smuggled past a proxy: refuse it rather than pick one.
+    if (name == "content-length" || name == "transfer-encoding" || name == "host") return false;
+    it->second += ", " + value;
+  }
+  return true;
+}
+
+/// Parses as many complete requests as `c.in` holds and answers them, while
+/// the connection's unsent output stays under `max_output`.
+void process(Conn& c, const HttpHandler& handler, const HttpLimits& limits,
+             HttpServerStats& stats) {
+  if (c.out_pos > 0) {  // keep only what is unsent before appending more
+    c.out.erase(0, c.out_pos);
+    c.out_pos = 0;
+  }
+  while (!c.close_after_write && c.pending() < limits.max_output_bytes && !c.in.empty()) {
     const auto end = c.in.find("\r\n\r\n");
-    if (end == std::string::npos) return c.in.size() <= kMaxHeaderBytes;
+    if (end == std::string::npos) {
+      if (c.in.size() > kMaxHeaderBytes) refuse(c, 431, stats);
+      return;
+    }
     HttpRequest req;
-    std::size_t line_end = c.in.find("\r\n");
-    const std::string line = c.in.substr(0, line_end);
-    const auto sp1 = line.find(' ');
-    const auto sp2 = line.rfind(' ');
-    HttpResponse res;
-    if (sp1 == std::string::npos || sp2 == sp1 || line.compare(sp2 + 1, 5, "HTTP/") != 0) {
-      res.status = 400;
-      append_response(c, req, res, true);
-      return true;
-    }
-    req.method = line.substr(0, sp1);
-    std::string target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    req.path = target.substr(0, target.find('?'));
-    const bool http10 = line.compare(sp2 + 1, 8, "HTTP/1.0") == 0;
-    for (std::size_t at = line_end + 2; at < end;) {
-      const auto next = c.in.find("\r\n", at);
-      const std::string h = c.in.substr(at, next - at);
-      const auto colon = h.find(':');
-      if (colon != std::string::npos)
-        req.headers[lower(trim(h.substr(0, colon)))] = trim(h.substr(colon + 1));
-      at = next + 2;
-    }
+    bool http10 = false;
+    if (!parse_head(c.in, end, req, http10)) return refuse(c, 400, stats);
     std::size_t consumed = end + 4;
-    bool close = http10 ? lower(req.header("connection")) != "keep-alive"
-                        : lower(req.header("connection")) == "close";
-    if (!req.header("transfer-encoding").empty()) {
-      res.status = 411;  // no chunked bodies here: answer and hang up
-      append_response(c, req, res, true);
-      return true;
-    }
+    const bool close = http10 ? lower(req.header("connection")) != "keep-alive"
+                              : lower(req.header("connection")) == "close";
+    if (req.headers.count("transfer-encoding") != 0)
+      return refuse(c, 411, stats);  // no chunked bodies here: answer and hang up
     const std::string len = req.header("content-length");
-    if (!len.empty()) {
-      if (len.size() > 19 || len.find_first_not_of("0123456789") != std::string::npos) {
-        res.status = 400;
-        append_response(c, req, res, true);
-        return true;
-      }
-      const std::size_t n = std::stoull(len);
-      if (n > max_body) {
-        res.status = 413;
-        append_response(c, req, res, true);
-        return true;
-      }
-      if (c.in.size() < consumed + n) return true;  // the body is still coming
-      consumed += n;                                // read and ignored
+    if (req.headers.count("content-length") != 0) {
+      if (len.empty() || len.size() > 19 || len.find_first_not_of("0123456789") != std::string::npos)
+        return refuse(c, 400, stats);
+      const std::size_t n = std::stoull(len);  // <= 19 digits: fits
+      if (n > limits.max_body) return refuse(c, 413, stats);
+      if (c.in.size() < consumed + n) return;  // the body is still coming
+      consumed += n;                           // read and ignored
     }
     c.in.erase(0, consumed);
+    HttpResponse res;
     try {
       handler(req, res);
-    } catch (const std::exception&) {
+    } catch (...) {
+      stats.handler_errors.fetch_add(1, std::memory_order_relaxed);
       res = HttpResponse{};
       res.status = 500;
     }
     append_response(c, req, res, close);
   }
-  return true;
 }
 
 }  // namespace
 
 struct EpollHttpServer::Loop {
-  int listen_fd{-1};
   int epoll_fd{-1};
+  int reserve_fd{-1};  ///< closed to accept-and-shed one connection when out of descriptors
+  bool listening{false};
+  Clock::time_point listen_again{};
   std::unordered_map<int, Conn> conns;
+  std::int64_t buffered{0};  ///< written by the loop only
+  std::atomic<std::int64_t> buffered_seen{0};
   ~Loop() {
     for (auto& [fd, c] : conns) ::close(fd);
-    if (listen_fd >= 0) ::close(listen_fd);
     if (epoll_fd >= 0) ::close(epoll_fd);
+    if (reserve_fd >= 0) ::close(reserve_fd);
   }
 };
 
-EpollHttpServer::EpollHttpServer(HttpHandler handler, int threads, std::size_t max_body)
+EpollHttpServer::EpollHttpServer(HttpHandler handler, int threads, HttpLimits limits)
     : handler_(std::move(handler)),
       threads_(threads > 0 ? threads
                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
-      max_body_(max_body) {}
+      limits_(limits) {}
 
 EpollHttpServer::~EpollHttpServer() { stop(); }
+
+std::int64_t EpollHttpServer::buffered_output_bytes() const {
+  std::int64_t sum = 0;
+  for (const auto& l : loops_) sum += l->buffered_seen.load(std::memory_order_relaxed);
+  return sum;
+}
 
 Result<int> EpollHttpServer::bind(const std::string& host, int port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   if (::inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &addr.sin_addr) != 1)
     return make_error(errc::invalid_argument, "not an IPv4 address: " + host, "http_addr");
+  const std::string where = host + ":" + std::to_string(port);
+  // One socket for all loops, without SO_REUSEPORT: a second listener on this
+  // address (another process, another copy of us) makes bind fail here
+  // instead of silently taking a share of the connections. SO_REUSEADDR only
+  // lets a restart bind while old connections sit in TIME_WAIT.
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0)
+    return make_error(errc::unavailable,
+                      "cannot listen on " + where + ": " + std::strerror(errno), "http_addr");
+  const int one = 1;
+  ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listen_fd_, 1024) != 0) {
+    const int err = errno;
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    return make_error(errc::unavailable,
+                      "cannot listen on " + where + ": " + std::strerror(err) +
+                          (err == EADDRINUSE ? " (another process holds this address)" : ""),
+                      "http_addr");
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
   for (int i = 0; i < threads_; ++i) {
     auto loop = std::make_unique<Loop>();
-    loop->listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    const int one = 1;
-    ::setsockopt(loop->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    ::setsockopt(loop->listen_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    addr.sin_port = htons(static_cast<std::uint16_t>(port));
-    if (::bind(loop->listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(loop->listen_fd, 1024) != 0)
-      return make_error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port) +
-                                               ": " + std::strerror(errno));
-    if (port == 0) {  // the others join the port the kernel picked
-      socklen_t len = sizeof addr;
-      ::getsockname(loop->listen_fd, reinterpret_cast<sockaddr*>(&addr), &len);
-      port = ntohs(addr.sin_port);
-    }
     loop->epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    loop->reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    // EPOLLEXCLUSIVE: a new connection wakes one loop, not all of them.
     epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = loop->listen_fd;
-    ::epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->listen_fd, &ev);
+    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+    ev.data.fd = listen_fd_;
+    if (loop->epoll_fd < 0 || ::epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, listen_fd_, &ev) != 0)
+      return make_error(errc::unavailable, "epoll: " + std::string(std::strerror(errno)));
+    loop->listening = true;
     loops_.push_back(std::move(loop));
   }
-  return port;
+  return static_cast<int>(ntohs(addr.sin_port));
 }
 
 void EpollHttpServer::start() {
@@ -207,15 +270,93 @@ void EpollHttpServer::stop() {
   for (auto& t : workers_)
     if (t.joinable()) t.join();
   workers_.clear();
+  for (auto& l : loops_) stats_.open_connections -= static_cast<std::int64_t>(l->conns.size());
   loops_.clear();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+/// Accepts one connection; false when there is nothing more to accept now.
+bool EpollHttpServer::accept_one(Loop& loop) {
+  const int cfd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (cfd < 0) {
+    if (errno == EINTR || errno == ECONNABORTED) return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    // Out of descriptors (or kernel memory): the listening socket stays
+    // readable, so a level-triggered loop would spin. Shed the waiting
+    // connection with the reserve descriptor so its client learns at once;
+    // when that is not possible, stop accepting in this loop for a while.
+    stats_.accept_errors.fetch_add(1, std::memory_order_relaxed);
+    if ((errno == EMFILE || errno == ENFILE) && loop.reserve_fd >= 0) {
+      ::close(loop.reserve_fd);
+      const int shed = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (shed >= 0) {
+        ::close(shed);
+        stats_.refused_connections.fetch_add(1, std::memory_order_relaxed);
+      }
+      loop.reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (shed >= 0 && loop.reserve_fd >= 0) return true;
+    }
+    ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_DEL, listen_fd_, nullptr);
+    loop.listening = false;
+    loop.listen_again = Clock::now() + kAcceptBackoff;
+    return false;
+  }
+  if (stats_.open_connections.load(std::memory_order_relaxed) >= limits_.max_connections) {
+    ::close(cfd);
+    stats_.refused_connections.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  stats_.open_connections.fetch_add(1, std::memory_order_relaxed);
+  const int one = 1;
+  ::setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.fd = cfd;
+  ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_ADD, cfd, &ev);
+  Conn& c = loop.conns[cfd];
+  c.fd = cfd;
+  c.events = ev.events;
+  return true;
 }
 
 void EpollHttpServer::run(Loop& loop) {
   std::vector<epoll_event> events(256);
+  const auto header_timeout = std::chrono::milliseconds(std::max(1, limits_.header_timeout_ms));
+  const auto idle_timeout = std::chrono::milliseconds(std::max(1, limits_.idle_timeout_ms));
+  const auto sweep_every = std::clamp(std::min(header_timeout, idle_timeout) / 4,
+                                      std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+  auto publish = [&](Conn& c) {  // keeps the buffered-bytes gauge true
+    const std::size_t now = c.pending();
+    if (now == c.accounted) return;
+    loop.buffered += static_cast<std::int64_t>(now) - static_cast<std::int64_t>(c.accounted);
+    c.accounted = now;
+    loop.buffered_seen.store(loop.buffered, std::memory_order_relaxed);
+  };
   auto close_conn = [&](int fd) {
+    auto it = loop.conns.find(fd);
+    if (it == loop.conns.end()) return;
+    loop.buffered -= static_cast<std::int64_t>(it->second.accounted);
+    loop.buffered_seen.store(loop.buffered, std::memory_order_relaxed);
     ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
-    loop.conns.erase(fd);
+    loop.conns.erase(it);
+    stats_.open_connections.fetch_sub(1, std::memory_order_relaxed);
+  };
+  // Sets the epoll interest from the connection's state: read unless paused
+  // by the output cap, write while output is pending.
+  auto interest = [&](Conn& c) {
+    const bool was_paused = c.paused;
+    c.paused = c.pending() >= limits_.max_output_bytes;
+    if (c.paused && !was_paused) stats_.read_pauses.fetch_add(1, std::memory_order_relaxed);
+    const std::uint32_t want =
+        (c.paused ? 0u : EPOLLIN | EPOLLRDHUP) | (c.pending() > 0 ? EPOLLOUT : 0u);
+    if (want == c.events) return;
+    c.events = want;
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.fd = c.fd;
+    ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_MOD, c.fd, &ev);
   };
   auto flush = [&](Conn& c) {  // false: closed
     while (c.out_pos < c.out.size()) {
@@ -223,14 +364,14 @@ void EpollHttpServer::run(Loop& loop) {
           ::send(c.fd, c.out.data() + c.out_pos, c.out.size() - c.out_pos, MSG_NOSIGNAL);
       if (n > 0) {
         c.out_pos += static_cast<std::size_t>(n);
+        c.last_active = Clock::now();
         continue;
       }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       close_conn(c.fd);
       return false;
     }
-    const bool pending = c.out_pos < c.out.size();
-    if (!pending) {
+    if (c.pending() == 0) {
       c.out.clear();
       c.out_pos = 0;
       if (c.close_after_write) {
@@ -238,13 +379,28 @@ void EpollHttpServer::run(Loop& loop) {
         return false;
       }
     }
-    if (pending != c.want_write) {
-      c.want_write = pending;
-      epoll_event ev{};
-      ev.events = EPOLLIN | EPOLLRDHUP | (pending ? EPOLLOUT : 0u);
-      ev.data.fd = c.fd;
-      ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_MOD, c.fd, &ev);
+    return true;
+  };
+  // Parses what is buffered, sends what it can, sets the interest; false: closed.
+  auto serve = [&](Conn& c) {
+    // Parse, send, and parse again while the kernel takes the answers: the
+    // cap stops parsing only while output is really waiting.
+    for (;;) {
+      const std::size_t before = c.in.size();
+      process(c, handler_, limits_, stats_);
+      if (!flush(c)) return false;
+      if (c.in.empty() || c.in.size() == before || c.close_after_write ||
+          c.pending() >= limits_.max_output_bytes)
+        break;
     }
+    // A request is incomplete while input is left and the connection is not
+    // waiting for its own output to drain: that is what the deadline bounds.
+    if (c.in.empty() || c.pending() >= limits_.max_output_bytes)
+      c.request_since = {};
+    else if (c.request_since == Clock::time_point{})
+      c.request_since = Clock::now();
+    publish(c);
+    interest(c);
     return true;
   };
   auto last_sweep = Clock::now();
@@ -254,47 +410,61 @@ void EpollHttpServer::run(Loop& loop) {
     for (int i = 0; i < n; ++i) {
       const int fd = events[static_cast<std::size_t>(i)].data.fd;
       const auto what = events[static_cast<std::size_t>(i)].events;
-      if (fd == loop.listen_fd) {
-        for (;;) {
-          const int cfd = ::accept4(loop.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (cfd < 0) break;
-          const int one = 1;
-          ::setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          epoll_event ev{};
-          ev.events = EPOLLIN | EPOLLRDHUP;
-          ev.data.fd = cfd;
-          ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_ADD, cfd, &ev);
-          loop.conns[cfd].fd = cfd;
+      if (fd == listen_fd_) {
+        for (int k = 0; k < 64 && loop.listening && accept_one(loop); ++k) {
         }
         continue;
       }
       auto it = loop.conns.find(fd);
       if (it == loop.conns.end()) continue;
       Conn& c = it->second;
-      c.last_active = Clock::now();
       if (what & EPOLLOUT) {
         if (!flush(c)) continue;
+        if (c.paused && c.pending() < limits_.max_output_bytes) {
+          // Drained under the cap: parse what was left, then read again.
+          if (!serve(c)) continue;
+        } else {
+          publish(c);
+          interest(c);
+        }
       }
-      if (what & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      if (!c.paused && (what & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
         const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
           close_conn(fd);
           continue;
         }
-        if (r > 0) c.in.append(buf, static_cast<std::size_t>(r));
-        if (!process(c, handler_, max_body_)) {
-          close_conn(fd);
-          continue;
+        if (r > 0) {
+          c.last_active = Clock::now();
+          c.in.append(buf, static_cast<std::size_t>(r));
         }
-        flush(c);
+        serve(c);
+      } else if (c.paused && (what & (EPOLLHUP | EPOLLERR))) {
+        close_conn(fd);
       }
     }
-    if (Clock::now() - last_sweep > std::chrono::seconds(1)) {
-      last_sweep = Clock::now();
-      std::vector<int> idle;
-      for (const auto& [fd, c] : loop.conns)
-        if (last_sweep - c.last_active > kIdleTimeout) idle.push_back(fd);
+    const auto now = Clock::now();
+    if (!loop.listening && now >= loop.listen_again) {
+      if (loop.reserve_fd < 0) loop.reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+      ev.data.fd = listen_fd_;
+      ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_ADD, listen_fd_, &ev);
+      loop.listening = true;
+    }
+    if (now - last_sweep >= sweep_every) {
+      last_sweep = now;
+      std::vector<int> slow, idle;
+      for (const auto& [fd, c] : loop.conns) {
+        if (c.request_since != Clock::time_point{} && now - c.request_since > header_timeout)
+          slow.push_back(fd);
+        else if (now - c.last_active > idle_timeout)
+          idle.push_back(fd);
+      }
+      for (int fd : slow) close_conn(fd);
       for (int fd : idle) close_conn(fd);
+      stats_.header_timeouts.fetch_add(slow.size(), std::memory_order_relaxed);
+      stats_.idle_timeouts.fetch_add(idle.size(), std::memory_order_relaxed);
     }
   }
 }

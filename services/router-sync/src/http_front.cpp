@@ -28,7 +28,7 @@ std::string host_of(const HttpRequest& req) {
 }  // namespace
 
 HttpFront::HttpFront(EdgeAuth& edge, SnapshotFn snapshot, prometheus::Registry& registry,
-                     int threads)
+                     int threads, HttpLimits limits)
     : edge_(edge), snapshot_(std::move(snapshot)) {
   auto& family = prometheus::BuildCounter()
                      .Name("supaplane_router_forward_auth_total")
@@ -39,7 +39,7 @@ HttpFront::HttpFront(EdgeAuth& edge, SnapshotFn snapshot, prometheus::Registry& 
   unavailable_ = &family.Add({{"status", "503"}});
   failed_ = &family.Add({{"status", "500"}});
   server_ = std::make_unique<EpollHttpServer>(
-      [this](const HttpRequest& req, HttpResponse& res) { serve(req, res); }, threads);
+      [this](const HttpRequest& req, HttpResponse& res) { serve(req, res); }, threads, limits);
 }
 
 void HttpFront::serve(const HttpRequest& req, HttpResponse& res) {

@@ -22,7 +22,8 @@ class HttpFront {
  public:
   /// `snapshot` returns null while the configuration is not synchronised.
   using SnapshotFn = std::function<std::shared_ptr<const DynamicSnapshot>()>;
-  HttpFront(EdgeAuth& edge, SnapshotFn snapshot, prometheus::Registry& registry, int threads);
+  HttpFront(EdgeAuth& edge, SnapshotFn snapshot, prometheus::Registry& registry, int threads,
+            HttpLimits limits = {});
   ~HttpFront();
   HttpFront(const HttpFront&) = delete;
   HttpFront& operator=(const HttpFront&) = delete;
@@ -31,6 +32,8 @@ class HttpFront {
   /// Serves on its own threads.
   void start();
   void stop();
+  /// The server's connection counters and buffered-output gauge (for metrics).
+  const EpollHttpServer& server() const { return *server_; }
 
  private:
   void serve(const HttpRequest& req, HttpResponse& res);

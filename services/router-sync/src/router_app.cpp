@@ -73,6 +73,18 @@ Status App::start() {
   if (opts_.traefik_dir.empty())
     return make_error(errc::invalid_argument, "SUPAPLANE_TRAEFIK_DIR must be set", "traefik_dir");
 
+  if (opts_.http_max_output_kib < 1 || opts_.http_max_connections < 1 ||
+      opts_.http_header_timeout_ms < 1 || opts_.http_idle_timeout_ms < 1)
+    return make_error(errc::invalid_argument,
+                      "HTTP limits (max output KiB, max connections, header and idle timeouts) "
+                      "must all be >= 1",
+                      "http_limits");
+  HttpLimits limits;
+  limits.max_output_bytes = static_cast<std::size_t>(opts_.http_max_output_kib) * 1024;
+  limits.max_connections = opts_.http_max_connections;
+  limits.header_timeout_ms = opts_.http_header_timeout_ms;
+  limits.idle_timeout_ms = opts_.http_idle_timeout_ms;
+
   // The HTTP server binds first: its port is our public URL by default.
   registry_ = std::make_shared<prometheus::Registry>();
   edge_ = std::make_unique<EdgeAuth>(opts_.issuer, opts_.render.base_domain, clock_);
@@ -81,7 +93,7 @@ Status App::start() {
       [this]() -> std::shared_ptr<const DynamicSnapshot> {
         return synced_ ? sync_->snapshot() : nullptr;
       },
-      *registry_, opts_.http_threads);
+      *registry_, opts_.http_threads, limits);
   auto hp = http_->bind(http_hp->host, http_hp->port);
   if (!hp) return hp.error();
   http_port_ = *hp;
@@ -133,13 +145,39 @@ Status App::start() {
                    "configured pattern (not routed)",
                    k.refused_endpoints);
   auto& rebuilds = prometheus::BuildCounter()
-                      .Name("supaplane_router_projection_rebuilds_total")
-                      .Help("rebuilds of the Redis projection from the log, by reason")
-                      .Register(*registry_);
+                       .Name("supaplane_router_projection_rebuilds_total")
+                       .Help("rebuilds of the Redis projection from the log, by reason")
+                       .Register(*registry_);
   for (auto reason : projection::kRebuildReasons) rebuilds.Add({{"reason", to_string(reason)}});
   guard_->on_rebuilt([&rebuilds](projection::RebuildReason why, const projection::RebuildResult&) {
     rebuilds.Add({{"reason", to_string(why)}}).Increment();
   });
+  const auto& hs = http_->server().stats();
+  mirror_->counter("supaplane_router_http_refused_connections_total",
+                   "connections closed at once: over the connection limit, or shed while out of "
+                   "file descriptors",
+                   hs.refused_connections);
+  mirror_->counter("supaplane_router_http_header_timeouts_total",
+                   "connections closed because a request did not arrive whole in time",
+                   hs.header_timeouts);
+  mirror_->counter("supaplane_router_http_idle_timeouts_total",
+                   "connections closed after the idle keep-alive timeout", hs.idle_timeouts);
+  mirror_->counter("supaplane_router_http_bad_requests_total",
+                   "malformed or over-limit requests answered 400/411/413/431 and closed",
+                   hs.bad_requests);
+  mirror_->counter("supaplane_router_http_accept_errors_total",
+                   "accept() failures (out of file descriptors or kernel memory)",
+                   hs.accept_errors);
+  mirror_->counter("supaplane_router_http_read_pauses_total",
+                   "times a connection's unsent answers reached the cap and reading stopped",
+                   hs.read_pauses);
+  mirror_->counter("supaplane_router_http_handler_errors_total",
+                   "requests whose handler threw (answered 500)", hs.handler_errors);
+  mirror_->gauge("supaplane_router_http_open_connections", "open HTTP connections",
+                 [this] { return static_cast<double>(http_->server().stats().open_connections); });
+  mirror_->gauge("supaplane_router_http_buffered_output_bytes",
+                 "answer bytes waiting to be sent, over all connections",
+                 [this] { return static_cast<double>(http_->server().buffered_output_bytes()); });
   mirror_->gauge("supaplane_router_projection_checkpoint", "last stream sequence applied",
                  [this] { return static_cast<double>(waiter_.current()); });
   mirror_->gauge("supaplane_router_consumer_pending", "consumer lag (messages)", [this] {
