@@ -7,11 +7,11 @@
 #include <vector>
 
 #include "api_client.hpp"
-#include "event_log.hpp"
-#include "supaplane/config/config.hpp"
 #include "commands.hpp"
+#include "event_log.hpp"
 #include "exit_codes.hpp"
 #include "output.hpp"
+#include "supaplane/config/config.hpp"
 #include "tenant_output.hpp"
 
 namespace supaplane::cli {
@@ -109,8 +109,8 @@ int init_stream(const GlobalOptions& g, const AdminOptions& o) {
     j["changed"] = changed;
     print_json(std::cout, j);
   } else if (created) {
-    std::cout << "created stream " << ss.name << " (subjects " << ss.subjects << ", "
-              << ss.replicas << " replicas)\n";
+    std::cout << "created stream " << ss.name << " (subjects " << ss.subjects << ", " << ss.replicas
+              << " replicas)\n";
   } else {
     for (const auto& c : changed) std::cout << "updated stream " << ss.name << ": " << c << "\n";
     std::cout << "stream " << ss.name << " exists and protects the log\n";

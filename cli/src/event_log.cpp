@@ -4,8 +4,8 @@
 
 namespace supaplane::cli {
 
-Result<std::unique_ptr<event_store::EventStore>> open_event_log(const GlobalOptions& g,
-                                                                event_store::StreamSettings stream) {
+Result<std::unique_ptr<event_store::EventStore>> open_event_log(
+    const GlobalOptions& g, event_store::StreamSettings stream) {
   event_store::ConnectOptions co;
   co.url = g.nats_url;
   co.creds_file = g.nats_creds;

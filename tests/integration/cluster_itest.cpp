@@ -1,17 +1,16 @@
 // The event store on a 3-node JetStream cluster (real nats-server processes
 // on loopback): an R3 PLATFORM stream, the client given all three URLs, the
 // stream leader SIGKILLed during a burst of appends, then a lost quorum.
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
 #include <map>
 #include <set>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "app.hpp"
 #include "eventually.hpp"
@@ -118,8 +117,8 @@ TEST_F(ClusterTest, AcknowledgedAppendsSurviveTheLeaderBeingKilledExactlyOnce) {
   for (const auto& [i, seq] : acked) {
     const auto it = stored.find("burst-" + std::to_string(i));
     ASSERT_NE(it, stored.end()) << "acknowledged append " << i << " is not in the stream";
-    ASSERT_EQ(it->second.size(), 1u) << "append " << i << " is stored " << it->second.size()
-                                     << " times";
+    ASSERT_EQ(it->second.size(), 1u)
+        << "append " << i << " is stored " << it->second.size() << " times";
     EXPECT_EQ(it->second[0], seq) << "append " << i;
   }
   EXPECT_EQ(stored.size(), static_cast<std::size_t>(kAppends));
@@ -272,8 +271,9 @@ TEST(ApiOnCluster, CreatesSurviveALeaderKillAndARebuildEqualsTheLiveProjection) 
   const auto rebuilt_dump = proj.dump(conn, "gcheck").value();
   ASSERT_GT(live_dump.size(), static_cast<std::size_t>(kCreates));
   EXPECT_EQ(rebuilt_dump, live_dump);
-  std::printf("[ cluster ] api: %d creates, leader killed after %d, %d UNAVAILABLE answers retried\n",
-              kCreates, kCreates / 3, retried);
+  std::printf(
+      "[ cluster ] api: %d creates, leader killed after %d, %d UNAVAILABLE answers retried\n",
+      kCreates, kCreates / 3, retried);
 }
 
 }  // namespace

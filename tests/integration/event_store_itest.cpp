@@ -1,6 +1,5 @@
 // EventStore and ConsumerRunner against a real nats-server (JetStream).
 #include <gtest/gtest.h>
-
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <algorithm>
@@ -280,7 +279,7 @@ struct GoodStream {
 struct BadSetting {
   const char* name;
   std::function<void(jsStreamConfig&)> mutate;
-  const char* named;  ///< what the refusal must say
+  const char* named;         ///< what the refusal must say
   bool after_create{false};  ///< applied by an update (a stream cannot be created sealed)
   bool admin_fixes{false};   ///< the admin step tightens it in place
 };
@@ -541,7 +540,8 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
       {"api", "api-projector", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa", "platform.account.a1"}},
       {"provisioner", "provisioner", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
       {"router-sync", "router-sync", {}},
-      {"billing", "billing-projector",
+      {"billing",
+       "billing-projector",
        {"platform.billing.customer.c1", "platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
   };
   std::uint64_t appended = 0;
@@ -577,10 +577,13 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
     EXPECT_EQ(runner.stats().fetch_errors.load(), 0u);
     // Ordered replays, point reads and a subject's history.
     std::uint64_t replayed = 0;
-    ASSERT_TRUE(store.replay("platform.>", 1, [&](const StoredMessage&) {
-      ++replayed;
-      return true;
-    }).ok());
+    ASSERT_TRUE(store
+                    .replay("platform.>", 1,
+                            [&](const StoredMessage&) {
+                              ++replayed;
+                              return true;
+                            })
+                    .ok());
     EXPECT_EQ(replayed, appended);
     ASSERT_TRUE(store.get(1).ok());
     EXPECT_EQ(store.read_subject("platform.tenant.aaaaaaaaaaaaaaaaaaaa")->size(), tenant_events);
@@ -630,9 +633,9 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
             NATS_OK);
   if (stolen) natsSubscription_Destroy(stolen);
   jsConsumerInfo* ci = nullptr;
-  ASSERT_EQ(js_GetConsumerInfo(&ci, admin->jetstream(), "PLATFORM", "api-projector", nullptr,
-                               nullptr),
-            NATS_OK);
+  ASSERT_EQ(
+      js_GetConsumerInfo(&ci, admin->jetstream(), "PLATFORM", "api-projector", nullptr, nullptr),
+      NATS_OK);
   jsConsumerInfo_Destroy(ci);
 
   // The api can neither create a stream nor delete PLATFORM.

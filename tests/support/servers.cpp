@@ -1,10 +1,9 @@
 #include "servers.hpp"
 
-#include <nats/nats.h>
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -208,8 +207,7 @@ CertFiles self_signed_cert(const std::string& dir, const std::string& name) {
 namespace {
 
 std::string random_password() {
-  static const char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   std::random_device rd;
   std::uniform_int_distribution<int> pick(0, static_cast<int>(sizeof kAlphabet) - 2);
   std::string out;
@@ -271,7 +269,8 @@ NatsServer::NatsServer(NatsServerOptions options)
   if (!options_.users) return;
   // The shipped users block with generated passwords; the store, client
   // port and monitoring move here.
-  std::string conf = read_file(std::string(SUPAPLANE_SOURCE_DIR) + "/deploy/compose/nats/nats.conf");
+  std::string conf =
+      read_file(std::string(SUPAPLANE_SOURCE_DIR) + "/deploy/compose/nats/nats.conf");
   for (const char* user : {"admin", "api", "provisioner", "router-sync", "billing"}) {
     std::string var = std::string("$NATS_") + user + "_PASSWORD";
     for (auto& c : var) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
@@ -298,8 +297,8 @@ std::string NatsServer::url_for(const std::string& user) const {
 }
 
 void NatsServer::launch() {
-  std::vector<std::string> argv{"nats-server", "-js", "-a", "127.0.0.1", "-p",
-                                std::to_string(port_.port())};
+  std::vector<std::string> argv{"nats-server", "-js", "-a",
+                                "127.0.0.1",   "-p",  std::to_string(port_.port())};
   // With the config file its store_dir (moved here) holds; nats-server
   // refuses -sd next to it.
   if (config_.empty())
@@ -354,8 +353,8 @@ void NatsCluster::start_node(int i) {
                 std::to_string(nodes_[j]->route.port());
   n.proc.start({"nats-server", "-js", "-n", node_name(i), "-a", "127.0.0.1", "-p",
                 std::to_string(n.client.port()), "-sd", n.dir.path() + "/store", "--cluster_name",
-                "supaplane-test", "--cluster",
-                "nats://127.0.0.1:" + std::to_string(n.route.port()), "--routes", routes},
+                "supaplane-test", "--cluster", "nats://127.0.0.1:" + std::to_string(n.route.port()),
+                "--routes", routes},
                n.dir.path() + "/nats.log");
   if (!wait_port(n.client.port(), 10000))
     throw std::runtime_error("nats-server " + node_name(i) + " did not start");
@@ -381,7 +380,8 @@ int NatsCluster::stream_leader() const {
     auto es = event_store::EventStore::connect(co);
     if (!es) continue;
     jsStreamInfo* si = nullptr;
-    if (js_GetStreamInfo(&si, (*es)->jetstream(), "PLATFORM", nullptr, nullptr) != NATS_OK) continue;
+    if (js_GetStreamInfo(&si, (*es)->jetstream(), "PLATFORM", nullptr, nullptr) != NATS_OK)
+      continue;
     std::string leader = si->Cluster && si->Cluster->Leader ? si->Cluster->Leader : "";
     jsStreamInfo_Destroy(si);
     for (int j = 0; j < kNodes; ++j)

@@ -163,7 +163,8 @@ Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
     // its per-thread error text; it never holds the URL's password.
     std::string reason = scrub_secrets(nats_GetLastError(nullptr), o.url);
     auto e = nats_error(s, static_cast<jsErrCode>(0), "connect to NATS at " + where);
-    if (!reason.empty() && e.message.find(reason) == std::string::npos) e.message += " (" + reason + ")";
+    if (!reason.empty() && e.message.find(reason) == std::string::npos)
+      e.message += " (" + reason + ")";
     return e;
   }
   jsOptions jo;
@@ -192,9 +193,12 @@ namespace {
 
 const char* retention_name(jsRetentionPolicy r) {
   switch (r) {
-    case js_LimitsPolicy: return "limits";
-    case js_InterestPolicy: return "interest";
-    case js_WorkQueuePolicy: return "workqueue";
+    case js_LimitsPolicy:
+      return "limits";
+    case js_InterestPolicy:
+      return "interest";
+    case js_WorkQueuePolicy:
+      return "workqueue";
   }
   return "unknown";
 }
@@ -211,7 +215,8 @@ std::vector<std::string> stream_problems(const jsStreamConfig& c, const StreamSe
   // A work-queue or interest stream deletes what its consumers acked.
   if (c.Retention != js_LimitsPolicy)
     p.push_back(std::string("retention is ") + retention_name(c.Retention) + ", must be limits");
-  if (c.MaxMsgs > 0) p.push_back("max_msgs is " + std::to_string(c.MaxMsgs) + ", must be unlimited");
+  if (c.MaxMsgs > 0)
+    p.push_back("max_msgs is " + std::to_string(c.MaxMsgs) + ", must be unlimited");
   if (c.MaxBytes > 0)
     p.push_back("max_bytes is " + std::to_string(c.MaxBytes) + ", must be unlimited");
   if (c.MaxAge > 0)
@@ -331,8 +336,8 @@ Status EventStore::tighten_stream(std::vector<std::string>* changes) {
     changes->push_back("discard old -> new");
   }
   if (cfg.Duplicates < stream_.duplicate_window_ms * kNsPerMs) {
-    changes->push_back("duplicate window " + std::to_string(cfg.Duplicates / kNsPerMs) +
-                       " ms -> " + std::to_string(stream_.duplicate_window_ms) + " ms");
+    changes->push_back("duplicate window " + std::to_string(cfg.Duplicates / kNsPerMs) + " ms -> " +
+                       std::to_string(stream_.duplicate_window_ms) + " ms");
     cfg.Duplicates = stream_.duplicate_window_ms * kNsPerMs;
   }
   if (!changes->empty()) s = js_UpdateStream(nullptr, js_, &cfg, nullptr, &jerr);
