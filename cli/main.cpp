@@ -32,7 +32,10 @@ int main(int argc, char** argv) {
   bind_option(app, "billing", "SUPAPLANE_BILLING_ADDR", g.billing_addr,
               "supaplane-billing's gRPC address host:port (billing commands)");
   bind_option(app, "nats-url", "SUPAPLANE_NATS_URL", g.nats_url,
-              "NATS URL (audit and events tail only)");
+              "NATS URL, or a comma-separated list of a cluster's (audit, events tail, admin "
+              "init-stream)");
+  bind_option(app, "nats-creds", "SUPAPLANE_NATS_CREDS", g.nats_creds,
+              "NATS .creds file (user JWT and nkey seed)");
   bind_option(app, "token-file", "SUPAPLANE_TOKEN_FILE", g.token_file,
               "where login saves the session token (mode 0600)");
   // No default shown: the value is a secret.

@@ -1,12 +1,17 @@
-// admin list | suspend | unsuspend; projections rebuild (admin role required).
+// admin list | suspend | unsuspend (admin role required); admin init-stream
+// (NATS admin user); projections rebuild (admin role required).
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "api_client.hpp"
 #include "commands.hpp"
+#include "event_log.hpp"
 #include "exit_codes.hpp"
 #include "output.hpp"
+#include "supaplane/config/config.hpp"
 #include "tenant_output.hpp"
 
 namespace supaplane::cli {
@@ -21,6 +26,8 @@ struct AdminOptions {
   int page_size{0};
   std::string page_token;
   std::string projection;
+  int replicas{1};
+  int duplicate_window_ms{120'000};
 };
 
 int list_all(const GlobalOptions& g, const AdminOptions& o) {
@@ -82,6 +89,35 @@ int rebuild(const GlobalOptions& g, const AdminOptions& o) {
   });
 }
 
+// Connects as a NATS user allowed to create streams (admin): the services'
+// users cannot, and never create it themselves.
+int init_stream(const GlobalOptions& g, const AdminOptions& o) {
+  event_store::StreamSettings ss;
+  ss.replicas = o.replicas;
+  ss.duplicate_window_ms = o.duplicate_window_ms;
+  auto store = open_event_log(g, ss);
+  if (!store) return fail(store.error(), nats_where(g));
+  bool created = false;
+  std::vector<std::string> changed;
+  auto st = (*store)->create_or_verify_stream(&created, &changed);
+  if (!st) return fail(st.error(), nats_where(g));
+  if (g.json) {
+    Json j;
+    j["stream"] = ss.name;
+    j["created"] = created;
+    j["replicas"] = ss.replicas;
+    j["changed"] = changed;
+    print_json(std::cout, j);
+  } else if (created) {
+    std::cout << "created stream " << ss.name << " (subjects " << ss.subjects << ", " << ss.replicas
+              << " replicas)\n";
+  } else {
+    for (const auto& c : changed) std::cout << "updated stream " << ss.name << ": " << c << "\n";
+    std::cout << "stream " << ss.name << " exists and protects the log\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 void add_admin_commands(CLI::App& app, const GlobalOptions& g, Action& action) {
@@ -104,6 +140,17 @@ void add_admin_commands(CLI::App& app, const GlobalOptions& g, Action& action) {
   unsuspend_cmd->add_option("ref", o->ref, "tenant ref")->required();
   unsuspend_cmd->add_option("--request-id", o->request_id, "idempotency key");
   on_parsed(unsuspend_cmd, action, [&g, o] { return unsuspend(g, *o); });
+
+  auto* init_cmd = add_command(*admin, "init-stream",
+                               "create the PLATFORM stream on NATS (as the NATS admin user), "
+                               "or check that the existing one protects the log");
+  config::bind_option(*init_cmd, "replicas", "SUPAPLANE_STREAM_REPLICAS", o->replicas,
+                      "replicas when creating it (3 on a JetStream cluster)")
+      ->check(CLI::Range(1, 5));
+  config::bind_option(*init_cmd, "duplicate-window-ms", "SUPAPLANE_DUPLICATE_WINDOW_MS",
+                      o->duplicate_window_ms, "Nats-Msg-Id duplicate window (minimum)")
+      ->check(CLI::PositiveNumber);
+  on_parsed(init_cmd, action, [&g, o] { return init_stream(g, *o); });
 
   auto* projections = add_command(app, "projections", "read models (admin role)");
   projections->require_subcommand(1);

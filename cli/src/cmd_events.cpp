@@ -23,14 +23,13 @@ struct TailOptions {
   int idle_exit_ms{0};
 };
 
-/// Unsubscribing removes the ephemeral consumer.
+/// The server removes the ephemeral consumer once nobody listens to it.
+/// No Unsubscribe: it would send a consumer delete, which a service's NATS
+/// user (the CLI may run as one) may not do, and wait for the refusal.
 struct Subscription {
   natsSubscription* sub{nullptr};
   ~Subscription() {
-    if (sub) {
-      natsSubscription_Unsubscribe(sub);
-      natsSubscription_Destroy(sub);
-    }
+    if (sub) natsSubscription_Destroy(sub);
   }
 };
 

@@ -17,7 +17,10 @@ struct GlobalOptions {
   std::string ca_file;  ///< PEM roots for the API's certificate; "" = the system's
   /// Built from tls / ca_file once the flags are parsed.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  /// One URL or a comma-separated list (cluster); may carry a password,
+  /// so it is printed only through event_store::redact_url.
   std::string nats_url{"nats://127.0.0.1:4222"};
+  std::string nats_creds;  ///< a NATS .creds file; "" = none
   std::string token_file;
   std::string token;  ///< overrides the token file; never printed
   bool json{false};

@@ -79,6 +79,9 @@ as_pg "$(pg_bin)/initdb" -D "$W/pg/data" -U postgres --auth=trust >/dev/null
 as_pg "$(pg_bin)/pg_ctl" -D "$W/pg/data" -w -l "$W/pg/log" -o "-p $pg -k $W/pg -c listen_addresses=127.0.0.1" start >/dev/null
 psql -h "$W/pg" -p "$pg" -U postgres -qc "CREATE DATABASE supaplane"
 wait_tcp "$nats" 20 && wait_tcp "$redis" 20 || fail "nats-server / redis-server did not start"
+# The admin step, with the image's supaplanectl (services never create the stream).
+$DOCKER run --rm --network host supaplane/supaplane:test supaplanectl admin init-stream \
+  --nats-url "nats://127.0.0.1:$nats" || fail "supaplanectl admin init-stream in the image"
 CONTAINER=supaplane-images-test-$$
 $DOCKER run -d --name "$CONTAINER" --network host \
   -e SUPAPLANE_NATS_URL="nats://127.0.0.1:$nats" -e SUPAPLANE_REDIS_URL="redis://127.0.0.1:$redis" \

@@ -86,7 +86,7 @@ class BillingTest : public ::testing::Test {
     auto es = event_store::EventStore::connect({nats_.url(), "billing-itest"});
     ASSERT_TRUE(es.ok());
     store_ = std::move(*es);
-    ASSERT_TRUE(store_->ensure_stream().ok());
+    ASSERT_TRUE(store_->verify_stream().ok());
   }
   void TearDown() override {
     prov_.reset();

@@ -1,19 +1,26 @@
 // EventStore and ConsumerRunner against a real nats-server (JetStream).
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
+#include "eventually.hpp"
 #include "servers.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/logging/logging.hpp"
 
 namespace {
 
 using namespace supaplane;
 using namespace supaplane::event_store;
+using testenv::eventually;
 
 class EventStoreTest : public ::testing::Test {
  protected:
@@ -23,7 +30,8 @@ class EventStoreTest : public ::testing::Test {
     o.url = nats_.url();
     o.request_timeout_ms = 1000;
     store_ = EventStore::connect(o).value();
-    ASSERT_TRUE(store_->ensure_stream().ok());
+    ASSERT_TRUE(eventually([&] { return store_->connected(); }));
+    ASSERT_TRUE(store_->verify_stream().ok());
   }
   OutgoingEvent ev(const std::string& subject, const std::string& body,
                    Expected e = Expected::any(), const std::string& msg_id = "") {
@@ -53,30 +61,10 @@ TEST_F(EventStoreTest, StreamIsCreatedImmutable) {
   EXPECT_NE(js_DeleteMsg(store_->jetstream(), "PLATFORM", 1, nullptr, nullptr), NATS_OK);
   EXPECT_NE(js_PurgeStream(store_->jetstream(), "PLATFORM", nullptr, nullptr), NATS_OK);
   EXPECT_EQ(store_->last_sequence().value(), 1u);
-  // Ensuring again is a no-op.
-  EXPECT_TRUE(store_->ensure_stream().ok());
-}
-
-TEST(EventStoreStream, IncompatibleExistingStreamIsRefused) {
-  testenv::NatsServer nats;
-  nats.start();
-  ConnectOptions o;
-  o.url = nats.url();
-  auto store = EventStore::connect(o).value();
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = "PLATFORM";
-  const char* subjects[] = {"platform.>"};
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Storage = js_MemoryStorage;
-  ASSERT_EQ(js_AddStream(nullptr, store->jetstream(), &cfg, nullptr, nullptr), NATS_OK);
-  auto st = store->ensure_stream();
-  ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, errc::incompatible);
-  EXPECT_NE(st.error().message.find("storage is not file"), std::string::npos)
-      << st.error().message;
-  EXPECT_NE(st.error().message.find("deny_delete"), std::string::npos);
+  // The admin step again is a check, not a change.
+  bool created = true;
+  EXPECT_TRUE(store_->create_or_verify_stream(&created).ok());
+  EXPECT_FALSE(created);
 }
 
 TEST_F(EventStoreTest, ExpectedSubjectSequence) {
@@ -265,6 +253,407 @@ TEST_F(EventStoreTest, ConsumerAcksRetriesAndTerminates) {
   again.stop();
   ASSERT_EQ(h2.acked.size(), 1u);
   EXPECT_EQ(h2.acked[0], "ok-3");
+}
+
+// ---- The stream check: services verify PLATFORM, only an admin creates it.
+
+/// A stream that protects the log (what `create_or_verify_stream` makes);
+/// each case below changes one setting of it.
+struct GoodStream {
+  const char* subjects[1] = {"platform.>"};
+  jsStreamConfig cfg;
+  GoodStream() {
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = "PLATFORM";
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Retention = js_LimitsPolicy;
+    cfg.Discard = js_DiscardNew;
+    cfg.Duplicates = 120LL * 1000 * 1000 * 1000;
+    cfg.DenyDelete = true;
+    cfg.DenyPurge = true;
+  }
+};
+
+struct BadSetting {
+  const char* name;
+  std::function<void(jsStreamConfig&)> mutate;
+  const char* named;         ///< what the refusal must say
+  bool after_create{false};  ///< applied by an update (a stream cannot be created sealed)
+  bool admin_fixes{false};   ///< the admin step tightens it in place
+};
+
+std::unique_ptr<EventStore> admin_store(const std::string& url) {
+  ConnectOptions o;
+  o.url = url;
+  o.request_timeout_ms = 2000;
+  o.fail_fast = true;
+  auto es = EventStore::connect(o);
+  if (!es) ADD_FAILURE() << es.error().message;
+  return es ? std::move(*es) : nullptr;
+}
+
+bool stream_exists(EventStore& admin, const char* name) {
+  jsStreamInfo* si = nullptr;
+  const natsStatus s = js_GetStreamInfo(&si, admin.jetstream(), name, nullptr, nullptr);
+  if (si) jsStreamInfo_Destroy(si);
+  EXPECT_TRUE(s == NATS_OK || s == NATS_NOT_FOUND) << natsStatus_GetText(s);
+  return s == NATS_OK;
+}
+
+TEST(StreamCheck, EverySettingThatWouldLoseEventsRefusesTheServiceStartNamingIt) {
+  testenv::NatsServer nats({.users = true, .create_stream = false});
+  nats.start();
+  auto admin = admin_store(nats.url());
+  ASSERT_TRUE(admin);
+  const std::vector<BadSetting> cases = {
+      {"memory storage", [](auto& c) { c.Storage = js_MemoryStorage; }, "storage is memory"},
+      {"work queue", [](auto& c) { c.Retention = js_WorkQueuePolicy; }, "retention is workqueue"},
+      {"interest", [](auto& c) { c.Retention = js_InterestPolicy; }, "retention is interest"},
+      {"max msgs", [](auto& c) { c.MaxMsgs = 1000; }, "max_msgs is 1000"},
+      {"max bytes", [](auto& c) { c.MaxBytes = 1 << 20; }, "max_bytes"},
+      {"max age", [](auto& c) { c.MaxAge = 3600LL * 1000 * 1000 * 1000; }, "max_age"},
+      {"per subject", [](auto& c) { c.MaxMsgsPerSubject = 1; }, "max_msgs_per_subject"},
+      {"discard old", [](auto& c) { c.Discard = js_DiscardOld; }, "discard is old", false, true},
+      {"delete allowed", [](auto& c) { c.DenyDelete = false; }, "deny_delete is off"},
+      {"purge allowed", [](auto& c) { c.DenyPurge = false; }, "deny_purge is off"},
+      // nats-server allows roll-ups only where purge is allowed too.
+      {"rollup allowed",
+       [](auto& c) {
+         c.AllowRollup = true;
+         c.DenyPurge = false;
+       },
+       "allow_rollup is on"},
+      {"short duplicate window", [](auto& c) { c.Duplicates = 1000LL * 1000 * 1000; },
+       "duplicate window 1000 ms is shorter than 120000 ms", false, true},
+      {"sealed", [](auto& c) { c.Sealed = true; }, "sealed is on", true},
+  };
+  for (const auto& bad : cases) {
+    SCOPED_TRACE(bad.name);
+    GoodStream g;
+    if (!bad.after_create) bad.mutate(g.cfg);
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    ASSERT_EQ(js_AddStream(nullptr, admin->jetstream(), &g.cfg, nullptr, &jerr), NATS_OK) << jerr;
+    if (bad.after_create) {
+      bad.mutate(g.cfg);
+      ASSERT_EQ(js_UpdateStream(nullptr, admin->jetstream(), &g.cfg, nullptr, &jerr), NATS_OK)
+          << jerr;
+    }
+    // What every service does at start, with its own user.
+    bool ready = true;
+    auto svc = open_for_service(nats.url_for("api"), "supaplane-api", 1, &ready);
+    ASSERT_FALSE(svc.ok());
+    EXPECT_EQ(svc.error().code, errc::incompatible);
+    EXPECT_NE(svc.error().message.find(bad.named), std::string::npos) << svc.error().message;
+    // The admin step refuses it too, or tightens it in place when an
+    // update can (and the service then starts).
+    std::vector<std::string> changed;
+    auto init = admin->create_or_verify_stream(nullptr, &changed);
+    if (bad.admin_fixes) {
+      ASSERT_TRUE(init.ok()) << init.error().message;
+      EXPECT_EQ(changed.size(), 1u);
+      auto now = open_for_service(nats.url_for("api"), "supaplane-api", 1, &ready);
+      ASSERT_TRUE(now.ok()) << now.error().message;
+      EXPECT_TRUE(ready);
+    } else {
+      ASSERT_FALSE(init.ok());
+      EXPECT_NE(init.error().message.find(bad.named), std::string::npos) << init.error().message;
+      EXPECT_TRUE(changed.empty());
+    }
+    ASSERT_EQ(js_DeleteStream(admin->jetstream(), "PLATFORM", nullptr, &jerr), NATS_OK) << jerr;
+  }
+  // The same stream with none of those changes is accepted: each refusal
+  // above was for its one setting.
+  GoodStream g;
+  ASSERT_EQ(js_AddStream(nullptr, admin->jetstream(), &g.cfg, nullptr, nullptr), NATS_OK);
+  bool ready = false;
+  auto svc = open_for_service(nats.url_for("api"), "supaplane-api", 1, &ready);
+  ASSERT_TRUE(svc.ok()) << svc.error().message;
+  EXPECT_TRUE(ready);
+}
+
+TEST(StreamCheck, ServicesNeverCreateTheStreamAndBecomeReadyOnceTheAdminStepHasRun) {
+  testenv::NatsServer nats({.users = true, .create_stream = false});
+  nats.start();
+  bool ready = true;
+  auto svc = open_for_service(nats.url_for("api"), "supaplane-api", 1, &ready);
+  ASSERT_TRUE(svc.ok()) << svc.error().message;  // starts, not ready
+  EXPECT_FALSE(ready);
+  auto st = (*svc)->verify_stream();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, errc::not_found);
+  EXPECT_NE(st.error().message.find("init-stream"), std::string::npos) << st.error().message;
+  // Its user could not create it even if it tried.
+  auto own = (*svc)->create_or_verify_stream();
+  EXPECT_FALSE(own.ok());
+  auto admin = admin_store(nats.url());
+  ASSERT_TRUE(admin);
+  EXPECT_FALSE(stream_exists(*admin, "PLATFORM"));
+  bool created = false;
+  ASSERT_TRUE(admin->create_or_verify_stream(&created).ok());
+  EXPECT_TRUE(created);
+  EXPECT_TRUE((*svc)->verify_stream().ok());
+}
+
+// ---- Credentials, and no password in any message.
+
+/// Everything the event store logs while alive.
+class CapturedLog {
+ public:
+  CapturedLog() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    logging::get("event_store")->sinks().push_back(sink_);
+  }
+  ~CapturedLog() {
+    auto& sinks = logging::get("event_store")->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  std::string text() {
+    sink_->flush();
+    return out_.str();
+  }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+TEST(NatsCredentials, UserPasswordInTheUrlConnectsAndNoPasswordIsEverPrinted) {
+  CapturedLog captured;
+  testenv::NatsServer nats({.users = true});
+  nats.start();
+  const std::string pw = nats.password("api");
+  // Right password: connected, the stream checks out.
+  bool ready = false;
+  auto svc = open_for_service(nats.url_for("api"), "supaplane-api", 1, &ready);
+  ASSERT_TRUE(svc.ok()) << svc.error().message;
+  EXPECT_TRUE(ready);
+  // Wrong password (the real one with a suffix): refused, and the message
+  // names the user and the server but not the password.
+  ConnectOptions bad;
+  bad.url = "nats://api:" + pw + "x@127.0.0.1:" + std::to_string(nats.port());
+  bad.fail_fast = true;
+  auto refused = EventStore::connect(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message.find(pw), std::string::npos) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("api:***@127.0.0.1"), std::string::npos)
+      << refused.error().message;
+  // A cluster list with passwords, nobody listening: the retrying start
+  // logs the (redacted) list.
+  testenv::PortLease p1, p2;
+  ConnectOptions down;
+  down.url = "nats://api:" + pw + "@127.0.0.1:" + std::to_string(p1.port()) +
+             ", nats://s3cr3t-token-value@127.0.0.1:" + std::to_string(p2.port());
+  auto waiting = EventStore::connect(down);
+  ASSERT_TRUE(waiting.ok()) << waiting.error().message;
+  auto st = (*waiting)->verify_stream();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message.find(pw), std::string::npos);
+  waiting->reset();
+  nats.stop();  // the connected service logs its disconnect
+  ASSERT_TRUE(eventually([&] { return !(*svc)->connected(); }));
+  const std::string log = captured.text();
+  EXPECT_NE(log.find("api:***@127.0.0.1:" + std::to_string(p1.port())), std::string::npos) << log;
+  EXPECT_NE(log.find("nats://***@127.0.0.1"), std::string::npos) << log;
+  EXPECT_EQ(log.find(pw), std::string::npos) << log;
+  EXPECT_EQ(log.find("s3cr3t-token-value"), std::string::npos) << log;
+}
+
+TEST(NatsCredentials, TokenInTheUrlConnects) {
+  testenv::TempDir dir("supaplane-nats-token");
+  testenv::PortLease port;
+  testenv::Process server;
+  server.start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port.port()), "-sd",
+                dir.path() + "/store", "--auth", "tok-3f9a2c71e5"},
+               dir.path() + "/nats.log");
+  ASSERT_TRUE(testenv::wait_port(port.port(), 10000));
+  const std::string base = "127.0.0.1:" + std::to_string(port.port());
+  auto admin = admin_store("nats://tok-3f9a2c71e5@" + base);
+  ASSERT_TRUE(admin);
+  ASSERT_TRUE(admin->create_or_verify_stream().ok());
+  ConnectOptions none;
+  none.url = "nats://" + base;
+  none.fail_fast = true;
+  EXPECT_FALSE(EventStore::connect(none).ok());
+  ConnectOptions wrong;
+  wrong.url = "nats://tok-wrong-value@" + base;
+  wrong.fail_fast = true;
+  auto r = EventStore::connect(wrong);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message.find("tok-wrong-value"), std::string::npos) << r.error().message;
+}
+
+TEST(NatsCredentials, AMissingCredsFileIsAClearErrorNamingIt) {
+  testenv::NatsServer nats;
+  nats.start();
+  ConnectOptions o;
+  o.url = nats.url();
+  o.creds_file = "/nonexistent/supaplane-api.creds";
+  auto r = EventStore::connect(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, errc::invalid_argument);
+  EXPECT_NE(r.error().message.find("/nonexistent/supaplane-api.creds"), std::string::npos)
+      << r.error().message;
+}
+
+TEST(NatsUrls, RedactionAndLists) {
+  EXPECT_EQ(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+  EXPECT_EQ(redact_url("nats://api:pw@h:4222"), "nats://api:***@h:4222");
+  EXPECT_EQ(redact_url("nats://tok@h:1, nats://u:p@a@h2:2"), "nats://***@h:1,nats://u:***@h2:2");
+  EXPECT_EQ(split_urls(" nats://a:1 ,nats://b:2,,"),
+            (std::vector<std::string>{"nats://a:1", "nats://b:2"}));
+  EXPECT_EQ(scrub_secrets("bad pw p@ss and tok", "nats://u:p@ss@h:1,nats://tok@h:2"),
+            "bad pw *** and ***");
+}
+
+// ---- The users of deploy/compose/nats/nats.conf (the same block as k8s).
+
+class AckAll : public BatchHandler {
+ public:
+  void handle(std::vector<InboundMessage>& batch) override {
+    for (auto& in : batch) in.disposition = Disposition::ack;
+  }
+};
+
+std::unique_ptr<EventStore> user_store(const std::string& url) {
+  ConnectOptions o;
+  o.url = url;
+  o.fail_fast = true;
+  o.request_timeout_ms = 1000;  // a refused request is answered by silence
+  auto es = EventStore::connect(o);
+  if (!es) ADD_FAILURE() << es.error().message;
+  return es ? std::move(*es) : nullptr;
+}
+
+struct ServiceUser {
+  std::string user;
+  std::string durable;  ///< the default of the service's --durable flag
+  std::vector<std::string> appends;
+};
+
+TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
+  testenv::NatsServer nats({.users = true});
+  nats.start();
+  auto admin = admin_store(nats.url());
+  ASSERT_TRUE(admin);
+  const std::vector<ServiceUser> services = {
+      {"api", "api-projector", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa", "platform.account.a1"}},
+      {"provisioner", "provisioner", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
+      {"router-sync", "router-sync", {}},
+      {"billing",
+       "billing-projector",
+       {"platform.billing.customer.c1", "platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
+  };
+  std::uint64_t appended = 0;
+  std::size_t tenant_events = 0;
+  for (const auto& svc : services) {
+    SCOPED_TRACE(svc.user);
+    // The start every service makes: connected, the stream checks out.
+    bool ready = false;
+    auto opened = open_for_service(nats.url_for(svc.user), "supaplane-" + svc.user, 1, &ready);
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    EXPECT_TRUE(ready);
+    auto& store = **opened;
+    for (const auto& subject : svc.appends) {
+      OutgoingEvent e;
+      e.subject = subject;
+      e.msg_id = svc.user + "-" + subject;
+      e.body = svc.user;
+      auto r = store.append(e);
+      ASSERT_TRUE(r.ok()) << subject << ": " << r.error().message;
+      ++appended;
+      if (subject == "platform.tenant.aaaaaaaaaaaaaaaaaaaa") ++tenant_events;
+    }
+    // Its durable consumer: created, fed, kept.
+    AckAll handler;
+    ConsumerOptions co;
+    co.durable = svc.durable;
+    co.fetch_timeout_ms = 50;
+    ConsumerRunner runner(store, co, handler);
+    runner.start();
+    EXPECT_TRUE(eventually([&] { return runner.stats().acked.load() >= appended; }))
+        << runner.stats().acked.load() << " of " << appended;
+    runner.stop();
+    EXPECT_EQ(runner.stats().fetch_errors.load(), 0u);
+    // Ordered replays, point reads and a subject's history.
+    std::uint64_t replayed = 0;
+    ASSERT_TRUE(store
+                    .replay("platform.>", 1,
+                            [&](const StoredMessage&) {
+                              ++replayed;
+                              return true;
+                            })
+                    .ok());
+    EXPECT_EQ(replayed, appended);
+    ASSERT_TRUE(store.get(1).ok());
+    EXPECT_EQ(store.read_subject("platform.tenant.aaaaaaaaaaaaaaaaaaaa")->size(), tenant_events);
+  }
+  for (const auto& svc : services) {
+    SCOPED_TRACE(svc.user);
+    jsConsumerInfo* ci = nullptr;
+    ASSERT_EQ(js_GetConsumerInfo(&ci, admin->jetstream(), "PLATFORM", svc.durable.c_str(), nullptr,
+                                 nullptr),
+              NATS_OK)
+        << "the durable " << svc.durable << " did not survive its runner";
+    jsConsumerInfo_Destroy(ci);
+  }
+  const std::uint64_t before = admin->last_sequence().value();
+  ASSERT_EQ(before, appended);
+
+  // router-sync appends nothing, anywhere.
+  auto router = user_store(nats.url_for("router-sync"));
+  ASSERT_TRUE(router);
+  for (const char* subject :
+       {"platform.tenant.aaaaaaaaaaaaaaaaaaaa", "platform.account.a1", "platform.billing.x"}) {
+    OutgoingEvent e;
+    e.subject = subject;
+    e.body = "forged";
+    EXPECT_FALSE(router->append(e).ok()) << subject;
+  }
+  // The api appends no billing event.
+  auto api = user_store(nats.url_for("api"));
+  ASSERT_TRUE(api);
+  OutgoingEvent forged;
+  forged.subject = "platform.billing.customer.c1";
+  forged.body = "forged";
+  EXPECT_FALSE(api->append(forged).ok());
+  EXPECT_EQ(admin->last_sequence().value(), before);
+
+  // billing can neither delete the api's durable nor take its name.
+  auto billing = user_store(nats.url_for("billing"));
+  ASSERT_TRUE(billing);
+  EXPECT_NE(js_DeleteConsumer(billing->jetstream(), "PLATFORM", "api-projector", nullptr, nullptr),
+            NATS_OK);
+  natsSubscription* stolen = nullptr;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = "PLATFORM";
+  EXPECT_NE(js_PullSubscribe(&stolen, billing->jetstream(), "platform.>", "api-projector", nullptr,
+                             &so, nullptr),
+            NATS_OK);
+  if (stolen) natsSubscription_Destroy(stolen);
+  jsConsumerInfo* ci = nullptr;
+  ASSERT_EQ(
+      js_GetConsumerInfo(&ci, admin->jetstream(), "PLATFORM", "api-projector", nullptr, nullptr),
+      NATS_OK);
+  jsConsumerInfo_Destroy(ci);
+
+  // The api can neither create a stream nor delete PLATFORM.
+  GoodStream other;
+  other.cfg.Name = "OTHER";
+  const char* other_subjects[] = {"other.>"};
+  other.cfg.Subjects = other_subjects;
+  EXPECT_NE(js_AddStream(nullptr, api->jetstream(), &other.cfg, nullptr, nullptr), NATS_OK);
+  EXPECT_NE(js_DeleteStream(api->jetstream(), "PLATFORM", nullptr, nullptr), NATS_OK);
+  EXPECT_FALSE(stream_exists(*admin, "OTHER"));
+  EXPECT_EQ(admin->last_sequence().value(), before);
+
+  // No credentials, no connection.
+  ConnectOptions anon;
+  anon.url = nats.anonymous_url();
+  anon.fail_fast = true;
+  auto refused = EventStore::connect(anon);
+  EXPECT_FALSE(refused.ok());
 }
 
 }  // namespace

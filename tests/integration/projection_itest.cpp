@@ -29,7 +29,7 @@ class ProjectionTest : public ::testing::Test, public projection::ProjectorObser
     event_store::ConnectOptions o;
     o.url = nats_.url();
     store_ = event_store::EventStore::connect(o).value();
-    ASSERT_TRUE(store_->ensure_stream().ok());
+    ASSERT_TRUE(store_->verify_stream().ok());
     addr_ = projection::parse_redis_url(redis_.url()).value();
     conn_ = std::make_unique<projection::RedisConnection>(addr_, proj_.scripts().all());
     ASSERT_TRUE(proj_.init(*conn_).ok());

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The NATS users of deploy/compose/nats/nats.conf (the same block as
 # deploy/k8s's users.conf) with the real services: nats-server runs that
-# file; the api with its own user cannot create the PLATFORM stream (stays
-# not ready: "stream not ready"); once `admin` has created it (as the
-# stream Job does) the api, provisioner, router-sync and billing, each with
+# file; the api with its own user does not create the PLATFORM stream (stays
+# not ready: "stream not ready"); once `supaplanectl admin init-stream` has
+# created it as `admin` (as the stream Job does) the api, provisioner,
+# router-sync and billing, each with
 # its own user, become ready, a tenant is created and converged to ACTIVE
 # (provisioner appends), router-sync routes it, and `supaplanectl audit`
 # reads its history. Stops what it started.   nats_users_test.sh BUILD_DIR
@@ -26,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port nats; free_port mon; free_port redis; free_port pg
-free_port grpc; free_port api_m; free_port setup_grpc; free_port setup_m
+free_port grpc; free_port api_m
 free_port prov_m; free_port rs_http; free_port rs_m; free_port b_http; free_port b_m; free_port b_grpc
 
 pw() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'; }
@@ -65,7 +66,7 @@ ready() {  # name metrics-port: waits for 200 on /readyz
   wait_http "http://127.0.0.1:$2/readyz" 60 || fail "$1 is not ready: $(curl -s "http://127.0.0.1:$2/readyz"); $(tail -5 "$W/logs/$1.log")"
 }
 
-# 1. The api's own user cannot create the stream.
+# 1. The api waits for the stream; it never creates it.
 start api services/api/supaplane-api SUPAPLANE_NATS_URL="$(url api "$NATS_API_PASSWORD")" \
   SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$api_m"
 deadline=$((SECONDS + 30)); body=""
@@ -75,14 +76,22 @@ until [[ "$body" == *"stream not ready"* ]]; do
   body=$(curl -s "http://127.0.0.1:$api_m/readyz" || true)
 done
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api_m/readyz")" = 503 ] || fail "api ready without a stream"
-echo "ok: the api user cannot create PLATFORM ($body)"
+echo "ok: the api waits for PLATFORM ($body)"
 
-# 2. admin creates it (what the stream Job / nats-setup do), then stops.
-start setup services/api/supaplane-api SUPAPLANE_NATS_URL="$(url admin "$NATS_ADMIN_PASSWORD")" \
-  SUPAPLANE_GRPC_ADDR="127.0.0.1:$setup_grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$setup_m" \
-  SUPAPLANE_API_DURABLE=stream-setup SUPAPLANE_PROJECTION_PREFIX=sp:setup:
-ready setup "$setup_m"
-kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+# 2. The admin step creates it (what the stream Job / nats-setup do); run
+# again, it only checks it. The api never created it (it never tries).
+SUPAPLANE_NATS_URL="$(url admin "$NATS_ADMIN_PASSWORD")" "$BUILD/cli/supaplanectl" admin init-stream \
+  >"$W/logs/init-stream.log" 2>&1 || fail "admin init-stream: $(cat "$W/logs/init-stream.log")"
+grep -q "created stream PLATFORM" "$W/logs/init-stream.log" || fail "init-stream did not create PLATFORM: $(cat "$W/logs/init-stream.log")"
+again=$(SUPAPLANE_NATS_URL="$(url admin "$NATS_ADMIN_PASSWORD")" "$BUILD/cli/supaplanectl" admin init-stream)
+[[ "$again" == *"exists and protects the log"* ]] || fail "init-stream again: $again"
+# With a service's user it cannot: exit 6 or 1, and no password in what it prints.
+if out=$(SUPAPLANE_NATS_URL="$(url api "$NATS_API_PASSWORD")" SUPAPLANE_TIMEOUT=2 \
+    "$BUILD/cli/supaplanectl" admin init-stream --duplicate-window-ms 600000 2>&1); then
+  fail "the api's user passed init-stream asking for a longer duplicate window: $out"
+fi
+[[ "$out" != *"$NATS_API_PASSWORD"* ]] || fail "supaplanectl printed the NATS password: $out"
+echo "ok: admin init-stream created PLATFORM; the api's user cannot change it"
 
 # 3. Every service with its own user.
 ready api "$api_m"

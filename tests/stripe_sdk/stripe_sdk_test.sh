@@ -45,6 +45,9 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$
 pids+=($!)
 wait_tcp "$NATS_PORT" 20 || { echo "FAIL: nats-server did not start" >&2; exit 1; }
 wait_tcp "$REDIS_PORT" 20 || { echo "FAIL: redis-server did not start" >&2; exit 1; }
+# The admin step (services never create the stream).
+"$BUILD/cli/supaplanectl" admin init-stream --nats-url "nats://127.0.0.1:$NATS_PORT" >"$TMP/init-stream.log" 2>&1 ||
+  { echo "FAIL: supaplanectl admin init-stream: $(cat "$TMP/init-stream.log")" >&2; exit 1; }
 
 SECRET="whsec_$(head -c 24 /dev/urandom | base64 | tr -d '\n/+=')"
 HTTP_ADDR="127.0.0.1:$HTTP_PORT"

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -22,6 +23,9 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+
+#include "eventually.hpp"
+#include "supaplane/event_store/event_store.hpp"
 
 namespace supaplane::testenv {
 
@@ -200,18 +204,190 @@ CertFiles self_signed_cert(const std::string& dir, const std::string& name) {
   return f;
 }
 
-NatsServer::NatsServer() : dir_("supaplane-nats"), port_() {}
+namespace {
+
+std::string random_password() {
+  static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device rd;
+  std::uniform_int_distribution<int> pick(0, static_cast<int>(sizeof kAlphabet) - 2);
+  std::string out;
+  for (int i = 0; i < 24; ++i) out += kAlphabet[pick(rd)];
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::string out;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) throw std::runtime_error("cannot write " + path);
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+}
+
+void replace_all(std::string& s, const std::string& from, const std::string& to) {
+  for (std::size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+    s.replace(p, from.size(), to);
+}
+
+/// Creates (or verifies) PLATFORM as `supaplanectl admin init-stream` does,
+/// waiting out a JetStream that is still starting or electing its leader.
+void init_stream(const std::string& admin_url, int replicas) {
+  event_store::ConnectOptions co;
+  co.url = admin_url;
+  co.name = "testenv-init-stream";
+  co.request_timeout_ms = 2000;
+  event_store::StreamSettings ss;
+  ss.replicas = replicas;
+  auto es = event_store::EventStore::connect(co, ss);
+  if (!es) throw std::runtime_error("init stream: " + es.error().message);
+  std::string last = "not connected";
+  const bool ok = eventually(
+      [&] {
+        auto st = (*es)->create_or_verify_stream();
+        if (st) return true;
+        last = st.error().message;
+        if (st.error().code == errc::incompatible) throw std::runtime_error(last);
+        return false;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(100));
+  if (!ok) throw std::runtime_error("init stream: " + last);
+}
+
+}  // namespace
+
+NatsServer::NatsServer(NatsServerOptions options)
+    : options_(options), dir_("supaplane-nats"), port_() {
+  log_ = dir_.path() + "/nats.log";
+  if (!options_.users) return;
+  // The shipped users block with generated passwords; the store, client
+  // port and monitoring move here.
+  std::string conf =
+      read_file(std::string(SUPAPLANE_SOURCE_DIR) + "/deploy/compose/nats/nats.conf");
+  for (const char* user : {"admin", "api", "provisioner", "router-sync", "billing"}) {
+    std::string var = std::string("$NATS_") + user + "_PASSWORD";
+    for (auto& c : var) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
+    if (conf.find(var) == std::string::npos)
+      throw std::runtime_error("deploy/compose/nats/nats.conf has no " + var);
+    passwords_.emplace_back(user, random_password());
+    replace_all(conf, var, "\"" + passwords_.back().second + "\"");
+  }
+  replace_all(conf, "store_dir: /data/jetstream", "store_dir: \"" + dir_.path() + "/store\"");
+  replace_all(conf, "http: 0.0.0.0:8222", "");
+  config_ = dir_.path() + "/nats.conf";
+  write_file(config_, conf);
+}
+
+std::string NatsServer::password(const std::string& user) const {
+  for (const auto& [u, pw] : passwords_)
+    if (u == user) return pw;
+  throw std::runtime_error("no NATS user " + user);
+}
+
+std::string NatsServer::url_for(const std::string& user) const {
+  if (!options_.users) return anonymous_url();
+  return "nats://" + user + ":" + password(user) + "@127.0.0.1:" + std::to_string(port_.port());
+}
+
+void NatsServer::launch() {
+  std::vector<std::string> argv{"nats-server", "-js", "-a",
+                                "127.0.0.1",   "-p",  std::to_string(port_.port())};
+  // With the config file its store_dir (moved here) holds; nats-server
+  // refuses -sd next to it.
+  if (config_.empty())
+    argv.insert(argv.end(), {"-sd", dir_.path() + "/store"});
+  else
+    argv.insert(argv.end(), {"-c", config_});
+  proc_.start(argv, log_);
+  if (!wait_port(port_.port(), 10000)) throw std::runtime_error("nats-server did not start");
+}
 
 void NatsServer::start() {
-  proc_.start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_.port()), "-sd",
-               dir_.path() + "/store"},
-              dir_.path() + "/nats.log");
-  if (!wait_port(port_.port(), 10000)) throw std::runtime_error("nats-server did not start");
+  launch();
+  if (options_.create_stream) init_stream(url(), 1);
 }
 
 void NatsServer::restart() {
   proc_.stop();
-  start();
+  launch();
+}
+
+struct NatsCluster::Node {
+  TempDir dir{"supaplane-nats-node"};
+  PortLease client;
+  PortLease route;
+  Process proc;
+};
+
+NatsCluster::NatsCluster() {
+  for (int i = 0; i < kNodes; ++i) nodes_.push_back(std::make_unique<Node>());
+}
+
+NatsCluster::~NatsCluster() {
+  for (auto& n : nodes_) n->proc.stop(SIGKILL);
+}
+
+std::string NatsCluster::url(int node) const {
+  return "nats://127.0.0.1:" + std::to_string(nodes_.at(node)->client.port());
+}
+
+std::string NatsCluster::urls() const {
+  std::string out;
+  for (int i = 0; i < kNodes; ++i) out += (i ? "," : "") + url(i);
+  return out;
+}
+
+void NatsCluster::start_node(int i) {
+  Node& n = *nodes_.at(i);
+  std::string routes;
+  for (int j = 0; j < kNodes; ++j)
+    if (j != i)
+      routes += (routes.empty() ? "" : ",") + std::string("nats-route://127.0.0.1:") +
+                std::to_string(nodes_[j]->route.port());
+  n.proc.start({"nats-server", "-js", "-n", node_name(i), "-a", "127.0.0.1", "-p",
+                std::to_string(n.client.port()), "-sd", n.dir.path() + "/store", "--cluster_name",
+                "supaplane-test", "--cluster", "nats://127.0.0.1:" + std::to_string(n.route.port()),
+                "--routes", routes},
+               n.dir.path() + "/nats.log");
+  if (!wait_port(n.client.port(), 10000))
+    throw std::runtime_error("nats-server " + node_name(i) + " did not start");
+}
+
+void NatsCluster::start() {
+  for (int i = 0; i < kNodes; ++i) start_node(i);
+}
+
+void NatsCluster::create_stream(int replicas) { init_stream(urls(), replicas); }
+
+void NatsCluster::kill(int node) { nodes_.at(node)->proc.stop(SIGKILL); }
+
+bool NatsCluster::running(int node) const { return nodes_.at(node)->proc.running(); }
+
+int NatsCluster::stream_leader() const {
+  for (int i = 0; i < kNodes; ++i) {
+    if (!running(i)) continue;
+    event_store::ConnectOptions co;
+    co.url = url(i);
+    co.fail_fast = true;
+    co.request_timeout_ms = 2000;
+    auto es = event_store::EventStore::connect(co);
+    if (!es) continue;
+    jsStreamInfo* si = nullptr;
+    if (js_GetStreamInfo(&si, (*es)->jetstream(), "PLATFORM", nullptr, nullptr) != NATS_OK)
+      continue;
+    std::string leader = si->Cluster && si->Cluster->Leader ? si->Cluster->Leader : "";
+    jsStreamInfo_Destroy(si);
+    for (int j = 0; j < kNodes; ++j)
+      if (leader == node_name(j)) return j;
+  }
+  return -1;
 }
 
 RedisServer::RedisServer() : dir_("supaplane-redis"), port_() {}

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace supaplane::testenv {
@@ -65,20 +66,74 @@ class Process {
   pid_t pid_{-1};
 };
 
+struct NatsServerOptions {
+  /// Run with the users of deploy/compose/nats/nats.conf (one per service,
+  /// passwords generated here); anonymous connections are refused.
+  bool users{false};
+  /// Create the PLATFORM stream (as admin) when the server starts, as
+  /// `supaplanectl admin init-stream` does in a deployment.
+  bool create_stream{true};
+};
+
+/// One nats-server (JetStream) on a leased port in a temp dir.
 class NatsServer {
  public:
-  NatsServer();
+  explicit NatsServer(NatsServerOptions options = {});
+  /// Starts the server and (unless disabled) creates the PLATFORM stream.
   void start();
   void stop(int sig = 15) { proc_.stop(sig); }
   /// Same port, same store directory.
   void restart();
-  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_.port()); }
+  /// The admin's URL (with its password when users are on).
+  std::string url() const { return url_for("admin"); }
+  /// The URL of one user of the users file ("api", "provisioner",
+  /// "router-sync", "billing", "admin"); without users, the plain URL.
+  std::string url_for(const std::string& user) const;
+  /// The URL with no credentials at all.
+  std::string anonymous_url() const { return "nats://127.0.0.1:" + std::to_string(port_.port()); }
+  /// The generated password of `user` (users on).
+  std::string password(const std::string& user) const;
   int port() const { return port_.port(); }
+  const std::string& log_file() const { return log_; }
 
  private:
+  void launch();
+  NatsServerOptions options_;
   TempDir dir_;
   PortLease port_;
   Process proc_;
+  std::string config_;
+  std::string log_;
+  std::vector<std::pair<std::string, std::string>> passwords_;
+};
+
+/// A JetStream cluster of three nats-server processes on loopback (free
+/// ports, one temp dir each), routes between all of them.
+class NatsCluster {
+ public:
+  static constexpr int kNodes = 3;
+  NatsCluster();
+  ~NatsCluster();
+  /// Starts every node and waits until the cluster has a JetStream meta
+  /// leader (it answers an account info request).
+  void start();
+  /// Creates PLATFORM with `replicas` replicas (waits out leader election).
+  void create_stream(int replicas);
+  /// The three client URLs, comma-separated (the form SUPAPLANE_NATS_URL takes).
+  std::string urls() const;
+  std::string url(int node) const;
+  /// SIGKILL one node (no lame duck, no flush).
+  void kill(int node);
+  /// Starts a killed node again with its store.
+  void start_node(int node);
+  bool running(int node) const;
+  /// The node leading the PLATFORM stream (-1 if none answers).
+  int stream_leader() const;
+  static std::string node_name(int node) { return "n" + std::to_string(node + 1); }
+
+ private:
+  struct Node;
+  std::vector<std::unique_ptr<Node>> nodes_;
 };
 
 class RedisServer {

@@ -1,6 +1,11 @@
 #include "supaplane/event_store/event_store.hpp"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "supaplane/logging/logging.hpp"
 
@@ -32,11 +37,11 @@ void on_connected(natsConnection*, void*) { log()->info("connected to NATS"); }
 struct SubGuard {
   natsSubscription* sub{nullptr};
   ~SubGuard() {
-    if (sub) {
-      // Ephemeral ordered consumers are removed by unsubscribing.
-      natsSubscription_Unsubscribe(sub);
-      natsSubscription_Destroy(sub);
-    }
+    // Destroy without Unsubscribe: the server removes an ephemeral consumer
+    // once nobody listens to it. Unsubscribe would also send a consumer
+    // delete, which a service's NATS user may not do (it may delete no
+    // consumer at all), and wait out the request timeout for the refusal.
+    if (sub) natsSubscription_Destroy(sub);
   }
 };
 
@@ -102,9 +107,39 @@ Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
   std::unique_ptr<EventStore> es(new EventStore());
   es->stream_ = std::move(stream);
   es->request_timeout_ms_ = o.request_timeout_ms;
+  const std::string where = redact_url(o.url);
+  const std::vector<std::string> urls = split_urls(o.url);
+  if (urls.empty()) return make_error(errc::invalid_argument, "no NATS URL given", "nats_url");
+  // cnats splits a comma-separated list only in natsConnection_ConnectTo:
+  // natsOptions_SetURL takes the whole list as one URL (whose port is read up
+  // to the first comma), so a cluster's list would pin the client to its
+  // first node. Hand the nodes over as a server list.
+  std::vector<const char*> servers;
+  for (const auto& u : urls) servers.push_back(u.c_str());
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = natsOptions_SetURL(opts, o.url.c_str());
+  if (s == NATS_OK) {
+    if (servers.size() == 1)
+      s = natsOptions_SetURL(opts, servers[0]);
+    else
+      s = natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
+  }
+  if (!o.creds_file.empty() && ::access(o.creds_file.c_str(), R_OK) != 0) {
+    // cnats reads the file only when it connects, in the background.
+    natsOptions_Destroy(opts);
+    return make_error(errc::invalid_argument,
+                      "NATS credentials file " + o.creds_file + ": " + std::strerror(errno),
+                      "nats_creds");
+  }
+  if (s == NATS_OK && !o.creds_file.empty()) {
+    s = natsOptions_SetUserCredentialsFromFiles(opts, o.creds_file.c_str(), nullptr);
+    if (s != NATS_OK) {
+      natsOptions_Destroy(opts);
+      return make_error(errc::invalid_argument,
+                        "NATS credentials file " + o.creds_file + ": " + natsStatus_GetText(s),
+                        "nats_creds");
+    }
+  }
   if (s == NATS_OK) s = natsOptions_SetName(opts, o.name.c_str());
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, o.reconnect_wait_ms);
@@ -118,12 +153,20 @@ Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
   if (s == NATS_OK) {
     s = natsConnection_Connect(&es->conn_, opts);
     if (s == NATS_NOT_YET_CONNECTED) {
-      log()->warn("NATS at {} not reachable yet; retrying in the background", o.url);
+      log()->warn("NATS at {} not reachable yet; retrying in the background", where);
       s = NATS_OK;
     }
   }
   natsOptions_Destroy(opts);
-  if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "connect to NATS at " + o.url);
+  if (s != NATS_OK) {
+    // cnats keeps the server's own reason ("Authorization Violation") in
+    // its per-thread error text; it never holds the URL's password.
+    std::string reason = scrub_secrets(nats_GetLastError(nullptr), o.url);
+    auto e = nats_error(s, static_cast<jsErrCode>(0), "connect to NATS at " + where);
+    if (!reason.empty() && e.message.find(reason) == std::string::npos)
+      e.message += " (" + reason + ")";
+    return e;
+  }
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = o.request_timeout_ms;
@@ -146,53 +189,201 @@ Error EventStore::not_connected(std::string_view what, std::string_view subject)
   return make_error(errc::unavailable, m + " not attempted");
 }
 
-Status EventStore::ensure_stream() {
+namespace {
+
+const char* retention_name(jsRetentionPolicy r) {
+  switch (r) {
+    case js_LimitsPolicy:
+      return "limits";
+    case js_InterestPolicy:
+      return "interest";
+    case js_WorkQueuePolicy:
+      return "workqueue";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+std::vector<std::string> stream_problems(const jsStreamConfig& c, const StreamSettings& want) {
+  std::vector<std::string> p;
+  bool has_subject = false;
+  for (int i = 0; i < c.SubjectsLen; ++i)
+    if (c.Subjects[i] && want.subjects == c.Subjects[i]) has_subject = true;
+  if (!has_subject) p.push_back("subjects do not include " + want.subjects);
+  if (c.Storage != js_FileStorage) p.push_back("storage is memory, must be file");
+  // A work-queue or interest stream deletes what its consumers acked.
+  if (c.Retention != js_LimitsPolicy)
+    p.push_back(std::string("retention is ") + retention_name(c.Retention) + ", must be limits");
+  if (c.MaxMsgs > 0)
+    p.push_back("max_msgs is " + std::to_string(c.MaxMsgs) + ", must be unlimited");
+  if (c.MaxBytes > 0)
+    p.push_back("max_bytes is " + std::to_string(c.MaxBytes) + ", must be unlimited");
+  if (c.MaxAge > 0)
+    p.push_back("max_age is " + std::to_string(c.MaxAge / kNsPerMs) + " ms, must be unlimited");
+  if (c.MaxMsgsPerSubject > 0)
+    p.push_back("max_msgs_per_subject is " + std::to_string(c.MaxMsgsPerSubject) +
+                ", must be unlimited");
+  // Should a limit ever be reached, refuse the new event, never drop old ones.
+  if (c.Discard != js_DiscardNew) p.push_back("discard is old, must be new");
+  if (!c.DenyDelete) p.push_back("deny_delete is off");
+  if (!c.DenyPurge) p.push_back("deny_purge is off");
+  // A Nats-Rollup header would purge a subject's history.
+  if (c.AllowRollup) p.push_back("allow_rollup is on");
+  if (c.Duplicates < want.duplicate_window_ms * kNsPerMs)
+    p.push_back("duplicate window " + std::to_string(c.Duplicates / kNsPerMs) +
+                " ms is shorter than " + std::to_string(want.duplicate_window_ms) + " ms");
+  if (c.Sealed) p.push_back("sealed is on (no append can succeed)");
+  if (c.NoAck) p.push_back("no_ack is on (appends would not be acknowledged)");
+  if (c.Mirror) p.push_back("it is a mirror (appends are refused)");
+  return p;
+}
+
+std::vector<std::string> split_urls(std::string_view urls) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= urls.size()) {
+    std::size_t comma = urls.find(',', pos);
+    if (comma == std::string_view::npos) comma = urls.size();
+    std::string_view u = urls.substr(pos, comma - pos);
+    while (!u.empty() && (u.front() == ' ' || u.front() == '\t')) u.remove_prefix(1);
+    while (!u.empty() && (u.back() == ' ' || u.back() == '\t')) u.remove_suffix(1);
+    if (!u.empty()) out.emplace_back(u);
+    pos = comma + 1;
+  }
+  return out;
+}
+
+namespace {
+/// The user-info part (`user:password` or `token`) of one URL; npos if none.
+std::pair<std::size_t, std::size_t> userinfo(std::string_view u) {
+  const std::size_t scheme = u.find("://");
+  const std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const std::size_t slash = u.find('/', start);
+  const std::size_t at = u.rfind('@', slash == std::string_view::npos ? u.size() : slash);
+  if (at == std::string_view::npos || at < start) return {std::string_view::npos, 0};
+  return {start, at};
+}
+}  // namespace
+
+std::string redact_url(std::string_view urls) {
+  std::string out;
+  for (const auto& u : split_urls(urls)) {
+    if (!out.empty()) out += ",";
+    auto [start, at] = userinfo(u);
+    if (start == std::string_view::npos) {
+      out += u;
+      continue;
+    }
+    const std::string_view info = std::string_view(u).substr(start, at - start);
+    const std::size_t colon = info.find(':');
+    out += u.substr(0, start);
+    // user:password keeps the user (useful, not secret); a lone token goes.
+    out += colon == std::string_view::npos ? std::string("***")
+                                           : std::string(info.substr(0, colon)) + ":***";
+    out += u.substr(at);
+  }
+  return out;
+}
+
+std::string scrub_secrets(const char* text, std::string_view urls) {
+  std::string out = text ? text : "";
+  for (const auto& u : split_urls(urls)) {
+    auto [start, at] = userinfo(u);
+    if (start == std::string_view::npos) continue;
+    const std::string info = u.substr(start, at - start);
+    const std::size_t colon = info.find(':');
+    const std::string secret = colon == std::string::npos ? info : info.substr(colon + 1);
+    if (secret.empty()) continue;
+    for (std::size_t p = out.find(secret); p != std::string::npos; p = out.find(secret, p + 3))
+      out.replace(p, secret.size(), "***");
+  }
+  return out;
+}
+
+Status EventStore::verify_stream() {
+  if (!connected()) return not_connected("stream check of", stream_.name);
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_GetStreamInfo(&si, js_, stream_.name.c_str(), nullptr, &jerr);
-  if (s == NATS_NOT_FOUND) {
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = stream_.name.c_str();
-    const char* subjects[] = {stream_.subjects.c_str()};
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Replicas = stream_.replicas;
-    cfg.Duplicates = stream_.duplicate_window_ms * kNsPerMs;
-    cfg.DenyDelete = true;
-    cfg.DenyPurge = true;
-    cfg.AllowDirect = true;
-    s = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
-    if (s != NATS_OK) return nats_error(s, jerr, "create stream " + stream_.name);
-    log()->info("created stream {} (subjects {}, replicas {})", stream_.name, stream_.subjects,
-                stream_.replicas);
-    jsStreamInfo_Destroy(si);
-    return Status::Ok();
-  }
+  if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+    return make_error(errc::not_found, "stream " + stream_.name +
+                                           " does not exist; an admin creates it with "
+                                           "`supaplanectl admin init-stream`");
   if (s != NATS_OK) return nats_error(s, jerr, "stream info " + stream_.name);
-  std::string problems;
-  const jsStreamConfig* c = si->Config;
-  bool has_subject = false;
-  for (int i = 0; i < c->SubjectsLen; ++i)
-    if (stream_.subjects == c->Subjects[i]) has_subject = true;
-  if (!has_subject) problems += " subjects do not include " + stream_.subjects + ";";
-  if (c->Storage != js_FileStorage) problems += " storage is not file;";
-  if (!c->DenyDelete) problems += " deny_delete is off;";
-  if (!c->DenyPurge) problems += " deny_purge is off;";
-  if (c->Duplicates < stream_.duplicate_window_ms * kNsPerMs)
-    problems += " duplicate window " + std::to_string(c->Duplicates / kNsPerMs) +
-                " ms is shorter than " + std::to_string(stream_.duplicate_window_ms) + " ms;";
-  if (c->MaxMsgs > 0 || c->MaxBytes > 0 || c->MaxAge > 0)
-    problems += " limits (max msgs / bytes / age) would discard events;";
-  if (c->Replicas != stream_.replicas)
-    log()->warn("stream {} has {} replicas, configured {}", stream_.name, c->Replicas,
-                stream_.replicas);
+  const auto problems = stream_problems(*si->Config, stream_);
+  const auto replicas = si->Config->Replicas;
   jsStreamInfo_Destroy(si);
-  if (!problems.empty())
-    return make_error(errc::incompatible, "stream " + stream_.name +
-                                              " exists with incompatible settings:" + problems +
-                                              " fix or recreate it");
+  if (replicas != stream_.replicas)
+    log()->warn("stream {} has {} replicas, configured {}", stream_.name, replicas,
+                stream_.replicas);
+  if (!problems.empty()) {
+    std::string msg = "stream " + stream_.name + " does not protect the log:";
+    for (const auto& p : problems) msg += " " + p + ";";
+    return make_error(errc::incompatible, msg + " fix it (nats stream edit) or recreate it");
+  }
+  return Status::Ok();
+}
+
+Status EventStore::tighten_stream(std::vector<std::string>* changes) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&si, js_, stream_.name.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) return nats_error(s, jerr, "stream info " + stream_.name);
+  jsStreamConfig cfg = *si->Config;  // its pointers stay valid until si is destroyed
+  if (cfg.Discard != js_DiscardNew) {
+    cfg.Discard = js_DiscardNew;
+    changes->push_back("discard old -> new");
+  }
+  if (cfg.Duplicates < stream_.duplicate_window_ms * kNsPerMs) {
+    changes->push_back("duplicate window " + std::to_string(cfg.Duplicates / kNsPerMs) + " ms -> " +
+                       std::to_string(stream_.duplicate_window_ms) + " ms");
+    cfg.Duplicates = stream_.duplicate_window_ms * kNsPerMs;
+  }
+  if (!changes->empty()) s = js_UpdateStream(nullptr, js_, &cfg, nullptr, &jerr);
+  jsStreamInfo_Destroy(si);
+  if (s != NATS_OK) return nats_error(s, jerr, "update stream " + stream_.name);
+  return Status::Ok();
+}
+
+Status EventStore::create_or_verify_stream(bool* created, std::vector<std::string>* changed) {
+  if (created) *created = false;
+  auto st = verify_stream();
+  if (!st && st.error().code == errc::incompatible) {
+    // Settings a stream update may tighten in place, without touching a
+    // message (streams made before they were checked had discard old).
+    // The rest needs an operator: the check below names it.
+    std::vector<std::string> changes;
+    if (auto t = tighten_stream(&changes); !t) return t;
+    if (changes.empty()) return st;
+    for (const auto& c : changes) log()->warn("stream {}: {}", stream_.name, c);
+    if (changed) *changed = changes;
+    return verify_stream();
+  }
+  if (st || st.error().code != errc::not_found) return st;
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = stream_.name.c_str();
+  const char* subjects[] = {stream_.subjects.c_str()};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Retention = js_LimitsPolicy;
+  cfg.Discard = js_DiscardNew;
+  cfg.Replicas = stream_.replicas;
+  cfg.Duplicates = stream_.duplicate_window_ms * kNsPerMs;
+  cfg.DenyDelete = true;
+  cfg.DenyPurge = true;
+  cfg.AllowRollup = false;
+  cfg.AllowDirect = true;
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
+  if (s != NATS_OK) return nats_error(s, jerr, "create stream " + stream_.name);
+  jsStreamInfo_Destroy(si);
+  log()->info("created stream {} (subjects {}, replicas {})", stream_.name, stream_.subjects,
+              stream_.replicas);
+  if (created) *created = true;
   return Status::Ok();
 }
 
@@ -316,11 +507,13 @@ Result<std::unique_ptr<EventStore>> open_for_service(const std::string& url,
   ConnectOptions co;
   co.url = url;
   co.name = service;
+  // Read here rather than by each service's flags: one setting for all four.
+  if (const char* creds = std::getenv("SUPAPLANE_NATS_CREDS")) co.creds_file = creds;
   StreamSettings ss;
   ss.replicas = replicas;
   auto es = EventStore::connect(co, ss);
   if (!es) return es.error();
-  auto st = (*es)->ensure_stream();
+  auto st = (*es)->verify_stream();
   *stream_ready = st.ok();
   if (!st) {
     if (st.error().code == errc::incompatible) return st.error();

@@ -280,7 +280,7 @@ void ApiApp::bootstrap() {
   bool admin_done = opts_.admin_email.empty() || opts_.admin_password.empty();
   while (!stopping_) {
     if (!stream_ready_) {
-      auto st = store_->ensure_stream();
+      auto st = store_->verify_stream();
       if (st) {
         stream_ready_ = true;
       } else {

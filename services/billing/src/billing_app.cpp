@@ -408,7 +408,7 @@ void App::on_webhook(const std::string& signature, const std::string& body, int&
 void App::bootstrap() {
   int delay_ms = 100;
   while (!stopping_) {
-    if (!stream_ready_ && store_->ensure_stream()) stream_ready_ = true;
+    if (!stream_ready_ && store_->verify_stream()) stream_ready_ = true;
     if (stream_ready_) {
       // A projection Redis lost while we were down is rebuilt before
       // consuming (the durable consumer would not replay what it acked).

@@ -177,7 +177,7 @@ void App::reseal_tenant_keys() {
 void App::bootstrap() {
   int delay_ms = 100;
   while (!stopping_) {
-    if (!stream_ready_ && store_->ensure_stream()) stream_ready_ = true;
+    if (!stream_ready_ && store_->verify_stream()) stream_ready_ = true;
     if (!keys_ready_ && keys_->migrate()) {
       keys_ready_ = true;
       if (rotating_master_key_) reseal_tenant_keys();

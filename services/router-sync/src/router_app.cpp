@@ -203,7 +203,7 @@ void App::bootstrap() {
   };
   while (!stopping_) {
     if (!stream_ready_) {
-      if (auto st = store_->ensure_stream(); st)
+      if (auto st = store_->verify_stream(); st)
         stream_ready_ = true;
       else
         problem("stream: " + st.error().message);

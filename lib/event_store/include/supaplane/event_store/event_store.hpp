@@ -32,6 +32,8 @@ class LibraryScope {
 };
 
 struct ConnectOptions {
+  /// One URL, or a comma-separated list of the nodes of a cluster. A URL may
+  /// carry `user:password@` or `token@` (never logged: see `redact_url`).
   std::string url{"nats://127.0.0.1:4222"};
   std::string name{"supaplane"};
   int reconnect_wait_ms{250};
@@ -39,6 +41,8 @@ struct ConnectOptions {
   /// Fail at once (`unavailable`) when no server answers the first attempt,
   /// instead of retrying until one does (command-line tools).
   bool fail_fast{false};
+  /// A `.creds` file (user JWT + nkey seed); empty = none.
+  std::string creds_file{};
 };
 
 /// Settings of the PLATFORM stream (docs/events.md).
@@ -48,6 +52,22 @@ struct StreamSettings {
   int replicas{1};
   std::int64_t duplicate_window_ms{120'000};
 };
+
+/// The settings of an existing stream that would let events be lost or
+/// rewritten, one line each naming the setting ("retention is workqueue, must
+/// be limits"); empty when the stream protects the log.
+std::vector<std::string> stream_problems(const jsStreamConfig& config, const StreamSettings& want);
+
+/// `url` (one URL or a comma-separated list) with every password or token
+/// replaced by `***`: the only form of a NATS URL that may be logged.
+std::string redact_url(std::string_view url);
+
+/// `text` with every password or token of `urls` replaced by `***` (for
+/// messages that might quote a URL, e.g. the client library's error text).
+std::string scrub_secrets(const char* text, std::string_view urls);
+
+/// The URLs of a comma-separated list, trimmed, empty entries dropped.
+std::vector<std::string> split_urls(std::string_view urls);
 
 /// The expected last sequence of the subject an append goes to.
 struct Expected {
@@ -109,9 +129,18 @@ class EventStore {
   static Result<std::unique_ptr<EventStore>> connect(const ConnectOptions& opts,
                                                      StreamSettings stream = {});
 
-  /// Creates the stream, or checks that the existing one is compatible
-  /// (file storage, subjects, deny delete / purge, duplicate window).
-  Status ensure_stream();
+  /// Checks that the stream exists and protects the log (`stream_problems`).
+  /// `not_found` when it does not exist (services never create it: an admin
+  /// step does, see `create_or_verify_stream`); `incompatible` naming each
+  /// bad setting; `unavailable` when NATS does not answer.
+  Status verify_stream();
+  /// The admin step: creates the stream with the protective settings, or
+  /// verifies an existing one as `verify_stream` does, first tightening in
+  /// place what an update can change without touching a message (discard
+  /// policy, a too short duplicate window; listed in `*changed`). Needs a
+  /// user allowed to create streams. Sets `*created` when it created it.
+  Status create_or_verify_stream(bool* created = nullptr,
+                                 std::vector<std::string>* changed = nullptr);
 
   Result<AppendResult> append(const OutgoingEvent& ev);
   /// The same append without blocking the caller: many appends in flight
@@ -137,6 +166,7 @@ class EventStore {
 
  private:
   EventStore() = default;
+  Status tighten_stream(std::vector<std::string>* changes);
   static void on_async_ack(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
   natsMsg* build_message(const OutgoingEvent& ev, jsPubOptions* po, natsStatus* status);
   /// The `unavailable` answer while the connection is down (built only then:
@@ -151,10 +181,13 @@ class EventStore {
 };
 
 /// How a service starts on the log: connect (never blocking on an absent
-/// server) and make one attempt at the stream, so that an incompatible stream
-/// stops the start with a clear message. `stream_ready` says whether that
-/// attempt succeeded; if not (NATS not there yet) the caller retries
-/// `ensure_stream` in the background.
+/// server; credentials from the URL, or a `.creds` file named by
+/// SUPAPLANE_NATS_CREDS) and make one check of the stream, so that an
+/// incompatible stream stops the start with a clear message naming the
+/// setting. `stream_ready` says whether that check passed; if not (NATS not
+/// there yet, or the stream not created yet) the caller retries
+/// `verify_stream` in the background and stays not ready. Services never
+/// create the stream. `replicas` is only compared (a warning).
 Result<std::unique_ptr<EventStore>> open_for_service(const std::string& url,
                                                      const std::string& service, int replicas,
                                                      bool* stream_ready);
