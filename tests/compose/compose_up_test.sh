@@ -106,16 +106,26 @@ phase "dockerd up (data root $CACHE/docker)"
 DOCKER=$DOCKER "$ROOT/scripts/docker-base-images" >"$W/base-images.log" 2>&1 ||
   { cat "$W/base-images.log" >&2; fail "scripts/docker-base-images"; }
 phase "base images debian:bookworm, debian:bookworm-slim"
+# The six builds run at once: they wait mostly on Debian's mirror and dpkg.
 build_image() {  # tag dockerfile context
-  DOCKER_BUILDKIT=0 $DOCKER build -q --network host -f "$2" -t "$1" "$3" >"$W/build.log" 2>&1 ||
-    { tail -30 "$W/build.log" >&2; fail "docker build $2"; }
+  DOCKER_BUILDKIT=0 $DOCKER build -q --network host -f "$2" -t "$1" "$3" >"$W/build-${1//[:\/]/-}.log" 2>&1
 }
+builds=()
 for svc in nats redis postgres prometheus; do
-  build_image "local/$svc:test" "$ROOT/deploy/images/debian/$svc.Dockerfile" "$ROOT/deploy/images/debian"
+  build_image "local/$svc:test" "$ROOT/deploy/images/debian/$svc.Dockerfile" "$ROOT/deploy/images/debian" &
+  builds+=("$!:deploy/images/debian/$svc.Dockerfile:local-$svc-test")
 done
-build_image local/nats-box:test "$ROOT/tests/compose/nats-box/Dockerfile" "$ROOT/tests/compose/nats-box"
+build_image local/nats-box:test "$ROOT/tests/compose/nats-box/Dockerfile" "$ROOT/tests/compose/nats-box" &
+builds+=("$!:tests/compose/nats-box/Dockerfile:local-nats-box-test")
 DOCKER=$DOCKER "$ROOT/deploy/images/build-from-host" --build-dir "$BUILD" --tag supaplane/supaplane:test \
-  -- --network host >"$W/build.log" 2>&1 || { tail -30 "$W/build.log" >&2; fail "deploy/images/build-from-host"; }
+  -- --network host >"$W/build-supaplane.log" 2>&1 &
+builds+=("$!:deploy/images/build-from-host:supaplane")
+failed=""
+for b in "${builds[@]}"; do
+  IFS=: read -r pid what log <<<"$b"
+  wait "$pid" || { tail -30 "$W/build-$log.log" >&2; failed+=" $what"; }
+done
+[ -z "$failed" ] || fail "image builds failed:$failed"
 phase "images built"
 $DOCKER image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '<none>' | sort | sed 's/^/  /'
 
