@@ -17,6 +17,9 @@ PACKAGES=(
   curl jq clang-format openssl
   nodejs
   prometheus python3-yaml docker-compose
+  # the compose bring-up (tests/compose/compose_up_test.sh): its own dockerd,
+  # base images from debootstrap, psql as the tenant's client
+  docker.io debootstrap postgresql-client binutils
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -54,9 +54,10 @@ one_shot = {"nats-setup"}
 stateful = {"nats": "/data", "redis": "/data", "postgres": "/var/lib/postgresql/data",
             "prometheus": "/prometheus", "grafana": "/var/lib/grafana", "router-sync": "/var/lib/supaplane/traefik"}
 ours = {"api", "provisioner", "router-sync", "billing", "console"}
-# Traefik and Grafana only in their profiles (no Debian package: the
-# bring-up leaves them out); everything else always.
-want_profiles = {"traefik": ["edge"], "grafana": ["grafana"]}
+# Traefik with the console, and Grafana, only in their profiles (no Debian
+# package: the bring-up of compose_up_test.sh leaves them out); everything
+# else always.
+want_profiles = {"traefik": ["edge"], "console": ["edge"], "grafana": ["grafana"]}
 for name, s in full["services"].items():
     if s.get("profiles") != want_profiles.get(name):
         problems.append(f"{name}: profiles {s.get('profiles')} (want {want_profiles.get(name)})")

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# deploy/compose brought up for real, against a dockerd this test starts,
+# with nothing pulled from a registry:
+#  - images: debian:bookworm(-slim) from debootstrap (scripts/docker-base-images);
+#    supaplane/supaplane from the binaries of BUILD_DIR
+#    (deploy/images/build-from-host: the Dockerfile's runtime stage, no
+#    compile in docker); nats-server, redis, PostgreSQL and Prometheus from
+#    Debian's packages (deploy/images/debian/*.Dockerfile) through the
+#    compose file's *_IMAGE variables; nats-setup with a stand-in of the NATS
+#    CLI (tests/compose/nats-box: Debian has no package of it). Traefik,
+#    Grafana and the console stay out (profiles edge / grafana).
+#  - `docker-compose up -d` with make-env's secrets; every supaplane
+#    container turns healthy; PLATFORM exists with the settings of
+#    docs/events.md;
+#  - through the published gRPC port, supaplanectl (BUILD_DIR/cli) signs up,
+#    creates a tenant that turns ACTIVE, and its credentials connect with
+#    psql through PostgreSQL's published port;
+#  - Prometheus (its HTTP API) reports the four services' targets up;
+#  - `docker-compose down` then `up -d` keeps the account (login), the tenant
+#    (ACTIVE, psql still connects) and the stream (same messages), and a new
+#    tenant still converges.
+# Stops everything it started, also on failure: `down -v`, the containers,
+# dockerd, its mounts. The daemon's data root (base images, image layers) is
+# kept in BUILD_DIR/compose-cache so a second run builds nothing.
+# Fails, never skips, when a tool is missing.   compose_up_test.sh BUILD_DIR
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+BUILD="${1:?usage: compose_up_test.sh BUILD_DIR}"
+BUILD=$(cd "$BUILD" && pwd)
+C="$ROOT/deploy/compose"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || fail "needs root (dockerd, debootstrap)"
+for tool in dockerd docker-compose debootstrap psql jq curl strip ldd dpkg; do
+  command -v "$tool" >/dev/null || fail "'$tool' not found (./scripts/test installs docker.io docker-compose debootstrap postgresql-client jq curl binutils)"
+done
+DOCKER=/usr/bin/docker  # Debian's client (docker.io), the daemon's version
+[ -x "$DOCKER" ] || fail "$DOCKER not found (Debian: docker.io)"
+for b in services/api/supaplane-api services/provisioner/supaplane-provisioner \
+  services/router-sync/supaplane-router-sync services/billing/supaplane-billing cli/supaplanectl; do
+  [ -x "$BUILD/$b" ] || fail "$BUILD/$b is not built"
+done
+
+CACHE="${SUPAPLANE_COMPOSE_CACHE:-$BUILD/compose-cache}"
+mkdir -p "$CACHE"
+# One run at a time per cache (the daemon's data root is not shareable).
+exec {lock}>"$CACHE/lock"
+flock -w 900 "$lock" || fail "another compose_up_test holds $CACHE/lock"
+W=$(mktemp -d /tmp/supaplane-compose-up-XXXXXX)
+PROJECT="spcompose$$"
+DPID=""
+t0=$SECONDS
+phase() { echo "[$((SECONDS - t0)) s] $*"; }
+
+dc() {
+  docker-compose --project-directory "$C" --project-name "$PROJECT" -f "$C/docker-compose.yml" \
+    --env-file "$W/.env" "$@"
+}
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$DPID" ]; then
+    if ((rc != 0)); then
+      echo "---- docker-compose ps / logs (the test failed) ----" >&2
+      dc ps >&2 2>&1
+      dc logs --no-color --tail 15 >&2 2>&1
+    fi
+    dc down -v --remove-orphans -t 5 >"$W/down.log" 2>&1 || cat "$W/down.log" >&2
+    local left
+    left=$($DOCKER ps -aq)
+    [ -z "$left" ] || $DOCKER rm -f -v $left >/dev/null
+    $DOCKER volume prune -f >/dev/null
+    $DOCKER image prune -f >/dev/null  # the previous supaplane image, now untagged
+    kill "$DPID" 2>/dev/null
+    wait "$DPID" 2>/dev/null
+  fi
+  # dockerd leaves its network namespaces mounted under the exec root.
+  local m
+  for m in "$W"/exec/netns/*; do [ -e "$m" ] && umount "$m" 2>/dev/null; done
+  rm -rf "$W"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# ---- the daemon: no default bridge; compose's network from 172.31.0.0/16
+# (other suites' daemons use 172.29 and 172.30).
+dockerd --data-root "$CACHE/docker" --exec-root "$W/exec" -H "unix://$W/docker.sock" \
+  --pidfile "$W/docker.pid" --bridge=none --default-address-pool base=172.31.0.0/16,size=24 \
+  --log-level warn >"$W/dockerd.log" 2>&1 &
+DPID=$!
+export DOCKER_HOST="unix://$W/docker.sock"
+deadline=$((SECONDS + 60))
+until $DOCKER info >/dev/null 2>&1; do
+  ((SECONDS < deadline)) || fail "dockerd did not start: $(tail -5 "$W/dockerd.log")"
+  kill -0 "$DPID" 2>/dev/null || fail "dockerd exited: $(tail -5 "$W/dockerd.log")"
+  sleep 0.2
+done
+# Left over by a run that was killed before its cleanup.
+stale=$($DOCKER ps -aq)
+[ -z "$stale" ] || $DOCKER rm -f -v $stale >/dev/null
+$DOCKER volume prune -f >/dev/null
+$DOCKER network prune -f >/dev/null
+phase "dockerd up (data root $CACHE/docker)"
+
+# ---- images, nothing pulled. Builds run on the host's network (the daemon
+# has no default bridge); apt-get reaches Debian's mirror from there.
+DOCKER=$DOCKER "$ROOT/scripts/docker-base-images" >"$W/base-images.log" 2>&1 ||
+  { cat "$W/base-images.log" >&2; fail "scripts/docker-base-images"; }
+phase "base images debian:bookworm, debian:bookworm-slim"
+# The six builds run at once: they wait mostly on Debian's mirror and dpkg.
+build_image() {  # tag dockerfile context
+  DOCKER_BUILDKIT=0 $DOCKER build -q --network host -f "$2" -t "$1" "$3" >"$W/build-${1//[:\/]/-}.log" 2>&1
+}
+builds=()
+for svc in nats redis postgres prometheus; do
+  build_image "local/$svc:test" "$ROOT/deploy/images/debian/$svc.Dockerfile" "$ROOT/deploy/images/debian" &
+  builds+=("$!:deploy/images/debian/$svc.Dockerfile:local-$svc-test")
+done
+build_image local/nats-box:test "$ROOT/tests/compose/nats-box/Dockerfile" "$ROOT/tests/compose/nats-box" &
+builds+=("$!:tests/compose/nats-box/Dockerfile:local-nats-box-test")
+DOCKER=$DOCKER "$ROOT/deploy/images/build-from-host" --build-dir "$BUILD" --tag supaplane/supaplane:test \
+  -- --network host >"$W/build-supaplane.log" 2>&1 &
+builds+=("$!:deploy/images/build-from-host:supaplane")
+failed=""
+for b in "${builds[@]}"; do
+  IFS=: read -r pid what log <<<"$b"
+  wait "$pid" || { tail -30 "$W/build-$log.log" >&2; failed+=" $what"; }
+done
+[ -z "$failed" ] || fail "image builds failed:$failed"
+phase "images built"
+$DOCKER image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '<none>' | sort | sed 's/^/  /'
+
+# ---- the platform
+"$C/make-env" --output "$W/.env" >/dev/null
+set -a
+source <(grep -E '^(SUPAPLANE_ADMIN_PASSWORD|NATS_ADMIN_PASSWORD)=' "$W/.env")
+set +a
+free_port grpc; free_port pg; free_port prom
+# The shell's variables win over .env in compose's substitution.
+export SUPAPLANE_IMAGE=supaplane/supaplane:test NATS_IMAGE=local/nats:test REDIS_IMAGE=local/redis:test \
+  POSTGRES_IMAGE=local/postgres:test PROMETHEUS_IMAGE=local/prometheus:test NATS_BOX_IMAGE=local/nats-box:test
+export SUPAPLANE_GRPC_PUBLISH="127.0.0.1:$grpc" SUPAPLANE_TENANT_DB_PUBLISH="$pg" \
+  PROMETHEUS_PUBLISH="127.0.0.1:$prom" SUPAPLANE_TENANT_DB_PUBLIC_HOST=127.0.0.1
+
+services=(api provisioner router-sync billing)
+up() {
+  dc up -d >"$W/up.log" 2>&1 || { cat "$W/up.log" >&2; fail "docker-compose up -d"; }
+  local deadline=$((SECONDS + 180)) s id health
+  for s in "${services[@]}" nats redis postgres prometheus; do
+    id=$(dc ps -q "$s")
+    [ -n "$id" ] || fail "no container for $s"
+    health=""
+    until [ "$health" = healthy ]; do
+      ((SECONDS < deadline)) || fail "$s is '$health' after 180 s: $(dc logs --no-color --tail 10 "$s")"
+      sleep 0.5
+      health=$($DOCKER inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
+    done
+  done
+  [ "$($DOCKER inspect -f '{{.State.ExitCode}}' "$(dc ps -q nats-setup)")" = 0 ] || fail "nats-setup did not succeed"
+}
+# The PLATFORM stream as nats-server reports it (monitoring port, inside the nats container).
+stream() {
+  dc exec -T nats wget -qO- 'http://127.0.0.1:8222/jsz?streams=true&config=true' |
+    jq -e '.account_details[].stream_detail[] | select(.name == "PLATFORM")'
+}
+
+up
+phase "docker-compose up: ${services[*]}, nats, redis, postgres, prometheus healthy"
+s=$(stream) || fail "no PLATFORM stream after nats-setup"
+jq -e '.config | .subjects == ["platform.>"] and .storage == "file" and .deny_delete and .deny_purge
+  and .allow_direct and .duplicate_window == 120000000000 and .max_msgs == -1 and .max_age == 0' <<<"$s" >/dev/null ||
+  fail "PLATFORM has other settings than docs/events.md: $(jq -c .config <<<"$s")"
+for s in "${services[@]}"; do
+  $DOCKER inspect -f '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$(dc ps -q "$s")" | grep -qx '10001:10001 true' ||
+    fail "$s does not run as 10001 on a read-only root"
+done
+
+export SUPAPLANE_API_ADDR="127.0.0.1:$grpc" SUPAPLANE_TOKEN_FILE="$W/token"
+ctl() { "$BUILD/cli/supaplanectl" "$@"; }
+wait_phase() {  # ref phase
+  local deadline=$((SECONDS + 90)) p=""
+  until [ "$p" = "$2" ]; do
+    ((SECONDS < deadline)) || fail "tenant $1 stayed $p, never $2: $(dc logs --no-color --tail 10 provisioner)"
+    sleep 0.2
+    p=$(ctl --json tenant get "$1" | jq -r '.phase')
+  done
+}
+ctl signup --email compose@example.com --password compose-password-1 >/dev/null
+ref=$(ctl --json tenant create --name compose | jq -r '.tenant.ref')
+[[ "$ref" =~ ^[a-z]{20}$ ]] || fail "tenant create returned ref '$ref'"
+wait_phase "$ref" ACTIVE
+cs=$(ctl --json tenant credentials "$ref" | jq -r '.connection_string')
+[[ "$cs" == *"@127.0.0.1:$pg/"* ]] || fail "the connection string does not name the published port $pg"
+[ "$(psql "$cs" -tAc 'SELECT 1')" = 1 ] || fail "psql cannot connect with the tenant's credentials"
+psql "$cs" -qc 'CREATE TABLE kept (v text); INSERT INTO kept VALUES ($$before down$$)'
+phase "signed up, tenant $ref ACTIVE, psql connects through port $pg"
+
+# Prometheus scrapes every 15 s: wait until each job's target has been scraped up.
+want='["supaplane-api","supaplane-billing","supaplane-provisioner","supaplane-router-sync"]'
+deadline=$((SECONDS + 120)); up_jobs=""
+until [ "$up_jobs" = "$want" ]; do
+  ((SECONDS < deadline)) || fail "Prometheus targets up: $up_jobs, want $want: $(curl -s "http://127.0.0.1:$prom/api/v1/targets" | jq -c '[.data.activeTargets[] | {job: .labels.job, health, lastError}]')"
+  sleep 1
+  up_jobs=$(curl -fsS "http://127.0.0.1:$prom/api/v1/targets" |
+    jq -c '[.data.activeTargets[] | select(.health == "up") | .labels.job] | unique')
+done
+phase "Prometheus: the 4 targets up"
+
+# ---- down, then up: the named volumes keep everything.
+msgs=$(stream | jq '.state.messages')
+((msgs >= 3)) || fail "PLATFORM holds $msgs messages after a signup and a tenant"
+dc down -t 10 >"$W/down.log" 2>&1 || { cat "$W/down.log" >&2; fail "docker-compose down"; }
+[ -z "$(dc ps -q)" ] || fail "containers left after docker-compose down"
+phase "docker-compose down ($msgs messages in PLATFORM)"
+up
+phase "docker-compose up again"
+[[ "$(dc logs --no-color nats-setup)" == *"stream PLATFORM exists"* ]] || fail "nats-setup did not find the kept stream"
+[ "$(stream | jq '.state.messages')" = "$msgs" ] || fail "PLATFORM lost messages: $msgs before, $(stream | jq '.state.messages') after"
+ctl --token-file "$W/token2" login --email compose@example.com --password compose-password-1 >/dev/null ||
+  fail "the account is gone after down / up"
+[ "$(ctl --token-file "$W/token2" --json tenant get "$ref" | jq -r .phase)" = ACTIVE ] || fail "tenant $ref is not ACTIVE after down / up"
+[ "$(psql "$cs" -tAc 'SELECT v FROM kept')" = "before down" ] || fail "the tenant's database lost its data"
+ref2=$(ctl --json tenant create --name compose2 | jq -r '.tenant.ref')
+wait_phase "$ref2" ACTIVE
+((${#ref2} == 20)) && [ "$ref2" != "$ref" ] || fail "second tenant: $ref2"
+# No secret in any container's log.
+logs=$(dc logs --no-color)
+tenant_pw=${cs#postgresql://*:}; tenant_pw=${tenant_pw%%@*}
+((${#tenant_pw} >= 16)) || fail "could not take the password out of the connection string"
+for secret in "$SUPAPLANE_ADMIN_PASSWORD" "$NATS_ADMIN_PASSWORD" "$tenant_pw"; do
+  [[ "$logs" != *"$secret"* ]] || fail "a secret from .env is in the containers' logs"
+done
+phase "after down / up: account, tenant $ref (and its data), stream kept; tenant $ref2 ACTIVE"
+echo "compose up: all checks passed in $((SECONDS - t0)) s"
