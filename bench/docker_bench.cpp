@@ -127,6 +127,7 @@ struct Bench {
   std::string edge = "sp-bench-edge";
 
   int health_interval_ms = 5000;
+  int wait_minutes = 10;
   testenv::TempDir dir{"sp-docker-bench"};
 
   /// The test stack with its health checks every `health_interval_ms`.
@@ -211,17 +212,20 @@ struct Bench {
   }
 
   void wait_phase(const std::string& ref, v1::Phase phase) {
-    const auto deadline = SteadyClock::now() + std::chrono::minutes(5);
+    const auto deadline = SteadyClock::now() + std::chrono::minutes(wait_minutes);
+    v1::Tenant t;
     while (SteadyClock::now() < deadline) {
       v1::GetTenantRequest req;
       req.set_ref(ref);
-      v1::Tenant t;
       if (tenants->GetTenant(ctx().get(), req, &t).ok() && t.phase() == phase &&
           t.observed_generation() == t.generation())
         return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    throw std::runtime_error(ref + " never reached " + v1::Phase_Name(phase));
+    throw std::runtime_error(ref + " never reached " + v1::Phase_Name(phase) + " (last seen " +
+                             v1::Phase_Name(t.phase()) + ", " + t.status() + ", generation " +
+                             std::to_string(t.observed_generation()) + "/" +
+                             std::to_string(t.generation()) + ", " + t.last_error() + ")");
   }
 
   /// The raw script for a fresh stack named like a tenant.

@@ -21,7 +21,9 @@
 #    tenant still converges.
 # Stops everything it started, also on failure: `down -v`, the containers,
 # dockerd, its mounts. The daemon's data root (base images, image layers) is
-# kept in BUILD_DIR/compose-cache so a second run builds nothing.
+# kept in ~/.cache/supaplane/compose (like ccache's cache, it outlives build
+# directories and clean clones), so a second run builds nothing but the
+# supaplane image; SUPAPLANE_COMPOSE_CACHE moves it.
 # Fails, never skips, when a tool is missing.   compose_up_test.sh BUILD_DIR
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -40,7 +42,7 @@ for b in services/api/supaplane-api services/provisioner/supaplane-provisioner \
   [ -x "$BUILD/$b" ] || fail "$BUILD/$b is not built"
 done
 
-CACHE="${SUPAPLANE_COMPOSE_CACHE:-$BUILD/compose-cache}"
+CACHE="${SUPAPLANE_COMPOSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/supaplane/compose}"
 mkdir -p "$CACHE"
 # One run at a time per cache (the daemon's data root is not shareable).
 exec {lock}>"$CACHE/lock"
