@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "supaplane/core/parse.hpp"
 #include "supaplane/domain/tenant.hpp"
 
 namespace supaplane::projection {
@@ -182,7 +183,9 @@ Result<std::uint64_t> TenantProjection::checkpoint(RedisConnection& c, const std
   auto r = c.command({"GET", base_ + gen + ":checkpoint"});
   if (!r) return r.error();
   if ((*r)->type != REDIS_REPLY_STRING) return std::uint64_t{0};
-  return std::stoull(str(r->get()));
+  auto v = parse_decimal<std::uint64_t>(str(r->get()));
+  if (!v) return corrupt("undecodable checkpoint in Redis");
+  return *v;
 }
 
 Result<std::optional<std::uint64_t>> TenantProjection::stored_checkpoint(RedisConnection& c,
@@ -190,7 +193,9 @@ Result<std::optional<std::uint64_t>> TenantProjection::stored_checkpoint(RedisCo
   auto r = c.command({"GET", base_ + gen + ":checkpoint"});
   if (!r) return r.error();
   if ((*r)->type != REDIS_REPLY_STRING) return std::optional<std::uint64_t>{};
-  return std::optional<std::uint64_t>(std::stoull(str(r->get())));
+  auto v = parse_decimal<std::uint64_t>(str(r->get()));
+  if (!v) return corrupt("undecodable checkpoint in Redis");
+  return std::optional<std::uint64_t>(*v);
 }
 
 Result<std::optional<std::uint64_t>> TenantProjection::live_checkpoint(RedisConnection& c) {
@@ -265,7 +270,9 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
     return make_error(errc::unavailable, "tenant projection is being rebuilt; retry");
   std::uint64_t last = 0;
   for (std::size_t i = 1; i + 1 < rep->elements; i += 2) {
-    last = std::stoull(str(rep->element[i]));
+    auto cursor = parse_decimal<std::uint64_t>(str(rep->element[i]));
+    if (!cursor) return corrupt("undecodable list cursor");
+    last = *cursor;
     v1::TenantState s;
     const redisReply* e = rep->element[i + 1];
     if (e->type != REDIS_REPLY_STRING || !s.ParseFromArray(e->str, static_cast<int>(e->len)))

@@ -6,6 +6,7 @@
 #include "billing_domain.hpp"
 #include "processor.hpp"
 #include "stripe_event.hpp"
+#include "supaplane/core/parse.hpp"
 #include "supaplane/logging/logging.hpp"
 
 namespace supaplane::billing {
@@ -122,7 +123,9 @@ Status BillingProjector::check() {
   auto cp = redis_.command({"GET", prefix_ + "checkpoint"});
   if (!cp) return cp.error();
   if ((*cp)->type != REDIS_REPLY_STRING) return rebuild(RebuildReason::checkpoint_missing);
-  const std::uint64_t checkpoint = std::stoull(std::string((*cp)->str, (*cp)->len));
+  const auto stored = parse_decimal<std::uint64_t>(std::string_view((*cp)->str, (*cp)->len));
+  if (!stored) return rebuild(RebuildReason::checkpoint_missing);  // undecodable: as if lost
+  const std::uint64_t checkpoint = *stored;
   auto last = store_.last_sequence();
   if (!last) return last.error();
   if (checkpoint > *last) return rebuild(RebuildReason::stream_behind);
@@ -153,17 +156,17 @@ Status BillingProjector::rebuild(projection::RebuildReason why) {
   }
   std::uint64_t events = 0, last = 0;
   Status failed = Status::Ok();
-  auto st = store_.replay(std::string(kBillingPrefix) + ">", 1,
-                          [&](const event_store::StoredMessage& m) {
-                            auto a = apply(m, true);
-                            if (!a && a.error().code != errc::corrupt) {
-                              failed = a;
-                              return false;
-                            }
-                            ++events;
-                            last = m.sequence;
-                            return true;
-                          });
+  auto st =
+      store_.replay(std::string(kBillingPrefix) + ">", 1, [&](const event_store::StoredMessage& m) {
+        auto a = apply(m, true);
+        if (!a && a.error().code != errc::corrupt) {
+          failed = a;
+          return false;
+        }
+        ++events;
+        last = m.sequence;
+        return true;
+      });
   if (!st) return st;
   if (!failed) return failed;
   if (auto r = redis_.command({"SET", prefix_ + "checkpoint", std::to_string(last)}); !r)

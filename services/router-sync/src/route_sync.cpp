@@ -1,5 +1,6 @@
 #include "route_sync.hpp"
 
+#include "supaplane/core/parse.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/secrets/secrets.hpp"
 
@@ -92,9 +93,13 @@ Status RouteSync::start(projection::TenantProjection& projection,
     if (!r) return r.error();
     const redisReply* rep = r->get();
     EdgeKeys k;
+    // An undecodable entry is as good as none: the keys are loaded again.
+    std::optional<std::int64_t> gen;
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
-        rep->element[0]->type == REDIS_REPLY_STRING) {
-      k.keys_generation = std::stoll(reply_str(rep->element[0]));
+        rep->element[0]->type == REDIS_REPLY_STRING)
+      gen = parse_decimal<std::int64_t>(reply_str(rep->element[0]));
+    if (gen) {
+      k.keys_generation = *gen;
       k.publishable_hash = reply_str(rep->element[1]);
       k.secret_hash = reply_str(rep->element[2]);
       auto secret = secrets::open(master_, ref, reply_str(rep->element[3]));
