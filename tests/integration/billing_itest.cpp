@@ -19,9 +19,9 @@
 
 #include "alert_rules.hpp"
 #include "billing_app.hpp"
+#include "eventually.hpp"
 #include "provisioner_app.hpp"
 #include "router_app.hpp"
-#include "eventually.hpp"
 #include "servers.hpp"
 #include "signature.hpp"
 #include "supaplane/auth/token.hpp"
@@ -332,11 +332,14 @@ TEST_F(BillingTest, SlowClientsAreCutOffAndAFloodBeyondTheQueueIs503) {
                           "queued_connections 2"};
   std::vector<int> slow;
   for (const char* state : expect) {
-    slow.push_back(open_slow(billing_->http_port(), "POST /stripe/webhook HTTP/1.1\r\nHost: x\r\n"));
+    slow.push_back(
+        open_slow(billing_->http_port(), "POST /stripe/webhook HTTP/1.1\r\nHost: x\r\n"));
     ASSERT_GE(slow.back(), 0);
     ASSERT_TRUE(testenv::eventually([&] {
       return has(std::string("supaplane_billing_http_") + state);
-    })) << state << "\n" << metrics();
+    })) << state
+        << "\n"
+        << metrics();
   }
   // One more is refused at once, not queued behind them.
   EXPECT_EQ(raw_status("Content-Length: 0\r\n"), 503);
@@ -346,9 +349,9 @@ TEST_F(BillingTest, SlowClientsAreCutOffAndAFloodBeyondTheQueueIs503) {
     return std::all_of(slow.begin(), slow.end(), [](int fd) { return closed_by_peer(fd); });
   }));
   for (int fd : slow) ::close(fd);
-  EXPECT_TRUE(testenv::eventually(
-      [&] { return has("supaplane_billing_http_incomplete_connections_total 4"); }))
-      << metrics();
+  EXPECT_TRUE(testenv::eventually([&] {
+    return has("supaplane_billing_http_incomplete_connections_total 4");
+  })) << metrics();
   // A real webhook goes through afterwards.
   const std::string unknown =
       R"({"id":"evt_after_flood","object":"event","type":"charge.refunded","created":1,"data":{"object":{"id":"ch_1","customer":"cus_f"}}})";

@@ -9,9 +9,9 @@
 
 #include "eventually.hpp"
 #include "servers.hpp"
-#include "supaplane/projection/guard.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/projection/guard.hpp"
 #include "supaplane/projection/projector.hpp"
 #include "supaplane/projection/tenant_events.hpp"
 #include "tenant_commands.hpp"

@@ -249,10 +249,10 @@ TEST_F(ReplicasTest, RandomCommandsOverTwoReplicasEqualTheLogsFoldOnEach) {
 
 /// Polls GetTenant of every ref on every replica until all answer OK; any
 /// answer other than OK or UNAVAILABLE fails the test.
-void expect_back_without_not_found(ReplicasTest* t, std::vector<Replica>& replicas,
-                                   const std::string& token, const std::vector<std::string>& refs,
-                                   const std::function<grpc::Status(Replica&, const std::string&,
-                                                                    v1::Tenant*)>& get) {
+void expect_back_without_not_found(
+    ReplicasTest* t, std::vector<Replica>& replicas, const std::string& token,
+    const std::vector<std::string>& refs,
+    const std::function<grpc::Status(Replica&, const std::string&, v1::Tenant*)>& get) {
   (void)t;
   int unavailable = 0;
   std::string unexpected;

@@ -575,9 +575,8 @@ TEST_F(RouterSyncTest, RedisLostAtRunTimeIsRebuiltAndRoutesKeepFollowing) {
   ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_ACTIVE); }))
       << "router-sync's projection not rebuilt after FLUSHALL";
   // Counted just after the new generation goes live.
-  EXPECT_TRUE(eventually([&] {
-    return router_->guard().rebuilds(projection::RebuildReason::pointer_missing) >= 1u;
-  }));
+  EXPECT_TRUE(eventually(
+      [&] { return router_->guard().rebuilds(projection::RebuildReason::pointer_missing) >= 1u; }));
   wait_settled(a, call("pause", a).sequence(), v1::PHASE_PAUSED);
   ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_PAUSED); }));
   ASSERT_TRUE(
@@ -588,9 +587,8 @@ TEST_F(RouterSyncTest, RedisLostAtRunTimeIsRebuiltAndRoutesKeepFollowing) {
   ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_PAUSED); }))
       << "router-sync's projection not rebuilt after Redis came back empty";
   // Counted just after the new generation goes live.
-  EXPECT_TRUE(eventually([&] {
-    return router_->guard().rebuilds(projection::RebuildReason::pointer_missing) >= 2u;
-  }));
+  EXPECT_TRUE(eventually(
+      [&] { return router_->guard().rebuilds(projection::RebuildReason::pointer_missing) >= 2u; }));
   wait_settled(a, call("resume", a).sequence(), v1::PHASE_ACTIVE);
   ASSERT_TRUE(eventually([&] { return router_sees(v1::PHASE_ACTIVE); }));
   ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));

@@ -2,6 +2,8 @@
 // real loopback sockets: pipelining without reading, slow and idle
 // connections, too many connections, no file descriptors left, a port held by
 // someone else, malformed heads.
+#include "epoll_http.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -14,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "epoll_http.hpp"
 #include "eventually.hpp"
 #include "router_app.hpp"
 
@@ -86,12 +87,12 @@ const std::size_t kAnswer =
 
 struct Served {
   explicit Served(router::HttpLimits limits, int threads = 2)
-      : server([](const router::HttpRequest& req,
-                  router::HttpResponse& res) {
-                 if (req.path == "/throw") throw std::runtime_error("handler failure");
-                 res.body = kBody;
-               },
-               threads, limits) {
+      : server(
+            [](const router::HttpRequest& req, router::HttpResponse& res) {
+              if (req.path == "/throw") throw std::runtime_error("handler failure");
+              res.body = kBody;
+            },
+            threads, limits) {
     port = server.bind("127.0.0.1", 0).value();
     server.start();
   }
@@ -119,11 +120,14 @@ TEST(EpollHttpLimits, PipeliningClientThatNeverReadsHoldsAtMostTheOutputCap) {
       sent[i] += static_cast<std::size_t>(n);
     }
   };
-  ASSERT_TRUE(eventually([&] {
-    for (int i = 0; i < kConns; ++i) push(i);
-    return s.server.stats().read_pauses.load() >= kConns;
-  }, 5s)) << "pauses " << s.server.stats().read_pauses.load() << " buffered "
-     << s.server.buffered_output_bytes() << " sent " << sent[0] << "/" << all.size();
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (int i = 0; i < kConns; ++i) push(i);
+        return s.server.stats().read_pauses.load() >= kConns;
+      },
+      5s))
+      << "pauses " << s.server.stats().read_pauses.load() << " buffered "
+      << s.server.buffered_output_bytes() << " sent " << sent[0] << "/" << all.size();
   // Paused connections are not read: what they buffer stops growing at the
   // cap plus at most one answer each.
   const auto bound = static_cast<std::int64_t>(kConns * (limits.max_output_bytes + kAnswer));

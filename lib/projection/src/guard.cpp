@@ -106,9 +106,10 @@ Result<std::optional<RebuildReason>> ProjectionGuard::inspect() {
   if (waiter_.current() > *last) {
     // This process applied events of a stream that no longer exists (another
     // process already rebuilt from the new one): forget them.
-    log()->warn("applied sequence {} is past the end of the stream ({}); following the "
-                "projection's checkpoint {}",
-                waiter_.current(), *last, checkpoint);
+    log()->warn(
+        "applied sequence {} is past the end of the stream ({}); following the "
+        "projection's checkpoint {}",
+        waiter_.current(), *last, checkpoint);
     waiter_.reset(checkpoint);
   }
   if (checkpoint < waiter_.current()) return Found{RebuildReason::checkpoint_behind};
@@ -141,8 +142,8 @@ Result<RebuildResult> ProjectionGuard::rebuild_locked(RebuildReason why) {
   const std::string lock_key = projection_.base() + "rebuild-lock";
   set_problem(std::string("projection is being rebuilt (") + to_string(why) + ")");
   if (auto st = redis_.ensure(); !st) return st.error();
-  auto got = redis_.command({"SET", lock_key, token_, "NX", "PX",
-                             std::to_string(options_.lock_ttl.count())});
+  auto got = redis_.command(
+      {"SET", lock_key, token_, "NX", "PX", std::to_string(options_.lock_ttl.count())});
   if (!got) return got.error();
   if ((*got)->type == REDIS_REPLY_NIL) {
     // Another process is rebuilding the same projection; look again later.
@@ -192,8 +193,8 @@ Result<RebuildResult> ProjectionGuard::rebuild_locked(RebuildReason why) {
   else
     waiter_.advance(r->checkpoint);
   rebuilds_[static_cast<std::size_t>(why)]++;
-  log()->info("projection rebuilt into {} ({}): {} events up to {} in {:.3f}s", gen,
-              to_string(why), r->events, r->checkpoint, r->seconds);
+  log()->info("projection rebuilt into {} ({}): {} events up to {} in {:.3f}s", gen, to_string(why),
+              r->events, r->checkpoint, r->seconds);
   set_problem("");
   if (on_rebuilt_) on_rebuilt_(why, *r);
   return r;

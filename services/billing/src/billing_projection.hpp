@@ -62,7 +62,7 @@ class BillingProjector final : public event_store::BatchHandler {
   projection::RedisConnection redis_;
   std::string prefix_;
   event_store::EventStore& store_;
-  std::mutex mu_;  ///< one apply or rebuild at a time; guards redis_
+  std::mutex mu_;                              ///< one apply or rebuild at a time; guards redis_
   std::atomic<std::uint64_t> applied_seq_{0};  ///< last sequence this process applied
   std::function<void(projection::RebuildReason, std::uint64_t)> on_rebuilt_;
   std::array<std::atomic<std::uint64_t>, projection::kRebuildReasons.size()> rebuilds_{};

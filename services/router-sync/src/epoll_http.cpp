@@ -165,7 +165,8 @@ void process(Conn& c, const HttpHandler& handler, const HttpLimits& limits,
       return refuse(c, 411, stats);  // no chunked bodies here: answer and hang up
     const std::string len = req.header("content-length");
     if (req.headers.count("content-length") != 0) {
-      if (len.empty() || len.size() > 19 || len.find_first_not_of("0123456789") != std::string::npos)
+      if (len.empty() || len.size() > 19 ||
+          len.find_first_not_of("0123456789") != std::string::npos)
         return refuse(c, 400, stats);
       const std::size_t n = std::stoull(len);  // <= 19 digits: fits
       if (n > limits.max_body) return refuse(c, 413, stats);
@@ -228,8 +229,8 @@ Result<int> EpollHttpServer::bind(const std::string& host, int port) {
   // lets a restart bind while old connections sit in TIME_WAIT.
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0)
-    return make_error(errc::unavailable,
-                      "cannot listen on " + where + ": " + std::strerror(errno), "http_addr");
+    return make_error(errc::unavailable, "cannot listen on " + where + ": " + std::strerror(errno),
+                      "http_addr");
   const int one = 1;
   ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -324,8 +325,9 @@ void EpollHttpServer::run(Loop& loop) {
   std::vector<epoll_event> events(256);
   const auto header_timeout = std::chrono::milliseconds(std::max(1, limits_.header_timeout_ms));
   const auto idle_timeout = std::chrono::milliseconds(std::max(1, limits_.idle_timeout_ms));
-  const auto sweep_every = std::clamp(std::min(header_timeout, idle_timeout) / 4,
-                                      std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+  const auto sweep_every =
+      std::clamp(std::min(header_timeout, idle_timeout) / 4, std::chrono::milliseconds(10),
+                 std::chrono::milliseconds(1000));
   auto publish = [&](Conn& c) {  // keeps the buffered-bytes gauge true
     const std::size_t now = c.pending();
     if (now == c.accounted) return;

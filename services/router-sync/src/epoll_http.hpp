@@ -59,9 +59,9 @@ struct HttpServerStats {
   std::atomic<std::uint64_t> refused_connections{0};  ///< over max_connections
   std::atomic<std::uint64_t> header_timeouts{0};
   std::atomic<std::uint64_t> idle_timeouts{0};
-  std::atomic<std::uint64_t> bad_requests{0};  ///< answered 400 / 411 / 413 / 431 and closed
-  std::atomic<std::uint64_t> accept_errors{0};  ///< EMFILE / ENFILE / ENOBUFS / ENOMEM on accept
-  std::atomic<std::uint64_t> read_pauses{0};    ///< a connection reached max_output_bytes
+  std::atomic<std::uint64_t> bad_requests{0};    ///< answered 400 / 411 / 413 / 431 and closed
+  std::atomic<std::uint64_t> accept_errors{0};   ///< EMFILE / ENFILE / ENOBUFS / ENOMEM on accept
+  std::atomic<std::uint64_t> read_pauses{0};     ///< a connection reached max_output_bytes
   std::atomic<std::uint64_t> handler_errors{0};  ///< handler threw: answered 500
 };
 

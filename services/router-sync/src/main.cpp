@@ -52,12 +52,12 @@ int main(int argc, char** argv) {
   bind_option(app, "http-max-output-kib", "SUPAPLANE_HTTP_MAX_OUTPUT_KIB", o.http_max_output_kib,
               "per connection: unsent answers beyond this pause reading it (pipelining clients "
               "that do not read)");
-  bind_option(app, "http-max-connections", "SUPAPLANE_HTTP_MAX_CONNECTIONS",
-              o.http_max_connections, "open HTTP connections; beyond it new ones are closed");
+  bind_option(app, "http-max-connections", "SUPAPLANE_HTTP_MAX_CONNECTIONS", o.http_max_connections,
+              "open HTTP connections; beyond it new ones are closed");
   bind_option(app, "http-header-timeout-ms", "SUPAPLANE_HTTP_HEADER_TIMEOUT_MS",
               o.http_header_timeout_ms, "a request must arrive whole within this (slow clients)");
-  bind_option(app, "http-idle-timeout-ms", "SUPAPLANE_HTTP_IDLE_TIMEOUT_MS",
-              o.http_idle_timeout_ms, "idle keep-alive connections are closed after this");
+  bind_option(app, "http-idle-timeout-ms", "SUPAPLANE_HTTP_IDLE_TIMEOUT_MS", o.http_idle_timeout_ms,
+              "idle keep-alive connections are closed after this");
   bind_option(app, "durable", "SUPAPLANE_ROUTER_DURABLE", o.durable, "durable consumer name");
   bind_option(app, "redis-prefix", "SUPAPLANE_ROUTER_REDIS_PREFIX", o.redis_prefix,
               "key prefix of this service's projection");

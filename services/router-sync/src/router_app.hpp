@@ -41,9 +41,9 @@ struct AppOptions {
   std::string gateway_url_pattern{kDefaultGatewayUrlPattern};  ///< see EndpointPattern
   std::string db_upstream_pattern{kDefaultDbUpstreamPattern};
   int flush_interval_ms{50};
-  int http_threads{0};  ///< event loops of the HTTP server; 0 = one per core
-  int http_max_output_kib{1024};   ///< per connection: unsent answers beyond it pause reading
-  int http_max_connections{4096};  ///< beyond it new connections are closed at once
+  int http_threads{0};                ///< event loops of the HTTP server; 0 = one per core
+  int http_max_output_kib{1024};      ///< per connection: unsent answers beyond it pause reading
+  int http_max_connections{4096};     ///< beyond it new connections are closed at once
   int http_header_timeout_ms{10000};  ///< a request must arrive whole within this
   int http_idle_timeout_ms{60000};    ///< keep-alive connections idle this long are closed
   int stream_replicas{1};
