@@ -253,7 +253,7 @@ TEST_F(ProjectionTest, AStreamRecreatedBelowTheCheckpointIsDetectedAndRebuilt) {
   jsErrCode jerr = static_cast<jsErrCode>(0);
   ASSERT_EQ(js_DeleteStream(store_->jetstream(), store_->stream().name.c_str(), nullptr, &jerr),
             NATS_OK);
-  ASSERT_TRUE(store_->ensure_stream().ok());
+  ASSERT_TRUE(store_->create_or_verify_stream().ok());
   const auto new_last = append_history(b, 3);
   ASSERT_LT(new_last, old_last);
   projection::ProjectionGuard guard(proj_, addr_, *store_, waiter_);
