@@ -182,6 +182,8 @@ TEST(ApiOnCluster, CreatesSurviveALeaderKillAndARebuildEqualsTheLiveProjection) 
   o.grpc_addr = "127.0.0.1:0";
   o.metrics_addr = "127.0.0.1:0";
   o.jwt_secret = "cluster-secret-0123456789-0123456789-abc";
+  o.quota_free_tenants = 0;  // one account makes 60 tenants here
+  o.quota_tenants = 0;
   api::ApiApp app(o);
   ASSERT_TRUE(app.start().ok());
   std::string why;

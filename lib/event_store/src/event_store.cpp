@@ -37,11 +37,14 @@ void on_connected(natsConnection*, void*) { log()->info("connected to NATS"); }
 struct SubGuard {
   natsSubscription* sub{nullptr};
   ~SubGuard() {
-    // Destroy without Unsubscribe: the server removes an ephemeral consumer
-    // once nobody listens to it. Unsubscribe would also send a consumer
-    // delete, which a service's NATS user may not do (it may delete no
-    // consumer at all), and wait out the request timeout for the refusal.
-    if (sub) natsSubscription_Destroy(sub);
+    // Unsubscribe first: it stops the ordered consumer's flow control and
+    // heartbeat handling inside the client and deletes the ephemeral
+    // consumer on the server. Destroy alone left those running against a
+    // freed subscription (heap corruption under concurrent replays).
+    if (sub) {
+      natsSubscription_Unsubscribe(sub);
+      natsSubscription_Destroy(sub);
+    }
   }
 };
 
