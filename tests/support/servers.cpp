@@ -439,10 +439,11 @@ void PostgresServer::start() {
 void PostgresServer::launch() {
   const std::string as = ::geteuid() == 0 ? kPgUser : "";
   const std::string data = dir_.path() + "/data";
-  proc_.start({pg_bin("postgres"), "-D", data, "-p", std::to_string(port_.port()), "-k",
-               dir_.path(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
-               "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=1000"},
-              dir_.path() + "/postgres.log", as);
+  proc_.start(
+      {pg_bin("postgres"), "-D", data, "-p", std::to_string(port_.port()), "-k", dir_.path(), "-c",
+       "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c",
+       "full_page_writes=off", "-c", "max_connections=1000"},
+      dir_.path() + "/postgres.log", as);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (PQping(admin_dsn().c_str()) != PQPING_OK) {
     if (std::chrono::steady_clock::now() > deadline)
