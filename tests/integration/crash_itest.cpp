@@ -101,7 +101,10 @@ class CrashTest : public ::testing::Test {
     provisioner_.start({SUPAPLANE_PROVISIONER_BIN, "--nats-url", nats_.url(), "--database-url",
                         pg().admin_dsn(db_), "--tenant-db-url", pg().admin_dsn("postgres"),
                         "--metrics-addr", "127.0.0.1:" + std::to_string(testenv::free_port()),
-                        "--resync-interval-ms", "5000", "--log-level", "warn"},
+                        "--resync-interval-ms", "5000", "--log-level", "warn",
+                        // The suite's tenants share one cluster: small limits keep
+                        // them all inside its connection budget.
+                        "--connection-limit", "5"},
                        log_dir_.path() + "/provisioner.log");
   }
 
@@ -141,7 +144,8 @@ class CrashTest : public ::testing::Test {
         if (!tenants_->GetTenant(ctx().get(), req, &t).ok() || t.phase() != phase_for(desired) ||
             t.observed_generation() != t.generation())
           lagging.push_back(ref + " is " + v1::Phase_Name(t.phase()) + ", wants " +
-                            v1::Phase_Name(phase_for(desired)));
+                            v1::Phase_Name(phase_for(desired)) +
+                            (t.last_error().empty() ? "" : " (" + t.last_error() + ")"));
       }
       if (lagging.empty()) return lagging;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
