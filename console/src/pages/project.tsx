@@ -108,7 +108,7 @@ function History(props: { ref_: string; version: bigint }) {
   const [events, setEvents] = useState<TenantEventRecord[]>([]);
   useEffect(() => {
     api.tenants
-      .listTenantEvents({ ref: props.ref_ })
+      .listTenantEvents({ ref: props.ref_, pageSize: 1000 })
       .then((r) => setEvents(r.events))
       .catch((e) => handleError(e));
   }, [props.ref_, props.version]);
