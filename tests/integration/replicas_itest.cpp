@@ -55,6 +55,7 @@ struct Watch {
 
 class ReplicasTest : public ::testing::Test {
  protected:
+  void five_tenants_seen_by_both(const std::string& token, std::vector<std::string>* refs);
   void SetUp() override {
     nats_.start();
     redis_.start();
@@ -279,17 +280,23 @@ void expect_back_without_not_found(
   (void)token;
 }
 
-TEST_F(ReplicasTest, RedisKilledAndRestartedEmptyIsRebuiltWhileTheReplicasRun) {
-  const std::string alice = signup(replicas_[0], "alice@example.com");
-  std::vector<std::string> refs;
+/// Five tenants created over both replicas, applied by both.
+void ReplicasTest::five_tenants_seen_by_both(const std::string& token,
+                                             std::vector<std::string>* refs) {
   std::uint64_t last = 0;
   for (int i = 0; i < 5; ++i) {
     v1::TenantMutation m;
-    ASSERT_TRUE(create(replicas_[i % 2], alice, "t" + std::to_string(i), &m).ok());
-    refs.push_back(m.tenant().ref());
+    ASSERT_TRUE(create(replicas_[i % 2], token, "t" + std::to_string(i), &m).ok());
+    refs->push_back(m.tenant().ref());
     last = m.sequence();
   }
   for (auto& r : replicas_) ASSERT_TRUE(r.app->waiter().wait_for(last, 20000));
+}
+
+TEST_F(ReplicasTest, RedisKilledAndRestartedEmptyIsRebuiltWhileTheReplicasRun) {
+  const std::string alice = signup(replicas_[0], "alice@example.com");
+  std::vector<std::string> refs;
+  ASSERT_NO_FATAL_FAILURE(five_tenants_seen_by_both(alice, &refs));
   redis_.stop(9);  // SIGKILL: no persistence, it comes back empty
   redis_.start();
   auto getter = [&](Replica& r, const std::string& ref, v1::Tenant* out) {
@@ -317,14 +324,7 @@ TEST_F(ReplicasTest, RedisKilledAndRestartedEmptyIsRebuiltWhileTheReplicasRun) {
 TEST_F(ReplicasTest, FlushallWithNoNewEventIsNoticedAndRebuilt) {
   const std::string alice = signup(replicas_[0], "alice@example.com");
   std::vector<std::string> refs;
-  std::uint64_t last = 0;
-  for (int i = 0; i < 5; ++i) {
-    v1::TenantMutation m;
-    ASSERT_TRUE(create(replicas_[i % 2], alice, "t" + std::to_string(i), &m).ok());
-    refs.push_back(m.tenant().ref());
-    last = m.sequence();
-  }
-  for (auto& r : replicas_) ASSERT_TRUE(r.app->waiter().wait_for(last, 20000));
+  ASSERT_NO_FATAL_FAILURE(five_tenants_seen_by_both(alice, &refs));
   {
     projection::RedisConnection c(projection::parse_redis_url(redis_.url()).value(), {});
     ASSERT_TRUE(c.command({"FLUSHALL"}).ok());
