@@ -6,9 +6,9 @@
 #    (deploy/images/build-from-host: the Dockerfile's runtime stage, no
 #    compile in docker); nats-server, redis, PostgreSQL and Prometheus from
 #    Debian's packages (deploy/images/debian/*.Dockerfile) through the
-#    compose file's *_IMAGE variables; nats-setup with a stand-in of the NATS
-#    CLI (tests/compose/nats-box: Debian has no package of it). Traefik,
-#    Grafana and the console stay out (profiles edge / grafana).
+#    compose file's *_IMAGE variables (nats-setup runs `supaplanectl admin
+#    init-stream` from supaplane/supaplane). Traefik, Grafana and the console
+#    stay out (profiles edge / grafana).
 #  - `docker-compose up -d` with make-env's secrets; every supaplane
 #    container turns healthy; PLATFORM exists with the settings of
 #    docs/events.md;
@@ -117,8 +117,6 @@ for svc in nats redis postgres prometheus; do
   build_image "local/$svc:test" "$ROOT/deploy/images/debian/$svc.Dockerfile" "$ROOT/deploy/images/debian" &
   builds+=("$!:deploy/images/debian/$svc.Dockerfile:local-$svc-test")
 done
-build_image local/nats-box:test "$ROOT/tests/compose/nats-box/Dockerfile" "$ROOT/tests/compose/nats-box" &
-builds+=("$!:tests/compose/nats-box/Dockerfile:local-nats-box-test")
 DOCKER=$DOCKER "$ROOT/deploy/images/build-from-host" --build-dir "$BUILD" --tag supaplane/supaplane:test \
   -- --network host >"$W/build-supaplane.log" 2>&1 &
 builds+=("$!:deploy/images/build-from-host:supaplane")
@@ -139,7 +137,7 @@ set +a
 free_port grpc; free_port pg; free_port prom
 # The shell's variables win over .env in compose's substitution.
 export SUPAPLANE_IMAGE=supaplane/supaplane:test NATS_IMAGE=local/nats:test REDIS_IMAGE=local/redis:test \
-  POSTGRES_IMAGE=local/postgres:test PROMETHEUS_IMAGE=local/prometheus:test NATS_BOX_IMAGE=local/nats-box:test
+  POSTGRES_IMAGE=local/postgres:test PROMETHEUS_IMAGE=local/prometheus:test
 export SUPAPLANE_GRPC_PUBLISH="127.0.0.1:$grpc" SUPAPLANE_TENANT_DB_PUBLISH="$pg" \
   PROMETHEUS_PUBLISH="127.0.0.1:$prom" SUPAPLANE_TENANT_DB_PUBLIC_HOST=127.0.0.1
 
@@ -168,6 +166,11 @@ stream() {
 up
 phase "docker-compose up: ${services[*]}, nats, redis, postgres, prometheus healthy"
 s=$(stream) || fail "no PLATFORM stream after nats-setup"
+[[ "$(dc logs --no-color nats-setup)" == *"created stream PLATFORM"* ]] || fail "nats-setup did not create PLATFORM: $(dc logs --no-color nats-setup)"
+# Redis: its ACL users (deploy/compose/redis/start-redis), no anonymous access.
+[[ "$(dc exec -T redis redis-cli ping 2>&1)" == *NOAUTH* ]] || fail "compose's Redis answers an anonymous PING"
+[[ "$(dc exec -T redis sh -c 'REDISCLI_AUTH="$REDIS_API_PASSWORD" redis-cli --user api get sp:router:x' 2>&1)" == *NOPERM* ]] ||
+  fail "the api's Redis user reads router-sync's keys"
 jq -e '.config | .subjects == ["platform.>"] and .storage == "file" and .deny_delete and .deny_purge
   and .allow_direct and .duplicate_window == 120000000000 and .max_msgs == -1 and .max_age == 0' <<<"$s" >/dev/null ||
   fail "PLATFORM has other settings than docs/events.md: $(jq -c .config <<<"$s")"
@@ -215,7 +218,7 @@ dc down -t 10 >"$W/down.log" 2>&1 || { cat "$W/down.log" >&2; fail "docker-compo
 phase "docker-compose down ($msgs messages in PLATFORM)"
 up
 phase "docker-compose up again"
-[[ "$(dc logs --no-color nats-setup)" == *"stream PLATFORM exists"* ]] || fail "nats-setup did not find the kept stream"
+[[ "$(dc logs --no-color nats-setup)" == *"stream PLATFORM exists and protects the log"* ]] || fail "nats-setup did not find the kept stream"
 [ "$(stream | jq '.state.messages')" = "$msgs" ] || fail "PLATFORM lost messages: $msgs before, $(stream | jq '.state.messages') after"
 ctl --token-file "$W/token2" login --email compose@example.com --password compose-password-1 >/dev/null ||
   fail "the account is gone after down / up"

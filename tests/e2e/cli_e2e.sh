@@ -31,7 +31,8 @@ trap cleanup EXIT
 grep -q "supaplane is running" "$SUPAPLANE_RUN_DIR/run.out"
 
 export SUPAPLANE_API_ADDR="$SUPAPLANE_GRPC_ADDR"
-export SUPAPLANE_NATS_URL="nats://127.0.0.1:$SUPAPLANE_RUN_NATS_PORT"
+# audit reads the log as the NATS admin (scripts/run's users; password in secrets.env).
+export SUPAPLANE_NATS_URL="nats://admin:$(sed -n 's/^NATS_ADMIN_PASSWORD=//p' "$SUPAPLANE_RUN_DIR/secrets.env")@127.0.0.1:$SUPAPLANE_RUN_NATS_PORT"
 export SUPAPLANE_TOKEN_FILE="$SUPAPLANE_RUN_DIR/token"
 ctl() { "$BUILD/cli/supaplanectl" "$@"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -144,6 +145,14 @@ grep -q '^supaplane_provisioner_actions_total' <<<"$(curl -fsS "http://$SUPAPLAN
 # No secret in the logs.
 if grep -q -- "$SUPAPLANE_ADMIN_PASSWORD" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "admin password in a log"; fi
 if grep -q -- "$SUPAPLANE_MASTER_KEY" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "master key in a log"; fi
+while IFS='=' read -r name value; do
+  [ -n "$value" ] || continue
+  if grep -q -- "$value" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "$name in a log"; fi
+done < <(grep -E '^(NATS|REDIS)_[A-Z_]+_PASSWORD=' "$SUPAPLANE_RUN_DIR/secrets.env")
+# The local run has no anonymous NATS or Redis.
+anon=$(ctl --nats-url "nats://127.0.0.1:$SUPAPLANE_RUN_NATS_PORT" --timeout 3 audit "$ref" 2>&1) &&
+  fail "audit without a NATS user worked: $anon"
+[[ "$(redis-cli -p "$SUPAPLANE_RUN_REDIS_PORT" ping 2>&1)" == *NOAUTH* ]] || fail "Redis answers an anonymous PING"
 tenant_pw=${cs#postgresql://*:}; tenant_pw=${tenant_pw%%@*}
 [ ${#tenant_pw} -eq 32 ] || fail "could not take the password out of the connection string"
 if grep -q -- "$tenant_pw" "$SUPAPLANE_RUN_DIR"/logs/*.log; then fail "a tenant password in a log"; fi

@@ -235,6 +235,10 @@ for (const w of workloads) {
       const ref = e.valueFrom?.secretKeyRef;
       if (ref?.name === "supaplane-nats" && ref.key === "admin-password" && !["nats", "nats-stream-setup"].includes(w.metadata.name))
         problem(w, "holds the NATS admin password (only the stream Job may)");
+      if (ref?.name === "supaplane-redis" && w.metadata.name !== "redis")
+        problem(w, `holds a Redis user's password (${ref.key}; only the redis pod may)`);
+      if (e.name === "SUPAPLANE_REDIS_URL" && e.value !== undefined)
+        problem(w, "SUPAPLANE_REDIS_URL is not its own user's Secret");
     }
   }
 }

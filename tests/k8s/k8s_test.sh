@@ -62,6 +62,11 @@ PY
     { cat "$d/out" >&2; fail "nats-server rejects the NATS configuration of $1"; }
 }
 
+# The Redis start script is one file in two places (kustomize loads only
+# files under its root).
+cmp -s "$ROOT/deploy/compose/redis/start-redis" "$K8S/base/redis/start-redis" ||
+  fail "deploy/k8s/base/redis/start-redis differs from deploy/compose/redis/start-redis"
+
 for overlay in dev production; do
   for variant in plain components; do
     out="$WORK/$overlay-$variant.yaml"
@@ -119,6 +124,8 @@ mutant inline-url "SUPAPLANE_NATS_URL is inlined" 'e = next(e for e in c0("Deplo
 mutant secret-object "Secret with inline data" 'objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x", "namespace": "supaplane"}, "stringData": {"k": "v"}})'
 mutant missing-key "which create-secrets does not set" 'e = next(e for e in c0("Deployment", "billing")["env"] if e["name"] == "SUPAPLANE_JWT_SECRET"); e["valueFrom"]["secretKeyRef"]["key"] = "jwt"'
 mutant admin-creds "holds the NATS admin password" 'c0("Deployment", "billing")["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "supaplane-nats", "key": "admin-password"}}})'
+mutant redis-creds "holds a Redis user's password" 'c0("Deployment", "router-sync")["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "supaplane-redis", "key": "api-password"}}})'
+mutant anon-redis "SUPAPLANE_REDIS_URL is not its own user" 'e = next(e for e in c0("Deployment", "billing")["env"] if e["name"] == "SUPAPLANE_REDIS_URL"); e.pop("valueFrom"); e["value"] = "redis://redis:6379"'
 mutant no-pdb "no PodDisruptionBudget" 'objs.remove(get("PodDisruptionBudget", "router-sync"))'
 mutant no-deny "no deny-by-default NetworkPolicy" 'objs.remove(get("NetworkPolicy", "default-deny"))'
 mutant one-api "at least 2 replicas" 'get("StatefulSet", "api")["spec"]["replicas"] = 1'
@@ -126,4 +133,4 @@ mutant no-scrape "no prometheus.io/scrape" 'del get("Deployment", "provisioner")
 mutant bad-type "must be integer" 'get("StatefulSet", "nats")["spec"]["replicas"] = "three"'
 mutant unknown-field "replicass" 'get("Deployment", "console")["spec"]["replicass"] = 2'
 mutant unknown-kind "no schema for kind" 'objs.append({"apiVersion": "apps/v1", "kind": "Deploymant", "metadata": {"name": "x"}})'
-echo "k8s: dev and production render, validate and pass the policy checks; 20 mutants caught"
+echo "k8s: dev and production render, validate and pass the policy checks; 22 mutants caught"

@@ -67,6 +67,32 @@ TEST(Config, RedisUrl) {
   EXPECT_EQ(a->port, 6380);
   EXPECT_EQ(a->db, 2);
   EXPECT_FALSE(projection::parse_redis_url("redis://h:port").ok());
+  EXPECT_TRUE(a->user.empty());
+  EXPECT_TRUE(a->password.empty());
+}
+
+TEST(Config, RedisUrlCredentialsAreDecodedAndNeverDescribed) {
+  auto a = projection::parse_redis_url("redis://router-sync:p%40ss:w/rd@redis:6379/1");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->user, "router-sync");
+  EXPECT_EQ(a->password, "p@ss:w/rd");
+  EXPECT_EQ(a->host, "redis");
+  EXPECT_EQ(a->port, 6379);
+  EXPECT_EQ(a->db, 1);
+  EXPECT_EQ(a->describe(), "redis:6379 as router-sync");
+  // A password alone is requirepass (the default user).
+  auto b = projection::parse_redis_url("redis://:secret@h:1");
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(b->user.empty());
+  EXPECT_EQ(b->password, "secret");
+  // A user without a password, a broken escape: refused, password not repeated.
+  auto no_pw = projection::parse_redis_url("redis://s3cret@h:1");
+  ASSERT_FALSE(no_pw.ok());
+  EXPECT_EQ(no_pw.error().message.find("s3cret"), std::string::npos) << no_pw.error().message;
+  auto bad = projection::parse_redis_url("redis://api:s3cr%zzet@h:1");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message.find("s3cr"), std::string::npos) << bad.error().message;
+  EXPECT_FALSE(projection::parse_redis_url("redis://api:x%4@h:1").ok());
 }
 
 TEST(Consumer, BackoffDoublesUpToTheCap) {

@@ -4,11 +4,60 @@
 
 namespace supaplane::projection {
 
+namespace {
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+/// Percent-decodes the userinfo of a URL; false on a broken escape.
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    const int hi = hex_digit(in[i + 1]), lo = hex_digit(in[i + 2]);
+    if (hi < 0 || lo < 0) return false;
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return true;
+}
+}  // namespace
+
+std::string RedisAddress::describe() const {
+  std::string s = host + ":" + std::to_string(port);
+  if (!user.empty()) s += " as " + user;
+  return s;
+}
+
 Result<RedisAddress> parse_redis_url(const std::string& url) {
   std::string rest = url;
   const std::string scheme = "redis://";
   if (rest.rfind(scheme, 0) == 0) rest = rest.substr(scheme.size());
   RedisAddress a;
+  // The userinfo ends at the last '@' (the database path is digits); the
+  // user ends at the first ':', so a password may hold ':', '/' and '@'.
+  if (auto at = rest.rfind('@'); at != std::string::npos) {
+    const std::string userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    const auto colon = userinfo.find(':');
+    const std::string_view user = std::string_view(userinfo).substr(0, colon);
+    if (!percent_decode(user, a.user))
+      return make_error(errc::invalid_argument, "bad percent-escape in the redis url's user");
+    if (colon != std::string::npos &&
+        !percent_decode(std::string_view(userinfo).substr(colon + 1), a.password))
+      return make_error(errc::invalid_argument, "bad percent-escape in the redis url's password");
+    if (colon == std::string::npos && !a.user.empty())
+      // Not repeated: `redis://secret@host` is a password written as a user.
+      return make_error(errc::invalid_argument,
+                        "the redis url has a user but no password (redis://user:password@host, "
+                        "or redis://:password@host for requirepass)");
+  }
   if (auto slash = rest.find('/'); slash != std::string::npos) {
     const std::string db = rest.substr(slash + 1);
     rest = rest.substr(0, slash);
@@ -18,8 +67,6 @@ Result<RedisAddress> parse_redis_url(const std::string& url) {
       a.db = std::stoi(db);
     }
   }
-  if (auto at = rest.rfind('@'); at != std::string::npos)
-    return make_error(errc::invalid_argument, "redis url credentials are not supported");
   auto colon = rest.rfind(':');
   if (colon == std::string::npos) {
     a.host = rest.empty() ? a.host : rest;
@@ -71,9 +118,26 @@ Status RedisConnection::ensure() {
   }
   timeval tv{2, 0};
   ctx_ = redisConnectWithTimeout(addr_.host.c_str(), addr_.port, tv);
-  if (!ctx_ || ctx_->err) return drop("connect " + addr_.host + ":" + std::to_string(addr_.port));
+  if (!ctx_ || ctx_->err) return drop("connect " + addr_.describe());
   timeval rw{5, 0};
   redisSetTimeout(ctx_, rw);
+  if (!addr_.password.empty()) {
+    // AUTH [user] password. Redis's refusal (WRONGPASS / NOPERM) never
+    // carries the password, and neither does our message.
+    Reply r(static_cast<redisReply*>(
+        addr_.user.empty()
+            ? redisCommand(ctx_, "AUTH %b", addr_.password.data(), addr_.password.size())
+            : redisCommand(ctx_, "AUTH %b %b", addr_.user.data(), addr_.user.size(),
+                           addr_.password.data(), addr_.password.size())));
+    if (!r) return drop("auth");
+    if (r->type == REDIS_REPLY_ERROR) {
+      const std::string why(r->str, r->len);
+      redisFree(ctx_);
+      ctx_ = nullptr;
+      return make_error(errc::permission_denied,
+                        "redis at " + addr_.describe() + " refused the login: " + why);
+    }
+  }
   if (addr_.db != 0) {
     Reply r(static_cast<redisReply*>(redisCommand(ctx_, "SELECT %d", addr_.db)));
     if (!r || r->type == REDIS_REPLY_ERROR) return drop("select db");

@@ -19,8 +19,16 @@ struct RedisAddress {
   std::string host{"127.0.0.1"};
   int port{6379};
   int db{0};
+  /// An ACL user (Redis 6+) and its password; both empty: no AUTH. A
+  /// password alone authenticates as `default` (requirepass).
+  std::string user;
+  std::string password;
+  /// "host:port" and the user, never the password: safe for logs and errors.
+  std::string describe() const;
 };
-/// "redis://host:port[/db]" or "host:port".
+/// "redis://[user[:password]@]host:port[/db]" or "host:port"; user and
+/// password are percent-decoded ("%40" for '@'). Errors never repeat the
+/// password.
 Result<RedisAddress> parse_redis_url(const std::string& url);
 
 /// A Lua script identified by its SHA1 once loaded.

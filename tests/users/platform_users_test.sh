@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# The NATS users of deploy/compose/nats/nats.conf (the same block as
-# deploy/k8s's users.conf) with the real services: nats-server runs that
-# file; the api with its own user does not create the PLATFORM stream (stays
-# not ready: "stream not ready"); once `supaplanectl admin init-stream` has
-# created it as `admin` (as the stream Job does) the api, provisioner,
-# router-sync and billing, each with
-# its own user, become ready, a tenant is created and converged to ACTIVE
-# (provisioner appends), router-sync routes it, and `supaplanectl audit`
-# reads its history. Stops what it started.   nats_users_test.sh BUILD_DIR
+# The platform's own users, with the real services. NATS: nats-server runs
+# deploy/compose/nats/nats.conf (the same users block as deploy/k8s's
+# users.conf); the api with its own user does not create the PLATFORM stream
+# (stays not ready: "stream not ready"); once `supaplanectl admin init-stream`
+# has created it as `admin` (as the stream Job does) the api, provisioner,
+# router-sync and billing, each with its own user, become ready, a tenant is
+# created and converged to ACTIVE (provisioner appends), router-sync routes
+# it, and `supaplanectl audit` reads its history. Redis: redis-server runs
+# with the ACL users of deploy/compose/redis/start-redis; each service works
+# with its own user and key prefix, and is refused another's keys and the
+# dangerous commands; anonymous connections are refused; a wrong password
+# keeps a service unready with a message that never shows it. Stops what it
+# started.   platform_users_test.sh BUILD_DIR
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
-BUILD="${1:?usage: nats_users_test.sh BUILD_DIR}"
+BUILD="${1:?usage: platform_users_test.sh BUILD_DIR}"
 fail() { echo "FAIL: $*" >&2; exit 1; }
-for tool in nats-server redis-server jq curl; do
+for tool in nats-server redis-server redis-cli jq curl sha256sum; do
   command -v "$tool" >/dev/null || fail "'$tool' not found (./scripts/test installs it)"
 done
 
-W=$(mktemp -d /tmp/supaplane-nats-users-XXXXXX)
+W=$(mktemp -d /tmp/supaplane-users-XXXXXX)
 chmod 755 "$W"
 PIDS=()
 cleanup() {
@@ -29,12 +33,14 @@ trap cleanup EXIT
 free_port nats; free_port mon; free_port redis; free_port pg
 free_port grpc; free_port api_m
 free_port prov_m; free_port rs_http; free_port rs_m; free_port b_http; free_port b_m; free_port b_grpc
+free_port bad_http; free_port bad_m; free_port bad_grpc
 
 pw() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'; }
 # The passwords deploy/compose/make-env writes (the same generator).
 "$ROOT/deploy/compose/make-env" --output "$W/compose.env" >/dev/null
-set -a; source <(grep '^NATS_' "$W/compose.env"); set +a
+set -a; source <(grep -E '^(NATS|REDIS)_' "$W/compose.env"); set +a
 [ -n "${NATS_API_PASSWORD:-}" ] || fail "make-env wrote no NATS passwords"
+[ -n "${REDIS_API_PASSWORD:-}" ] || fail "make-env wrote no Redis passwords"
 mkdir -p "$W/logs"
 # The shipped file with only the store directory moved here.
 sed "s|store_dir: /data/jetstream|store_dir: $W/js|" "$ROOT/deploy/compose/nats/nats.conf" >"$W/nats.conf"
@@ -42,9 +48,13 @@ grep -q "store_dir: $W/js" "$W/nats.conf" || fail "no store_dir line to move in 
 nats-server -c "$W/nats.conf" -a 127.0.0.1 -p "$nats" -m "$mon" >"$W/logs/nats.log" 2>&1 &
 PIDS+=($!)
 wait_tcp "$nats" 20 || fail "nats-server did not start: $(tail -5 "$W/logs/nats.log")"
-redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no >"$W/logs/redis.log" 2>&1 &
+# The shipped start script (the compose and k8s Redis use it), ACL file here.
+REDIS_ACL_FILE="$W/redis-users.acl" "$ROOT/deploy/compose/redis/start-redis" \
+  redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no >"$W/logs/redis.log" 2>&1 &
 PIDS+=($!)
-wait_tcp "$redis" 20 || fail "redis-server did not start"
+wait_tcp "$redis" 20 || fail "redis-server did not start: $(tail -5 "$W/logs/redis.log")"
+! grep -q -e "$REDIS_API_PASSWORD" -e "$REDIS_ADMIN_PASSWORD" "$W/redis-users.acl" ||
+  fail "the ACL file holds a password in clear"
 install -d "$W/pg"
 [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$W/pg"
 as_pg "$(pg_bin)/initdb" -D "$W/pg/data" -U postgres --auth=trust >"$W/pg/initdb.log" 2>&1
@@ -52,7 +62,8 @@ as_pg "$(pg_bin)/pg_ctl" -D "$W/pg/data" -w -l "$W/pg/log" -o "-p $pg -k $W/pg -
 psql -h "$W/pg" -p "$pg" -U postgres -qc "CREATE DATABASE supaplane"
 
 url() { echo "nats://$1:$2@127.0.0.1:$nats"; }
-export SUPAPLANE_REDIS_URL="redis://127.0.0.1:$redis" SUPAPLANE_STREAM_REPLICAS=1
+rurl() { echo "redis://$1:$2@127.0.0.1:$redis"; }
+export SUPAPLANE_STREAM_REPLICAS=1
 export SUPAPLANE_DATABASE_URL="host=$W/pg port=$pg user=postgres dbname=supaplane"
 export SUPAPLANE_JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 export SUPAPLANE_MASTER_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
@@ -68,6 +79,7 @@ ready() {  # name metrics-port: waits for 200 on /readyz
 
 # 1. The api waits for the stream; it never creates it.
 start api services/api/supaplane-api SUPAPLANE_NATS_URL="$(url api "$NATS_API_PASSWORD")" \
+  SUPAPLANE_REDIS_URL="$(rurl api "$REDIS_API_PASSWORD")" \
   SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$api_m"
 deadline=$((SECONDS + 30)); body=""
 until [[ "$body" == *"stream not ready"* ]]; do
@@ -100,9 +112,11 @@ start provisioner services/provisioner/supaplane-provisioner \
   SUPAPLANE_TENANT_DB_URL="host=$W/pg port=$pg user=postgres dbname=postgres"
 start router-sync services/router-sync/supaplane-router-sync \
   SUPAPLANE_NATS_URL="$(url router-sync "$NATS_ROUTER_SYNC_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$rs_m" \
+  SUPAPLANE_REDIS_URL="$(rurl router-sync "$REDIS_ROUTER_SYNC_PASSWORD")" \
   SUPAPLANE_HTTP_ADDR="127.0.0.1:$rs_http" SUPAPLANE_TRAEFIK_DIR="$W/traefik"
 start billing services/billing/supaplane-billing \
   SUPAPLANE_NATS_URL="$(url billing "$NATS_BILLING_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$b_m" \
+  SUPAPLANE_REDIS_URL="$(rurl billing "$REDIS_BILLING_PASSWORD")" \
   SUPAPLANE_HTTP_ADDR="127.0.0.1:$b_http" SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$b_grpc" \
   SUPAPLANE_STRIPE_WEBHOOK_SECRET="whsec_$(pw)"
 ready provisioner "$prov_m"; ready router-sync "$rs_m"; ready billing "$b_m"
@@ -127,3 +141,54 @@ echo "ok: router-sync consumed the tenant with its user"
 n=$(SUPAPLANE_NATS_URL="$(url router-sync "$NATS_ROUTER_SYNC_PASSWORD")" ctl --json audit "$ref" | jq 'length')
 ((n >= 3)) || fail "audit with a read-only user returned $n events"
 echo "ok: supaplanectl audit reads the stream with router-sync's read-only user ($n events)"
+
+# Redis: every key the services wrote is under its writer's prefix, each
+# prefix has keys, and the tenant is in the api's projection.
+rc() { redis-cli -p "$redis" --no-auth-warning "$@" 2>&1; }
+admin() { rc --user admin --pass "$REDIS_ADMIN_PASSWORD" "$@"; }
+keys=$(admin --scan --pattern '*')
+stray=$(grep -vE '^sp:(api|router|billing):' <<<"$keys" || true)
+[ -z "$stray" ] || fail "keys outside the services' prefixes: $stray"
+for p in sp:api: sp:router: sp:billing:; do
+  grep -q "^$p" <<<"$keys" || fail "no key under $p: that service did not write its projection"
+done
+grep -q "^sp:api:.*:t:$ref\$" <<<"$keys" || fail "the api's projection has no key for $ref"
+echo "ok: Redis keys only under sp:api:, sp:router:, sp:billing: ($(wc -l <<<"$keys") keys)"
+
+# Refused: anonymous, another service's keys (also from a Lua script), the
+# dangerous commands, a wrong password. Each answer is checked, not assumed.
+refused() {  # what expected-text command...
+  local what=$1 want=$2; shift 2
+  local out; out=$("$@") || true
+  [[ "$out" == *"$want"* ]] || fail "$what: expected '$want', got '$out'"
+}
+refused "anonymous PING" NOAUTH rc ping
+refused "anonymous GET" NOAUTH rc get "sp:api:active"
+refused "api reads router-sync's keys" NOPERM rc --user api --pass "$REDIS_API_PASSWORD" get "sp:router:x"
+refused "router-sync writes the api's keys" NOPERM rc --user router-sync --pass "$REDIS_ROUTER_SYNC_PASSWORD" set sp:api:active g9
+refused "billing deletes the api's keys from a script" "can't access" \
+  rc --user billing --pass "$REDIS_BILLING_PASSWORD" eval "return redis.call('DEL', 'sp:api:active')" 0
+refused "api FLUSHALL" NOPERM rc --user api --pass "$REDIS_API_PASSWORD" flushall
+refused "router-sync FLUSHDB" NOPERM rc --user router-sync --pass "$REDIS_ROUTER_SYNC_PASSWORD" flushdb
+refused "billing KEYS" NOPERM rc --user billing --pass "$REDIS_BILLING_PASSWORD" keys '*'
+refused "api CONFIG SET" NOPERM rc --user api --pass "$REDIS_API_PASSWORD" config set appendonly no
+refused "api ACL SETUSER" NOPERM rc --user api --pass "$REDIS_API_PASSWORD" acl setuser api '~*'
+refused "a wrong password" WRONGPASS rc --user api --pass "not-$REDIS_API_PASSWORD" ping
+[ "$(rc --user api --pass "$REDIS_API_PASSWORD" exists sp:api:active)" = 1 ] || fail "sp:api:active went missing"
+echo "ok: Redis refuses anonymous users, other prefixes, dangerous commands and wrong passwords"
+
+# A service given a wrong Redis password stays unready, says why, never shows it.
+bad_pw="wrong-$(pw)"
+start billing-bad services/billing/supaplane-billing \
+  SUPAPLANE_NATS_URL="$(url billing "$NATS_BILLING_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$bad_m" \
+  SUPAPLANE_REDIS_URL="$(rurl billing "$bad_pw")" SUPAPLANE_HTTP_ADDR="127.0.0.1:$bad_http" \
+  SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$bad_grpc" SUPAPLANE_STRIPE_WEBHOOK_SECRET="whsec_$(pw)"
+deadline=$((SECONDS + 30))
+until grep -q "refused the login" "$W/logs/billing-bad.log"; do
+  ((SECONDS < deadline)) || fail "billing with a wrong Redis password never said why: $(tail -5 "$W/logs/billing-bad.log")"
+  sleep 0.2
+done
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$bad_m/readyz" || true)
+[ "$code" != 200 ] || fail "billing is ready with a wrong Redis password"
+! grep -q "$bad_pw" "$W/logs/billing-bad.log" || fail "billing logged its Redis password"
+echo "ok: a wrong Redis password: billing not ready ($code), \"$(grep -o 'refused the login[^"]*' "$W/logs/billing-bad.log" | head -1)\""
