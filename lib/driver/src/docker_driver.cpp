@@ -441,8 +441,16 @@ Result<StackStatus> DockerDriver::observe(const std::string& ref, bool want_runn
 
 void DockerDriver::watch(const std::function<void(const std::string&)>& on_change,
                          const std::atomic<bool>& stop) {
+  // Only the state changes a converge or the drift check acts on. Without
+  // the `event` filter every health check's exec_create / exec_start /
+  // exec_die reached us (three per check per container), and each made a
+  // re-check of the tenant: with 20 stacks starting at once that kept the
+  // daemon busy answering us instead of running the checks.
+  // ("health_status" matches "health_status: healthy" and the rest.)
   const Json filters{{"type", Json::array({"container"})},
-                     {"label", Json::array({std::string(kManagedLabel) + "=true"})}};
+                     {"label", Json::array({std::string(kManagedLabel) + "=true"})},
+                     {"event", Json::array({"start", "die", "stop", "destroy", "oom", "pause",
+                                            "unpause", "health_status"})}};
   int delay_ms = 100;
   while (!stop) {
     auto st = client_.stream_events(
