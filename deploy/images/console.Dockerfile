@@ -1,12 +1,19 @@
 # supaplane-console: the web console and its gRPC-Web bridge (console/).
 #   docker build -f deploy/images/console.Dockerfile -t supaplane/console:dev .
 # Built with `npm ci && npm run build` (console/package.json); the server is
-# bundled into console/dist, so the runtime stage needs only Node.js and dist.
-# Node.js from Debian (bookworm: 18.x; console/package.json asks for >= 18).
+# bundled into dist/server/server.mjs with @grpc/grpc-js inside, so the
+# runtime stage needs only Node.js and dist/, no node_modules.
+#
+# The build stage needs Node.js 20 or later (@bufbuild/protoc-gen-es, the
+# code generator, asks for it; bookworm's package is 18) and the npm
+# registry: it starts from the official node image, so this path needs a
+# registry. deploy/images/console-from-host builds the runtime stage below
+# from a dist/ built on the host instead (no registry, no npm in docker).
 
-FROM debian:bookworm AS build
+# ---- build: npm ci, protoc + protoc-gen-es, tsc, esbuild -> /out/dist ----
+FROM node:22-bookworm AS build
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm ca-certificates protobuf-compiler \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # proto/ feeds the console's code generation (npm run gen).
@@ -14,22 +21,28 @@ COPY proto proto
 COPY console/package.json console/package-lock.json console/
 RUN cd console && npm ci --no-audit --no-fund
 COPY console console
-RUN cd console && npm run build && npm prune --omit=dev
+RUN cd console && SUPAPLANE_CONSOLE_DIST=/out/dist npm run build
 
+# ---- runtime: Debian's Node.js 18 and the bundle, non-root -------------
+# deploy/images/console-from-host builds this stage, from the FROM line below
+# to the end of the file unchanged, on top of a stage that holds a dist/
+# built on the host in /out/dist.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 supaplane \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin supaplane
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin supaplane
 WORKDIR /app
-COPY --from=build /src/console/package.json ./
-COPY --from=build /src/console/dist ./dist
+# Owned by root, readable by all: the server writes nothing, so the container
+# runs on a read-only root (compose: read_only) with no volume.
+COPY --from=build /out/dist ./dist
 USER 10001:10001
 ENV NODE_ENV=production \
     SUPAPLANE_CONSOLE_ADDR=0.0.0.0:3000 \
     SUPAPLANE_API_ADDR=api:50051
 EXPOSE 3000
+# Node 18's global fetch (it prints an ExperimentalWarning, harmless here).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:3000/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 CMD ["node", "dist/server/server.mjs"]

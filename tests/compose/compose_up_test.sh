@@ -7,8 +7,11 @@
 #    compile in docker); nats-server, redis, PostgreSQL and Prometheus from
 #    Debian's packages (deploy/images/debian/*.Dockerfile) through the
 #    compose file's *_IMAGE variables (nats-setup runs `supaplanectl admin
-#    init-stream` from supaplane/supaplane). Traefik, Grafana and the console
-#    stay out (profiles edge / grafana).
+#    init-stream` from supaplane/supaplane); supaplane/console from the
+#    console built on the host (deploy/images/console-from-host:
+#    console.Dockerfile's runtime stage, Debian's Node.js 18, no npm in
+#    docker). Traefik and Grafana stay out (profiles edge / grafana: no
+#    Debian package).
 #  - `docker-compose up -d` with make-env's secrets; every supaplane
 #    container turns healthy; PLATFORM exists with the settings of
 #    docs/events.md;
@@ -16,6 +19,12 @@
 #    creates a tenant that turns ACTIVE, and its credentials connect with
 #    psql through PostgreSQL's published port;
 #  - Prometheus (its HTTP API) reports the four services' targets up;
+#  - the console alone out of profile edge (no Traefik) turns healthy as
+#    10001 on a read-only root; from the host, on its address in compose's
+#    network: /healthz, /readyz (the api reachable), index.html with the
+#    security headers, and gRPC-Web calls through its bridge to the api
+#    (Login with a wrong password answers UNAUTHENTICATED, SignUp makes an
+#    account supaplanectl then logs in to, a method not forwarded is refused);
 #  - `docker-compose down` then `up -d` keeps the account (login), the tenant
 #    (ACTIVE, psql still connects) and the stream (same messages), and a new
 #    tenant still converges.
@@ -23,7 +32,7 @@
 # dockerd, its mounts. The daemon's data root (base images, image layers) is
 # kept in ~/.cache/supaplane/compose (like ccache's cache, it outlives build
 # directories and clean clones), so a second run builds nothing but the
-# supaplane image; SUPAPLANE_COMPOSE_CACHE moves it.
+# supaplane and console images; SUPAPLANE_COMPOSE_CACHE moves it.
 # Fails, never skips, when a tool is missing.   compose_up_test.sh BUILD_DIR
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -32,8 +41,8 @@ BUILD=$(cd "$BUILD" && pwd)
 C="$ROOT/deploy/compose"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "needs root (dockerd, debootstrap)"
-for tool in dockerd docker-compose debootstrap psql jq curl strip ldd dpkg; do
-  command -v "$tool" >/dev/null || fail "'$tool' not found (./scripts/test installs docker.io docker-compose debootstrap postgresql-client jq curl binutils)"
+for tool in dockerd docker-compose debootstrap psql jq curl strip ldd dpkg node npm; do
+  command -v "$tool" >/dev/null || fail "'$tool' not found (./scripts/test installs docker.io docker-compose debootstrap postgresql-client jq curl binutils nodejs npm)"
 done
 DOCKER=/usr/bin/docker  # Debian's client (docker.io), the daemon's version
 [ -x "$DOCKER" ] || fail "$DOCKER not found (Debian: docker.io)"
@@ -63,10 +72,10 @@ cleanup() {
   if [ -n "$DPID" ]; then
     if ((rc != 0)); then
       echo "---- docker-compose ps / logs (the test failed) ----" >&2
-      dc ps >&2 2>&1
-      dc logs --no-color --tail 15 >&2 2>&1
+      dc --profile edge ps >&2 2>&1
+      dc --profile edge logs --no-color --tail 15 >&2 2>&1
     fi
-    dc down -v --remove-orphans -t 5 >"$W/down.log" 2>&1 || cat "$W/down.log" >&2
+    dc --profile edge down -v --remove-orphans -t 5 >"$W/down.log" 2>&1 || cat "$W/down.log" >&2
     local left
     left=$($DOCKER ps -aq)
     [ -z "$left" ] || $DOCKER rm -f -v $left >/dev/null
@@ -120,6 +129,9 @@ done
 DOCKER=$DOCKER "$ROOT/deploy/images/build-from-host" --build-dir "$BUILD" --tag supaplane/supaplane:test \
   -- --network host >"$W/build-supaplane.log" 2>&1 &
 builds+=("$!:deploy/images/build-from-host:supaplane")
+DOCKER=$DOCKER "$ROOT/deploy/images/console-from-host" --tag supaplane/console:test \
+  -- --network host >"$W/build-console.log" 2>&1 &
+builds+=("$!:deploy/images/console-from-host:console")
 failed=""
 for b in "${builds[@]}"; do
   IFS=: read -r pid what log <<<"$b"
@@ -136,8 +148,8 @@ source <(grep -E '^(SUPAPLANE_ADMIN_PASSWORD|NATS_ADMIN_PASSWORD)=' "$W/.env")
 set +a
 free_port grpc; free_port pg; free_port prom
 # The shell's variables win over .env in compose's substitution.
-export SUPAPLANE_IMAGE=supaplane/supaplane:test NATS_IMAGE=local/nats:test REDIS_IMAGE=local/redis:test \
-  POSTGRES_IMAGE=local/postgres:test PROMETHEUS_IMAGE=local/prometheus:test
+export SUPAPLANE_IMAGE=supaplane/supaplane:test SUPAPLANE_CONSOLE_IMAGE=supaplane/console:test NATS_IMAGE=local/nats:test \
+  REDIS_IMAGE=local/redis:test POSTGRES_IMAGE=local/postgres:test PROMETHEUS_IMAGE=local/prometheus:test
 export SUPAPLANE_GRPC_PUBLISH="127.0.0.1:$grpc" SUPAPLANE_TENANT_DB_PUBLISH="$pg" \
   PROMETHEUS_PUBLISH="127.0.0.1:$prom" SUPAPLANE_TENANT_DB_PUBLIC_HOST=127.0.0.1
 
@@ -209,6 +221,72 @@ until [ "$up_jobs" = "$want" ]; do
     jq -c '[.data.activeTargets[] | select(.health == "up") | .labels.job] | unique')
 done
 phase "Prometheus: the 4 targets up"
+
+# ---- the console: profile edge's console service alone (--no-deps: the api
+# it depends on is up; Traefik, the rest of the profile, has no Debian
+# package). The host reaches it on its address in compose's network.
+dc --profile edge up -d --no-deps console >"$W/console-up.log" 2>&1 ||
+  { cat "$W/console-up.log" >&2; fail "docker-compose --profile edge up -d console"; }
+console_id=$(dc --profile edge ps -q console)
+[ -n "$console_id" ] || fail "no container for console"
+[ -z "$(dc --profile edge ps -q traefik)" ] || fail "Traefik started with the console"
+deadline=$((SECONDS + 120)); health=""
+until [ "$health" = healthy ]; do
+  ((SECONDS < deadline)) || fail "console is '$health' after 120 s: $($DOCKER logs --tail 10 "$console_id" 2>&1)"
+  sleep 0.5
+  health=$($DOCKER inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$console_id")
+done
+$DOCKER inspect -f '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$console_id" | grep -qx '10001:10001 true' ||
+  fail "the console does not run as 10001 on a read-only root"
+# Compose's health check replaces the image's: check the image's own too.
+[[ "$($DOCKER image inspect -f '{{json .Config.Healthcheck.Test}}' supaplane/console:test)" == *"http://127.0.0.1:3000/healthz"* ]] ||
+  fail "the console image has no HEALTHCHECK on /healthz"
+$DOCKER exec "$console_id" node --version | grep -q '^v18\.' ||
+  fail "the console image does not run bookworm's Node.js 18: $($DOCKER exec "$console_id" node --version)"
+cip=$($DOCKER inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$console_id")
+[[ "$cip" =~ ^172\.31\. ]] || fail "the console's address in compose's network is '$cip'"
+console="http://$cip:3000"
+[ "$(curl -sS -o /dev/null -w '%{http_code}' "$console/healthz")" = 200 ] || fail "console /healthz"
+code=$(curl -sS -o "$W/readyz" -w '%{http_code}' "$console/readyz")
+[ "$code" = 200 ] || fail "console /readyz answered $code: $(cat "$W/readyz")"
+curl -fsS -D "$W/index.headers" -o "$W/index.html" "$console/tenants" || fail "console: no index.html"
+hdr() { grep -i "^$1:" "$W/index.headers" | cut -d: -f2- | tr -d '\r' | sed 's/^ *//'; }
+[[ "$(hdr content-type)" == text/html* ]] || fail "console index.html: content-type '$(hdr content-type)'"
+csp=$(hdr content-security-policy)
+[[ "$csp" == *"script-src 'self';"* && "$csp" == *"frame-ancestors 'none'"* && "$csp" != *unsafe-inline* ]] ||
+  fail "console: Content-Security-Policy '$csp'"
+[ "$(hdr x-frame-options)" = DENY ] && [ "$(hdr x-content-type-options)" = nosniff ] ||
+  fail "console: X-Frame-Options / X-Content-Type-Options missing"
+grep -q '<script type="module" src="/app.js"></script>' "$W/index.html" || fail "console: index.html does not load /app.js"
+inline=$(grep -o '<script[^>]*>' "$W/index.html" | grep -v ' src="/' || true)
+[ -z "$inline" ] || fail "console: index.html has an inline script: $inline"
+curl -fsS -o /dev/null "$console/app.js" || fail "console: no /app.js"
+# One gRPC-Web request: a data frame holding {email = 1, password = 2}
+# (LoginRequest and SignUpRequest), strings shorter than 128 bytes.
+grpcweb() {  # method email password -> writes $W/rpc.headers, $W/rpc.body
+  local e=$2 p=$3
+  printf "\\x00\\x00\\x00\\x00\\x$(printf %02x $((4 + ${#e} + ${#p})))\\x0a\\x$(printf %02x ${#e})%s\\x12\\x$(printf %02x ${#p})%s" \
+    "$e" "$p" >"$W/rpc.req"
+  curl -sS -D "$W/rpc.headers" -o "$W/rpc.body" -H 'content-type: application/grpc-web+proto' -H 'x-grpc-web: 1' \
+    --data-binary "@$W/rpc.req" "$console/supaplane.v1.AccountService/$1"
+}
+rpc_hdr() { grep -i "^$1:" "$W/rpc.headers" | cut -d: -f2- | tr -d '\r' | sed 's/^ *//'; }
+grpcweb Login compose@example.com wrong-password-1
+[ "$(rpc_hdr grpc-status)" = 16 ] && [ "$(rpc_hdr grpc-message)" = "invalid email or password" ] ||
+  fail "console: Login with a wrong password answered '$(rpc_hdr grpc-status)' '$(rpc_hdr grpc-message)'"
+grpcweb SignUp console@example.com console-password-1
+head -c1 "$W/rpc.body" | od -An -tx1 | grep -q '^ 00$' && grep -aq 'grpc-status: 0' "$W/rpc.body" ||
+  fail "console: SignUp did not succeed: $(rpc_hdr grpc-status) $(rpc_hdr grpc-message)"
+ctl --token-file "$W/token3" login --email console@example.com --password console-password-1 >/dev/null ||
+  fail "the account signed up through the console does not log in"
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H 'content-type: application/grpc-web+proto' \
+  --data-binary "@$W/rpc.req" "$console/grpc.health.v1.Health/Check")
+[ "$code" = 404 ] || fail "console: a method it does not forward answered $code"
+clog=$($DOCKER logs "$console_id" 2>&1)
+[[ "$clog" == *"rpc /supaplane.v1.AccountService/SignUp OK"* ]] || fail "console: no log line of the SignUp call"
+[[ "$clog" != *console-password-1* && "$clog" != *wrong-password-1* ]] || fail "a password is in the console's log"
+dc --profile edge rm -f -s console >"$W/console-rm.log" 2>&1 || { cat "$W/console-rm.log" >&2; fail "removing the console"; }
+phase "console: healthy, ready, index.html with its headers, Login / SignUp through its bridge"
 
 # ---- down, then up: the named volumes keep everything.
 msgs=$(stream | jq '.state.messages')
