@@ -27,9 +27,13 @@ RUN cd console && SUPAPLANE_CONSOLE_DIST=/out/dist npm run build
 # deploy/images/console-from-host builds this stage, from the FROM line below
 # to the end of the file unchanged, on top of a stage that holds a dist/
 # built on the host in /out/dist.
+# apt-get clean: a base image without the official images' docker-clean apt
+# hook (scripts/docker-base-images makes one) would otherwise keep the .debs
+# and apt's package caches, 100 MB, in this layer.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs ca-certificates \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 supaplane \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin supaplane

@@ -140,6 +140,12 @@ done
 [ -z "$failed" ] || fail "image builds failed:$failed"
 phase "images built"
 $DOCKER image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '<none>' | sort | sed 's/^/  /'
+# The base images have no docker-clean apt hook (the official ones do): the
+# images' own apt-get clean keeps the .debs and apt's caches out of them.
+for img in supaplane/supaplane:test supaplane/console:test; do
+  left=$($DOCKER run --rm --network none --entrypoint sh "$img" -c 'ls /var/cache/apt/archives/*.deb /var/cache/apt/*.bin 2>/dev/null' || true)
+  [ -z "$left" ] || fail "$img keeps apt's downloads and caches: $(wc -l <<<"$left") files"
+done
 
 # ---- the platform
 "$C/make-env" --output "$W/.env" >/dev/null
