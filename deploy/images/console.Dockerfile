@@ -4,16 +4,18 @@
 # bundled into dist/server/server.mjs with @grpc/grpc-js inside, so the
 # runtime stage needs only Node.js and dist/, no node_modules.
 #
-# The build stage needs Node.js 20 or later (@bufbuild/protoc-gen-es, the
-# code generator, asks for it; bookworm's package is 18) and the npm
-# registry: it starts from the official node image, so this path needs a
-# registry. deploy/images/console-from-host builds the runtime stage below
-# from a dist/ built on the host instead (no registry, no npm in docker).
+# The build stage runs on bookworm with Debian's nodejs (18.20) and npm:
+# npm ci warns that @bufbuild/protoc-gen-es and playwright-core ask for
+# Node >= 20, but the code generation, tsc, esbuild and the unit tests run
+# on 18 (checked in this image with node_modules from the host: the same
+# generated code). It needs the npm registry reachable from the build.
+# deploy/images/console-from-host builds the runtime stage below from a
+# dist/ built on the host instead (no npm in docker).
 
 # ---- build: npm ci, protoc + protoc-gen-es, tsc, esbuild -> /out/dist ----
-FROM node:22-bookworm AS build
+FROM debian:bookworm AS build
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends protobuf-compiler \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm ca-certificates protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # proto/ feeds the console's code generation (npm run gen).
@@ -28,8 +30,8 @@ RUN cd console && SUPAPLANE_CONSOLE_DIST=/out/dist npm run build
 # to the end of the file unchanged, on top of a stage that holds a dist/
 # built on the host in /out/dist.
 # apt-get clean: a base image without the official images' docker-clean apt
-# hook (scripts/docker-base-images makes one) would otherwise keep the .debs
-# and apt's package caches, 100 MB, in this layer.
+# hook (the debootstrap base of scripts/docker-base-images has none) would
+# otherwise keep the .debs and apt's package caches, 100 MB, in this layer.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs ca-certificates \
