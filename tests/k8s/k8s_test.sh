@@ -108,7 +108,7 @@ PY
 }
 mutant no-readiness "no readinessProbe" 'del c0("StatefulSet", "api")["readinessProbe"]'
 mutant wrong-liveness "livenessProbe is not GET /healthz" 'c0("Deployment", "billing")["livenessProbe"]["httpGet"]["path"] = "/metrics"'
-mutant no-limit "no memory limit" 'del c0("Deployment", "router-sync")["resources"]["limits"]["memory"]'
+mutant no-limit "no memory limit" 'del c0("StatefulSet", "router-sync")["resources"]["limits"]["memory"]'
 mutant writable-root "readOnlyRootFilesystem is not true" 'c0("Deployment", "console")["securityContext"]["readOnlyRootFilesystem"] = False'
 mutant caps "capabilities do not drop ALL" 'c0("StatefulSet", "nats")["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]'
 mutant root-pod "runAsNonRoot is not true" 'del get("Deployment", "provisioner")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]'
