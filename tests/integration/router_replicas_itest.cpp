@@ -22,6 +22,7 @@
 #include "eventually.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
+#include "supaplane/config/config.hpp"
 #include "supaplane/domain/converge.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/keystore/key_store.hpp"
@@ -294,11 +295,12 @@ TEST_F(RouterReplicasTest, EveryReplicaServesTheWholeConfigurationAndTheSameForw
   EXPECT_EQ(a.durable(), "router-sync-r0");
   Child frozen;
   ASSERT_NO_FATAL_FAILURE(start_child(frozen, "p0"));
+  const std::string frozen_durable = config::replica_durable("router-sync", "p0");
   std::mt19937 rng(7);
   ASSERT_NO_FATAL_FAILURE(play(200, rng));
   // p0 stops reading (SIGSTOP) while the others apply everything from here
   // on: when it resumes, every event it reads is already in Redis.
-  ASSERT_TRUE(testenv::eventually([&] { return consumed_all("router-sync-p0"); }));
+  ASSERT_TRUE(testenv::eventually([&] { return consumed_all(frozen_durable); }));
   frozen.proc.signal(SIGSTOP);
   // r1 goes away mid-run, misses a stretch, and comes back under its name
   // (its durable resumes where it stopped) while commands keep coming.
@@ -322,7 +324,7 @@ TEST_F(RouterReplicasTest, EveryReplicaServesTheWholeConfigurationAndTheSameForw
   EXPECT_EQ(dynamic(b), body) << "the replicas serve different configurations";
   // p0 resumes behind the shared checkpoint and must follow its own stream.
   frozen.proc.signal(SIGCONT);
-  ASSERT_TRUE(testenv::eventually([&] { return consumed_all("router-sync-p0"); }, 60s));
+  ASSERT_TRUE(testenv::eventually([&] { return consumed_all(frozen_durable); }, 60s));
   EXPECT_TRUE(testenv::eventually([&] { return dynamic(frozen.http_port) == body; }))
       << "the replica that was behind serves another configuration";
   // What they serve is the log's: a router per tenant with routes, none for
