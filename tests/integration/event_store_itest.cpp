@@ -552,7 +552,7 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   const std::vector<ServiceUser> services = {
       {"api", "api-projector", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa", "platform.account.a1"}},
       {"provisioner", "provisioner", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
-      {"router-sync", "router-sync", {}},
+      {"router-sync", "router-sync-r0", {}},  // one durable per replica
       {"billing",
        "billing-projector",
        {"platform.billing.customer.c1", "platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
@@ -650,6 +650,27 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
       js_GetConsumerInfo(&ci, admin->jetstream(), "PLATFORM", "api-projector", nullptr, nullptr),
       NATS_OK);
   jsConsumerInfo_Destroy(ci);
+
+  // router-sync's replicas use durables of their own names, never the fixed
+  // durables of the other services; provisioner and billing never reach a
+  // router-sync replica's durable.
+  auto try_pull = [](EventStore& as, const char* durable) {
+    natsSubscription* sub = nullptr;
+    jsSubOptions o;
+    jsSubOptions_Init(&o);
+    o.Stream = "PLATFORM";
+    const natsStatus st =
+        js_PullSubscribe(&sub, as.jetstream(), "platform.>", durable, nullptr, &o, nullptr);
+    if (sub) natsSubscription_Destroy(sub);
+    return st;
+  };
+  EXPECT_EQ(try_pull(*router, "router-sync-r1"), NATS_OK);
+  for (const char* other : {"provisioner", "billing-projector", "api-projector"})
+    EXPECT_NE(try_pull(*router, other), NATS_OK) << "router-sync took " << other;
+  auto provisioner = user_store(nats.url_for("provisioner"));
+  ASSERT_TRUE(provisioner);
+  for (EventStore* user : {provisioner.get(), billing.get()})
+    EXPECT_NE(try_pull(*user, "router-sync-r0"), NATS_OK);
 
   // The api can neither create a stream nor delete PLATFORM.
   GoodStream other;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "eventually.hpp"
@@ -304,4 +305,82 @@ TEST_F(ProjectionTest, FlushallUnderFiveThousandTenantsIsRebuiltByTheGuard) {
   auto page = proj_.list(*conn_, q);
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->tenants.size(), static_cast<std::size_t>(kTenants));
+}
+
+namespace {
+/// What a second process's observer holds: the latest state told per ref.
+struct Recorder : projection::ProjectorObserver {
+  std::map<std::string, v1::TenantState> last;
+  std::uint64_t told{0};
+  void on_applied(const v1::TenantState& s, std::uint64_t, const std::string&) override {
+    ++told;
+    auto& slot = last[s.ref()];
+    EXPECT_GE(s.version(), slot.version()) << s.ref() << ": told an older state after a newer one";
+    slot = s;
+  }
+};
+}  // namespace
+
+// A second process sharing the projection, behind the shared checkpoint (the
+// first one applied everything): its observer (its in-memory routes, caches,
+// watchers) must still move with the stream it reads, message by message,
+// including for a tenant whose last message is a kind this build cannot apply
+// (it moves only the tenant's version, so no event of it is "the state right
+// after" the projection holds).
+TEST_F(ProjectionTest, AProjectorBehindTheSharedCheckpointStillTellsItsObserver) {
+  const std::string a = "aaaaaaaaaaaaaaaaaaaa", b = "bbbbbbbbbbbbbbbbbbbb",
+                    c = "cccccccccccccccccccc";
+  append_history(a, 4);
+  append_history(b, 7);
+  // c: created, paused, then a message of a kind from a newer build.
+  const auto c_paused = append_history(c, 2);
+  v1::Actor actor;
+  actor.set_kind(v1::ACTOR_KIND_SYSTEM);
+  actor.set_id("test");
+  auto unknown = projection::make_tenant_event(c, v1::TenantEvent{}, actor, "",
+                                               event_store::Expected::at(c_paused), "", "", 5000);
+  auto u = store_->append(unknown);
+  ASSERT_TRUE(u.ok()) << u.error().message;
+  const auto last = u->sequence.value();
+  ASSERT_TRUE(waiter_.wait_for(last, 10000));  // the first process applied it all
+
+  std::vector<event_store::StoredMessage> log;
+  ASSERT_TRUE(store_
+                  ->replay("platform.tenant.>", 1,
+                           [&](const event_store::StoredMessage& m) {
+                             log.push_back(m);
+                             return true;
+                           })
+                  .ok());
+  ASSERT_EQ(log.back().sequence, last);
+  // The second process reads the same stream one message per batch.
+  Recorder seen;
+  projection::SequenceWaiter waiter;
+  projection::TenantProjector behind(proj_, addr_, waiter, seen);
+  for (const auto& m : log) {
+    std::vector<event_store::InboundMessage> batch{{m, event_store::Disposition::release}};
+    behind.handle(batch);
+    EXPECT_EQ(batch[0].disposition, event_store::Disposition::ack) << m.sequence;
+    const std::string ref = m.subject.substr(std::string("platform.tenant.").size());
+    ASSERT_TRUE(seen.last.count(ref)) << "seq " << m.sequence << ": " << ref << " never told";
+    EXPECT_GE(seen.last[ref].version(), m.sequence)
+        << "seq " << m.sequence << ": the observer of " << ref << " lags the stream it read";
+  }
+  EXPECT_EQ(behind.counters().applied.load(), 0u) << "the first process had applied everything";
+  for (const auto& ref : {a, b, c}) {
+    const auto want = read(ref);
+    EXPECT_EQ(seen.last[ref].SerializeAsString(), want.SerializeAsString()) << ref;
+  }
+  EXPECT_EQ(seen.last[c].desired_state(), v1::DESIRED_STATE_PAUSED);
+  EXPECT_EQ(seen.last[c].version(), last);
+  // The whole log in one batch: a tenant that moved on is told its newer
+  // state once (and its own last event once more), not once per event.
+  Recorder once;
+  projection::TenantProjector behind_once(proj_, addr_, waiter, once);
+  std::vector<event_store::InboundMessage> all;
+  for (const auto& m : log) all.push_back({m, event_store::Disposition::release});
+  behind_once.handle(all);
+  EXPECT_LE(once.told, 2u * 3u);
+  for (const auto& ref : {a, b, c})
+    EXPECT_EQ(once.last[ref].SerializeAsString(), read(ref).SerializeAsString()) << ref;
 }

@@ -113,7 +113,7 @@ PY
 }
 mutant no-readiness "no readinessProbe" 'del c0("StatefulSet", "api")["readinessProbe"]'
 mutant wrong-liveness "livenessProbe is not GET /healthz" 'c0("Deployment", "billing")["livenessProbe"]["httpGet"]["path"] = "/metrics"'
-mutant no-limit "no memory limit" 'del c0("Deployment", "router-sync")["resources"]["limits"]["memory"]'
+mutant no-limit "no memory limit" 'del c0("StatefulSet", "router-sync")["resources"]["limits"]["memory"]'
 mutant writable-root "readOnlyRootFilesystem is not true" 'c0("Deployment", "console")["securityContext"]["readOnlyRootFilesystem"] = False'
 mutant caps "capabilities do not drop ALL" 'c0("StatefulSet", "nats")["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]'
 mutant root-pod "runAsNonRoot is not true" 'del get("Deployment", "provisioner")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]'
@@ -124,7 +124,7 @@ mutant inline-url "SUPAPLANE_NATS_URL is inlined" 'e = next(e for e in c0("Deplo
 mutant secret-object "Secret with inline data" 'objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x", "namespace": "supaplane"}, "stringData": {"k": "v"}})'
 mutant missing-key "which create-secrets does not set" 'e = next(e for e in c0("Deployment", "billing")["env"] if e["name"] == "SUPAPLANE_JWT_SECRET"); e["valueFrom"]["secretKeyRef"]["key"] = "jwt"'
 mutant admin-creds "holds the NATS admin password" 'c0("Deployment", "billing")["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "supaplane-nats", "key": "admin-password"}}})'
-mutant redis-creds "holds a Redis user's password" 'c0("Deployment", "router-sync")["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "supaplane-redis", "key": "api-password"}}})'
+mutant redis-creds "holds a Redis user's password" 'c0("StatefulSet", "router-sync")["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "supaplane-redis", "key": "api-password"}}})'
 mutant anon-redis "SUPAPLANE_REDIS_URL is not its own user" 'e = next(e for e in c0("Deployment", "billing")["env"] if e["name"] == "SUPAPLANE_REDIS_URL"); e.pop("valueFrom"); e["value"] = "redis://redis:6379"'
 mutant no-pdb "no PodDisruptionBudget" 'objs.remove(get("PodDisruptionBudget", "router-sync"))'
 mutant no-deny "no deny-by-default NetworkPolicy" 'objs.remove(get("NetworkPolicy", "default-deny"))'

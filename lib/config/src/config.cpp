@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdlib>
 
@@ -48,6 +49,17 @@ void wait_for_termination_signal() {
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::string(v) : fallback;
+}
+
+std::string replica_durable(const std::string& durable, const std::string& replica_id) {
+  std::string id = replica_id;
+  if (id.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) == 0) id = host;
+  }
+  for (char& c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+  return id.empty() ? durable : durable + "-" + id;
 }
 
 }  // namespace supaplane::config

@@ -94,6 +94,9 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
   if (!states) return states.error();
   std::deque<v1::TenantState> written;  // stable addresses for TenantWrite
   std::vector<std::string> types(batch.size());
+  // Per ref, the version of the newer state already told in this run for
+  // events another process applied first (told once, not once per event).
+  std::unordered_map<std::string, std::uint64_t> told_ahead;
   // The state right after event i, when known: what the observer is told.
   std::vector<const v1::TenantState*> applied_state(batch.size(), nullptr);
   std::vector<TenantWrite> writes;
@@ -111,11 +114,19 @@ Result<std::size_t> TenantProjector::apply_from(std::vector<event_store::Inbound
         written.push_back(cur);
         w.state = &written.back();
         if (d.kind == DecodedEvent::Kind::tenant) applied_state[i] = w.state;
-      } else if (d.kind == DecodedEvent::Kind::tenant && cur.version() == d.sequence) {
-        // Another process applied it already and nothing newer: the state
-        // read is the one right after this event.
-        written.push_back(cur);
-        applied_state[i] = &written.back();
+      } else if (d.kind == DecodedEvent::Kind::tenant && cur.version() >= d.sequence) {
+        // Another process applied it already. Nothing newer: the state read
+        // is the one right after this event. The tenant moved on (this
+        // projector is behind the shared checkpoint): the state read is a
+        // later one, told now, because this process's in-memory views
+        // (watchers, caches, routes) must follow the stream it reads even
+        // when the tenant's own last event is one this build cannot apply.
+        auto& told = told_ahead[d.ref];
+        if (cur.version() == d.sequence || told != cur.version()) {
+          told = cur.version();
+          written.push_back(cur);
+          applied_state[i] = &written.back();
+        }
       }
       if (applied_state[i]) types[i] = domain::event_type(d.envelope.tenant());
     }

@@ -85,14 +85,7 @@ ApiMetrics::ApiMetrics(prometheus::Registry& r)
 }
 
 std::string projector_durable(const ApiOptions& o) {
-  std::string id = o.replica_id;
-  if (id.empty()) {
-    char host[256] = {};
-    if (::gethostname(host, sizeof host - 1) == 0) id = host;
-  }
-  for (char& c : id)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
-  return id.empty() ? o.durable : o.durable + "-" + id;
+  return config::replica_durable(o.durable, o.replica_id);
 }
 
 bool ChangeHub::Subscription::next(Change* out, int timeout_ms) {

@@ -58,7 +58,12 @@ int main(int argc, char** argv) {
               o.http_header_timeout_ms, "a request must arrive whole within this (slow clients)");
   bind_option(app, "http-idle-timeout-ms", "SUPAPLANE_HTTP_IDLE_TIMEOUT_MS", o.http_idle_timeout_ms,
               "idle keep-alive connections are closed after this");
-  bind_option(app, "durable", "SUPAPLANE_ROUTER_DURABLE", o.durable, "durable consumer name");
+  bind_option(app, "durable", "SUPAPLANE_ROUTER_DURABLE", o.durable,
+              "base name of the durable consumer (each replica reads the whole stream with "
+              "<durable>-<replica id>)");
+  bind_option(app, "replica-id", "SUPAPLANE_REPLICA_ID", o.replica_id,
+              "this replica's name, unique among the replicas sharing one projection "
+              "(default: the host name)");
   bind_option(app, "redis-prefix", "SUPAPLANE_ROUTER_REDIS_PREFIX", o.redis_prefix,
               "key prefix of this service's projection");
   bind_option(app, "stream-replicas", "SUPAPLANE_STREAM_REPLICAS", o.stream_replicas,

@@ -123,7 +123,10 @@ Status App::start() {
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
                                                              *sync_, guard_.get());
   event_store::ConsumerOptions cons;
-  cons.durable = opts_.durable;
+  // Every replica reads the whole stream with its own durable: a shared one
+  // would hand each replica part of the events, and each serves from memory.
+  durable_ = config::replica_durable(opts_.durable, opts_.replica_id);
+  cons.durable = durable_;
   cons.filter = "platform.tenant.>";
   runner_ = std::make_unique<event_store::ConsumerRunner>(*store_, cons, *projector_);
 
@@ -189,8 +192,9 @@ Status App::start() {
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
   gauges_thread_ = std::thread([this] { export_metrics(); });
-  log()->info("supaplane-router-sync listening: http {}:{} metrics {}:{} dir {}", http_hp->host,
-              http_port_, metrics_hp->host, metrics_port_, opts_.traefik_dir);
+  log()->info("supaplane-router-sync listening: http {}:{} metrics {}:{} dir {} durable {}",
+              http_hp->host, http_port_, metrics_hp->host, metrics_port_, opts_.traefik_dir,
+              durable_);
   return Status::Ok();
 }
 

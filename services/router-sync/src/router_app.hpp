@@ -30,8 +30,11 @@ struct AppOptions {
   std::string http_addr{"127.0.0.1:8082"};
   std::string metrics_addr{"127.0.0.1:9103"};
   std::string traefik_dir{"./traefik"};
-  std::string public_url;  ///< how Traefik reaches us; default http://<http_addr>
-  std::string durable{"router-sync"};
+  std::string public_url;              ///< how Traefik reaches us; default http://<http_addr>
+  std::string durable{"router-sync"};  ///< base name: the consumer is <durable>-<replica id>
+  /// Unique among the replicas sharing one projection (same Redis and
+  /// redis_prefix); empty = the host name. See config::replica_durable.
+  std::string replica_id;
   std::string redis_prefix{"sp:router:"};
   std::string issuer{"supaplane"};
   std::string ratelimit_free{"20:40"};  ///< average:burst per second
@@ -62,6 +65,8 @@ class App {
   void stop();
   std::string readiness();
   int http_port() const { return http_port_; }
+  /// This replica's durable consumer name (`<durable>-<replica id>`).
+  const std::string& durable() const { return durable_; }
   int metrics_port() const { return metrics_port_; }
   projection::ProjectionGuard& guard() { return *guard_; }
   RouteSync& sync() { return *sync_; }
@@ -94,6 +99,7 @@ class App {
   std::atomic<bool> synced_{false};
   std::mutex problem_mu_;
   std::string problem_;
+  std::string durable_;
   int http_port_{0};
   int metrics_port_{0};
 };

@@ -33,6 +33,13 @@ void wait_for_termination_signal();
 /// Environment variable or a default.
 std::string env_or(const char* name, const std::string& fallback);
 
+/// The durable consumer name of one replica of a service that reads the whole
+/// stream in every replica: `<durable>-<replica id>`, the replica id (the host
+/// name when empty) with every character other than a letter, a digit, `-`
+/// and `_` turned into `_` (what a consumer name may hold). `durable` alone
+/// when no id can be found.
+std::string replica_durable(const std::string& durable, const std::string& replica_id);
+
 template <typename App>
 int serve_until_signal(const std::string& binary, App& app) {
   if (auto st = app.start(); !st) {

@@ -37,8 +37,10 @@ class ProjectionGuard;
 /// service's consumer. One instance per consumer thread. Several processes
 /// may each run one over the same Redis projection (each with its own
 /// consumer of the whole stream): the checkpoint rule applies every event
-/// once, and each projector still tells its observer of every event (the
-/// state after it, or a later one when another process got further first).
+/// once, and each projector still tells its observer of every tenant event
+/// it reads (the state after it; or, when another process got further first,
+/// the later state it read, told once per batch): a projector behind the
+/// shared checkpoint keeps its in-memory views moving with its own stream.
 class TenantProjector final : public event_store::BatchHandler {
  public:
   /// With `guard`, a projection found missing in Redis (data lost, FLUSHALL)
