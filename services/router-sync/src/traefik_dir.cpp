@@ -96,6 +96,74 @@ Result<bool> TraefikDir::remove(const std::string& name) {
   return true;
 }
 
+Result<int> TraefikDir::apply(const std::vector<std::pair<std::string, const std::string*>>& writes,
+                              const std::vector<std::string>& removes) {
+  std::vector<std::string> temps;
+  auto discard = [&] {
+    for (const auto& t : temps) ::unlink(t.c_str());
+  };
+  for (const auto& [name, content] : writes) {
+    const std::string tmp = dir_ + "/." + name + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      auto e = io_error("open", tmp);
+      discard();
+      return e;
+    }
+    temps.push_back(tmp);
+    std::size_t off = 0;
+    while (off < content->size()) {
+      ssize_t n = ::write(fd, content->data() + off, content->size() - off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        auto e = io_error("write", tmp);
+        ::close(fd);
+        discard();
+        return e;
+      }
+      off += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+  }
+  if (!writes.empty()) {
+    // Every file's bytes are on disk before any rename can be.
+    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+      auto e = io_error("open", dir_);
+      discard();
+      return e;
+    }
+    const int rc = ::syncfs(dfd);
+    ::close(dfd);
+    if (rc != 0) {
+      auto e = io_error("syncfs", dir_);
+      discard();
+      return e;
+    }
+  }
+  int changes = 0;
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    const std::string path = dir_ + "/" + writes[i].first;
+    if (::rename(temps[i].c_str(), path.c_str()) != 0) {
+      auto e = io_error("rename", temps[i]);
+      for (std::size_t j = i; j < temps.size(); ++j) ::unlink(temps[j].c_str());
+      return e;
+    }
+    ++changes;
+  }
+  for (const auto& name : removes) {
+    const std::string path = dir_ + "/" + name;
+    if (::unlink(path.c_str()) != 0) {
+      if (errno == ENOENT) continue;
+      return io_error("unlink", path);
+    }
+    ++changes;
+  }
+  if (changes > 0)
+    if (auto st = fsync_path(dir_, O_RDONLY | O_DIRECTORY); !st) return st.error();
+  return changes;
+}
+
 Result<std::map<std::string, std::string>> TraefikDir::read_all() const {
   std::map<std::string, std::string> out;
   std::error_code ec;
