@@ -179,7 +179,7 @@ History make_history(const std::string& ref, int index, int target, std::mt19937
   outcome(false);
   const bool deleted = index % 100 == 99;
   const int keep = deleted ? 2 : 0;
-  while (static_cast<int>(h.events.size()) + 2 + keep <= target) {
+  while (static_cast<int>(h.events.size()) + keep < target) {
     domain::TenantCommand c;
     if (h.state.phase() == v1::PHASE_PAUSED) {
       c.kind = domain::CommandKind::resume;
