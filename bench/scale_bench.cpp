@@ -686,6 +686,7 @@ int run(int tenants, int per_tenant, const std::string& logs_dir) {
       "| Redis `used_memory`: router keys / + api projection / + router projection | %.0f "
       "/ %.0f / %.0f MiB | |\n",
       redis_keys_mib, redis_api_mib, redis_all_mib);
+  std::fflush(stdout);  // before the temp dirs (100,000 files) are removed
   return 0;
 }
 
