@@ -326,6 +326,36 @@ TEST(TraefikDirTest, WritesAtomicallyOnlyOnChangeAndReconciles) {
                 {"a.yml", "two"}, {"keep-me.yml", "someone else's"}, {tenant_file(kRef), "t"}}));
 }
 
+// A first start writes every tenant's file in one pass (one sync for all):
+// the directory then holds exactly the wanted files, no temp file is left,
+// and a second pass changes nothing.
+TEST(TraefikDirTest, ReconcilesManyFilesInOnePass) {
+  testenv::TempDir tmp("router-dir");
+  TraefikDir dir(tmp.path() + "/traefik");
+  ASSERT_TRUE(dir.prepare().ok());
+  std::map<std::string, std::string> want;
+  for (int i = 0; i < 300; ++i) {
+    std::string ref(20, 'a');
+    for (int v = i, p = 19; v > 0; v /= 26, --p) ref[static_cast<std::size_t>(p)] += v % 26;
+    want[tenant_file(ref)] = "tenant " + std::to_string(i) + "\n";
+  }
+  std::ofstream(tmp.path() + "/traefik/" + tenant_file(kOther)) << "deleted while we were down";
+  const auto ours = [](const std::string& f) { return !ref_of_file(f).empty(); };
+  auto n = dir.reconcile(want, ours);
+  ASSERT_TRUE(n.ok()) << n.error().message;
+  EXPECT_EQ(*n, 301);
+  std::size_t entries = 0;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path() + "/traefik")) {
+    (void)e;
+    ++entries;
+  }
+  EXPECT_EQ(entries, want.size()) << "temp files left behind, or the stale file kept";
+  EXPECT_EQ(dir.read_all().value(), want);
+  want.begin()->second = "changed\n";
+  EXPECT_EQ(dir.reconcile(want, ours).value(), 1);
+  EXPECT_EQ(dir.reconcile(want, ours).value(), 0);
+  EXPECT_EQ(dir.read_all().value(), want);
+}
 }  // namespace
 
 // ---- the epoll HTTP server under router-sync's endpoints

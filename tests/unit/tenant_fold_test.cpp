@@ -1,9 +1,14 @@
 // fold(): phases, generations, the single-deployment invariant, statuses.
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <random>
 
 #include "supaplane/domain/tenant.hpp"
+#include "supaplane/projection/history.hpp"
+#include "supaplane/projection/tenant_events.hpp"
 
 namespace {
 
@@ -200,6 +205,145 @@ TEST(TenantFold, EventTypeNames) {
   e.mutable_keys_rotation_requested();
   EXPECT_EQ(event_type(e), "tenant.keys_rotation_requested");
   EXPECT_EQ(event_type(v1::TenantEvent{}), "tenant.unknown");
+}
+
+// A random but valid history of one tenant: decisions through decide(),
+// outcomes (with endpoints and health now and then) at the current generation.
+std::vector<v1::TenantEvent> random_history(std::mt19937& rng, int steps) {
+  std::vector<v1::TenantEvent> out;
+  v1::TenantEvent c;
+  c.mutable_created()->set_name("shop");
+  c.mutable_created()->set_plan(v1::PLAN_FREE);
+  c.mutable_created()->set_owner_account_id("acct_aaaaaaaaaaaaaaaaaaaa");
+  c.mutable_created()->set_generation(1);
+  out.push_back(c);
+  auto s = fold({}, c, {kRef, 1, 0});
+  for (int step = 0; step < steps; ++step) {
+    const int pick = static_cast<int>(rng() % 13);
+    v1::TenantEvent e;
+    if (pick < 7) {
+      TenantCommand cmd;
+      cmd.kind = static_cast<CommandKind>(1 + pick);
+      cmd.reason = "r";
+      cmd.plan = rng() % 2 ? v1::PLAN_PRO : v1::PLAN_FREE;
+      auto r = decide(s, cmd);
+      if (!r.ok() || r->empty()) continue;
+      e = r->front();
+    } else {
+      const auto g = s.generation();
+      switch (pick) {
+        case 7:
+          e.mutable_provisioning_started()->set_observed_generation(g);
+          break;
+        case 8: {
+          auto* cv = e.mutable_stack_converged();
+          cv->set_observed_generation(g);
+          cv->set_keys_generation(s.keys_generation());
+          cv->set_gateway_url("http://x.gateway.internal:8000");
+          auto* h = cv->add_services();
+          h->set_name("db");
+          h->set_status(rng() % 2 ? v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY
+                                  : v1::SERVICE_HEALTH_STATUS_UNHEALTHY);
+          break;
+        }
+        case 9:
+          e.mutable_stack_paused()->set_observed_generation(g);
+          break;
+        case 10:
+          e.mutable_converge_failed()->set_observed_generation(g);
+          e.mutable_converge_failed()->set_final(rng() % 2 == 0);
+          e.mutable_converge_failed()->set_reason("boom");
+          break;
+        case 11:
+          e.mutable_stack_deleted()->set_observed_generation(g);
+          break;
+        default:
+          e.mutable_drift_detected()->set_observed_generation(g);
+          break;
+      }
+    }
+    out.push_back(e);
+    s = fold(s, e, {kRef, static_cast<std::uint64_t>(out.size()), step});
+  }
+  return out;
+}
+
+std::string random_ref(std::mt19937& rng) {
+  std::string ref;
+  for (int i = 0; i < 20; ++i) ref += static_cast<char>('a' + rng() % 26);
+  return ref;
+}
+
+// The provisioner's resync folds every tenant from one replay of the stream
+// (tenants interleaved) instead of reading each history: each tenant must
+// come out exactly as the per-tenant fold of its own messages, including
+// undecodable messages (they move the version) and subjects that name no
+// tenant (ignored).
+TEST(TenantFolder, OneReplayEqualsPerTenantFoldOnRandomHistories) {
+  std::mt19937 rng(7);
+  for (int run = 0; run < 20; ++run) {
+    // Encoded histories, one queue per tenant, with the real envelope.
+    std::map<std::string, std::vector<supaplane::event_store::StoredMessage>> queues;
+    const int tenants = 1 + static_cast<int>(rng() % 40);
+    for (int t = 0; t < tenants; ++t) {
+      const auto ref = random_ref(rng);
+      v1::Actor actor;
+      actor.set_kind(v1::ACTOR_KIND_SYSTEM);
+      actor.set_id("test");
+      for (const auto& ev : random_history(rng, static_cast<int>(rng() % 50))) {
+        auto out = supaplane::projection::make_tenant_event(
+            ref, ev, actor, "", supaplane::event_store::Expected::any(), "corr", "", 1000);
+        supaplane::event_store::StoredMessage m;
+        m.subject = out.subject;
+        m.event_type = out.event_type;
+        m.data = out.body;
+        if (rng() % 25 == 0) m.data = "\xff\xfenot a protobuf";  // undecodable
+        queues[ref].push_back(m);
+      }
+    }
+    // Interleave them as the stream would (each tenant's order kept), with
+    // messages of other aggregates and a bad ref in between.
+    std::vector<supaplane::event_store::StoredMessage> stream;
+    std::map<std::string, std::size_t> next;
+    std::vector<std::string> refs;
+    for (const auto& [ref, _] : queues) refs.push_back(ref);
+    while (!refs.empty()) {
+      const auto i = rng() % refs.size();
+      auto& q = queues[refs[i]];
+      stream.push_back(q[next[refs[i]]++]);
+      if (next[refs[i]] == q.size()) refs.erase(refs.begin() + static_cast<long>(i));
+      if (rng() % 10 == 0) {
+        supaplane::event_store::StoredMessage other = stream.back();
+        other.subject =
+            rng() % 2 ? "platform.account.acct_aaaaaaaaaaaaaaaaaaaa" : "platform.tenant.NOT-A-REF";
+        stream.push_back(other);
+      }
+    }
+    std::uint64_t seq = 0;
+    for (auto& m : stream) {
+      m.sequence = ++seq;
+      m.timestamp_ns = static_cast<std::int64_t>(seq) * 1'000'000;
+    }
+    // Expected: each tenant's messages read alone and folded.
+    std::map<std::string, std::vector<supaplane::event_store::StoredMessage>> by_subject;
+    for (const auto& m : stream) by_subject[m.subject].push_back(m);
+
+    supaplane::projection::TenantFolder folder;
+    std::uint64_t ignored = 0;
+    for (const auto& m : stream)
+      if (!folder.add(m)) ++ignored;
+    EXPECT_EQ(folder.folded() + ignored, stream.size());
+    ASSERT_EQ(folder.states().size(), queues.size());
+    for (const auto& [ref, _] : queues) {
+      const auto want =
+          supaplane::projection::fold_history(ref, by_subject["platform.tenant." + ref]);
+      auto it = folder.states().find(ref);
+      ASSERT_NE(it, folder.states().end()) << ref;
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(want, it->second))
+          << "run " << run << " ref " << ref << "\nwant " << want.ShortDebugString() << "\ngot  "
+          << it->second.ShortDebugString();
+    }
+  }
 }
 
 }  // namespace

@@ -74,23 +74,46 @@ HistoryRecord describe(const event_store::StoredMessage& m) {
   return r;
 }
 
+namespace {
+/// One message of a tenant's history folded into its state: the step shared
+/// by the per-tenant read and the bulk replay.
+void fold_one(v1::TenantState& s, const std::string& ref, const event_store::StoredMessage& m,
+              const DecodedEvent& d, std::int64_t t) {
+  if (d.kind == DecodedEvent::Kind::tenant) {
+    s = domain::fold(std::move(s), d.envelope.tenant(), {ref, m.sequence, t});
+  } else if (m.sequence > s.version()) {
+    s.set_version(m.sequence);  // undecodable / unknown still count for OCC
+  }
+}
+
+std::int64_t event_time(const event_store::StoredMessage& m, const DecodedEvent& d) {
+  return d.kind == DecodedEvent::Kind::malformed ? m.timestamp_ns / 1'000'000
+                                                 : d.envelope.occurred_at_unix_ms();
+}
+}  // namespace
+
 v1::TenantState fold_history(const std::string& ref,
                              const std::vector<event_store::StoredMessage>& messages,
                              std::optional<std::int64_t> as_of_unix_ms) {
   v1::TenantState s;
   for (const auto& m : messages) {
     const DecodedEvent d = decode(m);
-    const std::int64_t t = d.kind == DecodedEvent::Kind::malformed
-                               ? m.timestamp_ns / 1'000'000
-                               : d.envelope.occurred_at_unix_ms();
+    const std::int64_t t = event_time(m, d);
     if (as_of_unix_ms && t > *as_of_unix_ms) break;
-    if (d.kind == DecodedEvent::Kind::tenant) {
-      s = domain::fold(std::move(s), d.envelope.tenant(), {ref, m.sequence, t});
-    } else if (m.sequence > s.version()) {
-      s.set_version(m.sequence);  // undecodable / unknown still count for OCC
-    }
+    fold_one(s, ref, m, d, t);
   }
   return s;
+}
+
+bool TenantFolder::add(const event_store::StoredMessage& m) {
+  constexpr std::string_view prefix = "platform.tenant.";
+  if (m.subject.size() <= prefix.size() || m.subject.compare(0, prefix.size(), prefix) != 0)
+    return false;
+  const DecodedEvent d = decode(m);  // names the tenant only when its ref is valid
+  if (d.ref.empty()) return false;
+  fold_one(states_[d.ref], d.ref, m, d, event_time(m, d));
+  ++folded_;
+  return true;
 }
 
 }  // namespace supaplane::projection

@@ -43,6 +43,11 @@ struct ProvisionerCounters {
   std::atomic<std::uint64_t> unavailable{0};     ///< converges deferred: cluster unreachable
   std::atomic<std::uint64_t> health_changes{0};  ///< StackHealthChanged appended
   std::atomic<std::int64_t> starting{0};         ///< stacks started, not serving yet
+  std::atomic<std::uint64_t> resyncs{0};         ///< resync passes finished
+  std::atomic<std::uint64_t> resync_events{0};   ///< events folded by resync replays
+  std::atomic<std::uint64_t> history_reads{0};   ///< single-tenant history reads
+  std::atomic<std::int64_t> resync_tenants{0};   ///< tenants looked at by the last resync
+  std::atomic<std::int64_t> resync_ms{0};        ///< duration of the last resync
 };
 
 /// Level-triggered controller: for every tenant it hears about it folds the
@@ -65,7 +70,10 @@ class Provisioner final : public event_store::BatchHandler {
   Status converge(const std::string& ref);
   /// Compares every live tenant with what the driver sees; a difference is
   /// recorded (DriftDetected) and repaired, a health change recorded
-  /// (StackHealthChanged). Returns how many drifted.
+  /// (StackHealthChanged). Every tenant's state comes from ONE ordered replay
+  /// of `platform.tenant.>` (no history read per tenant); a state that moved
+  /// on meanwhile loses its append to OCC, and a tenant with work left is
+  /// converged from a fresh read. Returns how many drifted.
   Result<int> resync();
   /// The driver saw something happen to `ref`'s stack (a container started,
   /// died, changed health): converge it if it is starting, else check it
@@ -82,7 +90,9 @@ class Provisioner final : public event_store::BatchHandler {
   Result<driver::Progress> act(domain::StackAction action, const driver::StackRequest& req);
   /// resync / kick for one settled tenant: drift → DriftDetected + repair;
   /// a different health picture → StackHealthChanged. True when it drifted.
-  Result<bool> check(const std::string& ref);
+  /// `folded`: the tenant's state from the resync's replay (else its history
+  /// is read).
+  Result<bool> check(const std::string& ref, const v1::TenantState* folded = nullptr);
   void set_starting(const std::string& ref, bool starting);
   std::mutex& lock_for(const std::string& ref);
   bool sleep_ms(std::int64_t ms);

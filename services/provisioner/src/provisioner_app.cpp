@@ -17,6 +17,8 @@ std::shared_ptr<spdlog::logger> log() {
 }  // namespace
 
 App::App(AppOptions opts, const Clock& clock) : opts_(std::move(opts)), clock_(clock) {}
+App::App(AppOptions opts, const Clock& clock, std::unique_ptr<driver::Driver> driver)
+    : opts_(std::move(opts)), clock_(clock), driver_(std::move(driver)) {}
 App::~App() { stop(); }
 
 Status App::make_driver() {
@@ -86,7 +88,8 @@ Status App::start() {
   auto previous = secrets::master_keys_from_list(opts_.master_key_previous);
   if (!previous) return previous.error();
   rotating_master_key_ = !previous->empty();
-  if (auto st = make_driver(); !st) return st;
+  if (!driver_)
+    if (auto st = make_driver(); !st) return st;
   auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
   if (!metrics_hp) return metrics_hp.error();
 
@@ -123,6 +126,16 @@ Status App::start() {
                    "converges deferred because the tenant cluster was unreachable", k.unavailable);
   mirror_->counter("supaplane_provisioner_health_changes_total",
                    "StackHealthChanged events appended", k.health_changes);
+  mirror_->counter("supaplane_provisioner_resyncs_total",
+                   "resync passes finished (one replay of the tenant subjects each)", k.resyncs);
+  mirror_->counter("supaplane_provisioner_resync_events_total",
+                   "events folded by the resync replays", k.resync_events);
+  mirror_->counter("supaplane_provisioner_history_reads_total",
+                   "single-tenant history reads (converges and driver kicks)", k.history_reads);
+  mirror_->gauge("supaplane_provisioner_resync_tenants", "tenants looked at by the last resync",
+                 [t = &k.resync_tenants] { return static_cast<double>(t->load()); });
+  mirror_->gauge("supaplane_provisioner_resync_seconds", "duration of the last resync",
+                 [t = &k.resync_ms] { return static_cast<double>(t->load()) / 1000.0; });
   mirror_->gauge("supaplane_provisioner_starting_stacks",
                  "stacks started and not serving yet (no worker waits for them)",
                  [starting = &k.starting] { return static_cast<double>(starting->load()); });
@@ -153,7 +166,7 @@ Status App::start() {
       docker->watch([this](const std::string& ref) { provisioner_->kick(ref); }, stopping_);
     });
   }
-  log()->info("supaplane-provisioner started: driver {} metrics {}:{}", opts_.driver,
+  log()->info("supaplane-provisioner started: driver {} metrics {}:{}", driver_->name(),
               metrics_hp->host, metrics_port_);
   return Status::Ok();
 }

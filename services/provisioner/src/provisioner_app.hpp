@@ -56,6 +56,9 @@ struct AppOptions {
 class App {
  public:
   explicit App(AppOptions opts, const Clock& clock = SystemClock::instance());
+  /// With a driver of the caller's (benchmarks): `opts.driver` and the
+  /// driver settings are then not used.
+  App(AppOptions opts, const Clock& clock, std::unique_ptr<driver::Driver> driver);
   ~App();
   Status start();
   void stop();

@@ -1,6 +1,8 @@
 #pragma once
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "supaplane/core/result.hpp"
 
@@ -20,6 +22,13 @@ class TraefikDir {
   Result<bool> put(const std::string& name, const std::string& content);
   /// Removes `name` (absent is fine). Returns true when it removed.
   Result<bool> remove(const std::string& name);
+  /// Writes many files at once, each atomically as `put` does, but with two
+  /// syncs in all instead of two per file: every temp file is written, the
+  /// file system synced once (syncfs), then every file renamed into place,
+  /// then the directory synced once; `removes` are unlinked before that last
+  /// sync. Returns the number of files written or removed.
+  Result<int> apply(const std::vector<std::pair<std::string, const std::string*>>& writes,
+                    const std::vector<std::string>& removes);
   /// Every regular, non-hidden file: name → content.
   Result<std::map<std::string, std::string>> read_all() const;
   /// Makes the directory hold exactly `want` among the files `ours` accepts.
@@ -35,21 +44,17 @@ template <typename Ours>
 Result<int> TraefikDir::reconcile(const std::map<std::string, std::string>& want, Ours ours) {
   auto have = read_all();
   if (!have) return have.error();
-  int changes = 0;
-  for (const auto& [name, content] : *have) {
-    if (!ours(name) || want.count(name)) continue;
-    auto r = remove(name);
-    if (!r) return r.error();
-    changes += *r ? 1 : 0;
-  }
+  std::vector<std::string> removes;
+  for (const auto& [name, content] : *have)
+    if (ours(name) && !want.count(name)) removes.push_back(name);
+  std::vector<std::pair<std::string, const std::string*>> writes;
   for (const auto& [name, content] : want) {
     auto it = have->find(name);
-    if (it != have->end() && it->second == content) continue;
-    auto r = put(name, content);
-    if (!r) return r.error();
-    changes += *r ? 1 : 0;
+    if (it == have->end() || it->second != content) writes.emplace_back(name, &content);
   }
-  return changes;
+  // A first start writes every tenant's file: one sync for all of them, not
+  // two per file (100,000 tenants: seconds instead of a quarter of an hour).
+  return apply(writes, removes);
 }
 
 }  // namespace supaplane::router
