@@ -12,6 +12,7 @@
 #include "exit_codes.hpp"
 #include "output.hpp"
 #include "supaplane/config/config.hpp"
+#include "supaplane/event_store/kv.hpp"
 #include "tenant_output.hpp"
 
 namespace supaplane::cli {
@@ -28,6 +29,8 @@ struct AdminOptions {
   std::string projection;
   int replicas{1};
   int duplicate_window_ms{120'000};
+  std::string lease_bucket{"supaplane-leases"};
+  int lease_ttl_ms{15'000};
 };
 
 int list_all(const GlobalOptions& g, const AdminOptions& o) {
@@ -101,19 +104,39 @@ int init_stream(const GlobalOptions& g, const AdminOptions& o) {
   std::vector<std::string> changed;
   auto st = (*store)->create_or_verify_stream(&created, &changed);
   if (!st) return fail(st.error(), nats_where(g));
+  // The provisioner replicas' leader lease: the bucket's MaxAge is the lease TTL.
+  event_store::KvBucketSettings kv;
+  kv.name = o.lease_bucket;
+  kv.ttl_ms = o.lease_ttl_ms;
+  kv.replicas = o.replicas;
+  bool kv_created = false;
+  std::vector<std::string> kv_changed;
+  st = event_store::create_or_verify_kv_bucket(**store, kv, &kv_created, &kv_changed);
+  if (!st) return fail(st.error(), nats_where(g));
   if (g.json) {
     Json j;
     j["stream"] = ss.name;
     j["created"] = created;
     j["replicas"] = ss.replicas;
     j["changed"] = changed;
+    j["lease_bucket"] = {
+        {"name", kv.name}, {"created", kv_created}, {"ttl_ms", kv.ttl_ms}, {"changed", kv_changed}};
     print_json(std::cout, j);
-  } else if (created) {
+    return 0;
+  }
+  if (created) {
     std::cout << "created stream " << ss.name << " (subjects " << ss.subjects << ", " << ss.replicas
               << " replicas)\n";
   } else {
     for (const auto& c : changed) std::cout << "updated stream " << ss.name << ": " << c << "\n";
     std::cout << "stream " << ss.name << " exists and protects the log\n";
+  }
+  if (kv_created) {
+    std::cout << "created key-value bucket " << kv.name << " (lease ttl " << kv.ttl_ms << " ms)\n";
+  } else {
+    for (const auto& c : kv_changed)
+      std::cout << "updated key-value bucket " << kv.name << ": " << c << "\n";
+    std::cout << "key-value bucket " << kv.name << " exists (lease ttl " << kv.ttl_ms << " ms)\n";
   }
   return 0;
 }
@@ -142,14 +165,21 @@ void add_admin_commands(CLI::App& app, const GlobalOptions& g, Action& action) {
   on_parsed(unsuspend_cmd, action, [&g, o] { return unsuspend(g, *o); });
 
   auto* init_cmd = add_command(*admin, "init-stream",
-                               "create the PLATFORM stream on NATS (as the NATS admin user), "
-                               "or check that the existing one protects the log");
+                               "create the PLATFORM stream and the provisioner's lease bucket on "
+                               "NATS (as the NATS admin user), or check the existing ones");
   config::bind_option(*init_cmd, "replicas", "SUPAPLANE_STREAM_REPLICAS", o->replicas,
                       "replicas when creating it (3 on a JetStream cluster)")
       ->check(CLI::Range(1, 5));
   config::bind_option(*init_cmd, "duplicate-window-ms", "SUPAPLANE_DUPLICATE_WINDOW_MS",
                       o->duplicate_window_ms, "Nats-Msg-Id duplicate window (minimum)")
       ->check(CLI::PositiveNumber);
+  config::bind_option(*init_cmd, "lease-bucket", "SUPAPLANE_PROVISIONER_LEASE_BUCKET",
+                      o->lease_bucket, "key-value bucket of the provisioner replicas' lease");
+  config::bind_option(*init_cmd, "lease-ttl-ms", "SUPAPLANE_PROVISIONER_LEASE_TTL_MS",
+                      o->lease_ttl_ms,
+                      "the lease TTL (the bucket's max age): a dead leader is replaced after "
+                      "it; set again on an existing bucket")
+      ->check(CLI::Range(1000, 3'600'000));
   on_parsed(init_cmd, action, [&g, o] { return init_stream(g, *o); });
 
   auto* projections = add_command(app, "projections", "read models (admin role)");

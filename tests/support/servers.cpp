@@ -26,6 +26,7 @@
 
 #include "eventually.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/event_store/kv.hpp"
 
 namespace supaplane::testenv {
 
@@ -237,9 +238,10 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
     s.replace(p, from.size(), to);
 }
 
-/// Creates (or verifies) PLATFORM as `supaplanectl admin init-stream` does,
-/// waiting out a JetStream that is still starting or electing its leader.
-void init_stream(const std::string& admin_url, int replicas) {
+/// Creates (or verifies) PLATFORM and the lease bucket as `supaplanectl
+/// admin init-stream` does, waiting out a JetStream that is still starting
+/// or electing its leader.
+void init_stream(const std::string& admin_url, int replicas, std::int64_t lease_ttl_ms) {
   event_store::ConnectOptions co;
   co.url = admin_url;
   co.name = "testenv-init-stream";
@@ -252,6 +254,12 @@ void init_stream(const std::string& admin_url, int replicas) {
   const bool ok = eventually(
       [&] {
         auto st = (*es)->create_or_verify_stream();
+        if (st) {
+          event_store::KvBucketSettings kv;
+          kv.ttl_ms = lease_ttl_ms;
+          kv.replicas = replicas;
+          st = event_store::create_or_verify_kv_bucket(**es, kv);
+        }
         if (st) return true;
         last = st.error().message;
         if (st.error().code == errc::incompatible) throw std::runtime_error(last);
@@ -311,7 +319,7 @@ void NatsServer::launch() {
 
 void NatsServer::start() {
   launch();
-  if (options_.create_stream) init_stream(url(), 1);
+  if (options_.create_stream) init_stream(url(), 1, options_.lease_ttl_ms);
 }
 
 void NatsServer::restart() {
@@ -364,7 +372,9 @@ void NatsCluster::start() {
   for (int i = 0; i < kNodes; ++i) start_node(i);
 }
 
-void NatsCluster::create_stream(int replicas) { init_stream(urls(), replicas); }
+void NatsCluster::create_stream(int replicas) {
+  init_stream(urls(), replicas, NatsServerOptions{}.lease_ttl_ms);
+}
 
 void NatsCluster::kill(int node) { nodes_.at(node)->proc.stop(SIGKILL); }
 

@@ -3,6 +3,7 @@
 // redis-server and PostgreSQL on free ports in temp dirs, stopped by PID.
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -73,6 +74,10 @@ struct NatsServerOptions {
   /// Create the PLATFORM stream (as admin) when the server starts, as
   /// `supaplanectl admin init-stream` does in a deployment.
   bool create_stream{true};
+  /// TTL of the provisioner's lease bucket made with the stream (shorter
+  /// than a deployment's 15 s: a provisioner restarted after a SIGKILL
+  /// waits out its previous life's lease).
+  std::int64_t lease_ttl_ms{5000};
 };
 
 /// One nats-server (JetStream) on a leased port in a temp dir.

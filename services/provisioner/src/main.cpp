@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
   bind_option(app, "metrics-addr", "SUPAPLANE_METRICS_ADDR", o.metrics_addr,
               "/metrics, /healthz, /readyz listen address host:port");
   bind_option(app, "durable", "SUPAPLANE_PROVISIONER_DURABLE", o.durable, "durable consumer name");
+  bind_option(app, "replica-id", "SUPAPLANE_REPLICA_ID", o.replica_id,
+              "this replica's name in the leader lease (default: the host name)");
+  bind_option(app, "lease-bucket", "SUPAPLANE_PROVISIONER_LEASE_BUCKET", o.lease_bucket,
+              "key-value bucket of the leader lease (made by `supaplanectl admin init-stream`; "
+              "its TTL is the lease's)");
   bind_option(app, "workers", "SUPAPLANE_PROVISIONER_WORKERS", o.provisioner.workers,
               "tenants converged in parallel");
   bind_option(app, "max-attempts", "SUPAPLANE_PROVISIONER_MAX_ATTEMPTS", o.provisioner.max_attempts,

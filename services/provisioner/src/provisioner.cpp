@@ -23,6 +23,10 @@ std::shared_ptr<spdlog::logger> log() {
 constexpr std::string_view kPrefix = "platform.tenant.";
 constexpr int kMaxRounds = 16;
 
+Error not_leader() {
+  return make_error(errc::unavailable, "this replica does not hold the provisioner lease");
+}
+
 v1::Actor system_actor() {
   v1::Actor a;
   a.set_kind(v1::ACTOR_KIND_SYSTEM);
@@ -32,16 +36,23 @@ v1::Actor system_actor() {
 }  // namespace
 
 Provisioner::Provisioner(event_store::EventStore& store, driver::Driver& driver, KeyStore& keys,
-                         const Clock& clock, ProvisionerOptions opts)
+                         const Clock& clock, ProvisionerOptions opts, const Leadership* leadership)
     : store_(store),
       driver_(driver),
       keys_(keys),
       clock_(clock),
       opts_(opts),
+      leadership_(leadership),
       pool_(static_cast<std::size_t>(std::max(1, opts.workers))) {}
 
 std::mutex& Provisioner::lock_for(const std::string& ref) {
   return locks_[std::hash<std::string>{}(ref) % locks_.size()];
+}
+
+bool Provisioner::may_act() {
+  if (!leadership_ || leadership_->leading()) return true;
+  counters_.not_leading++;
+  return false;
 }
 
 bool Provisioner::sleep_ms(std::int64_t ms) {
@@ -84,6 +95,12 @@ void Provisioner::set_starting(const std::string& ref, bool starting) {
   counters_.starting = static_cast<std::int64_t>(starting_.size());
 }
 
+void Provisioner::forget_starting() {
+  std::lock_guard lk(starting_mu_);
+  starting_.clear();
+  counters_.starting = 0;
+}
+
 std::vector<std::string> Provisioner::starting() const {
   std::lock_guard lk(starting_mu_);
   std::vector<std::string> out;
@@ -101,7 +118,7 @@ void Provisioner::kick(const std::string& ref) {
       std::lock_guard lk(kicked_mu_);
       kicked_.erase(ref);
     }
-    if (stop_) return;
+    if (stop_ || !may_act()) return;
     bool is_starting = false;
     {
       std::lock_guard lk(starting_mu_);
@@ -123,6 +140,7 @@ void Provisioner::poll_starting() {
 Status Provisioner::converge(const std::string& ref) {
   std::lock_guard lk(lock_for(ref));
   for (int round = 0; round < kMaxRounds && !stop_; ++round) {
+    if (!may_act()) return not_leader();
     auto msgs = store_.read_subject(std::string(kPrefix) + ref);
     if (!msgs) return msgs.error();
     counters_.history_reads++;
@@ -141,6 +159,7 @@ Status Provisioner::converge(const std::string& ref) {
           ref, started, system_actor(),
           "provisioner:" + ref + ":" + std::to_string(version) + ":started",
           event_store::Expected::at(version), ids::random_hex_id(), "", clock_.now_unix_ms());
+      if (!may_act()) return not_leader();
       auto appended = store_.append(out);
       if (!appended) {
         if (appended.error().code == errc::conflict) {
@@ -175,6 +194,7 @@ Status Provisioner::converge(const std::string& ref) {
     Result<driver::Progress> progress = make_error(errc::unavailable, "not attempted");
     int attempt = 0;
     while (attempt < opts_.max_attempts && !stop_) {
+      if (!may_act()) return not_leader();
       ++attempt;
       progress = act(action, req);
       if (progress) break;
@@ -243,6 +263,9 @@ Status Provisioner::converge(const std::string& ref) {
     auto out = projection::make_tenant_event(ref, ev, system_actor(), msg_id,
                                              event_store::Expected::at(version),
                                              ids::random_hex_id(), "", clock_.now_unix_ms());
+    // The next leader redoes the step (driver calls are idempotent) and
+    // records it.
+    if (!may_act()) return not_leader();
     auto appended = store_.append(out);
     if (!appended) {
       if (appended.error().code == errc::conflict) {
@@ -311,13 +334,16 @@ void Provisioner::handle(std::vector<event_store::InboundMessage>& batch) {
   for (auto& in : batch) {
     const auto& subj = in.message.subject;
     const bool mine = subj.size() > kPrefix.size() && failed.count(subj.substr(kPrefix.size()));
+    // A replica that stopped leading hands its messages back at once.
+    const bool handing_over = stop_ || (leadership_ && !leadership_->leading());
     in.disposition =
-        mine ? (stop_ ? event_store::Disposition::release : event_store::Disposition::retry)
+        mine ? (handing_over ? event_store::Disposition::release : event_store::Disposition::retry)
              : event_store::Disposition::ack;
   }
 }
 
 Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* folded) {
+  if (!may_act()) return not_leader();
   std::unique_lock lk(lock_for(ref));
   v1::TenantState read;
   if (!folded) {
@@ -337,6 +363,7 @@ Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* f
   const bool want_running = s.observed_state() == v1::OBSERVED_STATE_RUNNING;
   const bool want_paused = s.observed_state() == v1::OBSERVED_STATE_PAUSED;
   if (!want_running && !want_paused) return false;
+  if (!may_act()) return not_leader();
   auto seen = driver_.observe(ref, want_running);
   if (!seen) return seen.error();
   if (want_running && seen->drift.empty()) {
@@ -372,6 +399,7 @@ Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* f
     auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
                                              event_store::Expected::at(s.version()),
                                              ids::random_hex_id(), "", clock_.now_unix_ms());
+    if (!may_act()) return not_leader();
     auto appended = store_.append(out);
     if (!appended && appended.error().code != errc::conflict) return appended.error();
     if (appended) {
@@ -386,6 +414,7 @@ Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* f
   auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
                                            event_store::Expected::at(s.version()),
                                            ids::random_hex_id(), "", clock_.now_unix_ms());
+  if (!may_act()) return not_leader();
   auto appended = store_.append(out);
   if (!appended) {
     if (appended.error().code == errc::conflict) return false;  // changed meanwhile
@@ -414,6 +443,7 @@ Result<int> Provisioner::resync() {
   int drifted = 0;
   for (const auto& [ref, state] : states) {
     if (stop_) break;
+    if (!may_act()) return not_leader();
     auto r = check(ref, &state);
     if (!r) {
       if (r.error().code == errc::unavailable) return r.error();

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "lease.hpp"
 #include "supaplane/core/time.hpp"
 #include "supaplane/core/work_queue.hpp"
 #include "supaplane/domain/converge.hpp"
@@ -48,6 +49,7 @@ struct ProvisionerCounters {
   std::atomic<std::uint64_t> history_reads{0};   ///< single-tenant history reads
   std::atomic<std::int64_t> resync_tenants{0};   ///< tenants looked at by the last resync
   std::atomic<std::int64_t> resync_ms{0};        ///< duration of the last resync
+  std::atomic<std::uint64_t> not_leading{0};  ///< converges given up: this replica stopped leading
 };
 
 /// Level-triggered controller: for every tenant it hears about it folds the
@@ -55,11 +57,14 @@ struct ProvisionerCounters {
 /// through the driver and appends the outcome with the expected subject
 /// sequence it decided on (a lost race re-reads and converges to the newer
 /// desire). Different tenants converge in parallel; one tenant never does
-/// (striped locks). Thread-safe.
+/// (striped locks). With `leadership`, nothing is started (driver call,
+/// append, resync) unless this replica leads at that moment: a replica
+/// that lost its lease gives its work up (`unavailable`, messages released)
+/// before another can take over. Thread-safe.
 class Provisioner final : public event_store::BatchHandler {
  public:
   Provisioner(event_store::EventStore& store, driver::Driver& driver, KeyStore& keys,
-              const Clock& clock, ProvisionerOptions opts);
+              const Clock& clock, ProvisionerOptions opts, const Leadership* leadership = nullptr);
   /// Acks each message once its tenant has converged (or gone FAILED);
   /// a tenant that could not record its outcome is retried later.
   void handle(std::vector<event_store::InboundMessage>& batch) override;
@@ -83,6 +88,9 @@ class Provisioner final : public event_store::BatchHandler {
   void poll_starting();
   /// Refs whose stacks were started and are not serving yet.
   std::vector<std::string> starting() const;
+  /// Forgets the starting stacks (this replica stopped leading: the next
+  /// leader's resync finds them, and they must not time out here later).
+  void forget_starting();
   void request_stop() { stop_ = true; }
   const ProvisionerCounters& counters() const { return counters_; }
 
@@ -96,12 +104,15 @@ class Provisioner final : public event_store::BatchHandler {
   void set_starting(const std::string& ref, bool starting);
   std::mutex& lock_for(const std::string& ref);
   bool sleep_ms(std::int64_t ms);
+  /// False (and counted) when this replica does not lead now.
+  bool may_act();
 
   event_store::EventStore& store_;
   driver::Driver& driver_;
   KeyStore& keys_;
   const Clock& clock_;
   ProvisionerOptions opts_;
+  const Leadership* leadership_;
   ProvisionerCounters counters_;
   std::atomic<bool> stop_{false};
   std::array<std::mutex, 64> locks_;

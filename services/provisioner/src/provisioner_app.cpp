@@ -1,5 +1,9 @@
 #include "provisioner_app.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 
 #include "supaplane/config/config.hpp"
@@ -16,9 +20,22 @@ std::shared_ptr<spdlog::logger> log() {
 }
 }  // namespace
 
-App::App(AppOptions opts, const Clock& clock) : opts_(std::move(opts)), clock_(clock) {}
+std::string replica_id(const AppOptions& o) {
+  std::string id = o.replica_id;
+  if (id.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) == 0) id = host;
+  }
+  if (id.empty()) id = "provisioner-" + std::to_string(::getpid());
+  for (char& c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+  return id;
+}
+
 App::App(AppOptions opts, const Clock& clock, std::unique_ptr<driver::Driver> driver)
-    : opts_(std::move(opts)), clock_(clock), driver_(std::move(driver)) {}
+    : opts_(std::move(opts)), clock_(clock), id_(replica_id(opts_)), driver_(std::move(driver)) {}
+App::App(AppOptions opts, const Clock& clock, AppHooks hooks)
+    : opts_(std::move(opts)), clock_(clock), hooks_(std::move(hooks)), id_(replica_id(opts_)) {}
 App::~App() { stop(); }
 
 Status App::make_driver() {
@@ -90,6 +107,8 @@ Status App::start() {
   rotating_master_key_ = !previous->empty();
   if (!driver_)
     if (auto st = make_driver(); !st) return st;
+  base_driver_ = driver_.get();
+  if (hooks_.wrap_driver) driver_ = hooks_.wrap_driver(std::move(driver_));
   auto metrics_hp = config::parse_host_port(opts_.metrics_addr);
   if (!metrics_hp) return metrics_hp.error();
 
@@ -102,8 +121,10 @@ Status App::start() {
   stream_ready_ = stream_ready;
   keys_ = std::make_unique<KeyStore>(opts_.database_url, *master, opts_.issuer, clock_,
                                      std::move(*previous));
-  provisioner_ =
-      std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner);
+  // Leadership is the lease itself, built once its bucket is there: until
+  // then `this` answers "not leading".
+  provisioner_ = std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner,
+                                               &leadership_);
   event_store::ConsumerOptions cons;
   cons.durable = opts_.durable;
   cons.filter = "platform.tenant.>";
@@ -136,10 +157,26 @@ Status App::start() {
                  [t = &k.resync_tenants] { return static_cast<double>(t->load()); });
   mirror_->gauge("supaplane_provisioner_resync_seconds", "duration of the last resync",
                  [t = &k.resync_ms] { return static_cast<double>(t->load()) / 1000.0; });
+  mirror_->gauge("supaplane_provisioner_leader",
+                 "1 while this replica holds the lease (consumes and converges), 0 on standby",
+                 [this] { return active_.load() ? 1.0 : 0.0; });
+  mirror_->counter("supaplane_provisioner_lease_acquired_total",
+                   "times this replica took the lease (at start, or over from a dead leader)",
+                   lease_counters_.acquired);
+  mirror_->counter("supaplane_provisioner_lease_lost_total",
+                   "times this replica stopped leading without releasing the lease (renewals "
+                   "failed for half the TTL, or another replica wrote the key)",
+                   lease_counters_.lost);
+  mirror_->counter("supaplane_provisioner_lease_renew_failures_total",
+                   "lease renewals that did not go through", lease_counters_.renew_failures);
+  mirror_->counter("supaplane_provisioner_not_leader_total",
+                   "converge steps given up because this replica did not hold the lease at "
+                   "that moment",
+                   k.not_leading);
   mirror_->gauge("supaplane_provisioner_starting_stacks",
                  "stacks started and not serving yet (no worker waits for them)",
                  [starting = &k.starting] { return static_cast<double>(starting->load()); });
-  if (auto* pgd = dynamic_cast<driver::PostgresDriver*>(driver_.get())) {
+  if (auto* pgd = dynamic_cast<driver::PostgresDriver*>(base_driver_)) {
     const auto& pc = pgd->counters();
     mirror_->counter("supaplane_provisioner_tenant_db_timeouts_total",
                      "tenant cluster statements ended by the statement or lock timeout",
@@ -161,7 +198,7 @@ Status App::start() {
   metrics_port_ = *mp;
   bootstrap_thread_ = std::thread([this] { bootstrap(); });
   background_thread_ = std::thread([this] { background(); });
-  if (auto* docker = dynamic_cast<driver::DockerDriver*>(driver_.get())) {
+  if (auto* docker = dynamic_cast<driver::DockerDriver*>(base_driver_)) {
     watch_thread_ = std::thread([this, docker] {
       docker->watch([this](const std::string& ref) { provisioner_->kick(ref); }, stopping_);
     });
@@ -196,7 +233,7 @@ void App::bootstrap() {
       if (rotating_master_key_) reseal_tenant_keys();
     }
     if (!driver_ready_) {
-      auto* docker = dynamic_cast<driver::DockerDriver*>(driver_.get());
+      auto* docker = dynamic_cast<driver::DockerDriver*>(base_driver_);
       if (!docker) {
         driver_ready_ = true;
       } else if (auto st = docker->connect(); st) {
@@ -205,8 +242,32 @@ void App::bootstrap() {
         log()->warn("docker daemon not ready: {}", st.error().message);
       }
     }
-    if (stream_ready_ && keys_ready_ && driver_ready_) {
-      runner_->start();
+    if (stream_ready_ && !lease_ready_) {
+      auto bucket = event_store::KvBucket::open(*store_, opts_.lease_bucket);
+      if (bucket) {
+        LeaseOptions lo;
+        lo.holder = id_;
+        lo.ttl_ms = bucket->ttl_ms();
+        // A write that has not answered within a quarter of the TTL is given
+        // up, so a renewal is retried before the lease's validity (TTL/2) ends.
+        const int timeout_ms = static_cast<int>(std::max<std::int64_t>(100, lo.ttl_ms / 4));
+        lease_store_ =
+            std::make_unique<KvLeaseStore>(std::move(*bucket), "provisioner", timeout_ms);
+        if (hooks_.wrap_lease_store)
+          lease_store_ = hooks_.wrap_lease_store(std::move(lease_store_));
+        lease_ = std::make_unique<Lease>(*lease_store_, SteadyMonotonicClock::instance(), lo,
+                                         &lease_counters_);
+        lease_ready_ = true;
+        log()->info("replica {}: lease bucket {} (ttl {} ms)", id_, opts_.lease_bucket, lo.ttl_ms);
+      } else {
+        std::lock_guard lk(problem_mu_);
+        const std::string problem = "lease bucket: " + bucket.error().message;
+        if (problem != lease_problem_) log()->warn("{}", problem);  // once per new problem
+        lease_problem_ = problem;
+      }
+    }
+    if (stream_ready_ && keys_ready_ && driver_ready_ && lease_ready_) {
+      lease_thread_ = std::thread([this] { lease_loop(); });
       return;
     }
     for (int w = 0; w < delay_ms && !stopping_; w += 10)
@@ -225,12 +286,16 @@ void App::background() {
     mirror_->sync();
     // Backstop for the driver's events: starting stacks are looked at again
     // every second (a converge step is a few cheap daemon calls).
-    if (std::chrono::steady_clock::now() >= next_poll && readiness().empty()) {
+    if (std::chrono::steady_clock::now() >= next_poll && active_ && readiness().empty()) {
       provisioner_->poll_starting();
       next_poll = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
+    // A replica that just took the lease resyncs at once: it finishes what
+    // a dead leader left half done (its messages come back only after the
+    // consumer's ack wait).
+    if (resync_now_.exchange(false)) next_resync = std::chrono::steady_clock::now();
     if (opts_.resync_interval_ms > 0 && std::chrono::steady_clock::now() >= next_resync &&
-        readiness().empty()) {
+        active_ && readiness().empty()) {
       auto r = provisioner_->resync();
       if (!r) log()->warn("resync: {}", r.error().message);
       next_resync =
@@ -245,11 +310,47 @@ std::string App::readiness() {
   if (!stream_ready_) return "stream not ready";
   if (!keys_ready_) return "platform database (keys) not ready";
   if (!driver_ready_) return "driver not ready (docker daemon unreachable)";
-  if (auto* docker = dynamic_cast<driver::DockerDriver*>(driver_.get());
+  if (auto* docker = dynamic_cast<driver::DockerDriver*>(base_driver_);
       docker && !docker->client().reachable())
     return "docker daemon unreachable";
-  if (!runner_ || !runner_->subscribed()) return "consumer not subscribed";
+  if (!lease_ready_) {
+    std::lock_guard lk(problem_mu_);
+    return lease_problem_;
+  }
+  if (!lease_->known()) return "lease not read yet: " + lease_->last_error();
+  if (active_) {
+    if (!runner_ || !runner_->subscribed()) return "consumer not subscribed";
+  } else if (auto e = lease_->last_error(); !e.empty()) {
+    return "standby cannot read the lease: " + e;
+  }
   return {};
+}
+
+void App::become_leader() {
+  log()->info("replica {} leads: consuming {} and resyncing every tenant", id_, opts_.durable);
+  active_ = true;
+  resync_now_ = true;
+  runner_->start();
+}
+
+void App::become_standby() {
+  log()->warn("replica {} stands by (lease held by '{}')", id_, lease_->seen_holder());
+  active_ = false;
+  // The batch in hand finishes at once: its converges stop before their
+  // next step and its messages are released for the next leader.
+  runner_->stop();
+  provisioner_->forget_starting();
+}
+
+void App::lease_loop() {
+  const std::int64_t step_ms = std::clamp<std::int64_t>(lease_->options().ttl_ms / 50, 10, 100);
+  while (!stopping_) {
+    lease_->tick();
+    const bool lead = lease_->leading();
+    if (lead && !active_) become_leader();
+    if (!lead && active_) become_standby();
+    std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
+  }
 }
 
 void App::stop() {
@@ -258,7 +359,12 @@ void App::stop() {
   if (bootstrap_thread_.joinable()) bootstrap_thread_.join();
   if (background_thread_.joinable()) background_thread_.join();
   if (watch_thread_.joinable()) watch_thread_.join();
+  if (lease_thread_.joinable()) lease_thread_.join();
   if (runner_) runner_->stop();
+  active_ = false;
+  // Nothing converges any more: free the lease so a standby takes over at
+  // its next look instead of after the TTL.
+  if (lease_) lease_->release();
   if (ops_) ops_->stop();
   runner_.reset();
   provisioner_.reset();

@@ -3,10 +3,13 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
+#include "lease.hpp"
 #include "provisioner.hpp"
 #include "supaplane/driver/driver.hpp"
 #include "supaplane/event_store/consumer.hpp"
@@ -45,17 +48,35 @@ struct AppOptions {
   int tenant_db_connection_reserve{20};        ///< postgres driver: max_connections never promised
   std::string metrics_addr{"127.0.0.1:9102"};
   std::string durable{"provisioner"};
+  /// This replica's name in the lease key (default: the host name).
+  std::string replica_id;
+  /// The key-value bucket of the leader lease (made by the admin step, with
+  /// the lease TTL as its MaxAge).
+  std::string lease_bucket{"supaplane-leases"};
   std::string issuer{"supaplane"};
   int stream_replicas{1};
   int resync_interval_ms{60'000};
   ProvisionerOptions provisioner;
 };
 
+/// Seams for tests: wrap the driver or the lease store the app built (to
+/// count calls, or cut one replica off the lease key).
+struct AppHooks {
+  std::function<std::unique_ptr<driver::Driver>(std::unique_ptr<driver::Driver>)> wrap_driver{};
+  std::function<std::unique_ptr<LeaseStore>(std::unique_ptr<LeaseStore>)> wrap_lease_store{};
+};
+
+/// This replica's id: `opts.replica_id`, else the host name; characters
+/// other than letters, digits, '-' and '_' become '_'.
+std::string replica_id(const AppOptions& opts);
+
 /// Composition root of supaplane-provisioner: builds in dependency order,
-/// retries dependencies in the background, stops in reverse.
+/// retries dependencies in the background, stops in reverse. Of several
+/// replicas only the holder of the lease consumes and converges; the others
+/// stand by (ready) and take over when its lease expires.
 class App {
  public:
-  explicit App(AppOptions opts, const Clock& clock = SystemClock::instance());
+  explicit App(AppOptions opts, const Clock& clock = SystemClock::instance(), AppHooks hooks = {});
   /// With a driver of the caller's (benchmarks): `opts.driver` and the
   /// driver settings are then not used.
   App(AppOptions opts, const Clock& clock, std::unique_ptr<driver::Driver> driver);
@@ -65,17 +86,28 @@ class App {
   std::string readiness();
   int metrics_port() const { return metrics_port_; }
   Provisioner& provisioner() { return *provisioner_; }
+  /// This replica consumes and converges (it holds the lease).
+  bool leading() const { return active_.load(); }
+  const std::string& id() const { return id_; }
   KeyStore& keys() { return *keys_; }
 
  private:
   void bootstrap();
   void background();
+  /// The lease thread: ticks the lease and starts / stops the consumer as
+  /// this replica becomes leader or stops being it.
+  void lease_loop();
+  void become_leader();
+  void become_standby();
   Status make_driver();
   AppOptions opts_;
   const Clock& clock_;
+  AppHooks hooks_;
+  std::string id_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<event_store::EventStore> store_;
-  std::unique_ptr<driver::Driver> driver_;
+  std::unique_ptr<driver::Driver> driver_;  ///< what the provisioner calls (maybe wrapped)
+  driver::Driver* base_driver_{nullptr};    ///< the driver built from the options
   std::unique_ptr<KeyStore> keys_;
   std::unique_ptr<Provisioner> provisioner_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
@@ -84,6 +116,25 @@ class App {
   std::thread bootstrap_thread_;
   std::thread background_thread_;
   std::thread watch_thread_;  ///< docker driver: the daemon's event stream
+  std::thread lease_thread_;
+  LeaseCounters lease_counters_;
+  std::unique_ptr<LeaseStore> lease_store_;
+  std::unique_ptr<Lease> lease_;          ///< built by bootstrap once the bucket is there
+  std::atomic<bool> lease_ready_{false};  ///< lease_ is built
+  std::atomic<bool> active_{false};       ///< consumer running, resyncs on (lease thread writes)
+  std::atomic<bool> resync_now_{false};
+  /// The provisioner's view of the lease: not leading until it is built.
+  class Gate final : public Leadership {
+   public:
+    explicit Gate(const App& app) : app_(app) {}
+    bool leading() const override { return app_.lease_ready_ && app_.lease_->leading(); }
+
+   private:
+    const App& app_;
+  };
+  Gate leadership_{*this};
+  std::mutex problem_mu_;
+  std::string lease_problem_{"lease bucket not checked yet"};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stream_ready_{false};
   std::atomic<bool> keys_ready_{false};
