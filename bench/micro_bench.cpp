@@ -1,8 +1,10 @@
 // Micro-benchmarks (Google Benchmark) of the per-call CPU work of the api:
-// token verification, decide + fold, envelope encoding, projection decode.
+// password checks, token verification, decide + fold, envelope encoding, projection decode.
 #include <benchmark/benchmark.h>
+#include <sodium.h>
 
 #include "supaplane/auth/jwt.hpp"
+#include "supaplane/auth/password.hpp"
 #include "supaplane/auth/token.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/projection/tenant_events.hpp"
@@ -12,6 +14,27 @@
 namespace {
 using namespace supaplane;
 namespace v1 = supaplane::v1;
+
+// Login's password check with the parameters new hashes get (m = 19 MiB, t = 2).
+void BM_PasswordVerify(benchmark::State& st) {
+  const auto h = auth::hash_password("correct horse battery").value();
+  for (auto _ : st) benchmark::DoNotOptimize(auth::verify_password("correct horse battery", h));
+}
+BENCHMARK(BM_PasswordVerify)->Unit(benchmark::kMillisecond);
+
+// The same check against a hash made with libsodium's INTERACTIVE limits
+// (m = 64 MiB, t = 2): what every Login cost before the parameters were named.
+void BM_PasswordVerifyInteractive(benchmark::State& st) {
+  const std::string pw = "correct horse battery";
+  char h[crypto_pwhash_STRBYTES];
+  if (sodium_init() < 0 ||
+      crypto_pwhash_str_alg(h, pw.data(), pw.size(), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                            crypto_pwhash_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13) != 0)
+    return st.SkipWithError("libsodium could not hash");
+  const std::string stored(h);
+  for (auto _ : st) benchmark::DoNotOptimize(auth::verify_password(pw, stored));
+}
+BENCHMARK(BM_PasswordVerifyInteractive)->Unit(benchmark::kMillisecond);
 
 // A token seen before (the common case: a session makes many calls).
 void BM_TokenVerify(benchmark::State& st) {

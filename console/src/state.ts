@@ -6,6 +6,7 @@ import type { Tenant } from "./gen/supaplane/v1/api_pb.js";
 import { applyAll, applyTenant, type TenantMap } from "./tenants.js";
 import { clearSession, loadSession, saveSession, type Session } from "./session.js";
 import { describeError } from "./errors.js";
+import { eachPage } from "./paging.js";
 import * as api from "./api.js";
 
 export interface State {
@@ -139,15 +140,19 @@ async function probeWhileDown(): Promise<void> {
 // ---------------------------------------------------------------- live tenants
 let live: AbortController | null = null;
 
-async function listOwn(signal: AbortSignal): Promise<Tenant[]> {
-  const all: Tenant[] = [];
-  let pageToken = "";
-  do {
-    const r = await api.tenants.listTenants({ pageSize: 500, pageToken }, { signal });
-    all.push(...r.tenants);
-    pageToken = r.nextPageToken;
-  } while (pageToken);
-  return all;
+/** The API's largest ListTenants page. */
+const LIST_PAGE = 500;
+
+/** Every page of the caller's tenants, each handed to `onPage` as it arrives. */
+function listOwn(signal: AbortSignal, onPage: (tenants: Tenant[]) => void): Promise<void> {
+  return eachPage(
+    (pageToken) =>
+      api.tenants
+        .listTenants({ pageSize: LIST_PAGE, pageToken }, { signal })
+        .then((r) => ({ items: r.tenants, next: r.nextPageToken })),
+    onPage,
+    signal,
+  );
 }
 
 const wait = (ms: number, signal: AbortSignal) =>
@@ -175,8 +180,9 @@ async function liveLoop(signal: AbortSignal): Promise<void> {
       const it = stream[Symbol.asyncIterator]();
       const first = it.next(); // sends the request
       first.catch(() => undefined);
-      const listed = await listOwn(streamAbort.signal);
-      update({ tenants: applyAll(state.tenants, listed), listed: true, apiDown: false });
+      await listOwn(streamAbort.signal, (page) =>
+        update({ tenants: applyAll(state.tenants, page), listed: true, apiDown: false }),
+      );
       backoff = 250;
       for (let r = await first; !r.done; r = await it.next()) {
         const c = r.value;

@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <pqxx/pqxx>
 #include <random>
 #include <set>
 #include <thread>
@@ -22,6 +24,7 @@
 #include "app.hpp"
 #include "eventually.hpp"
 #include "servers.hpp"
+#include "supaplane/auth/password.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/projection/history.hpp"
 #include "supaplane/tls/tls.hpp"
@@ -435,6 +438,15 @@ TEST_F(ApiTest, ListingPagesAndFilters) {
     ASSERT_LT(++pages, 10);
   } while (!token.empty());
   EXPECT_EQ(seen, refs);  // creation order, only alice's
+  EXPECT_EQ(pages, 3);
+  {  // A full page that ends the listing comes without a token to an empty one.
+    v1::ListTenantsRequest req;
+    req.set_page_size(5);
+    v1::ListTenantsResponse resp;
+    ASSERT_TRUE(tenants_->ListTenants(ctx(alice).get(), req, &resp).ok());
+    EXPECT_EQ(resp.tenants_size(), 5);
+    EXPECT_EQ(resp.next_page_token(), "");
+  }
   v1::ListTenantsRequest req;
   req.set_phase(v1::PHASE_PAUSING);
   v1::ListTenantsResponse resp;
@@ -902,6 +914,47 @@ TEST_F(ApiLimits, LoginDoesTheSameWorkForAnUnknownEmailAsForAWrongPassword) {
   EXPECT_EQ(metric("supaplane_api_password_checks_total"), before + 2);
 }
 
+TEST_F(ApiLimits, ALoginReplacesAHashMadeWithTheFormerParameters) {
+  const std::string email = "older@example.com";
+  const std::string password = "password-" + email;
+  signup(email);
+  // The account as it was stored before the parameters changed: libsodium's
+  // INTERACTIVE limits (64 MiB).
+  char old_hash[crypto_pwhash_STRBYTES];
+  ASSERT_GE(sodium_init(), 0);
+  ASSERT_EQ(crypto_pwhash_str_alg(old_hash, password.data(), password.size(),
+                                  crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                                  crypto_pwhash_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13),
+            0);
+  auto stored = [&] {
+    pqxx::connection c(db_);
+    pqxx::work tx(c);
+    return tx.exec_params1("SELECT password_hash FROM accounts WHERE email = $1", email)[0]
+        .as<std::string>();
+  };
+  {
+    pqxx::connection c(db_);
+    pqxx::work tx(c);
+    tx.exec_params("UPDATE accounts SET password_hash = $2 WHERE email = $1", email,
+                   std::string(old_hash));
+    tx.commit();
+  }
+  const std::string upgraded = "supaplane_api_password_rehashes_total{result=\"upgraded\"}";
+  // A wrong password changes nothing.
+  expect_code(login_as(email, "wrong-password"), StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(stored(), old_hash);
+  EXPECT_EQ(metric(upgraded), 0);
+  // The right one logs in with the old hash and leaves a current one behind.
+  ASSERT_TRUE(login_as(email, password).ok());
+  const std::string now = stored();
+  EXPECT_EQ(now.rfind("$argon2id$v=19$m=19456,t=2,p=1$", 0), 0u) << now;
+  EXPECT_FALSE(auth::password_needs_rehash(now));
+  EXPECT_EQ(metric(upgraded), 1);
+  ASSERT_TRUE(login_as(email, password).ok());
+  EXPECT_EQ(stored(), now);  // current hashes are left alone
+  EXPECT_EQ(metric(upgraded), 1);
+}
+
 std::size_t resident_bytes() {
   std::ifstream f("/proc/self/statm");
   std::size_t pages = 0, rss = 0;
@@ -1119,6 +1172,11 @@ TEST_F(ApiLimits, TenantHistoryComesAPageAtATime) {
     ASSERT_TRUE(tenants_->ListTenantEvents(ctx(alice).get(), req, &resp).ok());
     ASSERT_LE(resp.events_size(), 3);
     for (const auto& e : resp.events()) seqs.push_back(e.sequence());
+    // Documented: the token is the last event's sequence (clients follow a
+    // history by passing the sequence of the last event they hold).
+    if (!resp.next_page_token().empty()) {
+      EXPECT_EQ(resp.next_page_token(), std::to_string(resp.events().rbegin()->sequence()));
+    }
     req.set_page_token(resp.next_page_token());
     ++pages;
   } while (!req.page_token().empty() && pages < 10);

@@ -22,6 +22,28 @@ TEST(Password, HashVerifies) {
   EXPECT_FALSE(auth::verify_password("wrong horse", *h));
 }
 
+// A stored hash with the parameters hash_password used before they were
+// named: libsodium's INTERACTIVE limits (m = 64 MiB, t = 2); password
+// "correct horse".
+const std::string kInteractiveHash =
+    "$argon2id$v=19$m=65536,t=2,p=1$TI4atFdSaWEylKuRCO9MEQ$UUPPYMPlTf5TN4Bm8YKv4ZvFWZZ0oJcrH5c5lMO/"
+    "F1U";
+
+TEST(Password, NewHashesUseTheNamedParameters) {
+  auto h = auth::hash_password("correct horse");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->rfind("$argon2id$v=19$m=19456,t=2,p=1$", 0), 0u) << *h;
+  EXPECT_FALSE(auth::password_needs_rehash(*h));
+}
+
+TEST(Password, AHashWithTheFormerParametersStillVerifiesAndAsksForARehash) {
+  ASSERT_EQ(kInteractiveHash.rfind("$argon2id$v=19$m=65536,t=2,p=1$", 0), 0u);
+  EXPECT_TRUE(auth::verify_password("correct horse", kInteractiveHash));
+  EXPECT_FALSE(auth::verify_password("wrong horse", kInteractiveHash));
+  EXPECT_TRUE(auth::password_needs_rehash(kInteractiveHash));
+  EXPECT_TRUE(auth::password_needs_rehash("not a hash"));
+}
+
 TEST(Password, Validation) {
   EXPECT_FALSE(auth::validate_password("short").ok());
   EXPECT_FALSE(auth::validate_password(std::string(129, 'x')).ok());

@@ -1,6 +1,7 @@
 // One project: status, health, keys, actions, billing, history; for an
 // operator also suspend / unsuspend and the state as of a past time.
-import { useEffect, useState } from "preact/hooks";
+import type { ComponentChildren } from "preact";
+import { useEffect, useMemo, useState } from "preact/hooks";
 import { toJson } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Phase, Plan } from "../gen/supaplane/v1/types_pb.js";
@@ -8,6 +9,7 @@ import type { TenantAsOf, TenantCredentials, TenantEventRecord } from "../gen/su
 import * as api from "../api.js";
 import { handleError, putTenant, useAppState } from "../state.js";
 import { describeError } from "../errors.js";
+import { HistoryReader } from "../paging.js";
 import { actionsFor, phaseName, planName } from "../tenants.js";
 import { ConfirmDialog, KeyField, PhaseBadge, Time } from "../ui.js";
 import { NotFound } from "./notfound.js";
@@ -104,18 +106,51 @@ function Credentials(props: { ref_: string; phase: Phase; version: bigint }) {
   );
 }
 
+/** ListTenantEvents page size: a long history is read a page at a time ("Load more"). */
+const HISTORY_PAGE = 100;
+
 function History(props: { ref_: string; version: bigint }) {
-  const [events, setEvents] = useState<TenantEventRecord[]>([]);
+  const [view, setView] = useState<{ events: TenantEventRecord[]; more: boolean }>({ events: [], more: false });
+  const [busy, setBusy] = useState(false);
+  const reader = useMemo(
+    () =>
+      new HistoryReader<TenantEventRecord>(
+        (pageToken) =>
+          api.tenants
+            .listTenantEvents({ ref: props.ref_, pageSize: HISTORY_PAGE, pageToken })
+            .then((r) => ({ items: r.events, next: r.nextPageToken })),
+        (events, more) => setView({ events, more }),
+        (e) => handleError(e),
+      ),
+    [props.ref_],
+  );
+  useEffect(() => () => reader.close(), [reader]);
+  // Re-read whenever the project changes: only what is new, once every page is read.
   useEffect(() => {
-    api.tenants
-      .listTenantEvents({ ref: props.ref_, pageSize: 1000 })
-      .then((r) => setEvents(r.events))
-      .catch((e) => handleError(e));
-  }, [props.ref_, props.version]);
-  return <EventTable id="history" title="History" events={events} />;
+    void reader.refresh();
+  }, [reader, props.version]);
+  async function more() {
+    setBusy(true);
+    await reader.more();
+    setBusy(false);
+  }
+  return (
+    <EventTable id="history" title="History" events={view.events}>
+      {view.more && (
+        <div class="row">
+          <span class="muted" id="history-shown">
+            The first {view.events.length} events.
+          </span>
+          <button type="button" id="history-more" disabled={busy} onClick={more}>
+            Load more events
+          </button>
+        </div>
+      )}
+    </EventTable>
+  );
 }
 
-function EventTable(props: { id: string; title: string; events: TenantEventRecord[] }) {
+function EventTable(props: { id: string; title: string; events: TenantEventRecord[]; children?: ComponentChildren }) {
   return (
     <section aria-labelledby={`${props.id}-title`} class="card">
       <h2 id={`${props.id}-title`}>{props.title}</h2>
@@ -143,6 +178,7 @@ function EventTable(props: { id: string; title: string; events: TenantEventRecor
           ))}
         </tbody>
       </table>
+      {props.children}
     </section>
   );
 }

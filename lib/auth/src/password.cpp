@@ -7,9 +7,8 @@ namespace supaplane::auth {
 Result<std::string> hash_password(std::string_view password) {
   if (sodium_init() < 0) return make_error(errc::internal, "libsodium failed to initialise");
   char out[crypto_pwhash_STRBYTES];
-  if (crypto_pwhash_str_alg(out, password.data(), password.size(),
-                            crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE,
-                            crypto_pwhash_ALG_ARGON2ID13) != 0)
+  if (crypto_pwhash_str_alg(out, password.data(), password.size(), kPasswordOpsLimit,
+                            kPasswordMemLimitBytes, crypto_pwhash_ALG_ARGON2ID13) != 0)
     return make_error(errc::internal, "password hashing ran out of memory");
   return std::string(out);
 }
@@ -17,6 +16,13 @@ Result<std::string> hash_password(std::string_view password) {
 bool verify_password(std::string_view password, const std::string& stored_hash) {
   if (sodium_init() < 0) return false;
   return crypto_pwhash_str_verify(stored_hash.c_str(), password.data(), password.size()) == 0;
+}
+
+bool password_needs_rehash(const std::string& stored_hash) {
+  if (sodium_init() < 0) return false;
+  // 0: same parameters; 1: other parameters; -1: not an argon2id hash.
+  return crypto_pwhash_str_needs_rehash(stored_hash.c_str(), kPasswordOpsLimit,
+                                        kPasswordMemLimitBytes) != 0;
 }
 
 Status validate_password(std::string_view password) {

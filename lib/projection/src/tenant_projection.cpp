@@ -259,8 +259,10 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
     want = std::to_string(static_cast<int>(q.phase));
   }
   const bool exclude = q.exclude_deleted && q.phase == v1::PHASE_UNSPECIFIED;
+  // One more than the page holds: whether it is there says if another page
+  // follows, so the last page never comes with a token to an empty one.
   auto r = c.command(RedisConnection::evalsha(
-      scripts_.list, {base_, src, std::to_string(q.after), std::to_string(q.limit), want,
+      scripts_.list, {base_, src, std::to_string(q.after), std::to_string(q.limit + 1), want,
                       exclude ? std::to_string(static_cast<int>(v1::PHASE_DELETED)) : ""}));
   if (!r) return r.error();
   const redisReply* rep = r->get();
@@ -272,6 +274,10 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
   for (std::size_t i = 1; i + 1 < rep->elements; i += 2) {
     auto cursor = parse_decimal<std::uint64_t>(str(rep->element[i]));
     if (!cursor) return corrupt("undecodable list cursor");
+    if (static_cast<int>(page.tenants.size()) == q.limit) {  // the look-ahead item
+      page.next_after = last;
+      break;
+    }
     last = *cursor;
     v1::TenantState s;
     const redisReply* e = rep->element[i + 1];
@@ -279,7 +285,6 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
       return corrupt("undecodable tenant state in list");
     page.tenants.push_back(std::move(s));
   }
-  if (static_cast<int>(page.tenants.size()) >= q.limit) page.next_after = last;
   return page;
 }
 

@@ -114,6 +114,17 @@ Result<AccountRow> AccountStore::find_by_email(const std::string& email) {
   });
 }
 
+Result<bool> AccountStore::replace_password_hash(const std::string& id, const std::string& old_hash,
+                                                 const std::string& new_hash) {
+  return with_tx([&](pqxx::work& tx) -> Result<bool> {
+    auto res = tx.exec_params(
+        "UPDATE accounts SET password_hash = $3 WHERE id = $1 AND password_hash = $2", id, old_hash,
+        new_hash);
+    tx.commit();
+    return res.affected_rows() == 1;
+  });
+}
+
 Result<AccountRow> AccountStore::find_by_id(const std::string& id) {
   return with_tx([&](pqxx::work& tx) -> Result<AccountRow> {
     auto res =

@@ -38,6 +38,10 @@ class AccountStore {
   Result<AccountRow> create(const std::string& email, const std::string& password_hash,
                             auth::Role role, const std::function<Status(const AccountRow&)>& in_tx);
   Result<AccountRow> find_by_email(const std::string& email);
+  /// Replaces the account's password hash only if it still is `old_hash`
+  /// (a concurrent change wins). Returns whether it was replaced.
+  Result<bool> replace_password_hash(const std::string& id, const std::string& old_hash,
+                                     const std::string& new_hash);
   Result<AccountRow> find_by_id(const std::string& id);
   /// Creates the admin account, or makes the existing one admin with this password.
   Result<AccountRow> ensure_admin(const std::string& email, const std::string& password_hash,

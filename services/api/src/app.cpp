@@ -76,12 +76,19 @@ ApiMetrics::ApiMetrics(prometheus::Registry& r)
                           .Help("password verifications run by Login (unknown e-mails included)")
                           .Register(r)
                           .Add({})),
+      password_rehashes(prometheus::BuildCounter()
+                            .Name("supaplane_api_password_rehashes_total")
+                            .Help("stored password hashes re-made with the current argon2id "
+                                  "parameters after a successful Login, by result")
+                            .Register(r)),
       rebuilds(prometheus::BuildCounter()
                    .Name("supaplane_api_projection_rebuilds_total")
                    .Help("rebuilds of the Redis projection from the log done by this replica, "
                          "by reason")
                    .Register(r)) {
   for (auto reason : projection::kRebuildReasons) rebuilds.Add({{"reason", to_string(reason)}});
+  for (const char* result : {"upgraded", "superseded", "failed"})
+    password_rehashes.Add({{"result", result}});
 }
 
 std::string projector_durable(const ApiOptions& o) {

@@ -60,7 +60,7 @@ struct ApiOptions {
   /// Threads gRPC may use for this server (its resource quota).
   int grpc_max_threads{256};
   // Abuse limits (docs/operations.md, "Limits and quotas").
-  /// Password hashes (argon2id, 64 MiB each) at a time; 0 = one per core.
+  /// Password hashes (argon2id, 19 MiB each) at a time; 0 = one per core.
   int auth_concurrency{0};
   /// SignUp / Login calls that may wait for a hashing slot, each up to auth_wait_ms.
   int auth_max_waiting{16};
@@ -94,6 +94,9 @@ struct ApiMetrics {
   prometheus::Family<prometheus::Counter>& refused;
   /// Password verifications run by Login (unknown e-mails included).
   prometheus::Counter& password_checks;
+  /// Stored hashes re-made with the current argon2id parameters after a
+  /// successful Login, by result (upgraded, superseded, failed).
+  prometheus::Family<prometheus::Counter>& password_rehashes;
   prometheus::Family<prometheus::Counter>& rebuilds;
 };
 

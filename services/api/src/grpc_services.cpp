@@ -273,6 +273,7 @@ class AccountServiceImpl final : public v1::AccountService::Service {
     if (!row || !ok)
       return call.done(
           grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid email or password"));
+    if (auth::password_needs_rehash(row->password_hash)) upgrade_hash(*row, req->password());
     return call.done(session(*row, resp));
   }
 
@@ -305,6 +306,29 @@ class AccountServiceImpl final : public v1::AccountService::Service {
                           "too many sign-up or login attempts for this e-mail; retry later");
     }
     return grpc::Status::OK;
+  }
+
+  /// A hash made with other argon2id parameters (older accounts) is replaced
+  /// after a successful check, while the caller still holds its hashing slot:
+  /// afterwards this account's Login costs what an unknown e-mail's does.
+  /// A failure leaves the old hash, which still verifies.
+  void upgrade_hash(const AccountRow& row, const std::string& password) {
+    auto count = [&](const char* result) {
+      ctx_.metrics.password_rehashes.Add({{"result", result}}).Increment();
+    };
+    auto hash = auth::hash_password(password);
+    if (!hash) {
+      log()->warn("password hash upgrade failed account={}: {}", row.id, hash.error().message);
+      return count("failed");
+    }
+    auto replaced = ctx_.accounts.replace_password_hash(row.id, row.password_hash, *hash);
+    if (!replaced) {
+      log()->warn("password hash upgrade failed account={}: {}", row.id, replaced.error().message);
+      return count("failed");
+    }
+    if (!*replaced) return count("superseded");  // the hash changed meanwhile
+    log()->info("password hash upgraded to the current argon2id parameters account={}", row.id);
+    count("upgraded");
   }
 
   /// No password-hashing slot came free in time.

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   bind_option(app, "grpc-max-threads", "SUPAPLANE_API_GRPC_MAX_THREADS", o.grpc_max_threads,
               "threads gRPC may use (resource quota)");
   bind_option(app, "auth-concurrency", "SUPAPLANE_API_AUTH_CONCURRENCY", o.auth_concurrency,
-              "password hashes (argon2id, 64 MiB each) at a time; 0 = one per core");
+              "password hashes (argon2id, 19 MiB each) at a time; 0 = one per core");
   bind_option(app, "auth-max-waiting", "SUPAPLANE_API_AUTH_MAX_WAITING", o.auth_max_waiting,
               "SignUp / Login calls that may wait for a hashing slot (beyond: RESOURCE_EXHAUSTED)");
   bind_option(app, "auth-wait-ms", "SUPAPLANE_API_AUTH_WAIT_MS", o.auth_wait_ms,

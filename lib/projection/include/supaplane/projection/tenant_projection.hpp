@@ -68,7 +68,7 @@ struct ListQuery {
 };
 struct ListPage {
   std::vector<v1::TenantState> tenants;
-  std::uint64_t next_after{0};  ///< 0 = no more pages
+  std::uint64_t next_after{0};  ///< 0 = no more pages (never a token to an empty page)
 };
 
 /// Key layout and Redis operations of the tenants read model:
