@@ -145,7 +145,7 @@ echo "ok: supaplanectl audit reads the stream with router-sync's read-only user 
 # Redis: every key the services wrote is under its writer's prefix, each
 # prefix has keys, and the tenant is in the api's projection.
 rc() { redis-cli -p "$redis" --no-auth-warning "$@" 2>&1; }
-admin() { rc --user admin --pass "$REDIS_ADMIN_PASSWORD" "$@"; }
+admin() { rc --pass "$REDIS_ADMIN_PASSWORD" "$@"; }  # the default user
 keys=$(admin --scan --pattern '*')
 stray=$(grep -vE '^sp:(api|router|billing):' <<<"$keys" || true)
 [ -z "$stray" ] || fail "keys outside the services' prefixes: $stray"
@@ -192,3 +192,27 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$bad_m/readyz" |
 [ "$code" != 200 ] || fail "billing is ready with a wrong Redis password"
 ! grep -q "$bad_pw" "$W/logs/billing-bad.log" || fail "billing logged its Redis password"
 echo "ok: a wrong Redis password: billing not ready ($code), \"$(grep -o 'refused the login[^"]*' "$W/logs/billing-bad.log" | head -1)\""
+
+# The append-only file survives a restart with these users: Redis 7.0 replays
+# it as `default`, and a script's writes are a MULTI/EXEC in it (with a
+# `default` that had no rights, every one failed with NOPERM on load).
+free_port aof
+mkdir -p "$W/aof"
+aof_start() {
+  REDIS_ACL_FILE="$W/aof/users.acl" "$ROOT/deploy/compose/redis/start-redis" \
+    redis-server --port "$aof" --bind 127.0.0.1 --dir "$W/aof" --appendonly yes --save '' \
+    --daemonize yes --pidfile "$W/aof/redis.pid" --logfile "$W/aof/redis.log"
+  wait_tcp "$aof" 20 || fail "the AOF redis-server did not start: $(tail -5 "$W/aof/redis.log")"
+}
+aof_start
+ar() { redis-cli -p "$aof" --no-auth-warning --user api --pass "$REDIS_API_PASSWORD" "$@" 2>&1; }
+[ "$(ar eval "redis.call('SET', 'sp:api:x', 'one'); redis.call('SET', 'sp:api:y', 'two'); return 1" 0)" = 1 ] ||
+  fail "the api's user could not write through a script"
+kill "$(cat "$W/aof/redis.pid")"
+for _ in $(seq 100); do kill -0 "$(cat "$W/aof/redis.pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
+aof_start
+PIDS+=("$(cat "$W/aof/redis.pid")")
+got=$(ar mget sp:api:x sp:api:y | tr '\n' ' ')
+[ "$got" = "one two " ] || fail "after a restart the script's writes are gone ('$got'): $(grep -m1 NOPERM "$W/aof/redis.log")"
+! grep -q NOPERM "$W/aof/redis.log" || fail "loading the append-only file met NOPERM: $(grep -m1 NOPERM "$W/aof/redis.log")"
+echo "ok: a restarted Redis loads its append-only file with these users (script writes kept)"
