@@ -109,14 +109,20 @@ class DockerTest : public ::testing::Test {
     api_.reset();
     // Nothing of this test's tenants may outlive it (the daemon is shared).
     if (docker_) {
-      driver::DockerDriverOptions o;
-      o.docker_host = daemon_->host();
-      o.spec = driver::load_stack_spec(test_spec()).value();
-      driver::DockerDriver d(o);
+      driver::DockerDriver d(driver_options());
       std::vector<std::thread> removers;
       for (const auto& ref : refs_) removers.emplace_back([&d, ref] { (void)d.remove(ref); });
       for (auto& t : removers) t.join();
     }
+  }
+
+  /// A driver of the test's own on the shared daemon, with the test stack.
+  driver::DockerDriverOptions driver_options() const {
+    driver::DockerDriverOptions o;
+    o.docker_host = daemon_->host();
+    o.spec = driver::load_stack_spec(test_spec()).value();
+    o.edge_network = "sp-test-edge";
+    return o;
   }
 
   provisioner::AppOptions prov_options(const std::string& spec) {
@@ -392,11 +398,7 @@ TEST_F(DockerTest, CreateConvergesAHealthyHardenedStackOnItsOwnNetwork) {
   // no events. Without the watch's `event` filter it heard each check's
   // exec_create / exec_start / exec_die (about 60 here), and every one made
   // the provisioner re-check the tenant.
-  driver::DockerDriverOptions o;
-  o.docker_host = daemon_->host();
-  o.spec = driver::load_stack_spec(test_spec()).value();
-  o.edge_network = "sp-test-edge";
-  driver::DockerDriver d(o);
+  driver::DockerDriver d(driver_options());
   ASSERT_TRUE(d.connect().ok());
   std::atomic<bool> stop{false};
   std::atomic<int> heard{0};
@@ -758,11 +760,7 @@ TEST_F(DockerTest, ProvisionerKilledTwiceMidConvergeLeavesNothingBehind) {
 }
 
 TEST_F(DockerTest, DockerDriverKeepsTheDriverContract) {
-  driver::DockerDriverOptions o;
-  o.docker_host = daemon_->host();
-  o.spec = driver::load_stack_spec(test_spec()).value();
-  o.edge_network = "sp-test-edge";
-  driver::DockerDriver d(o);
+  driver::DockerDriver d(driver_options());
   ASSERT_TRUE(d.connect().ok());
   driver::StackRequest r;
   r.ref = "contractdockeraaaaaa";
