@@ -241,6 +241,11 @@ TEST(ApiOnCluster, CreatesSurviveALeaderKillAndARebuildEqualsTheLiveProjection) 
   // consumers) answer `unavailable` now and then while a node is down.
   // Bring it back before reading everything.
   cluster.start_node(leader);
+  // A replay placed on a replica still catching up is refused (it would skip
+  // what that replica lacks): the checks below read a caught-up cluster.
+  ASSERT_TRUE(eventually([&] { return cluster.replicas_current(); }, std::chrono::seconds(30),
+                         std::chrono::milliseconds(200)))
+      << "the restarted node never caught up";
 
   // Each tenant was created once: one subject each, each starting with its creation.
   ConnectOptions co;
@@ -263,6 +268,11 @@ TEST(ApiOnCluster, CreatesSurviveALeaderKillAndARebuildEqualsTheLiveProjection) 
     EXPECT_EQ(creations, 1u) << ref << " created " << creations << " times";
   }
 
+  // Every event appended (a retried create's first attempt included) is in
+  // the live projection before it is compared with a rebuild.
+  const std::uint64_t stream_last = es->last_sequence().value();
+  ASSERT_TRUE(app.waiter().wait_for(stream_last, 30000))
+      << "projection stuck below " << stream_last;
   projection::TenantProjection proj;
   projection::RedisConnection conn(projection::parse_redis_url(redis.url()).value(),
                                    proj.scripts().all());

@@ -386,6 +386,45 @@ TEST(StreamCheck, EverySettingThatWouldLoseEventsRefusesTheServiceStartNamingIt)
   EXPECT_TRUE(ready);
 }
 
+TEST(Replay, AWholeStreamReplayWithAHoleIsRefusedNotFolded) {
+  // A replica catching up after a restart serves its copy with holes; the
+  // same holes are made here by deleting a message from a stream that allows
+  // it (PLATFORM itself denies deletes, so a hole is never legitimate).
+  testenv::NatsServer nats({.users = false, .create_stream = false});
+  nats.start();
+  auto admin = admin_store(nats.url());
+  ASSERT_TRUE(admin);
+  GoodStream g;
+  g.cfg.DenyDelete = false;
+  ASSERT_EQ(js_AddStream(nullptr, admin->jetstream(), &g.cfg, nullptr, nullptr), NATS_OK);
+  for (int i = 0; i < 5; ++i) {
+    OutgoingEvent e;
+    e.subject = "platform.tenant.r" + std::to_string(i % 2);
+    e.body = "{}";
+    ASSERT_TRUE(admin->append(e).ok());
+  }
+  auto count = [&](const std::string& filter, std::uint64_t from) -> Result<int> {
+    int n = 0;
+    auto st = admin->replay(filter, from, [&](const StoredMessage&) {
+      ++n;
+      return true;
+    });
+    if (!st) return st.error();
+    return n;
+  };
+  ASSERT_EQ(count("platform.>", 1).value(), 5);
+  ASSERT_EQ(js_DeleteMsg(admin->jetstream(), "PLATFORM", 3, nullptr, nullptr), NATS_OK);
+  auto whole = count("platform.>", 1);
+  ASSERT_FALSE(whole.ok()) << "a replay with a hole at 3 was accepted";
+  EXPECT_EQ(whole.error().code, errc::unavailable);
+  EXPECT_NE(whole.error().message.find("skipped sequences 3..3"), std::string::npos)
+      << whole.error().message;
+  // A hole before the start is no hole: the replay from 4 is whole.
+  EXPECT_EQ(count("platform.>", 4).value(), 2);
+  // One subject's replay has gaps by nature (sequences 1, 5 here).
+  EXPECT_EQ(count("platform.tenant.r0", 1).value(), 2);
+}
+
 TEST(StreamCheck, ServicesNeverCreateTheStreamAndBecomeReadyOnceTheAdminStepHasRun) {
   testenv::NatsServer nats({.users = true, .create_stream = false});
   nats.start();

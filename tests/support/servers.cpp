@@ -400,6 +400,31 @@ int NatsCluster::stream_leader() const {
   return -1;
 }
 
+bool NatsCluster::replicas_current() const {
+  for (int i = 0; i < kNodes; ++i) {
+    if (!running(i)) return false;
+  }
+  for (int i = 0; i < kNodes; ++i) {
+    event_store::ConnectOptions co;
+    co.url = url(i);
+    co.fail_fast = true;
+    co.request_timeout_ms = 2000;
+    auto es = event_store::EventStore::connect(co);
+    if (!es) continue;
+    jsStreamInfo* si = nullptr;
+    if (js_GetStreamInfo(&si, (*es)->jetstream(), "PLATFORM", nullptr, nullptr) != NATS_OK)
+      continue;
+    bool current = si->Cluster && si->Cluster->Leader && si->Cluster->ReplicasLen == kNodes - 1;
+    for (int r = 0; current && r < si->Cluster->ReplicasLen; ++r) {
+      const jsPeerInfo* p = si->Cluster->Replicas[r];
+      current = p->Current && !p->Offline && p->Lag == 0;
+    }
+    jsStreamInfo_Destroy(si);
+    return current;
+  }
+  return false;
+}
+
 RedisServer::RedisServer() : dir_("supaplane-redis"), port_() {}
 
 void RedisServer::start() {

@@ -134,6 +134,9 @@ class NatsCluster {
   bool running(int node) const;
   /// The node leading the PLATFORM stream (-1 if none answers).
   int stream_leader() const;
+  /// True when the stream's leader reports every other node current with no
+  /// lag (a restarted node has caught up).
+  bool replicas_current() const;
   static std::string node_name(int node) { return "n" + std::to_string(node + 1); }
 
  private:

@@ -563,6 +563,13 @@ Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence
   natsStatus s = js_SubscribeSync(&g.sub, js_, filter.c_str(), nullptr, &so, &jerr);
   if (s != NATS_OK) return nats_error(s, jerr, "replay subscribe " + filter);
   natsSubscription_SetPendingLimits(g.sub, -1, -1);
+  // The stream denies deletes and purges and has no limits, so a replay of
+  // every subject must see each sequence from its start to the last one.
+  // An ephemeral consumer may be placed on a replica still catching up after
+  // a restart: it delivers what that replica holds, with holes and an early
+  // end, and calls it complete. Such a replay is refused, never folded.
+  const bool whole_stream = filter == stream_.subjects;
+  std::uint64_t expected = from_sequence <= 1 ? 1 : from_sequence;
   bool received = false;
   for (;;) {
     natsMsg* m = nullptr;
@@ -570,15 +577,32 @@ Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence
     if (s == NATS_TIMEOUT) {
       // Nothing matched the filter at all: an empty replay. A silence after
       // messages said more were pending is a cut-off, never an end.
-      if (!received) return Status::Ok();
-      return make_error(errc::unavailable, "replay " + filter + " stalled before its end");
+      if (!received && !whole_stream) return Status::Ok();
+      if (!received)
+        return make_error(errc::unavailable, "replay " + filter + " heard nothing up to " +
+                                                 std::to_string(*last) + "; retry");
+      return make_error(errc::unavailable, "replay " + filter + " stalled at " +
+                                               std::to_string(expected - 1) + " before " +
+                                               std::to_string(*last) + "; retry");
     }
     if (s != NATS_OK) return nats_error(s, static_cast<jsErrCode>(0), "replay " + filter);
     received = true;
     StoredMessage sm = to_stored(m);
     natsMsg_Destroy(m);
+    if (whole_stream && sm.sequence != expected) {
+      log()->warn("replay {} skipped sequences {}..{}: a replica is behind", filter, expected,
+                  sm.sequence - 1);
+      return make_error(errc::unavailable, "replay " + filter + " skipped sequences " +
+                                               std::to_string(expected) + ".." +
+                                               std::to_string(sm.sequence - 1) + "; retry");
+    }
+    expected = sm.sequence + 1;
     const bool more = handler(sm);
-    if (!more || sm.pending == 0 || sm.sequence >= *last) return Status::Ok();
+    if (!more || sm.sequence >= *last) return Status::Ok();
+    // A replica that has not applied the last entries yet counts nothing
+    // pending: a whole-stream replay waits for them (the timeout above ends
+    // a wait that never ends) rather than stop short of `last`.
+    if (sm.pending == 0 && !whole_stream) return Status::Ok();
   }
 }
 
