@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -380,11 +381,15 @@ void NatsCluster::kill(int node) { nodes_.at(node)->proc.stop(SIGKILL); }
 
 bool NatsCluster::running(int node) const { return nodes_.at(node)->proc.running(); }
 
-int NatsCluster::stream_leader() const {
-  for (int i = 0; i < kNodes; ++i) {
-    if (!running(i)) continue;
+namespace {
+/// PLATFORM's stream info from each running node in turn, handed to `read`;
+/// the first answer `read` takes (not nullopt), else `fallback`.
+template <typename T, typename Read>
+T read_stream_info(const NatsCluster& cluster, T fallback, Read read) {
+  for (int i = 0; i < NatsCluster::kNodes; ++i) {
+    if (!cluster.running(i)) continue;
     event_store::ConnectOptions co;
-    co.url = url(i);
+    co.url = cluster.url(i);
     co.fail_fast = true;
     co.request_timeout_ms = 2000;
     auto es = event_store::EventStore::connect(co);
@@ -392,37 +397,34 @@ int NatsCluster::stream_leader() const {
     jsStreamInfo* si = nullptr;
     if (js_GetStreamInfo(&si, (*es)->jetstream(), "PLATFORM", nullptr, nullptr) != NATS_OK)
       continue;
-    std::string leader = si->Cluster && si->Cluster->Leader ? si->Cluster->Leader : "";
+    const std::optional<T> out = read(*si);
     jsStreamInfo_Destroy(si);
+    if (out) return *out;
+  }
+  return fallback;
+}
+}  // namespace
+
+int NatsCluster::stream_leader() const {
+  return read_stream_info(*this, -1, [](const jsStreamInfo& si) -> std::optional<int> {
+    const std::string leader = si.Cluster && si.Cluster->Leader ? si.Cluster->Leader : "";
     for (int j = 0; j < kNodes; ++j)
       if (leader == node_name(j)) return j;
-  }
-  return -1;
+    return std::nullopt;  // this node knows no leader: ask the next
+  });
 }
 
 bool NatsCluster::replicas_current() const {
-  for (int i = 0; i < kNodes; ++i) {
+  for (int i = 0; i < kNodes; ++i)
     if (!running(i)) return false;
-  }
-  for (int i = 0; i < kNodes; ++i) {
-    event_store::ConnectOptions co;
-    co.url = url(i);
-    co.fail_fast = true;
-    co.request_timeout_ms = 2000;
-    auto es = event_store::EventStore::connect(co);
-    if (!es) continue;
-    jsStreamInfo* si = nullptr;
-    if (js_GetStreamInfo(&si, (*es)->jetstream(), "PLATFORM", nullptr, nullptr) != NATS_OK)
-      continue;
-    bool current = si->Cluster && si->Cluster->Leader && si->Cluster->ReplicasLen == kNodes - 1;
-    for (int r = 0; current && r < si->Cluster->ReplicasLen; ++r) {
-      const jsPeerInfo* p = si->Cluster->Replicas[r];
+  return read_stream_info(*this, false, [](const jsStreamInfo& si) -> std::optional<bool> {
+    bool current = si.Cluster && si.Cluster->Leader && si.Cluster->ReplicasLen == kNodes - 1;
+    for (int r = 0; current && r < si.Cluster->ReplicasLen; ++r) {
+      const jsPeerInfo* p = si.Cluster->Replicas[r];
       current = p->Current && !p->Offline && p->Lag == 0;
     }
-    jsStreamInfo_Destroy(si);
     return current;
-  }
-  return false;
+  });
 }
 
 RedisServer::RedisServer() : dir_("supaplane-redis"), port_() {}
