@@ -29,6 +29,21 @@ export function applyAll(map: TenantMap, ts: Tenant[]): TenantMap {
   return next;
 }
 
+/**
+ * A listing with the live changes laid over it: a tenant from `live` wins
+ * when it is newer (a higher version) or not listed at all.
+ */
+export function mergeNewer(listing: TenantMap, live: TenantMap): TenantMap {
+  let out: Map<string, Tenant> | null = null;
+  for (const [ref, t] of live) {
+    const cur = listing.get(ref);
+    if (cur && cur.version >= t.version) continue;
+    out ??= new Map(listing);
+    out.set(ref, t);
+  }
+  return out ?? listing;
+}
+
 export function phaseName(p: Phase): string {
   return p === Phase.UNSPECIFIED ? "UNKNOWN" : Phase[p];
 }

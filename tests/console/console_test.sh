@@ -55,6 +55,7 @@ export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1 SUPAPLANE_CONSOLE
 free_port nats; free_port redis; free_port pg; free_port grpc; free_port metrics
 free_port billing_http; free_port billing_metrics; free_port billing_grpc
 free_port prov_metrics; free_port router_http; free_port router_metrics; free_port console
+free_port stripe; free_port tls_grpc; free_port tls_metrics; free_port console_tls; free_port console_badca
 export SUPAPLANE_RUN_NATS_PORT=$nats SUPAPLANE_RUN_REDIS_PORT=$redis SUPAPLANE_RUN_PG_PORT=$pg
 export SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$metrics"
 export SUPAPLANE_BILLING_HTTP_ADDR="127.0.0.1:$billing_http" SUPAPLANE_BILLING_METRICS_ADDR="127.0.0.1:$billing_metrics"
@@ -65,6 +66,11 @@ export SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console"
 # The login → 1,000 projects measurement makes 1,000 FREE projects in one
 # account: above the customer quota, which this run turns off.
 export SUPAPLANE_QUOTA_FREE_TENANTS=0 SUPAPLANE_QUOTA_TENANTS=0
+# Checkout: billing calls a stand-in of Stripe's API that the browser suite
+# serves on this port (e2e.ts); Stripe's answer sends the browser there.
+export SUPAPLANE_STRIPE_SECRET_KEY=sk_test_console SUPAPLANE_STRIPE_API_BASE="http://127.0.0.1:$stripe"
+export SUPAPLANE_STRIPE_PRICE_STARTER=price_console_starter SUPAPLANE_STRIPE_PRICE_PRO=price_console_pro
+export SUPAPLANE_CHECKOUT_SUCCESS_URL="http://$SUPAPLANE_CONSOLE_ADDR/projects" SUPAPLANE_CHECKOUT_CANCEL_URL="http://$SUPAPLANE_CONSOLE_ADDR/projects"
 cleanup() {
   "$ROOT/scripts/run" stop >/dev/null 2>&1 || true
   rm -f "$DIR/test-output/e2e-$$.mjs"
@@ -110,17 +116,53 @@ trap 'kill "$console2_pid" 2>/dev/null || true; wait "$console2_pid" 2>/dev/null
 wait_http "http://127.0.0.1:$console2/readyz" 30 "$console2_pid" || { echo "FAIL: second console not ready" >&2; exit 1; }
 
 set -a; source "$SUPAPLANE_RUN_DIR/secrets.env"; set +a
+
+# TLS: a second api replica (same log, projection and database) whose gRPC
+# port speaks TLS only, with a certificate made here; a console that trusts
+# it, and one that trusts another certificate (it must not reach the api).
+mkdir -p "$TMP/tls"
+for name in api other; do
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=$name" \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$TMP/tls/$name.key" -out "$TMP/tls/$name.crt" \
+    >"$TMP/tls/$name.log" 2>&1 || { cat "$TMP/tls/$name.log" >&2; exit 1; }
+done
+SUPAPLANE_GRPC_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$tls_metrics" \
+  SUPAPLANE_TLS_CERT="$TMP/tls/api.crt" SUPAPLANE_TLS_KEY="$TMP/tls/api.key" SUPAPLANE_REPLICA_ID=console-tls \
+  SUPAPLANE_NATS_URL="nats://api:$NATS_API_PASSWORD@127.0.0.1:$nats" \
+  SUPAPLANE_REDIS_URL="redis://api:$REDIS_API_PASSWORD@127.0.0.1:$redis" \
+  SUPAPLANE_DATABASE_URL="host=$SUPAPLANE_RUN_DIR/pg port=$pg user=postgres dbname=supaplane" \
+  SUPAPLANE_API_TRUSTED_PROXIES=127.0.0.1,::1 \
+  "$BUILD/services/api/supaplane-api" >"$SUPAPLANE_RUN_DIR/logs/api-tls.log" 2>&1 &
+api_tls_pid=$!
+SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console_tls" SUPAPLANE_API_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_CA_FILE="$TMP/tls/api.crt" \
+  node "$TMP/dist/server/server.mjs" >"$SUPAPLANE_RUN_DIR/logs/console-tls.log" 2>&1 &
+console_tls_pid=$!
+SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console_badca" SUPAPLANE_API_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_CA_FILE="$TMP/tls/other.crt" \
+  node "$TMP/dist/server/server.mjs" >"$SUPAPLANE_RUN_DIR/logs/console-badca.log" 2>&1 &
+console_badca_pid=$!
+trap 'for p in "$console2_pid" "$api_tls_pid" "$console_tls_pid" "$console_badca_pid"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; cleanup' EXIT
+wait_http "http://127.0.0.1:$tls_metrics/readyz" 60 "$api_tls_pid" || { echo "FAIL: the TLS api replica is not ready" >&2; tail -20 "$SUPAPLANE_RUN_DIR/logs/api-tls.log" >&2; exit 1; }
+wait_http "http://127.0.0.1:$console_tls/readyz" 30 "$console_tls_pid" || { echo "FAIL: the console over TLS is not ready" >&2; tail -20 "$SUPAPLANE_RUN_DIR/logs/console-tls.log" >&2; exit 1; }
+# Trusting another certificate: the process runs, but the api is not reachable.
+wait_http "http://127.0.0.1:$console_badca/healthz" 30 "$console_badca_pid" || { echo "FAIL: the bad-CA console did not start" >&2; exit 1; }
+code=$(curl -s -o "$TMP/badca-readyz" -w '%{http_code}' "http://127.0.0.1:$console_badca/readyz")
+[ "$code" = 503 ] && grep -qF "127.0.0.1:$tls_grpc" "$TMP/badca-readyz" ||
+  { echo "FAIL: a console trusting another certificate is ready ($code): $(cat "$TMP/badca-readyz")" >&2; exit 1; }
+
 OUT="${SUPAPLANE_CONSOLE_TEST_OUT:-$BUILD/console-test}"
 rm -rf "$OUT"; mkdir -p "$OUT"
 CONSOLE_URL="http://$SUPAPLANE_CONSOLE_ADDR" CONSOLE_NO_BILLING_URL="http://127.0.0.1:$console2" CONSOLE_TEST_OUT="$OUT" SUPAPLANE_ROOT="$ROOT" \
+  CONSOLE_TLS_URL="http://127.0.0.1:$console_tls" CONSOLE_BAD_CA_URL="http://127.0.0.1:$console_badca" STRIPE_STANDIN_PORT="$stripe" \
   CONSOLE_SIZES_JSON="$TMP/dist/sizes.json" node "$DIR/test-output/e2e-$$.mjs" || {
   echo "--- console log" >&2; tail -40 "$SUPAPLANE_RUN_DIR/logs/console.log" >&2
   echo "--- api log" >&2; tail -20 "$SUPAPLANE_RUN_DIR/logs/api.log" >&2
+  echo "--- billing log" >&2; tail -20 "$SUPAPLANE_RUN_DIR/logs/billing.log" >&2
   exit 1
 }
 
 # Nothing secret in any log: passwords, tokens never logged by the console.
-for secret in "$SUPAPLANE_ADMIN_PASSWORD" alice-password-1 bench-password-1 "Bearer "; do
+for secret in "$SUPAPLANE_ADMIN_PASSWORD" "$SUPAPLANE_STRIPE_WEBHOOK_SECRET" "$SUPAPLANE_STRIPE_SECRET_KEY" \
+  alice-password-1 bob-password-1 carol-password-1 bench-password-1 "Bearer "; do
   if grep -rqF -- "$secret" "$SUPAPLANE_RUN_DIR/logs/"; then echo "FAIL: '$secret' found in a log" >&2; exit 1; fi
 done
 echo "screenshots and measurements in $OUT"

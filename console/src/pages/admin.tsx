@@ -1,57 +1,83 @@
 // The operator's view: every tenant (phase filter, search by ref or name),
-// live through WatchTenants, and the projection rebuild.
+// each ListAllTenants page shown as it arrives, live through WatchTenants,
+// and the projection rebuild.
 import { useEffect, useState } from "preact/hooks";
 import { Phase } from "../gen/supaplane/v1/types_pb.js";
 import type { RebuildProjectionResponse, Tenant } from "../gen/supaplane/v1/api_pb.js";
 import * as api from "../api.js";
 import { handleError, useAppState } from "../state.js";
-import { applyAll, filterTenants, phaseName, planName } from "../tenants.js";
-import { Link, PhaseBadge } from "../ui.js";
+import { applyAll, filterTenants, mergeNewer, phaseName, planName, type TenantMap } from "../tenants.js";
+import { eachPage } from "../paging.js";
+import { Link, PhaseBadge, TenantRow } from "../ui.js";
 import { projectPath } from "../route.js";
 import { NotFound } from "./notfound.js";
 
 const phases = Object.values(Phase).filter((v): v is Phase => typeof v === "number" && v !== Phase.UNSPECIFIED);
 
+function tenantRow(t: Tenant) {
+  return (
+    <tr data-ref={t.ref}>
+      <td>
+        <Link href={projectPath(t.ref)}>{t.name}</Link>
+      </td>
+      <td>
+        <code>{t.ref}</code>
+      </td>
+      <td>
+        <code>{t.ownerAccountId}</code>
+      </td>
+      <td>{planName(t.plan)}</td>
+      <td>
+        <PhaseBadge phase={phaseName(t.phase)} />
+      </td>
+      <td>{t.suspended ? t.suspendReason || "yes" : ""}</td>
+    </tr>
+  );
+}
+
 export function AdminPage() {
   const st = useAppState();
   const [phase, setPhase] = useState<Phase>(Phase.UNSPECIFIED);
   const [query, setQuery] = useState("");
-  const [all, setAll] = useState<Map<string, Tenant>>(new Map());
+  const [all, setAll] = useState<TenantMap>(new Map());
+  const [loading, setLoading] = useState(true);
   const [listErr, setListErr] = useState("");
   const [rebuild, setRebuild] = useState<RebuildProjectionResponse | null>(null);
   const [rebuildErr, setRebuildErr] = useState("");
   const [busy, setBusy] = useState(false);
   useEffect(() => {
-    let stop = false;
-    (async () => {
-      try {
-        const got: Tenant[] = [];
-        let pageToken = "";
-        do {
-          const r = await api.admin.listAllTenants({ pageSize: 500, pageToken, phase });
-          got.push(...r.tenants);
-          pageToken = r.nextPageToken;
-        } while (pageToken && !stop);
-        if (!stop) {
-          setAll(new Map(applyAll(new Map(), got)));
-          setListErr("");
-        }
-      } catch (x) {
-        if (!stop) setListErr(handleError(x).message);
-      }
-    })();
-    return () => {
-      stop = true;
-    };
+    // Each page is shown as it arrives. The listing so far replaces the
+    // previous one (another phase, or before the api went away) with its
+    // first page, so nothing of an older listing outlives it.
+    const ctl = new AbortController();
+    let got: TenantMap | null = null;
+    setLoading(true);
+    eachPage(
+      (pageToken) =>
+        api.admin
+          .listAllTenants({ pageSize: 500, pageToken, phase }, { signal: ctl.signal })
+          .then((r) => ({ items: r.tenants, next: r.nextPageToken })),
+      (items) => {
+        got = applyAll(got ?? new Map(), items);
+        setAll(got);
+        setListErr("");
+      },
+      ctl.signal,
+    ).then(
+      () => {
+        if (!ctl.signal.aborted) setLoading(false);
+      },
+      (x) => {
+        if (ctl.signal.aborted) return;
+        setLoading(false);
+        setListErr(handleError(x).message);
+      },
+    );
+    return () => ctl.abort();
   }, [phase, st.apiDown]);
   if (st.session?.role !== "admin") return <NotFound />;
   // Live: what the watch stream brought since the listing wins when newer.
-  const merged = new Map(all);
-  for (const [ref, t] of st.tenants) {
-    const cur = merged.get(ref);
-    if (!cur || cur.version < t.version) merged.set(ref, t);
-  }
-  const list = filterTenants(merged, { phase, query, includeDeleted: false });
+  const list = filterTenants(mergeNewer(all, st.tenants), { phase, query, includeDeleted: false });
   return (
     <main id="main">
       <h1 tabIndex={-1}>All tenants</h1>
@@ -75,36 +101,22 @@ export function AdminPage() {
       {listErr && <p class="form-error">{listErr}</p>}
       <p role="status" id="tenant-count">
         {list.length} tenant{list.length === 1 ? "" : "s"}
+        {loading ? " so far, loading more…" : ""}
       </p>
-      <table id="all-tenants" aria-label="All tenants" class="list">
+      <table id="all-tenants" aria-label="All tenants" class="list" aria-busy={loading}>
         <thead>
           <tr>
             <th scope="col">Name</th>
-            <th scope="col" class="w-ref">Ref</th>
-            <th scope="col" class="w-ref">Owner</th>
-            <th scope="col" class="w-s">Plan</th>
-            <th scope="col" class="w-m">Phase</th>
+            <th scope="col">Ref</th>
+            <th scope="col">Owner</th>
+            <th scope="col">Plan</th>
+            <th scope="col">Phase</th>
             <th scope="col">Suspended</th>
           </tr>
         </thead>
         <tbody>
           {list.map((t) => (
-            <tr key={t.ref} data-ref={t.ref}>
-              <td>
-                <Link href={projectPath(t.ref)}>{t.name}</Link>
-              </td>
-              <td>
-                <code>{t.ref}</code>
-              </td>
-              <td>
-                <code>{t.ownerAccountId}</code>
-              </td>
-              <td>{planName(t.plan)}</td>
-              <td>
-                <PhaseBadge phase={phaseName(t.phase)} />
-              </td>
-              <td>{t.suspended ? t.suspendReason || "yes" : ""}</td>
-            </tr>
+            <TenantRow key={t.ref} t={t} render={tenantRow} />
           ))}
         </tbody>
       </table>

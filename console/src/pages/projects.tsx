@@ -4,7 +4,8 @@ import { Plan } from "../gen/supaplane/v1/types_pb.js";
 import * as api from "../api.js";
 import { handleError, navigate, putTenant, useAppState } from "../state.js";
 import { filterTenants, phaseName, planName } from "../tenants.js";
-import { Link, PhaseBadge, Time } from "../ui.js";
+import { Link, PhaseBadge, TenantRow, Time } from "../ui.js";
+import type { Tenant } from "../gen/supaplane/v1/api_pb.js";
 import { projectPath } from "../route.js";
 
 function CreateForm() {
@@ -65,6 +66,27 @@ function CreateForm() {
   );
 }
 
+function projectRow(t: Tenant) {
+  return (
+    <tr data-ref={t.ref}>
+      <td>
+        <Link href={projectPath(t.ref)}>{t.name}</Link>
+      </td>
+      <td>
+        <code>{t.ref}</code>
+      </td>
+      <td>{planName(t.plan)}</td>
+      <td>
+        <PhaseBadge phase={phaseName(t.phase)} />
+      </td>
+      <td>{t.status}</td>
+      <td>
+        <Time ts={t.createdAt} />
+      </td>
+    </tr>
+  );
+}
+
 export function ProjectsPage() {
   const st = useAppState();
   const own = st.session?.role === "admin" ? st.session.accountId : undefined;
@@ -83,31 +105,16 @@ export function ProjectsPage() {
           <thead>
             <tr>
               <th scope="col">Name</th>
-              <th scope="col" class="w-ref">Ref</th>
-              <th scope="col" class="w-s">Plan</th>
-              <th scope="col" class="w-m">Phase</th>
-              <th scope="col" class="w-m">Status</th>
-              <th scope="col" class="w-time">Created</th>
+              <th scope="col">Ref</th>
+              <th scope="col">Plan</th>
+              <th scope="col">Phase</th>
+              <th scope="col">Status</th>
+              <th scope="col">Created</th>
             </tr>
           </thead>
           <tbody>
             {list.map((t) => (
-              <tr key={t.ref} data-ref={t.ref}>
-                <td>
-                  <Link href={projectPath(t.ref)}>{t.name}</Link>
-                </td>
-                <td>
-                  <code>{t.ref}</code>
-                </td>
-                <td>{planName(t.plan)}</td>
-                <td>
-                  <PhaseBadge phase={phaseName(t.phase)} />
-                </td>
-                <td>{t.status}</td>
-                <td>
-                  <Time ts={t.createdAt} />
-                </td>
-              </tr>
+              <TenantRow key={t.ref} t={t} render={projectRow} />
             ))}
           </tbody>
         </table>

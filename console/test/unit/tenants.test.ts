@@ -4,7 +4,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { TenantSchema, type Tenant } from "../../src/gen/supaplane/v1/api_pb.js";
 import { Phase, Plan } from "../../src/gen/supaplane/v1/types_pb.js";
-import { actionsFor, applyAll, applyTenant, filterTenants, phaseName, planName } from "../../src/tenants.js";
+import { actionsFor, applyAll, applyTenant, filterTenants, mergeNewer, phaseName, planName } from "../../src/tenants.js";
 
 function t(ref: string, version: number, phase: Phase, extra: MessageInitShape<typeof TenantSchema> = {}): Tenant {
   return create(TenantSchema, { ref, name: ref.slice(0, 4), version: BigInt(version), phase, ...extra });
@@ -26,6 +26,26 @@ describe("applyTenant", () => {
     m = applyAll(m, [t("bbbbbbbbbbbbbbbbbbbb", 8, Phase.PAUSING), t("cccccccccccccccccccc", 3, Phase.ACTIVE)]);
     expect(m.get("bbbbbbbbbbbbbbbbbbbb")?.phase).toBe(Phase.PAUSED);
     expect(m.size).toBe(2);
+  });
+});
+
+describe("mergeNewer", () => {
+  it("lays newer live changes over a listing, never older ones", () => {
+    const listing = applyAll(new Map(), [t("aaaaaaaaaaaaaaaaaaaa", 5, Phase.ACTIVE), t("bbbbbbbbbbbbbbbbbbbb", 9, Phase.PAUSED)]);
+    const live = applyAll(new Map(), [
+      t("aaaaaaaaaaaaaaaaaaaa", 6, Phase.PAUSING), // newer than listed
+      t("bbbbbbbbbbbbbbbbbbbb", 8, Phase.PAUSING), // older than listed
+      t("cccccccccccccccccccc", 1, Phase.PROVISIONING), // not listed (yet)
+    ]);
+    const m = mergeNewer(listing, live);
+    expect(m.get("aaaaaaaaaaaaaaaaaaaa")?.phase).toBe(Phase.PAUSING);
+    expect(m.get("bbbbbbbbbbbbbbbbbbbb")?.phase).toBe(Phase.PAUSED);
+    expect(m.get("cccccccccccccccccccc")?.phase).toBe(Phase.PROVISIONING);
+    expect(listing.size).toBe(2); // the listing itself is not changed
+  });
+  it("returns the listing itself when nothing live is newer", () => {
+    const listing = applyAll(new Map(), [t("aaaaaaaaaaaaaaaaaaaa", 5, Phase.ACTIVE)]);
+    expect(mergeNewer(listing, applyAll(new Map(), [t("aaaaaaaaaaaaaaaaaaaa", 5, Phase.ACTIVE)]))).toBe(listing);
   });
 });
 
