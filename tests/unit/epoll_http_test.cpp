@@ -482,6 +482,11 @@ TEST(EpollHttpWorkers, OverTheLimitChunkedAndHeadRefusalsAreAnsweredBeforeTheBod
   EXPECT_EQ(s.server.stats().too_large.load(), 1u);
   EXPECT_EQ(s.server.stats().bad_requests.load(), 2u);
   EXPECT_EQ(s.seen_refusals(), (std::vector<int>{413, 411}));
+  // A client that sends its too-large body anyway still reads the 413.
+  const int eager = connect_to(s.port);
+  ASSERT_TRUE(send_all(eager, post("/a", std::string(2 << 20, 'e'))));
+  EXPECT_EQ(read_some(eager, 1 << 16).rfind("HTTP/1.1 413", 0), 0u);
+  ::close(eager);
   // Exactly at the limit is served.
   const int fd = connect_to(s.port);
   ASSERT_TRUE(send_all(fd, post("/a", std::string(1000, 'k'))));

@@ -27,6 +27,12 @@ constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 /// How long a loop stops accepting after the process ran out of descriptors
 /// and could not even shed the waiting connection.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+/// After a refusal the rest of what the client sends (a body still on its
+/// way) is read and dropped for up to this long / this much before closing:
+/// a close with unread input resets the connection, and the reset can
+/// overtake the answer in the client's kernel.
+constexpr auto kLinger = std::chrono::seconds(2);
+constexpr std::size_t kMaxLingerBytes = 4 << 20;
 
 const char* reason_phrase(int status) {
   switch (status) {
@@ -70,6 +76,9 @@ struct Conn {
   std::size_t accounted{0};  ///< unsent bytes counted in the loop's gauge
   std::uint32_t events{0};   ///< current epoll interest
   bool close_after_write{false};
+  bool lingering{false};  ///< answered and shut down for writing: input is dropped
+  std::size_t lingered{0};
+  Clock::time_point linger_until{};
   bool paused{false};        ///< unsent output over the cap: not reading
   bool in_flight{false};     ///< a request is with a worker: not reading, no deadline
   bool head_checked{false};  ///< the head check passed for the request at the front of `in`
@@ -488,6 +497,7 @@ void EpollHttpServer::run(Loop& loop) {
   auto interest = [&](Conn& c) {
     const bool was_paused = c.paused;
     c.paused = c.pending() >= limits_.max_output_bytes;
+    if (c.lingering) c.paused = false;
     if (c.paused && !was_paused) stats_.read_pauses.fetch_add(1, std::memory_order_relaxed);
     // While a worker has the request nothing more is read (one request in
     // flight per connection keeps answers in order and bounds the input).
@@ -517,7 +527,12 @@ void EpollHttpServer::run(Loop& loop) {
       c.out.clear();
       c.out_pos = 0;
       if (c.close_after_write) {
-        close_conn(c.fd);
+        ::shutdown(c.fd, SHUT_WR);
+        c.lingering = true;
+        c.in.clear();
+        c.linger_until = Clock::now() + kLinger;
+        c.request_since = {};
+        interest(c);
         return false;
       }
     }
@@ -600,6 +615,14 @@ void EpollHttpServer::run(Loop& loop) {
       auto it = loop.conns.find(fd);
       if (it == loop.conns.end()) continue;
       Conn& c = it->second;
+      if (c.lingering) {
+        ssize_t r = 0;
+        while ((r = ::recv(fd, buf, sizeof buf, 0)) > 0) c.lingered += static_cast<std::size_t>(r);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+            c.lingered > kMaxLingerBytes)
+          close_conn(fd);
+        continue;
+      }
       if (what & EPOLLOUT) {
         if (!flush(c)) continue;
         if (c.paused && c.pending() < limits_.max_output_bytes) {
@@ -636,19 +659,22 @@ void EpollHttpServer::run(Loop& loop) {
     }
     if (now - last_sweep >= sweep_every) {
       last_sweep = now;
-      std::vector<int> slow, idle;
+      std::vector<int> slow, idle, lingered;
       for (const auto& [fd, c] : loop.conns) {
-        if (c.request_since != Clock::time_point{} && now - c.request_since > header_timeout)
+        if (c.lingering) {
+          if (now > c.linger_until) lingered.push_back(fd);
+        } else if (c.request_since != Clock::time_point{} &&
+                   now - c.request_since > header_timeout) {
           slow.push_back(fd);
-        else if (!c.in_flight && now - c.last_active > idle_timeout)
+        } else if (!c.in_flight && now - c.last_active > idle_timeout) {
           idle.push_back(fd);
+        }
       }
       stats_.header_timeouts.fetch_add(slow.size(), std::memory_order_relaxed);
       stats_.idle_timeouts.fetch_add(idle.size(), std::memory_order_relaxed);
+      for (int fd : lingered) close_conn(fd);
       for (int fd : slow) {
-        // 408 (best effort, the socket may be full), and whatever the client
-        // sent meanwhile is drained so the close is a FIN rather than a reset
-        // that could overtake the answer.
+        // 408, then the usual close after an answer (see kLinger).
         Conn& c = loop.conns[fd];
         HttpResponse res;
         res.status = 408;
@@ -656,13 +682,14 @@ void EpollHttpServer::run(Loop& loop) {
           c.out.erase(0, c.out_pos);
           c.out_pos = 0;
         }
+        c.in.clear();
+        c.request_since = {};
         append_response(c, false, res, true);
         if (observer_) observer_(408);
-        while (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+        if (flush(c)) {
+          publish(c);
+          interest(c);
         }
-        ::send(fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        ::shutdown(fd, SHUT_WR);
-        close_conn(fd);
       }
       for (int fd : idle) close_conn(fd);
     }
