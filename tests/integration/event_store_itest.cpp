@@ -548,6 +548,15 @@ TEST(NatsCredentials, AMissingCredsFileIsAClearErrorNamingIt) {
       << r.error().message;
 }
 
+TEST(NatsUrls, InboxPrefixOfTheUrlsUser) {
+  EXPECT_EQ(inbox_prefix_for_url("nats://api:pw@h:4222"), "_INBOX_api");
+  EXPECT_EQ(inbox_prefix_for_url("nats://router-sync:p@ss@h:1,nats://x:y@h2:2"),
+            "_INBOX_router-sync");
+  EXPECT_EQ(inbox_prefix_for_url("nats://tok@h:1"), "");
+  EXPECT_EQ(inbox_prefix_for_url("nats://127.0.0.1:4222"), "");
+  EXPECT_EQ(inbox_prefix_for("supaplane-billing"), "_INBOX_billing");
+}
+
 TEST(NatsUrls, RedactionAndLists) {
   EXPECT_EQ(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
   EXPECT_EQ(redact_url("nats://api:pw@h:4222"), "nats://api:***@h:4222");

@@ -513,6 +513,19 @@ std::string inbox_prefix_for(const std::string& service) {
   return "_INBOX_" + user;
 }
 
+std::string inbox_prefix_for_url(const std::string& url) {
+  const auto urls = split_urls(url);
+  if (urls.empty()) return {};
+  const std::string& u = urls.front();
+  const auto scheme = u.find("://");
+  const std::size_t from = scheme == std::string::npos ? 0 : scheme + 3;
+  const auto at = u.rfind('@');
+  if (at == std::string::npos || at < from) return {};
+  const auto colon = u.find(':', from);
+  if (colon == std::string::npos || colon > at || colon == from) return {};  // a token
+  return "_INBOX_" + u.substr(from, colon - from);
+}
+
 Result<std::unique_ptr<EventStore>> open_for_service(const std::string& url,
                                                      const std::string& service, int replicas,
                                                      bool* stream_ready) {

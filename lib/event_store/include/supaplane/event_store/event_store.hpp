@@ -53,6 +53,12 @@ struct ConnectOptions {
 /// the one its NATS user may subscribe to (deploy/compose/nats/nats.conf).
 std::string inbox_prefix_for(const std::string& service);
 
+/// The reply inbox prefix of whoever connects with `url`: `_INBOX_<user>` for
+/// the user of its first `user:password@` (a tool such as supaplanectl run
+/// with a service's user must read replies where that user may); empty (the
+/// default) without one (a token, a credentials file, no user).
+std::string inbox_prefix_for_url(const std::string& url);
+
 /// Settings of the PLATFORM stream (docs/events.md).
 struct StreamSettings {
   std::string name{"PLATFORM"};
