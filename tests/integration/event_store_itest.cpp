@@ -548,6 +548,15 @@ TEST(NatsCredentials, AMissingCredsFileIsAClearErrorNamingIt) {
       << r.error().message;
 }
 
+TEST(NatsUrls, InboxPrefixOfTheUrlsUser) {
+  EXPECT_EQ(inbox_prefix_for_url("nats://api:pw@h:4222"), "_INBOX_api");
+  EXPECT_EQ(inbox_prefix_for_url("nats://router-sync:p@ss@h:1,nats://x:y@h2:2"),
+            "_INBOX_router-sync");
+  EXPECT_EQ(inbox_prefix_for_url("nats://tok@h:1"), "");
+  EXPECT_EQ(inbox_prefix_for_url("nats://127.0.0.1:4222"), "");
+  EXPECT_EQ(inbox_prefix_for("supaplane-billing"), "_INBOX_billing");
+}
+
 TEST(NatsUrls, RedactionAndLists) {
   EXPECT_EQ(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
   EXPECT_EQ(redact_url("nats://api:pw@h:4222"), "nats://api:***@h:4222");
@@ -567,9 +576,11 @@ class AckAll : public BatchHandler {
   }
 };
 
-std::unique_ptr<EventStore> user_store(const std::string& url) {
+/// A connection as the service of NATS user `user` makes it (its own reply inbox).
+std::unique_ptr<EventStore> user_store(const testenv::NatsServer& nats, const std::string& user) {
   ConnectOptions o;
-  o.url = url;
+  o.url = nats.url_for(user);
+  o.inbox_prefix = inbox_prefix_for("supaplane-" + user);
   o.fail_fast = true;
   o.request_timeout_ms = 1000;  // a refused request is answered by silence
   auto es = EventStore::connect(o);
@@ -653,7 +664,7 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   ASSERT_EQ(before, appended);
 
   // router-sync appends nothing, anywhere.
-  auto router = user_store(nats.url_for("router-sync"));
+  auto router = user_store(nats, "router-sync");
   ASSERT_TRUE(router);
   for (const char* subject :
        {"platform.tenant.aaaaaaaaaaaaaaaaaaaa", "platform.account.a1", "platform.billing.x"}) {
@@ -663,7 +674,7 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
     EXPECT_FALSE(router->append(e).ok()) << subject;
   }
   // The api appends no billing event.
-  auto api = user_store(nats.url_for("api"));
+  auto api = user_store(nats, "api");
   ASSERT_TRUE(api);
   OutgoingEvent forged;
   forged.subject = "platform.billing.customer.c1";
@@ -672,7 +683,7 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   EXPECT_EQ(admin->last_sequence().value(), before);
 
   // billing can neither delete the api's durable nor take its name.
-  auto billing = user_store(nats.url_for("billing"));
+  auto billing = user_store(nats, "billing");
   ASSERT_TRUE(billing);
   EXPECT_NE(js_DeleteConsumer(billing->jetstream(), "PLATFORM", "api-projector", nullptr, nullptr),
             NATS_OK);
@@ -706,7 +717,7 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   EXPECT_EQ(try_pull(*router, "router-sync-r1"), NATS_OK);
   for (const char* other : {"provisioner", "billing-projector", "api-projector"})
     EXPECT_NE(try_pull(*router, other), NATS_OK) << "router-sync took " << other;
-  auto provisioner = user_store(nats.url_for("provisioner"));
+  auto provisioner = user_store(nats, "provisioner");
   ASSERT_TRUE(provisioner);
   for (EventStore* user : {provisioner.get(), billing.get()})
     EXPECT_NE(try_pull(*user, "router-sync-r0"), NATS_OK);
@@ -721,12 +732,72 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   EXPECT_FALSE(stream_exists(*admin, "OTHER"));
   EXPECT_EQ(admin->last_sequence().value(), before);
 
+  // Default inboxes (_INBOX.*) are nobody's: a client without its prefix
+  // gets no answers at all.
+  ConnectOptions plain;
+  plain.url = nats.url_for("api");
+  plain.fail_fast = true;
+  plain.request_timeout_ms = 1000;
+  auto no_prefix = EventStore::connect(plain);
+  ASSERT_TRUE(no_prefix.ok());
+  EXPECT_FALSE((*no_prefix)->last_sequence().ok());
+
   // No credentials, no connection.
   ConnectOptions anon;
   anon.url = nats.anonymous_url();
   anon.fail_fast = true;
   auto refused = EventStore::connect(anon);
   EXPECT_FALSE(refused.ok());
+}
+
+/// A plain cnats connection (no event store around it), closed with the scope.
+struct RawConnection {
+  natsConnection* nc{nullptr};
+  ~RawConnection() {
+    if (nc) natsConnection_Destroy(nc);
+  }
+};
+
+TEST(NatsUsers, EachServiceSubscribesOnlyToItsOwnReplyInbox) {
+  testenv::NatsServer nats({.users = true});
+  nats.start();
+  auto admin = admin_store(nats.url());
+  ASSERT_TRUE(admin);
+  const std::vector<std::string> users = {"api", "provisioner", "router-sync", "billing"};
+  for (const auto& user : users) {
+    SCOPED_TRACE(user);
+    const std::string own = inbox_prefix_for("supaplane-" + user);
+    // Its own inbox: subscribed, and a reply sent there arrives.
+    RawConnection mine;
+    ASSERT_EQ(natsConnection_ConnectTo(&mine.nc, nats.url_for(user).c_str()), NATS_OK);
+    natsSubscription* sub = nullptr;
+    ASSERT_EQ(natsConnection_SubscribeSync(&sub, mine.nc, (own + ".>").c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_Flush(mine.nc), NATS_OK);
+    ASSERT_EQ(natsConnection_PublishString(admin->connection(), (own + ".reply").c_str(), "r"),
+              NATS_OK);
+    natsMsg* got = nullptr;
+    EXPECT_EQ(natsSubscription_NextMsg(&got, sub, 5000), NATS_OK);
+    if (got) natsMsg_Destroy(got);
+    natsSubscription_Destroy(sub);
+    // Every other inbox, and the default one that covers them all: the
+    // server refuses the subscription (a permissions violation).
+    std::vector<std::string> forbidden = {"_INBOX.>", "_INBOX.*", ">"};
+    for (const auto& other : users)
+      if (other != user) forbidden.push_back(inbox_prefix_for("supaplane-" + other) + ".>");
+    for (const auto& subject : forbidden) {
+      RawConnection c;
+      ASSERT_EQ(natsConnection_ConnectTo(&c.nc, nats.url_for(user).c_str()), NATS_OK);
+      natsSubscription* s = nullptr;
+      ASSERT_EQ(natsConnection_SubscribeSync(&s, c.nc, subject.c_str()), NATS_OK);
+      natsConnection_Flush(c.nc);
+      EXPECT_TRUE(eventually([&] {
+        const char* text = nullptr;
+        return natsConnection_GetLastError(c.nc, &text) == NATS_NOT_PERMITTED && text &&
+               std::string(text).find("Subscription to \"" + subject + "\"") != std::string::npos;
+      })) << subject;
+      natsSubscription_Destroy(s);
+    }
+  }
 }
 
 }  // namespace

@@ -87,6 +87,9 @@ class NatsServer {
   /// Starts the server and (unless disabled) creates the PLATFORM stream.
   void start();
   void stop(int sig = 15) { proc_.stop(sig); }
+  /// SIGSTOP / SIGCONT: connections stay open, nothing is answered meanwhile.
+  void freeze() { proc_.signal(19); }
+  void thaw() { proc_.signal(18); }
   /// Same port, same store directory.
   void restart();
   /// The admin's URL (with its password when users are on).

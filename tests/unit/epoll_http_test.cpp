@@ -1,9 +1,7 @@
-// router-sync's HTTP server (EpollHttpServer) against hostile clients, over
+// The HTTP server of lib/http (EpollHttpServer) against hostile clients, over
 // real loopback sockets: pipelining without reading, slow and idle
 // connections, too many connections, no file descriptors left, a port held by
 // someone else, malformed heads.
-#include "epoll_http.hpp"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -13,11 +11,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "eventually.hpp"
 #include "router_app.hpp"
+#include "supaplane/http/server.hpp"
 
 namespace supaplane {
 namespace {
@@ -86,9 +87,9 @@ const std::size_t kAnswer =
     std::string("HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n").size() + kBody.size();
 
 struct Served {
-  explicit Served(router::HttpLimits limits, int threads = 2)
+  explicit Served(http::HttpLimits limits, int threads = 2)
       : server(
-            [](const router::HttpRequest& req, router::HttpResponse& res) {
+            [](const http::HttpRequest& req, http::HttpResponse& res) {
               if (req.path == "/throw") throw std::runtime_error("handler failure");
               res.body = kBody;
             },
@@ -96,12 +97,12 @@ struct Served {
     port = server.bind("127.0.0.1", 0).value();
     server.start();
   }
-  router::EpollHttpServer server;
+  http::EpollHttpServer server;
   int port{0};
 };
 
 TEST(EpollHttpLimits, PipeliningClientThatNeverReadsHoldsAtMostTheOutputCap) {
-  router::HttpLimits limits;
+  http::HttpLimits limits;
   limits.max_output_bytes = 64 * 1024;
   Served s(limits);
   constexpr int kConns = 4;
@@ -155,7 +156,7 @@ TEST(EpollHttpLimits, PipeliningClientThatNeverReadsHoldsAtMostTheOutputCap) {
 }
 
 TEST(EpollHttpLimits, RequestHeadThatNeverEndsIsCutOffAtTheDeadline) {
-  router::HttpLimits limits;
+  http::HttpLimits limits;
   limits.header_timeout_ms = 300;
   Served s(limits);
   // A head that stops half-way, and one that drips a byte at a time (each
@@ -178,7 +179,7 @@ TEST(EpollHttpLimits, RequestHeadThatNeverEndsIsCutOffAtTheDeadline) {
 }
 
 TEST(EpollHttpLimits, IdleKeepAliveConnectionIsClosed) {
-  router::HttpLimits limits;
+  http::HttpLimits limits;
   limits.idle_timeout_ms = 300;
   Served s(limits);
   const int fd = connect_to(s.port);
@@ -191,7 +192,7 @@ TEST(EpollHttpLimits, IdleKeepAliveConnectionIsClosed) {
 }
 
 TEST(EpollHttpLimits, ConnectionsBeyondTheLimitAreClosedAtOnce) {
-  router::HttpLimits limits;
+  http::HttpLimits limits;
   limits.max_connections = 3;
   Served s(limits);
   std::vector<int> held;
@@ -216,7 +217,7 @@ TEST(EpollHttpLimits, ConnectionsBeyondTheLimitAreClosedAtOnce) {
 }
 
 TEST(EpollHttpLimits, OutOfFileDescriptorsShedsWaitingConnectionsWithoutSpinning) {
-  Served s(router::HttpLimits{}, 1);
+  Served s(http::HttpLimits{}, 1);
   const int control = connect_to(s.port);  // accepted while descriptors remain
   ASSERT_TRUE(send_all(control, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n"));
   ASSERT_EQ(read_some(control, kAnswer).size(), kAnswer);
@@ -261,7 +262,7 @@ TEST(EpollHttpLimits, OutOfFileDescriptorsShedsWaitingConnectionsWithoutSpinning
 }
 
 TEST(EpollHttpLimits, OutOfFileDescriptorsWithoutAReserveBacksOffInsteadOfSpinning) {
-  Served s(router::HttpLimits{}, 1);
+  Served s(http::HttpLimits{}, 1);
   const int client = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -320,7 +321,7 @@ TEST(EpollHttpLimits, PortHeldByAnotherListenerIsRefusedNamingTheAddress) {
   const int other = hostile_listener(0);
   ASSERT_GE(other, 0);
   const int port = port_of(other);
-  router::EpollHttpServer server([](const router::HttpRequest&, router::HttpResponse&) {}, 2);
+  http::EpollHttpServer server([](const http::HttpRequest&, http::HttpResponse&) {}, 2);
   auto bound = server.bind("127.0.0.1", port);
   ASSERT_FALSE(bound);
   EXPECT_NE(bound.error().message.find("127.0.0.1:" + std::to_string(port)), std::string::npos)
@@ -328,7 +329,7 @@ TEST(EpollHttpLimits, PortHeldByAnotherListenerIsRefusedNamingTheAddress) {
   ::close(other);
 
   // The other way round: while we listen, nobody can join our port.
-  Served s(router::HttpLimits{});
+  Served s(http::HttpLimits{});
   EXPECT_EQ(hostile_listener(s.port), -1);
   EXPECT_EQ(get(s.port, "/x").rfind("HTTP/1.1 200 OK", 0), 0u);
 }
@@ -350,7 +351,7 @@ TEST(EpollHttpLimits, RouterSyncRefusesToStartOnAPortInUse) {
 }
 
 TEST(EpollHttpLimits, MalformedHeadsGet400AndACountAndTheServerGoesOn) {
-  Served s(router::HttpLimits{});
+  Served s(http::HttpLimits{});
   const std::vector<std::string> bad = {
       "garbage\r\n\r\n",
       "GET /x HTTP/1.1\r\nno colon here\r\n\r\n",
@@ -383,6 +384,194 @@ TEST(EpollHttpLimits, MalformedHeadsGet400AndACountAndTheServerGoesOn) {
   EXPECT_EQ(get(s.port, "/throw").rfind("HTTP/1.1 500", 0), 0u);
   EXPECT_EQ(s.server.stats().handler_errors.load(), 1u);
   EXPECT_EQ(get(s.port, "/x").rfind("HTTP/1.1 200 OK", 0), 0u);
+}
+
+/// A server whose handler runs on one worker: POST echoes the body, /block
+/// waits until released.
+struct Pooled {
+  explicit Pooled(http::HttpLimits limits)
+      : server(
+            [this](const http::HttpRequest& req, http::HttpResponse& res) {
+              ++handled;
+              if (req.path == "/block") {
+                std::unique_lock lk(mu);
+                cv.wait(lk, [&] { return released; });
+              }
+              res.body = req.method + " " + req.path + " " + req.body;
+            },
+            1, with_workers(limits)) {
+    server.set_head_check([](const http::HttpRequest& head, http::HttpResponse& res) {
+      if (head.path != "/nope") return false;
+      res.status = 404;
+      return true;
+    });
+    server.set_refusal_observer([this](int status) {
+      std::lock_guard lk(mu);
+      refusals.push_back(status);
+    });
+    port = server.bind("127.0.0.1", 0).value();
+    server.start();
+  }
+  ~Pooled() {
+    release();
+    server.stop();
+  }
+  static http::HttpLimits with_workers(http::HttpLimits l) {
+    if (l.workers == 0) l.workers = 1;
+    return l;
+  }
+  void release() {
+    {
+      std::lock_guard lk(mu);
+      released = true;
+    }
+    cv.notify_all();
+  }
+  std::vector<int> seen_refusals() {
+    std::lock_guard lk(mu);
+    return refusals;
+  }
+  std::atomic<int> handled{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  bool released{false};
+  std::vector<int> refusals;
+  http::EpollHttpServer server;
+  int port{0};
+};
+
+std::string post(const std::string& path, const std::string& body, bool close = true) {
+  return "POST " + path + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n" + (close ? "Connection: close\r\n" : "") + "\r\n" + body;
+}
+
+TEST(EpollHttpWorkers, BodiesReachTheHandlerWholeAndPipelinedAnswersKeepTheirOrder) {
+  Pooled s(http::HttpLimits{});
+  const int fd = connect_to(s.port);
+  ASSERT_TRUE(send_all(fd, post("/a", "first body", false) + post("/b", "", false) +
+                               post("/c", std::string(100000, 'z'))));
+  const std::string got = read_some(fd, 1 << 20);
+  ::close(fd);
+  const auto a = got.find("POST /a first body");
+  const auto b = got.find("POST /b ");
+  const auto c = got.find("POST /c zzzz");
+  ASSERT_NE(a, std::string::npos) << got.substr(0, 300);
+  ASSERT_NE(b, std::string::npos);
+  ASSERT_NE(c, std::string::npos);
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_EQ(s.handled.load(), 3);
+}
+
+TEST(EpollHttpWorkers, OverTheLimitChunkedAndHeadRefusalsAreAnsweredBeforeTheBody) {
+  http::HttpLimits limits;
+  limits.max_body = 1000;
+  Pooled s(limits);
+  // Heads only: each is answered without waiting for a body that never comes.
+  auto status_of = [&](const std::string& head) {
+    const int fd = connect_to(s.port);
+    EXPECT_TRUE(send_all(fd, head));
+    const std::string got = read_some(fd, 1 << 16);
+    ::close(fd);
+    return got.substr(0, 12);
+  };
+  EXPECT_EQ(status_of("POST /a HTTP/1.1\r\nContent-Length: 1001\r\n\r\n"), "HTTP/1.1 413");
+  EXPECT_EQ(status_of("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), "HTTP/1.1 411");
+  EXPECT_EQ(status_of("POST /nope HTTP/1.1\r\nContent-Length: 500\r\n\r\n"), "HTTP/1.1 404");
+  EXPECT_EQ(s.handled.load(), 0);
+  EXPECT_EQ(s.server.stats().too_large.load(), 1u);
+  EXPECT_EQ(s.server.stats().bad_requests.load(), 2u);
+  EXPECT_EQ(s.seen_refusals(), (std::vector<int>{413, 411}));
+  // A client that sends its too-large body anyway still reads the 413.
+  const int eager = connect_to(s.port);
+  ASSERT_TRUE(send_all(eager, post("/a", std::string(2 << 20, 'e'))));
+  EXPECT_EQ(read_some(eager, 1 << 16).rfind("HTTP/1.1 413", 0), 0u);
+  ::close(eager);
+  // Exactly at the limit is served.
+  const int fd = connect_to(s.port);
+  ASSERT_TRUE(send_all(fd, post("/a", std::string(1000, 'k'))));
+  EXPECT_NE(read_some(fd, 1 << 16).find("POST /a kkk"), std::string::npos);
+  ::close(fd);
+}
+
+TEST(EpollHttpWorkers, ABodyDrippedPastTheDeadlineGets408AndNeverReachesTheHandler) {
+  http::HttpLimits limits;
+  limits.header_timeout_ms = 400;
+  Pooled s(limits);
+  const int fd = connect_to(s.port);
+  // The head at once, then one body byte every 40 ms: each read is quick, the
+  // request as a whole is not.
+  ASSERT_TRUE(send_all(fd, "POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 200\r\n\r\n"));
+  bool answered = false;
+  for (int i = 0; i < 200 && !answered; ++i) {
+    if (::send(fd, "b", 1, MSG_NOSIGNAL) != 1) break;
+    pollfd p{fd, POLLIN, 0};
+    answered = ::poll(&p, 1, 40) == 1;
+  }
+  ASSERT_TRUE(answered);
+  const std::string got = read_some(fd, 1 << 16);
+  EXPECT_EQ(got.rfind("HTTP/1.1 408", 0), 0u) << got;
+  EXPECT_TRUE(closed_by_peer(fd));
+  ::close(fd);
+  EXPECT_EQ(s.server.stats().header_timeouts.load(), 1u);
+  EXPECT_EQ(s.handled.load(), 0);
+  EXPECT_EQ(s.seen_refusals(), std::vector<int>{408});
+}
+
+TEST(EpollHttpWorkers, AFullQueueIs503WithRetryAfterWhileTheLoopServesOn) {
+  http::HttpLimits limits;
+  limits.max_queued = 1;
+  limits.retry_after_seconds = 7;
+  Pooled s(limits);
+  const int busy = connect_to(s.port);
+  ASSERT_TRUE(send_all(busy, post("/block", "one")));
+  ASSERT_TRUE(eventually([&] { return s.server.stats().busy_workers.load() == 1; }));
+  const int queued = connect_to(s.port);
+  ASSERT_TRUE(send_all(queued, post("/block", "two")));
+  ASSERT_TRUE(eventually([&] { return s.server.stats().queued_requests.load() == 1; }));
+  // A client that leaves while its request waits: its answer is dropped.
+  const int gone = connect_to(s.port);
+  const int refused = connect_to(s.port);
+  ASSERT_TRUE(send_all(refused, post("/a", "three")));
+  const std::string got = read_some(refused, 1 << 16);
+  EXPECT_EQ(got.rfind("HTTP/1.1 503", 0), 0u) << got;
+  EXPECT_NE(got.find("Retry-After: 7\r\n"), std::string::npos) << got;
+  EXPECT_TRUE(closed_by_peer(refused));
+  ::close(refused);
+  ::close(gone);
+  EXPECT_EQ(s.server.stats().queue_full.load(), 1u);
+  EXPECT_EQ(s.seen_refusals(), std::vector<int>{503});
+  s.release();
+  EXPECT_NE(read_some(busy, 1 << 16).find("POST /block one"), std::string::npos);
+  EXPECT_NE(read_some(queued, 1 << 16).find("POST /block two"), std::string::npos);
+  ::close(busy);
+  ::close(queued);
+  EXPECT_EQ(s.handled.load(), 2);
+  EXPECT_TRUE(eventually([&] { return s.server.stats().busy_workers.load() == 0; }));
+  EXPECT_EQ(s.server.stats().queued_requests.load(), 0);
+}
+
+TEST(EpollHttpWorkers, AnAnswerForAClientThatLeftNeverReachesTheNextOnItsDescriptor) {
+  Pooled s(http::HttpLimits{});
+  const int leaver = connect_to(s.port);
+  ASSERT_TRUE(send_all(leaver, post("/block", "secret of the first client")));
+  ASSERT_TRUE(eventually([&] { return s.server.stats().busy_workers.load() == 1; }));
+  // It resets the connection (a plain FIN is only seen once the answer is
+  // written: nothing is read while a worker has the request).
+  const linger reset{1, 0};
+  ::setsockopt(leaver, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  ::close(leaver);
+  ASSERT_TRUE(eventually([&] { return s.server.stats().open_connections.load() == 0; }));
+  // The server likely hands the next connection the same descriptor.
+  const int next = connect_to(s.port);
+  ASSERT_TRUE(eventually([&] { return s.server.stats().open_connections.load() == 1; }));
+  s.release();
+  ASSERT_TRUE(eventually([&] { return s.server.stats().busy_workers.load() == 0; }));
+  ASSERT_TRUE(send_all(next, post("/a", "mine")));
+  const std::string got = read_some(next, 1 << 16);
+  EXPECT_EQ(got.find("secret"), std::string::npos) << got;
+  EXPECT_NE(got.find("POST /a mine"), std::string::npos) << got;
+  ::close(next);
 }
 
 }  // namespace

@@ -12,10 +12,10 @@
 #include <sstream>
 
 #include "edge_auth.hpp"
-#include "epoll_http.hpp"
 #include "render.hpp"
 #include "servers.hpp"
 #include "supaplane/auth/jwt.hpp"
+#include "supaplane/http/server.hpp"
 #include "supaplane/secrets/secrets.hpp"
 #include "traefik_check.hpp"
 #include "traefik_dir.hpp"
@@ -392,8 +392,8 @@ std::size_t count(const std::string& hay, const std::string& needle) {
 
 TEST(EpollHttp, PipelinedRequestsLargeBodiesAndRefusals) {
   const std::string big(8 << 20, 'b');  // larger than any socket buffer: EPOLLOUT path
-  router::EpollHttpServer server(
-      [&](const router::HttpRequest& req, router::HttpResponse& res) {
+  http::EpollHttpServer server(
+      [&](const http::HttpRequest& req, http::HttpResponse& res) {
         if (req.path == "/big") {
           res.body = big;
           return;

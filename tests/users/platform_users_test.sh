@@ -6,7 +6,8 @@
 # has created it as `admin` (as the stream Job does) the api, provisioner,
 # router-sync and billing, each with its own user, become ready, a tenant is
 # created and converged to ACTIVE (provisioner appends), router-sync routes
-# it, and `supaplanectl audit` reads its history. Redis: redis-server runs
+# it, and `supaplanectl audit` reads its history; each user may subscribe to
+# its own reply inbox (_INBOX_<user>) and no other. Redis: redis-server runs
 # with the ACL users of deploy/compose/redis/start-redis; each service works
 # with its own user and key prefix, and is refused another's keys and the
 # dangerous commands; anonymous connections are refused; a wrong password
@@ -141,6 +142,37 @@ echo "ok: router-sync consumed the tenant with its user"
 n=$(SUPAPLANE_NATS_URL="$(url router-sync "$NATS_ROUTER_SYNC_PASSWORD")" ctl --json audit "$ref" | jq 'length')
 ((n >= 3)) || fail "audit with a read-only user returned $n events"
 echo "ok: supaplanectl audit reads the stream with router-sync's read-only user ($n events)"
+
+# Replies: each service's user may subscribe to its own inbox prefix
+# (_INBOX_<user>, where the services and supaplanectl take their replies) and
+# to no other, nor to the default _INBOX.> that covers every client's.
+# Raw NATS protocol over bash's /dev/tcp: SUB, then PING; the server answers
+# -ERR 'Permissions Violation ...' for a refused subscription before its PONG.
+nats_sub() {  # USER PASSWORD SUBJECT -> what the server answered, up to PONG
+  local line out=""
+  exec 3<>"/dev/tcp/127.0.0.1/$nats"
+  printf 'CONNECT {"user":"%s","pass":"%s","verbose":false,"pedantic":false}\r\nSUB %s 1\r\nPING\r\n' \
+    "$1" "$2" "$3" >&3
+  while IFS= read -r -t 5 line <&3; do
+    out+="$line"$'\n'
+    [[ "$line" == PONG* || "$line" == -ERR*Authorization* ]] && break
+  done
+  exec 3<&-
+  printf '%s' "$out"
+}
+declare -A nats_pw=([api]="$NATS_API_PASSWORD" [provisioner]="$NATS_PROVISIONER_PASSWORD"
+  [router-sync]="$NATS_ROUTER_SYNC_PASSWORD" [billing]="$NATS_BILLING_PASSWORD")
+for user in api provisioner router-sync billing; do
+  out=$(nats_sub "$user" "${nats_pw[$user]}" "_INBOX_$user.>")
+  [[ "$out" == *PONG* && "$out" != *-ERR* ]] || fail "$user cannot subscribe to its own inbox _INBOX_$user.>: $out"
+  for subject in "_INBOX.>" "_INBOX.*" api provisioner router-sync billing; do
+    case "$subject" in _INBOX*) ;; "$user") continue ;; *) subject="_INBOX_$subject.>" ;; esac
+    out=$(nats_sub "$user" "${nats_pw[$user]}" "$subject")
+    [[ "$out" == *"Permissions Violation for Subscription to \"$subject\""* ]] ||
+      fail "$user may subscribe to $subject (another's replies): $out"
+  done
+done
+echo "ok: each service's NATS user subscribes to its own reply inbox only"
 
 # Redis: every key the services wrote is under its writer's prefix, each
 # prefix has keys, and the tenant is in the api's projection.

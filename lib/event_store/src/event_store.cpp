@@ -144,6 +144,8 @@ Result<std::unique_ptr<EventStore>> EventStore::connect(const ConnectOptions& o,
     }
   }
   if (s == NATS_OK) s = natsOptions_SetName(opts, o.name.c_str());
+  if (s == NATS_OK && !o.inbox_prefix.empty())
+    s = natsOptions_SetCustomInboxPrefix(opts, o.inbox_prefix.c_str());
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, o.reconnect_wait_ms);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
@@ -504,12 +506,35 @@ Result<std::uint64_t> EventStore::last_sequence() {
   return last;
 }
 
+std::string inbox_prefix_for(const std::string& service) {
+  constexpr std::string_view kPrefix = "supaplane-";
+  const std::string user =
+      service.rfind(kPrefix, 0) == 0 ? service.substr(kPrefix.size()) : service;
+  return "_INBOX_" + user;
+}
+
+std::string inbox_prefix_for_url(const std::string& url) {
+  const auto urls = split_urls(url);
+  if (urls.empty()) return {};
+  const std::string& u = urls.front();
+  const auto scheme = u.find("://");
+  const std::size_t from = scheme == std::string::npos ? 0 : scheme + 3;
+  const auto at = u.rfind('@');
+  if (at == std::string::npos || at < from) return {};
+  const auto colon = u.find(':', from);
+  if (colon == std::string::npos || colon > at || colon == from) return {};  // a token
+  return "_INBOX_" + u.substr(from, colon - from);
+}
+
 Result<std::unique_ptr<EventStore>> open_for_service(const std::string& url,
                                                      const std::string& service, int replicas,
                                                      bool* stream_ready) {
   ConnectOptions co;
   co.url = url;
   co.name = service;
+  // Replies to this service come on its own prefix: its NATS user may
+  // subscribe to nothing else, so no service reads another's replies.
+  co.inbox_prefix = inbox_prefix_for(service);
   // Read here rather than by each service's flags: one setting for all four.
   if (const char* creds = std::getenv("SUPAPLANE_NATS_CREDS")) co.creds_file = creds;
   StreamSettings ss;

@@ -1,16 +1,12 @@
 #include "billing_app.hpp"
 
 #include <grpcpp/grpcpp.h>
-#include <httplib.h>
-#include <sys/socket.h>
 
 #include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 
 #include "checkout.hpp"
 #include "supaplane/config/config.hpp"
+#include "supaplane/http/metrics.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/tls/tls.hpp"
 
@@ -31,87 +27,6 @@ std::string json_error(const std::string& message) {
   return out + "\"}\n";
 }
 
-// Set on the threads that run a connection only to refuse it (queue full).
-thread_local bool t_refusing = false;
-// Requests seen on this thread's current connection (0 at its end: it never
-// sent a whole head in time, or left).
-thread_local int t_requests = 0;
-
-/// httplib's task queue for the webhook server: `threads` handler threads
-/// and at most `max_queued` connections waiting for one. A connection beyond
-/// that goes to one refusing thread (its own queue bounded the same), which
-/// reads the head and answers 503 at once; past both, the accepting thread
-/// refuses it itself. httplib's own ThreadPool queues without a bound.
-class BoundedTaskQueue : public httplib::TaskQueue {
- public:
-  BoundedTaskQueue(std::size_t threads, std::size_t max_queued, BillingMetrics& m)
-      : max_queued_(max_queued), metrics_(m) {
-    for (std::size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(jobs_, false); });
-    workers_.emplace_back([this] { work(refusals_, true); });
-  }
-  ~BoundedTaskQueue() override { shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard lk(mu_);
-      if (!shutdown_ && jobs_.size() < max_queued_) {
-        jobs_.push_back(std::move(fn));
-        metrics_.http_queued.Increment();
-        cv_.notify_all();
-        return;
-      }
-      if (!shutdown_ && refusals_.size() < max_queued_) {
-        refusals_.push_back(std::move(fn));
-        cv_.notify_all();
-        return;
-      }
-    }
-    run(fn, true);
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard lk(mu_);
-      if (shutdown_) return;
-      shutdown_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-
- private:
-  void run(std::function<void()>& fn, bool refusing) {
-    t_refusing = refusing;
-    t_requests = 0;
-    fn();
-    if (t_requests == 0) metrics_.http_incomplete.Increment();
-    t_refusing = false;
-  }
-  void work(std::deque<std::function<void()>>& q, bool refusing) {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock lk(mu_);
-        cv_.wait(lk, [&] { return shutdown_ || !q.empty(); });
-        if (q.empty()) return;  // shut down and drained
-        fn = std::move(q.front());
-        q.pop_front();
-        if (!refusing) metrics_.http_queued.Decrement();
-      }
-      if (!refusing) metrics_.http_busy.Increment();
-      run(fn, refusing);
-      if (!refusing) metrics_.http_busy.Decrement();
-    }
-  }
-  const std::size_t max_queued_;
-  BillingMetrics& metrics_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  std::deque<std::function<void()>> refusals_;
-  bool shutdown_{false};
-  std::vector<std::thread> workers_;
-};
 }  // namespace
 
 BillingMetrics::BillingMetrics(prometheus::Registry& r)
@@ -143,28 +58,6 @@ BillingMetrics::BillingMetrics(prometheus::Registry& r)
                       .Help("webhooks answered 503 because the event log was unavailable")
                       .Register(r)
                       .Add({})),
-      http_refused(prometheus::BuildCounter()
-                       .Name("supaplane_billing_http_refused_total")
-                       .Help("webhook connections answered 503: every handler thread busy and "
-                             "the queue full")
-                       .Register(r)
-                       .Add({})),
-      http_incomplete(prometheus::BuildCounter()
-                          .Name("supaplane_billing_http_incomplete_connections_total")
-                          .Help("webhook connections closed before a whole request arrived "
-                                "(read timeout, or the client left)")
-                          .Register(r)
-                          .Add({})),
-      http_queued(prometheus::BuildGauge()
-                      .Name("supaplane_billing_http_queued_connections")
-                      .Help("accepted webhook connections waiting for a handler thread")
-                      .Register(r)
-                      .Add({})),
-      http_busy(prometheus::BuildGauge()
-                    .Name("supaplane_billing_http_busy_threads")
-                    .Help("webhook handler threads serving a connection")
-                    .Register(r)
-                    .Add({})),
       rebuilds(prometheus::BuildCounter()
                    .Name("supaplane_billing_projection_rebuilds_total")
                    .Help("rebuilds of the Redis projection from the log, by reason")
@@ -187,10 +80,12 @@ Status App::start() {
   if (opts_.grace_failed_attempts < 1)
     return make_error(errc::invalid_argument, "grace attempts must be >= 1", "grace");
   if (opts_.max_body_bytes < 1024 || opts_.http_threads < 1 || opts_.http_queue < 1 ||
-      opts_.http_read_timeout_ms < 1)
+      opts_.http_request_timeout_ms < 1 || opts_.http_idle_timeout_ms < 1 ||
+      opts_.http_max_connections < 1)
     return make_error(errc::invalid_argument,
-                      "max body >= 1024 bytes, >= 1 HTTP thread, an HTTP queue >= 1 and a read "
-                      "timeout >= 1 ms");
+                      "max body >= 1024 bytes, >= 1 HTTP thread, an HTTP queue >= 1, request and "
+                      "idle timeouts >= 1 ms and >= 1 HTTP connection",
+                      "http_limits");
   if (!opts_.stripe_secret_key.empty() && opts_.jwt_secret.size() < 32)
     return make_error(
         errc::invalid_argument,
@@ -260,91 +155,38 @@ Status App::start() {
     return make_error(errc::unavailable,
                       "cannot listen (gRPC) on " + opts_.grpc_addr + " (address in use?)");
 
-  // The webhook endpoint. cpp-httplib: a blocking thread pool suits a handler
-  // that waits for the JetStream ack; the body limit answers 413 by itself.
-  http_ = std::make_unique<httplib::Server>();
-  const auto threads = static_cast<std::size_t>(opts_.http_threads);
-  const auto queue = static_cast<std::size_t>(opts_.http_queue);
-  http_->new_task_queue = [this, threads, queue] {
-    return new BoundedTaskQueue(threads, queue, *metrics_);
-  };
-  // httplib's default listener options set SO_REUSEPORT: another process
-  // could bind the same port and take a share of Stripe's deliveries. Only
-  // SO_REUSEADDR (restart while old connections are in TIME_WAIT).
-  http_->set_socket_options([](socket_t sock) {
-    const int one = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // The webhook endpoint: one event loop owns the connections (a request
+  // must arrive whole within the deadline however slowly it drips) and hands
+  // complete requests to a bounded pool of workers, whose handler waits for
+  // the JetStream ack.
+  http::HttpLimits limits;
+  limits.max_body = static_cast<std::size_t>(opts_.max_body_bytes);
+  limits.header_timeout_ms = opts_.http_request_timeout_ms;
+  limits.idle_timeout_ms = opts_.http_idle_timeout_ms;
+  limits.max_connections = opts_.http_max_connections;
+  limits.workers = opts_.http_threads;
+  limits.max_queued = opts_.http_queue;
+  limits.retry_after_seconds = 1;
+  http_ = std::make_unique<http::EpollHttpServer>(
+      [this](const http::HttpRequest& req, http::HttpResponse& res) {
+        on_webhook(req.header("stripe-signature"), req.body, res.status, res.body);
+        res.headers.emplace_back("Content-Type", "application/json");
+      },
+      1, limits);
+  http_->set_head_check([this](const http::HttpRequest& head, http::HttpResponse& res) {
+    return check_head(head, res);
   });
-  // Each read, write and keep-alive wait is bounded, so a client that stops
-  // sending gives its handler thread back after this long.
-  const auto io_timeout = std::chrono::milliseconds(opts_.http_read_timeout_ms);
-  http_->set_read_timeout(io_timeout);
-  http_->set_write_timeout(io_timeout);
-  http_->set_keep_alive_timeout(std::max<time_t>(1, opts_.http_read_timeout_ms / 1000));
-  http_->set_payload_max_length(static_cast<std::size_t>(opts_.max_body_bytes));
-  http_->set_keep_alive_max_count(1000);
-  // Without it the answer's header and body writes meet Nagle + delayed ACK:
-  // ~40 ms per request on a keep-alive connection (measured by the benchmark).
-  http_->set_tcp_nodelay(true);
-  // Before any body byte is read: the limit above covers only bodies with a
-  // Content-Length; a chunked or length-less body would be read whole, and a
-  // compressed one inflated, before the handler could refuse it. Stripe
-  // always sends an uncompressed body with a Content-Length.
-  http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    using R = httplib::Server::HandlerResponse;
-    ++t_requests;
-    if (t_refusing) {
-      metrics_->http_refused.Increment();
-      metrics_->webhooks.Add({{"code", "503"}}).Increment();
-      res.status = 503;
-      res.set_header("Retry-After", "1");
-      res.set_header("Connection", "close");
-      res.set_content(json_error("busy; retry later"), "application/json");
-      return R::Handled;
-    }
-    if (req.method != "POST") return R::Unhandled;
-    auto refuse = [&](int code, const char* why) {
-      metrics_->webhooks.Add({{"code", std::to_string(code)}}).Increment();
-      res.status = code;
-      res.set_content(json_error(why), "application/json");
-      return R::Handled;
-    };
-    if (req.has_header("Transfer-Encoding"))
-      return refuse(411, "a Content-Length is required (no Transfer-Encoding)");
-    if (req.has_header("Content-Encoding"))
-      return refuse(415, "compressed bodies are not accepted");
-    if (!req.has_header("Content-Length")) return refuse(411, "a Content-Length is required");
-    const std::string len = req.get_header_value("Content-Length");
-    if (len.empty() || len.size() > 19 || len.find_first_not_of("0123456789") != std::string::npos)
-      return refuse(400, "malformed Content-Length");
-    return R::Unhandled;  // over the limit: httplib's own 413 (set_payload_max_length)
+  // The server's own answers (400 / 408 / 411 / 413 / 431 / 503) count with the handler's.
+  http_->set_refusal_observer([this](int status) {
+    metrics_->webhooks.Add({{"code", std::to_string(status)}}).Increment();
   });
-  http_->Post("/stripe/webhook", [this](const httplib::Request& req, httplib::Response& res) {
-    std::string answer;
-    on_webhook(req.get_header_value("Stripe-Signature"), req.body, res.status, answer);
-    res.set_content(answer, "application/json");
-  });
-  http_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {
-    // Called for every answer >= 400; only httplib's own 413 (body over
-    // the limit, refused before the route runs) has no body yet.
-    if (res.status == 413 && res.body.empty()) {
-      metrics_->webhooks.Add({{"code", "413"}}).Increment();
-      res.set_content(json_error("body larger than the limit"), "application/json");
-    }
-  });
-  int bound = http_hp->port;
-  if (bound == 0) {
-    bound = http_->bind_to_any_port(http_hp->host);
-  } else if (!http_->bind_to_port(http_hp->host, bound)) {
-    bound = -1;
-  }
-  if (bound <= 0)
-    return make_error(errc::unavailable,
-                      "cannot listen on " + opts_.http_addr +
-                          " (the address is in use by another process, or not local)",
-                      "http_addr");
-  http_port_ = bound;
-  http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+  auto bound = http_->bind(http_hp->host, http_hp->port);
+  if (!bound) return bound.error();
+  http_port_ = *bound;
+  mirror_ = std::make_unique<metrics::Mirror>(*registry_);
+  http::export_metrics(*mirror_, "supaplane_billing_http_", {{"server", "webhook"}}, *http_);
+  http_->start();
+  metrics_thread_ = std::thread([this] { export_metrics(); });
 
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
@@ -360,6 +202,36 @@ Status App::start() {
   if (opts_.skip_signature_check_for_benchmark)
     log()->warn("SIGNATURE CHECK OFF (benchmark mode): never run like this in production");
   return Status::Ok();
+}
+
+bool App::check_head(const http::HttpRequest& head, http::HttpResponse& res) {
+  // Before any body byte is read: a body the limit cannot see (compressed:
+  // a small bomb inflates) or one for no route is refused on its head.
+  // Stripe always POSTs an uncompressed body with a Content-Length.
+  auto refuse = [&](int code, const char* why) {
+    metrics_->webhooks.Add({{"code", std::to_string(code)}}).Increment();
+    res.status = code;
+    res.headers.emplace_back("Content-Type", "application/json");
+    res.body = json_error(why);
+    return true;
+  };
+  if (head.path != "/stripe/webhook") return refuse(404, "not found");
+  if (head.method != "POST") {
+    res.headers.emplace_back("Allow", "POST");
+    return refuse(405, "POST only");
+  }
+  if (head.headers.count("content-encoding") != 0)
+    return refuse(415, "compressed bodies are not accepted");
+  if (head.headers.count("content-length") == 0) return refuse(411, "a Content-Length is required");
+  return false;
+}
+
+void App::export_metrics() {
+  while (!stopping_) {
+    mirror_->sync();
+    for (int i = 0; i < 10 && !stopping_; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 void App::on_webhook(const std::string& signature, const std::string& body, int& status,
@@ -440,7 +312,7 @@ std::string App::readiness() {
 void App::stop() {
   if (stopping_.exchange(true)) return;
   if (http_) http_->stop();
-  if (http_thread_.joinable()) http_thread_.join();
+  if (metrics_thread_.joinable()) metrics_thread_.join();
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (projector_) projector_->request_stop();
   if (bootstrap_thread_.joinable()) bootstrap_thread_.join();

@@ -15,11 +15,10 @@
 #include "stripe_event.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/http/server.hpp"
 #include "supaplane/metrics/http_server.hpp"
+#include "supaplane/metrics/mirror.hpp"
 
-namespace httplib {
-class Server;
-}
 namespace grpc {
 class Server;
 }
@@ -39,10 +38,12 @@ struct AppOptions {
   std::string tls_key;
   std::string webhook_secrets;  ///< comma-separated whsec_... (rolling)
   int tolerance_seconds{300};
-  int max_body_bytes{1 << 20};
-  int http_threads{32};
-  int http_queue{64};              ///< accepted connections waiting for a handler thread
-  int http_read_timeout_ms{5000};  ///< per read / write / keep-alive wait of a connection
+  int max_body_bytes{1 << 20};  ///< larger Content-Lengths: 413 before the body is read
+  int http_threads{32};         ///< workers running the webhook handler (may wait for the log)
+  int http_queue{64};           ///< complete requests waiting for a worker; beyond: 503
+  int http_request_timeout_ms{10000};  ///< a whole request (head and body) within this: else 408
+  int http_idle_timeout_ms{30000};     ///< keep-alive connections idle this long are closed
+  int http_max_connections{1024};      ///< beyond it new connections are closed at once
   int grace_failed_attempts{3};
   std::string projection_prefix{"sp:billing:"};
   std::string durable{"billing-projector"};
@@ -68,10 +69,6 @@ struct BillingMetrics {
   prometheus::Counter& duplicates;
   prometheus::Counter& recorded;
   prometheus::Counter& unavailable;
-  prometheus::Counter& http_refused;     ///< 503: every handler busy and the queue full
-  prometheus::Counter& http_incomplete;  ///< connections that ended before a whole request
-  prometheus::Gauge& http_queued;
-  prometheus::Gauge& http_busy;
   prometheus::Family<prometheus::Counter>& rebuilds;
 };
 
@@ -95,6 +92,8 @@ class App {
   void bootstrap();
   void on_webhook(const std::string& signature, const std::string& body, int& status,
                   std::string& answer);
+  bool check_head(const http::HttpRequest& head, http::HttpResponse& res);
+  void export_metrics();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -109,9 +108,10 @@ class App {
   std::unique_ptr<BillingReader> reader_;
   std::unique_ptr<CheckoutService> checkout_;
   std::unique_ptr<grpc::Server> grpc_;
-  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<http::EpollHttpServer> http_;
+  std::unique_ptr<metrics::Mirror> mirror_;
   std::unique_ptr<metrics::OpsServer> ops_;
-  std::thread http_thread_;
+  std::thread metrics_thread_;
   std::thread bootstrap_thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stream_ready_{false};

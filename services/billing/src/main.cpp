@@ -32,12 +32,16 @@ int main(int argc, char** argv) {
   bind_option(app, "max-body-bytes", "SUPAPLANE_BILLING_MAX_BODY_BYTES", o.max_body_bytes,
               "larger webhook bodies are answered 413");
   bind_option(app, "http-threads", "SUPAPLANE_BILLING_HTTP_THREADS", o.http_threads,
-              "webhook handler threads");
+              "webhook workers (each runs one request's handler, waiting for the log's ack)");
   bind_option(app, "http-queue", "SUPAPLANE_BILLING_HTTP_QUEUE", o.http_queue,
-              "webhook connections waiting for a handler thread; beyond it: 503");
-  bind_option(app, "http-read-timeout-ms", "SUPAPLANE_BILLING_HTTP_READ_TIMEOUT_MS",
-              o.http_read_timeout_ms,
-              "webhook connections: each read / write / keep-alive wait is bounded by this");
+              "complete webhook requests waiting for a worker; beyond it: 503 + Retry-After");
+  bind_option(app, "http-request-timeout-ms", "SUPAPLANE_BILLING_HTTP_REQUEST_TIMEOUT_MS",
+              o.http_request_timeout_ms,
+              "a webhook request (head and body) must arrive whole within this; else 408");
+  bind_option(app, "http-idle-timeout-ms", "SUPAPLANE_BILLING_HTTP_IDLE_TIMEOUT_MS",
+              o.http_idle_timeout_ms, "keep-alive webhook connections idle this long are closed");
+  bind_option(app, "http-max-connections", "SUPAPLANE_BILLING_HTTP_MAX_CONNECTIONS",
+              o.http_max_connections, "open webhook connections; beyond it new ones are closed");
   bind_option(app, "projection-prefix", "SUPAPLANE_BILLING_PROJECTION_PREFIX", o.projection_prefix,
               "Redis key prefix of the billing projection");
   bind_option(app, "durable", "SUPAPLANE_BILLING_DURABLE", o.durable, "durable consumer name");

@@ -6,11 +6,16 @@
 #include <string>
 
 #include "edge_auth.hpp"
-#include "epoll_http.hpp"
 #include "route_sync.hpp"
 #include "supaplane/core/result.hpp"
+#include "supaplane/http/server.hpp"
 
 namespace supaplane::router {
+
+using http::EpollHttpServer;
+using http::HttpLimits;
+using http::HttpRequest;
+using http::HttpResponse;
 
 /// Everything Traefik talks to over HTTP: `GET /auth/forward` (from the
 /// in-memory EdgeAuth table, no I/O), `GET /traefik/dynamic` (ETag / 304),

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "supaplane/config/config.hpp"
+#include "supaplane/http/metrics.hpp"
 #include "supaplane/logging/logging.hpp"
 
 namespace supaplane::router {
@@ -155,32 +156,7 @@ Status App::start() {
   guard_->on_rebuilt([&rebuilds](projection::RebuildReason why, const projection::RebuildResult&) {
     rebuilds.Add({{"reason", to_string(why)}}).Increment();
   });
-  const auto& hs = http_->server().stats();
-  mirror_->counter("supaplane_router_http_refused_connections_total",
-                   "connections closed at once: over the connection limit, or shed while out of "
-                   "file descriptors",
-                   hs.refused_connections);
-  mirror_->counter("supaplane_router_http_header_timeouts_total",
-                   "connections closed because a request did not arrive whole in time",
-                   hs.header_timeouts);
-  mirror_->counter("supaplane_router_http_idle_timeouts_total",
-                   "connections closed after the idle keep-alive timeout", hs.idle_timeouts);
-  mirror_->counter("supaplane_router_http_bad_requests_total",
-                   "malformed or over-limit requests answered 400/411/413/431 and closed",
-                   hs.bad_requests);
-  mirror_->counter("supaplane_router_http_accept_errors_total",
-                   "accept() failures (out of file descriptors or kernel memory)",
-                   hs.accept_errors);
-  mirror_->counter("supaplane_router_http_read_pauses_total",
-                   "times a connection's unsent answers reached the cap and reading stopped",
-                   hs.read_pauses);
-  mirror_->counter("supaplane_router_http_handler_errors_total",
-                   "requests whose handler threw (answered 500)", hs.handler_errors);
-  mirror_->gauge("supaplane_router_http_open_connections", "open HTTP connections",
-                 [this] { return static_cast<double>(http_->server().stats().open_connections); });
-  mirror_->gauge("supaplane_router_http_buffered_output_bytes",
-                 "answer bytes waiting to be sent, over all connections",
-                 [this] { return static_cast<double>(http_->server().buffered_output_bytes()); });
+  http::export_metrics(*mirror_, "supaplane_router_http_", {}, http_->server());
   mirror_->gauge("supaplane_router_projection_checkpoint", "last stream sequence applied",
                  [this] { return static_cast<double>(waiter_.current()); });
   mirror_->gauge("supaplane_router_consumer_pending", "consumer lag (messages)", [this] {

@@ -43,7 +43,21 @@ struct ConnectOptions {
   bool fail_fast{false};
   /// A `.creds` file (user JWT + nkey seed); empty = none.
   std::string creds_file{};
+  /// Replies (requests, JetStream API answers, push and ordered consumers)
+  /// arrive on `<prefix>.<random>`; empty = cnats's `_INBOX`. Each service
+  /// user may subscribe only to its own prefix (see inbox_prefix_for).
+  std::string inbox_prefix{};
 };
+
+/// The reply inbox prefix of a service (`supaplane-billing` → `_INBOX_billing`),
+/// the one its NATS user may subscribe to (deploy/compose/nats/nats.conf).
+std::string inbox_prefix_for(const std::string& service);
+
+/// The reply inbox prefix of whoever connects with `url`: `_INBOX_<user>` for
+/// the user of its first `user:password@` (a tool such as supaplanectl run
+/// with a service's user must read replies where that user may); empty (the
+/// default) without one (a token, a credentials file, no user).
+std::string inbox_prefix_for_url(const std::string& url);
 
 /// Settings of the PLATFORM stream (docs/events.md).
 struct StreamSettings {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace supaplane::metrics {
@@ -21,6 +22,11 @@ class Mirror {
   /// `source` only grows and must outlive the mirror.
   void counter(const char* name, const char* help, const std::atomic<std::uint64_t>& source);
   void gauge(const char* name, const char* help, std::function<double()> read);
+  /// The same, for one labelled member of a family (several may share it).
+  void counter(const std::string& name, const std::string& help, const prometheus::Labels& labels,
+               const std::atomic<std::uint64_t>& source);
+  void gauge(const std::string& name, const std::string& help, const prometheus::Labels& labels,
+             std::function<double()> read);
   void sync();
 
  private:

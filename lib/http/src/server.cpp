@@ -1,20 +1,24 @@
-#include "epoll_http.hpp"
+#include "supaplane/http/server.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <unordered_map>
 
-namespace supaplane::router {
+namespace supaplane::http {
 
 namespace {
 
@@ -23,6 +27,12 @@ constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 /// How long a loop stops accepting after the process ran out of descriptors
 /// and could not even shed the waiting connection.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+/// After a refusal the rest of what the client sends (a body still on its
+/// way) is read and dropped for up to this long / this much before closing:
+/// a close with unread input resets the connection, and the reset can
+/// overtake the answer in the client's kernel.
+constexpr auto kLinger = std::chrono::seconds(2);
+constexpr std::size_t kMaxLingerBytes = 4 << 20;
 
 const char* reason_phrase(int status) {
   switch (status) {
@@ -36,10 +46,16 @@ const char* reason_phrase(int status) {
       return "Unauthorized";
     case 404:
       return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
     case 411:
       return "Length Required";
     case 413:
       return "Payload Too Large";
+    case 415:
+      return "Unsupported Media Type";
     case 431:
       return "Request Header Fields Too Large";
     case 500:
@@ -53,13 +69,19 @@ const char* reason_phrase(int status) {
 
 struct Conn {
   int fd{-1};
+  std::uint64_t id{0};  ///< unique per loop: a late answer never lands on a reused fd
   std::string in;
   std::string out;
   std::size_t out_pos{0};
   std::size_t accounted{0};  ///< unsent bytes counted in the loop's gauge
   std::uint32_t events{0};   ///< current epoll interest
   bool close_after_write{false};
-  bool paused{false};  ///< unsent output over the cap: not reading
+  bool lingering{false};  ///< answered and shut down for writing: input is dropped
+  std::size_t lingered{0};
+  Clock::time_point linger_until{};
+  bool paused{false};        ///< unsent output over the cap: not reading
+  bool in_flight{false};     ///< a request is with a worker: not reading, no deadline
+  bool head_checked{false};  ///< the head check passed for the request at the front of `in`
   Clock::time_point last_active{Clock::now()};
   Clock::time_point request_since{};  ///< first byte of an incomplete request; {} = none
   std::size_t pending() const { return out.size() - out_pos; }
@@ -83,12 +105,13 @@ bool is_token(const std::string& s) {
   return true;
 }
 
-void append_response(Conn& c, const HttpRequest& req, const HttpResponse& res, bool close) {
+void append_response(Conn& c, bool head_request, const HttpResponse& res, bool close) {
+  close = close || res.close;
   std::string& o = c.out;
   o += "HTTP/1.1 " + std::to_string(res.status) + " " + reason_phrase(res.status) + "\r\n";
   for (const auto& [k, v] : res.headers) o += k + ": " + v + "\r\n";
   // HEAD announces the length GET would send; 304 has no body at all.
-  const bool no_body = res.status == 304 || req.method == "HEAD";
+  const bool no_body = res.status == 304 || head_request;
   o += "Content-Length: " + std::to_string(res.status == 304 ? 0 : res.body.size()) + "\r\n";
   if (close) o += "Connection: close\r\n";
   o += "\r\n";
@@ -96,14 +119,32 @@ void append_response(Conn& c, const HttpRequest& req, const HttpResponse& res, b
   if (close) c.close_after_write = true;
 }
 
+/// What process() needs from its server.
+struct Env {
+  const HttpHandler& handler;
+  const HeadCheck& head_check;
+  const RefusalObserver& observer;
+  const HttpLimits& limits;
+  HttpServerStats& stats;
+  /// Hands a complete request to a worker; false: the queue is full.
+  std::function<bool(Conn&, HttpRequest&&, bool close)> submit;
+};
+
 /// Answers `status` with an empty body and marks the connection for closing
 /// (what is left of the input is not parsed any further).
-void refuse(Conn& c, int status, HttpServerStats& stats) {
-  stats.bad_requests.fetch_add(1, std::memory_order_relaxed);
+void refuse(Conn& c, int status, Env& env) {
   HttpResponse res;
   res.status = status;
-  append_response(c, HttpRequest{}, res, true);
+  if (status == 503) {
+    env.stats.queue_full.fetch_add(1, std::memory_order_relaxed);
+    res.headers.emplace_back("Retry-After", std::to_string(env.limits.retry_after_seconds));
+  } else {
+    env.stats.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    if (status == 413) env.stats.too_large.fetch_add(1, std::memory_order_relaxed);
+  }
+  append_response(c, false, res, true);
   c.in.clear();
+  if (env.observer) env.observer(status);
 }
 
 /// Parses the request head in c.in[0, end); false: malformed.
@@ -141,73 +182,133 @@ bool parse_head(const std::string& in, std::size_t end, HttpRequest& req, bool& 
   return true;
 }
 
-/// Parses as many complete requests as `c.in` holds and answers them, while
-/// the connection's unsent output stays under `max_output`.
-void process(Conn& c, const HttpHandler& handler, const HttpLimits& limits,
-             HttpServerStats& stats) {
+/// Parses as many complete requests as `c.in` holds and answers them (or
+/// hands one to a worker and stops there), while the connection's unsent
+/// output stays under the cap.
+void process(Conn& c, Env& env) {
   if (c.out_pos > 0) {  // keep only what is unsent before appending more
     c.out.erase(0, c.out_pos);
     c.out_pos = 0;
   }
-  while (!c.close_after_write && c.pending() < limits.max_output_bytes && !c.in.empty()) {
+  while (!c.close_after_write && !c.in_flight && c.pending() < env.limits.max_output_bytes &&
+         !c.in.empty()) {
     const auto end = c.in.find("\r\n\r\n");
     if (end == std::string::npos) {
-      if (c.in.size() > kMaxHeaderBytes) refuse(c, 431, stats);
+      if (c.in.size() > kMaxHeaderBytes) refuse(c, 431, env);
       return;
     }
     HttpRequest req;
     bool http10 = false;
-    if (!parse_head(c.in, end, req, http10)) return refuse(c, 400, stats);
+    if (!parse_head(c.in, end, req, http10)) return refuse(c, 400, env);
     std::size_t consumed = end + 4;
     const bool close = http10 ? lower(req.header("connection")) != "keep-alive"
                               : lower(req.header("connection")) == "close";
-    if (req.headers.count("transfer-encoding") != 0)
-      return refuse(c, 411, stats);  // no chunked bodies here: answer and hang up
-    const std::string len = req.header("content-length");
+    // No chunked bodies: a length must be known before the body is read.
+    if (req.headers.count("transfer-encoding") != 0) return refuse(c, 411, env);
+    std::size_t n = 0;
     if (req.headers.count("content-length") != 0) {
+      const std::string len = req.header("content-length");
       if (len.empty() || len.size() > 19 ||
           len.find_first_not_of("0123456789") != std::string::npos)
-        return refuse(c, 400, stats);
-      const std::size_t n = std::stoull(len);  // <= 19 digits: fits
-      if (n > limits.max_body) return refuse(c, 413, stats);
-      if (c.in.size() < consumed + n) return;  // the body is still coming
-      consumed += n;                           // read and ignored
+        return refuse(c, 400, env);
+      n = std::stoull(len);  // <= 19 digits: fits
+      if (n > env.limits.max_body) return refuse(c, 413, env);
     }
+    if (!c.head_checked && env.head_check) {
+      HttpResponse res;
+      if (env.head_check(req, res)) {
+        append_response(c, req.method == "HEAD", res, true);
+        c.in.clear();
+        return;
+      }
+    }
+    c.head_checked = true;
+    if (c.in.size() < consumed + n) return;  // the body is still coming
+    req.body = c.in.substr(consumed, n);
+    consumed += n;
     c.in.erase(0, consumed);
+    c.head_checked = false;
+    if (env.limits.workers > 0) {
+      if (env.submit(c, std::move(req), close))
+        c.in_flight = true;
+      else
+        refuse(c, 503, env);
+      return;
+    }
     HttpResponse res;
     try {
-      handler(req, res);
+      env.handler(req, res);
     } catch (...) {
-      stats.handler_errors.fetch_add(1, std::memory_order_relaxed);
+      env.stats.handler_errors.fetch_add(1, std::memory_order_relaxed);
       res = HttpResponse{};
       res.status = 500;
     }
-    append_response(c, req, res, close);
+    append_response(c, req.method == "HEAD", res, close);
   }
 }
 
 }  // namespace
 
+/// A worker's answer on its way back to the loop that owns the connection.
+struct Done {
+  int fd{-1};
+  std::uint64_t conn_id{0};
+  bool head_request{false};
+  bool close{false};
+  HttpResponse res{};
+};
+
 struct EpollHttpServer::Loop {
   int epoll_fd{-1};
+  int wake_fd{-1};     ///< eventfd: workers' answers are waiting in `done`
   int reserve_fd{-1};  ///< closed to accept-and-shed one connection when out of descriptors
   bool listening{false};
   Clock::time_point listen_again{};
   std::unordered_map<int, Conn> conns;
+  std::uint64_t next_id{1};
   std::int64_t buffered{0};  ///< written by the loop only
   std::atomic<std::int64_t> buffered_seen{0};
+  std::mutex done_mu;
+  std::vector<Done> done;  ///< guarded by done_mu
+  void post(Done d) {
+    {
+      std::lock_guard lk(done_mu);
+      done.push_back(std::move(d));
+    }
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto w = ::write(wake_fd, &one, sizeof one);
+  }
   ~Loop() {
     for (auto& [fd, c] : conns) ::close(fd);
     if (epoll_fd >= 0) ::close(epoll_fd);
+    if (wake_fd >= 0) ::close(wake_fd);
     if (reserve_fd >= 0) ::close(reserve_fd);
   }
+};
+
+struct EpollHttpServer::Job {
+  Loop* loop{nullptr};
+  int fd{-1};
+  std::uint64_t conn_id{0};
+  bool close{false};
+  HttpRequest req{};
+};
+
+/// Complete requests waiting for a worker, bounded by max_queued.
+struct EpollHttpServer::Pool {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Job> jobs;
+  bool stopping{false};
 };
 
 EpollHttpServer::EpollHttpServer(HttpHandler handler, int threads, HttpLimits limits)
     : handler_(std::move(handler)),
       threads_(threads > 0 ? threads
                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
-      limits_(limits) {}
+      limits_(limits) {
+  if (limits_.workers > 0) pool_ = std::make_unique<Pool>();
+}
 
 EpollHttpServer::~EpollHttpServer() { stop(); }
 
@@ -249,6 +350,7 @@ Result<int> EpollHttpServer::bind(const std::string& host, int port) {
   for (int i = 0; i < threads_; ++i) {
     auto loop = std::make_unique<Loop>();
     loop->epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    loop->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop->reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     // EPOLLEXCLUSIVE: a new connection wakes one loop, not all of them.
     epoll_event ev{};
@@ -256,6 +358,11 @@ Result<int> EpollHttpServer::bind(const std::string& host, int port) {
     ev.data.fd = listen_fd_;
     if (loop->epoll_fd < 0 || ::epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, listen_fd_, &ev) != 0)
       return make_error(errc::unavailable, "epoll: " + std::string(std::strerror(errno)));
+    epoll_event wake{};
+    wake.events = EPOLLIN;
+    wake.data.fd = loop->wake_fd;
+    if (loop->wake_fd < 0 || ::epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->wake_fd, &wake) != 0)
+      return make_error(errc::unavailable, "eventfd: " + std::string(std::strerror(errno)));
     loop->listening = true;
     loops_.push_back(std::move(loop));
   }
@@ -264,10 +371,49 @@ Result<int> EpollHttpServer::bind(const std::string& host, int port) {
 
 void EpollHttpServer::start() {
   for (auto& loop : loops_) workers_.emplace_back([this, l = loop.get()] { run(*l); });
+  for (int i = 0; pool_ && i < limits_.workers; ++i)
+    workers_.emplace_back([this] {
+      for (;;) {
+        Job job;
+        {
+          std::unique_lock lk(pool_->mu);
+          pool_->cv.wait(lk, [&] { return pool_->stopping || !pool_->jobs.empty(); });
+          if (pool_->stopping) return;  // what is still queued is dropped with its connection
+          job = std::move(pool_->jobs.front());
+          pool_->jobs.pop_front();
+          stats_.queued_requests.fetch_sub(1, std::memory_order_relaxed);
+          stats_.busy_workers.fetch_add(1, std::memory_order_relaxed);
+        }
+        Done d;
+        d.fd = job.fd;
+        d.conn_id = job.conn_id;
+        d.head_request = job.req.method == "HEAD";
+        d.close = job.close;
+        try {
+          handler_(job.req, d.res);
+        } catch (...) {
+          stats_.handler_errors.fetch_add(1, std::memory_order_relaxed);
+          d.res = HttpResponse{};
+          d.res.status = 500;
+        }
+        stats_.busy_workers.fetch_sub(1, std::memory_order_relaxed);
+        job.loop->post(std::move(d));
+      }
+    });
 }
 
 void EpollHttpServer::stop() {
   stop_ = true;
+  if (pool_) {
+    std::lock_guard lk(pool_->mu);
+    pool_->stopping = true;
+    stats_.queued_requests.fetch_sub(static_cast<std::int64_t>(pool_->jobs.size()),
+                                     std::memory_order_relaxed);
+    pool_->jobs.clear();
+  }
+  if (pool_) pool_->cv.notify_all();
+  // Loops and workers are joined before any loop goes: a worker still posts
+  // its answer to its loop.
   for (auto& t : workers_)
     if (t.joinable()) t.join();
   workers_.clear();
@@ -317,6 +463,7 @@ bool EpollHttpServer::accept_one(Loop& loop) {
   ::epoll_ctl(loop.epoll_fd, EPOLL_CTL_ADD, cfd, &ev);
   Conn& c = loop.conns[cfd];
   c.fd = cfd;
+  c.id = loop.next_id++;
   c.events = ev.events;
   return true;
 }
@@ -350,9 +497,12 @@ void EpollHttpServer::run(Loop& loop) {
   auto interest = [&](Conn& c) {
     const bool was_paused = c.paused;
     c.paused = c.pending() >= limits_.max_output_bytes;
+    if (c.lingering) c.paused = false;
     if (c.paused && !was_paused) stats_.read_pauses.fetch_add(1, std::memory_order_relaxed);
+    // While a worker has the request nothing more is read (one request in
+    // flight per connection keeps answers in order and bounds the input).
     const std::uint32_t want =
-        (c.paused ? 0u : EPOLLIN | EPOLLRDHUP) | (c.pending() > 0 ? EPOLLOUT : 0u);
+        (c.paused || c.in_flight ? 0u : EPOLLIN | EPOLLRDHUP) | (c.pending() > 0 ? EPOLLOUT : 0u);
     if (want == c.events) return;
     c.events = want;
     epoll_event ev{};
@@ -377,27 +527,48 @@ void EpollHttpServer::run(Loop& loop) {
       c.out.clear();
       c.out_pos = 0;
       if (c.close_after_write) {
-        close_conn(c.fd);
+        ::shutdown(c.fd, SHUT_WR);
+        c.lingering = true;
+        c.in.clear();
+        c.linger_until = Clock::now() + kLinger;
+        c.request_since = {};
+        interest(c);
         return false;
       }
     }
     return true;
   };
+  Env env{handler_,
+          head_check_,
+          observer_,
+          limits_,
+          stats_,
+          [&](Conn& c, HttpRequest&& req, bool close) {
+            std::lock_guard lk(pool_->mu);
+            if (pool_->stopping ||
+                pool_->jobs.size() >= static_cast<std::size_t>(std::max(1, limits_.max_queued)))
+              return false;
+            pool_->jobs.push_back(Job{&loop, c.fd, c.id, close, std::move(req)});
+            stats_.queued_requests.fetch_add(1, std::memory_order_relaxed);
+            pool_->cv.notify_one();
+            return true;
+          }};
   // Parses what is buffered, sends what it can, sets the interest; false: closed.
   auto serve = [&](Conn& c) {
     // Parse, send, and parse again while the kernel takes the answers: the
     // cap stops parsing only while output is really waiting.
     for (;;) {
       const std::size_t before = c.in.size();
-      process(c, handler_, limits_, stats_);
+      process(c, env);
       if (!flush(c)) return false;
-      if (c.in.empty() || c.in.size() == before || c.close_after_write ||
+      if (c.in.empty() || c.in.size() == before || c.close_after_write || c.in_flight ||
           c.pending() >= limits_.max_output_bytes)
         break;
     }
     // A request is incomplete while input is left and the connection is not
-    // waiting for its own output to drain: that is what the deadline bounds.
-    if (c.in.empty() || c.pending() >= limits_.max_output_bytes)
+    // waiting for its own output to drain or for a worker: that is what the
+    // deadline bounds.
+    if (c.in.empty() || c.in_flight || c.pending() >= limits_.max_output_bytes)
       c.request_since = {};
     else if (c.request_since == Clock::time_point{})
       c.request_since = Clock::now();
@@ -417,9 +588,41 @@ void EpollHttpServer::run(Loop& loop) {
         }
         continue;
       }
+      if (fd == loop.wake_fd) {
+        std::uint64_t count = 0;
+        [[maybe_unused]] const auto r = ::read(loop.wake_fd, &count, sizeof count);
+        std::vector<Done> done;
+        {
+          std::lock_guard lk(loop.done_mu);
+          done.swap(loop.done);
+        }
+        for (auto& d : done) {
+          auto it = loop.conns.find(d.fd);
+          // The client left (and the descriptor may be another's by now).
+          if (it == loop.conns.end() || it->second.id != d.conn_id) continue;
+          Conn& c = it->second;
+          c.in_flight = false;
+          c.last_active = Clock::now();
+          if (c.out_pos > 0) {
+            c.out.erase(0, c.out_pos);
+            c.out_pos = 0;
+          }
+          append_response(c, d.head_request, d.res, d.close);
+          serve(c);  // sends it, then parses what was pipelined behind it
+        }
+        continue;
+      }
       auto it = loop.conns.find(fd);
       if (it == loop.conns.end()) continue;
       Conn& c = it->second;
+      if (c.lingering) {
+        ssize_t r = 0;
+        while ((r = ::recv(fd, buf, sizeof buf, 0)) > 0) c.lingered += static_cast<std::size_t>(r);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+            c.lingered > kMaxLingerBytes)
+          close_conn(fd);
+        continue;
+      }
       if (what & EPOLLOUT) {
         if (!flush(c)) continue;
         if (c.paused && c.pending() < limits_.max_output_bytes) {
@@ -430,7 +633,7 @@ void EpollHttpServer::run(Loop& loop) {
           interest(c);
         }
       }
-      if (!c.paused && (what & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+      if (!c.paused && !c.in_flight && (what & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
         const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
           close_conn(fd);
@@ -441,7 +644,7 @@ void EpollHttpServer::run(Loop& loop) {
           c.in.append(buf, static_cast<std::size_t>(r));
         }
         serve(c);
-      } else if (c.paused && (what & (EPOLLHUP | EPOLLERR))) {
+      } else if ((c.paused || c.in_flight) && (what & (EPOLLHUP | EPOLLERR))) {
         close_conn(fd);
       }
     }
@@ -456,19 +659,41 @@ void EpollHttpServer::run(Loop& loop) {
     }
     if (now - last_sweep >= sweep_every) {
       last_sweep = now;
-      std::vector<int> slow, idle;
+      std::vector<int> slow, idle, lingered;
       for (const auto& [fd, c] : loop.conns) {
-        if (c.request_since != Clock::time_point{} && now - c.request_since > header_timeout)
+        if (c.lingering) {
+          if (now > c.linger_until) lingered.push_back(fd);
+        } else if (c.request_since != Clock::time_point{} &&
+                   now - c.request_since > header_timeout) {
           slow.push_back(fd);
-        else if (now - c.last_active > idle_timeout)
+        } else if (!c.in_flight && now - c.last_active > idle_timeout) {
           idle.push_back(fd);
+        }
       }
-      for (int fd : slow) close_conn(fd);
-      for (int fd : idle) close_conn(fd);
       stats_.header_timeouts.fetch_add(slow.size(), std::memory_order_relaxed);
       stats_.idle_timeouts.fetch_add(idle.size(), std::memory_order_relaxed);
+      for (int fd : lingered) close_conn(fd);
+      for (int fd : slow) {
+        // 408, then the usual close after an answer (see kLinger).
+        Conn& c = loop.conns[fd];
+        HttpResponse res;
+        res.status = 408;
+        if (c.out_pos > 0) {
+          c.out.erase(0, c.out_pos);
+          c.out_pos = 0;
+        }
+        c.in.clear();
+        c.request_since = {};
+        append_response(c, false, res, true);
+        if (observer_) observer_(408);
+        if (flush(c)) {
+          publish(c);
+          interest(c);
+        }
+      }
+      for (int fd : idle) close_conn(fd);
     }
   }
 }
 
-}  // namespace supaplane::router
+}  // namespace supaplane::http
