@@ -48,8 +48,9 @@ RUN cd console && SUPAPLANE_CONSOLE_DIST=/out/dist npm run build
 # to the end of the file unchanged, on top of a stage that holds a dist/
 # built on the host in /out/dist.
 # apt-get clean: a base image without the official images' docker-clean apt
-# hook (the debootstrap base of scripts/docker-base-images has none) would
-# otherwise keep the .debs and apt's package caches, 100 MB, in this layer.
+# hook would otherwise keep the .debs and apt's package caches, 100 MB, in
+# this layer (Debian's images and those of scripts/docker-base-images have
+# the hook).
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs ca-certificates \
