@@ -25,7 +25,7 @@ try {
     { stdio: "inherit" },
   );
 } catch (e) {
-  console.error("protoc failed: is protobuf-compiler installed (apt-get install protobuf-compiler)?");
+  console.error("protoc failed: are protobuf-compiler and libprotobuf-dev (google/protobuf/*.proto) installed?");
   process.exit(1);
 }
 console.log(`generated ${files.join(", ")} into src/gen`);

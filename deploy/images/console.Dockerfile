@@ -9,14 +9,32 @@
 # Node >= 20, but the code generation, tsc, esbuild and the unit tests run
 # on 18 (checked in this image with node_modules from the host: the same
 # generated code). It needs the npm registry reachable from the build.
+# Behind a proxy that re-signs TLS with its own CA, give the build stage that
+# CA (PEM text, one or more certificates):
+#   docker build --build-arg EXTRA_CA_CERTS="$(cat proxy-ca.crt)" -f deploy/images/console.Dockerfile .
 # deploy/images/console-from-host builds the runtime stage below from a
 # dist/ built on the host instead (no npm in docker).
 
 # ---- build: npm ci, protoc + protoc-gen-es, tsc, esbuild -> /out/dist ----
+# libprotobuf-dev: google/protobuf/timestamp.proto and the other well-known
+# types the API's .proto files import.
 FROM debian:bookworm AS build
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm ca-certificates protobuf-compiler \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm ca-certificates protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
+# EXTRA_CA_CERTS joins Debian's CA bundle of this stage only: the runtime
+# stage starts from its own base and copies nothing but dist/ from here, so
+# neither the certificates nor the build argument reach the shipped image.
+# npm trusts the bundle through NODE_EXTRA_CA_CERTS (Node.js otherwise
+# trusts only the CAs compiled into it).
+ARG EXTRA_CA_CERTS=""
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+      case $EXTRA_CA_CERTS in *"-----BEGIN CERTIFICATE-----"*) ;; \
+        *) echo "EXTRA_CA_CERTS holds no PEM certificate (-----BEGIN CERTIFICATE-----)" >&2; exit 1 ;; esac; \
+      printf '%s\n' "$EXTRA_CA_CERTS" >/usr/local/share/ca-certificates/build-extra.crt \
+      && update-ca-certificates >/dev/null; \
+    fi
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
 # proto/ feeds the console's code generation (npm run gen).
 COPY proto proto
@@ -30,8 +48,9 @@ RUN cd console && SUPAPLANE_CONSOLE_DIST=/out/dist npm run build
 # to the end of the file unchanged, on top of a stage that holds a dist/
 # built on the host in /out/dist.
 # apt-get clean: a base image without the official images' docker-clean apt
-# hook (the debootstrap base of scripts/docker-base-images has none) would
-# otherwise keep the .debs and apt's package caches, 100 MB, in this layer.
+# hook would otherwise keep the .debs and apt's package caches, 100 MB, in
+# this layer (Debian's images and those of scripts/docker-base-images have
+# the hook).
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs ca-certificates \

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # deploy/compose brought up for real, against a dockerd this test starts,
 # with nothing pulled from a registry:
-#  - images: debian:bookworm(-slim) from debootstrap (scripts/docker-base-images);
-#    supaplane/supaplane from the binaries of BUILD_DIR
-#    (deploy/images/build-from-host: the Dockerfile's runtime stage, no
-#    compile in docker); nats-server, redis, PostgreSQL and Prometheus from
-#    Debian's packages (deploy/images/debian/*.Dockerfile) through the
-#    compose file's *_IMAGE variables (nats-setup runs `supaplanectl admin
-#    init-stream` from supaplane/supaplane); supaplane/console from the
-#    console built on the host (deploy/images/console-from-host:
-#    console.Dockerfile's runtime stage, Debian's Node.js 18, no npm in
-#    docker). Traefik and Grafana stay out (profiles edge / grafana: no
-#    Debian package).
+#  - images: debian:bookworm(-slim) from debootstrap (scripts/docker-base-images,
+#    remade when its version label is outdated); supaplane/supaplane and
+#    supaplane/console from their multi-stage Dockerfiles, unchanged, with
+#    BuildKit (the supaplane compile with ccache in a cache mount; the
+#    console's build stage trusting this host's local CAs through the
+#    EXTRA_CA_CERTS build argument); both lean (no apt caches), the
+#    supaplane image without compiler or headers and every binary loading,
+#    the console image without the build stage's CAs. nats-server, redis,
+#    PostgreSQL and Prometheus from Debian's packages
+#    (deploy/images/debian/*.Dockerfile) through the compose file's *_IMAGE
+#    variables (nats-setup runs `supaplanectl admin init-stream` from
+#    supaplane/supaplane). Traefik and Grafana stay out (profiles edge /
+#    grafana: no Debian package). SUPAPLANE_COMPOSE_IMAGES=from-host builds
+#    ours from this host's build instead (deploy/images/build-from-host,
+#    console-from-host: the Dockerfiles' runtime stages, nothing compiled
+#    and no npm in docker).
 #  - `docker-compose up -d` with make-env's secrets; every supaplane
 #    container turns healthy; PLATFORM exists with the settings of
 #    docs/events.md;
@@ -29,10 +34,11 @@
 #    (ACTIVE, psql still connects) and the stream (same messages), and a new
 #    tenant still converges.
 # Stops everything it started, also on failure: `down -v`, the containers,
-# dockerd, its mounts. The daemon's data root (base images, image layers) is
-# kept in ~/.cache/supaplane/compose (like ccache's cache, it outlives build
-# directories and clean clones), so a second run builds nothing but the
-# supaplane and console images; SUPAPLANE_COMPOSE_CACHE moves it.
+# dockerd, its mounts. The daemon's data root (base images, image layers,
+# BuildKit's cache with the compile's ccache) is kept in
+# ~/.cache/supaplane/compose (like ccache's cache, it outlives build
+# directories and clean clones), so a second run rebuilds only what changed;
+# build cache unused for 10 days is pruned. SUPAPLANE_COMPOSE_CACHE moves it.
 # Fails, never skips, when a tool is missing.   compose_up_test.sh BUILD_DIR
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -55,7 +61,7 @@ CACHE="${SUPAPLANE_COMPOSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/supaplane/comp
 mkdir -p "$CACHE"
 # One run at a time per cache (the daemon's data root is not shareable).
 exec {lock}>"$CACHE/lock"
-flock -w 900 "$lock" || fail "another compose_up_test holds $CACHE/lock"
+flock -w 2400 "$lock" || fail "another compose_up_test holds $CACHE/lock"
 W=$(mktemp -d /tmp/supaplane-compose-up-XXXXXX)
 PROJECT="spcompose$$"
 DPID=""
@@ -81,6 +87,7 @@ cleanup() {
     [ -z "$left" ] || $DOCKER rm -f -v $left >/dev/null
     $DOCKER volume prune -f >/dev/null
     $DOCKER image prune -f >/dev/null  # the previous supaplane image, now untagged
+    DOCKER_BUILDKIT=1 $DOCKER builder prune -f --filter until=240h >/dev/null
     kill "$DPID" 2>/dev/null
     wait "$DPID" 2>/dev/null
   fi
@@ -116,36 +123,108 @@ phase "dockerd up (data root $CACHE/docker)"
 # has no default bridge); apt-get reaches Debian's mirror from there.
 DOCKER=$DOCKER "$ROOT/scripts/docker-base-images" >"$W/base-images.log" 2>&1 ||
   { cat "$W/base-images.log" >&2; fail "scripts/docker-base-images"; }
-phase "base images debian:bookworm, debian:bookworm-slim"
-# The six builds run at once: they wait mostly on Debian's mirror and dpkg.
+want=$(sed -n 's/^BASE_IMAGES_VERSION=//p' "$ROOT/scripts/docker-base-images")
+for img in debian:bookworm debian:bookworm-slim; do
+  have=$($DOCKER image inspect -f '{{index .Config.Labels "org.supaplane.base-images"}}' "$img")
+  [ -n "$want" ] && [ "$have" = "$want" ] || fail "$img has base-images version '$have', the script makes '$want'"
+  $DOCKER run --rm --network none "$img" test -f /etc/apt/apt.conf.d/docker-clean ||
+    fail "$img has no docker-clean apt settings"
+done
+phase "base images debian:bookworm, debian:bookworm-slim (version $want)"
+# The six builds run at once: they wait mostly on Debian's mirror, dpkg and
+# the npm registry; only the supaplane compile is CPU-bound.
 build_image() {  # tag dockerfile context
   DOCKER_BUILDKIT=0 $DOCKER build -q --network host -f "$2" -t "$1" "$3" >"$W/build-${1//[:\/]/-}.log" 2>&1
+}
+# Ours: the multi-stage Dockerfiles, unchanged, with BuildKit (the supaplane
+# compile's ccache lives in a cache mount of this data root, so a warm run
+# compiles only what changed). The console's build stage gets this host's
+# local CAs (update-ca-certificates' /usr/local/share/ca-certificates): an
+# egress that re-signs TLS makes npm ci fail without them.
+# SUPAPLANE_COMPOSE_IMAGES=from-host builds both from this host's build
+# instead (deploy/images/build-from-host, console-from-host): no compile and
+# no npm in docker.
+ca_pem=""
+for f in /usr/local/share/ca-certificates/*.crt; do [ -f "$f" ] && ca_pem+=$(cat "$f")$'\n'; done
+build_ours() {  # tag dockerfile log-name [docker build args]
+  local start=$SECONDS rc=0
+  DOCKER_BUILDKIT=1 $DOCKER build --progress=plain --network host -f "$2" -t "$1" "${@:4}" "$ROOT" \
+    >"$W/build-$3.log" 2>&1 || rc=$?
+  echo "$(($SECONDS - start))" >"$W/build-$3.seconds"
+  return "$rc"
 }
 builds=()
 for svc in nats redis postgres prometheus; do
   build_image "local/$svc:test" "$ROOT/deploy/images/debian/$svc.Dockerfile" "$ROOT/deploy/images/debian" &
   builds+=("$!:deploy/images/debian/$svc.Dockerfile:local-$svc-test")
 done
-DOCKER=$DOCKER "$ROOT/deploy/images/build-from-host" --build-dir "$BUILD" --tag supaplane/supaplane:test \
-  -- --network host >"$W/build-supaplane.log" 2>&1 &
-builds+=("$!:deploy/images/build-from-host:supaplane")
-DOCKER=$DOCKER "$ROOT/deploy/images/console-from-host" --tag supaplane/console:test \
-  -- --network host >"$W/build-console.log" 2>&1 &
-builds+=("$!:deploy/images/console-from-host:console")
+images=${SUPAPLANE_COMPOSE_IMAGES:-dockerfile}
+case $images in
+  dockerfile)
+    build_ours supaplane/supaplane:test "$ROOT/deploy/images/Dockerfile" supaplane &
+    builds+=("$!:deploy/images/Dockerfile:supaplane")
+    ca_args=()
+    [ -z "$ca_pem" ] || ca_args=(--build-arg "EXTRA_CA_CERTS=$ca_pem")
+    build_ours supaplane/console:test "$ROOT/deploy/images/console.Dockerfile" console "${ca_args[@]}" &
+    builds+=("$!:deploy/images/console.Dockerfile:console")
+    ;;
+  from-host)
+    DOCKER=$DOCKER "$ROOT/deploy/images/build-from-host" --build-dir "$BUILD" --tag supaplane/supaplane:test \
+      -- --network host >"$W/build-supaplane.log" 2>&1 &
+    builds+=("$!:deploy/images/build-from-host:supaplane")
+    DOCKER=$DOCKER "$ROOT/deploy/images/console-from-host" --tag supaplane/console:test \
+      -- --network host >"$W/build-console.log" 2>&1 &
+    builds+=("$!:deploy/images/console-from-host:console")
+    ;;
+  *) fail "SUPAPLANE_COMPOSE_IMAGES is '$images': dockerfile (default) or from-host" ;;
+esac
 failed=""
 for b in "${builds[@]}"; do
   IFS=: read -r pid what log <<<"$b"
   wait "$pid" || { tail -30 "$W/build-$log.log" >&2; failed+=" $what"; }
 done
 [ -z "$failed" ] || fail "image builds failed:$failed"
-phase "images built"
+if [ "$images" = dockerfile ]; then
+  # The compile's ccache counters (ccache --show-stats in the build stage):
+  # a warm run hits for every unchanged translation unit.
+  stats=$(grep -E '^#[0-9]+ [0-9.]+ +(Hits|Misses):' "$W/build-supaplane.log" | head -2 | sed -E 's/^#[0-9]+ [0-9.]+ +//' |
+    tr -s ' ' | paste -sd ';' || true)
+  phase "images built (supaplane/supaplane $(cat "$W/build-supaplane.seconds") s${stats:+, ccache $stats}; supaplane/console $(cat "$W/build-console.seconds") s)"
+else
+  phase "images built from this host's build"
+fi
 $DOCKER image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '<none>' | sort | sed 's/^/  /'
-# The base images have no docker-clean apt hook (the official ones do): the
-# images' own apt-get clean keeps the .debs and apt's caches out of them.
-for img in supaplane/supaplane:test supaplane/console:test; do
+# No image keeps apt's downloads and caches (the base images' docker-clean
+# settings; our Dockerfiles' apt-get clean for bases without them).
+for img in supaplane/supaplane:test supaplane/console:test local/nats:test local/redis:test local/postgres:test \
+  local/prometheus:test; do
   left=$($DOCKER run --rm --network none --entrypoint sh "$img" -c 'ls /var/cache/apt/archives/*.deb /var/cache/apt/*.bin 2>/dev/null' || true)
   [ -z "$left" ] || fail "$img keeps apt's downloads and caches: $(wc -l <<<"$left") files"
 done
+# The supaplane image: no compiler, no headers; every binary loads its libraries.
+if $DOCKER run --rm --network none --entrypoint sh supaplane/supaplane:test \
+  -c 'command -v g++ || command -v cc || command -v c++ || command -v ccache || ls -d /usr/include/grpc* 2>/dev/null'; then
+  fail "supaplane/supaplane:test has a compiler or headers"
+fi
+for b in supaplane-api supaplane-provisioner supaplane-router-sync supaplane-billing supaplanectl; do
+  $DOCKER run --rm --network none supaplane/supaplane:test "$b" --help >/dev/null ||
+    fail "$b --help fails in supaplane/supaplane:test (a missing runtime library?)"
+done
+[[ "$($DOCKER image inspect -f '{{json .Config.Healthcheck.Test}}' supaplane/supaplane:test)" == *supaplane-healthcheck* ]] ||
+  fail "supaplane/supaplane:test has no HEALTHCHECK"
+# The build stage's extra CAs stay there: not in the console image's CA
+# bundle, files, history or configuration.
+if [ -n "$ca_pem" ] && [ "$images" = dockerfile ]; then
+  for f in /usr/local/share/ca-certificates/*.crt; do
+    line=$(sed -n 2p "$f")  # the first line of the certificate's base64 body
+    [ -n "$line" ] || continue
+    $DOCKER run --rm --network none --user 0 --entrypoint grep supaplane/console:test -rqF -- "$line" /etc/ssl /usr/local/share/ca-certificates &&
+      fail "the console image trusts the build stage's CA $(basename "$f")"
+  done
+  meta=$($DOCKER history --no-trunc supaplane/console:test; $DOCKER image inspect supaplane/console:test)
+  [[ "$meta" != *"BEGIN CERTIFICATE"* && "$meta" != *EXTRA_CA_CERTS* && "$meta" != *NODE_EXTRA_CA_CERTS* ]] ||
+    fail "the console image's history or configuration holds the build stage's CAs"
+fi
 
 # ---- the platform
 "$C/make-env" --output "$W/.env" >/dev/null
