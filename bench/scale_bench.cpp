@@ -746,7 +746,8 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   std::printf("| raw: ordered replay of `platform.tenant.>` | %.2f s (%.0f events/s) | |\n",
               raw_replay_s, static_cast<double>(replayed) / raw_replay_s);
   std::printf(
-      "| `EventStore::replay`, pull batches (what rebuilds read) | %.2f s (%.0f events/s) | |\n",
+      "| `EventStore::replay`, pull batches (`ReplayRead::pull_batches`) | %.2f s (%.0f events/s) "
+      "| |\n",
       pull_replay_s, static_cast<double>(replayed) / pull_replay_s);
   for (const auto& [batch, no_wait, secs] : raw_pull_reads)
     std::printf(

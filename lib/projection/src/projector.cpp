@@ -196,18 +196,13 @@ Result<RebuildResult> rebuild_tenants(event_store::EventStore& store, RedisConne
   std::unordered_set<std::string> dirty;
   std::uint64_t next = 1;
   auto replay_from = [&](std::uint64_t from) -> Status {
-    // Pull batches: about twice the ordered read's rate on a long log
-    // (docs/benchmarks.md); the api's and router-sync's NATS users may.
-    return store.replay(
-        filter, from,
-        [&](const event_store::StoredMessage& m) {
-          const DecodedEvent d = decode(m);
-          if (!d.ref.empty() && advance_tenant(d, states[d.ref])) dirty.insert(d.ref);
-          ++res.events;
-          next = d.sequence + 1;
-          return true;
-        },
-        event_store::ReplayRead::pull_batches);
+    return store.replay(filter, from, [&](const event_store::StoredMessage& m) {
+      const DecodedEvent d = decode(m);
+      if (!d.ref.empty() && advance_tenant(d, states[d.ref])) dirty.insert(d.ref);
+      ++res.events;
+      next = d.sequence + 1;
+      return true;
+    });
   };
   auto flush = [&]() -> Status {
     std::vector<const v1::TenantState*> order;

@@ -116,8 +116,10 @@ using ReplayHandler = std::function<bool(const StoredMessage&)>;
 
 /// How a replay reads: an ordered push consumer (a message at a time with
 /// flow control; needs only `$JS.API.CONSUMER.CREATE.<stream>` and an inbox),
-/// or an ephemeral pull consumer without acks read in Fetch batches of up to
-/// 4,096 messages (faster on long reads; the NATS user also needs
+/// or an ephemeral pull consumer without acks read in NoWait Fetch batches
+/// of 1,024 (the raw read is about twice as fast, but each batch is handled
+/// while no fetch is in flight, so with real work per message it is not
+/// faster yet: docs/benchmarks.md; the NATS user also needs
 /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.*` for the consumer's generated name).
 enum class ReplayRead { ordered_push, pull_batches };
 
