@@ -16,8 +16,11 @@
 // not a first start on a full log). Prints a Markdown table.
 //
 //   supaplane_scale_bench [--tenants 100000] [--events-per-tenant 10] [--logs DIR]
+//                         [--only api|provisioner|router]  (one service: quicker iterations)
 // (--logs keeps the services' own output: DIR/api.log, provisioner.log, router.log)
 #include <hiredis/hiredis.h>
+#include <nats/nats.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -73,6 +76,17 @@ std::string arg_str(int argc, char** argv, const char* name, const std::string& 
 int arg_int(int argc, char** argv, const char* name, int def) {
   const auto s = arg_str(argc, argv, name, "");
   return s.empty() ? def : std::atoi(s.c_str());
+}
+
+/// CPU time (user + system) this process has used, seconds: with the wall
+/// time it separates the work from the waiting on a loaded machine.
+double process_cpu_s() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto s = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return s(ru.ru_utime) + s(ru.ru_stime);
 }
 
 /// VmRSS and VmHWM (peak) of this process, MiB.
@@ -296,6 +310,66 @@ double catch_up(event_store::EventStore& es, event_store::ConsumerOptions cons,
   }
   const double s = secs_since(t0);
   runner.stop();
+  return s;
+}
+
+/// Raw read of the whole stream by an ephemeral pull consumer with no acks
+/// (AckNone), in Fetch batches of `batch` messages (at most 16 MiB each),
+/// each message's metadata parsed as the replay does. Returns seconds.
+double raw_pull_read(const std::string& url, const std::string& stream, const std::string& filter,
+                     int batch, bool no_wait, std::uint64_t expect) {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  natsSubscription* sub = nullptr;
+  if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK ||
+      natsConnection_JetStream(&js, nc, nullptr) != NATS_OK)
+    std::exit(1);
+  const auto t0 = SteadyClock::now();
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream.c_str();
+  so.Config.AckPolicy = js_AckNone;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  if (js_PullSubscribe(&sub, js, filter.c_str(), nullptr, nullptr, &so, &jerr) != NATS_OK) {
+    std::fprintf(stderr, "pull subscribe: %d\n", static_cast<int>(jerr));
+    std::exit(1);
+  }
+  std::uint64_t got = 0, last = 0;
+  while (got < expect) {
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = batch;
+    req.NoWait = no_wait;
+    req.MaxBytes = 16 << 20;
+    req.Expires = 5'000'000'000LL;
+    natsMsgList list{};
+    const natsStatus st = natsSubscription_FetchRequest(&list, sub, &req);
+    if (st != NATS_OK && st != NATS_TIMEOUT && st != NATS_NOT_FOUND) {
+      std::fprintf(stderr, "fetch: %s\n", natsStatus_GetText(st));
+      std::exit(1);
+    }
+    if (st != NATS_OK && list.Count == 0) {
+      std::fprintf(stderr, "pull read stalled at %llu of %llu\n",
+                   static_cast<unsigned long long>(got), static_cast<unsigned long long>(expect));
+      std::exit(1);
+    }
+    for (int i = 0; i < list.Count; ++i) {
+      jsMsgMetaData* meta = nullptr;
+      if (natsMsg_GetMetaData(&meta, list.Msgs[i]) == NATS_OK) {
+        last = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+      }
+      ++got;
+    }
+    natsMsgList_Destroy(&list);
+  }
+  const double s = secs_since(t0);
+  (void)last;
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
   return s;
 }
 
@@ -529,9 +603,14 @@ int role_router(const std::string& nats, const std::string& redis, const std::st
     // (tenants and keys from Redis, every file rendered and compared).
     router::App app(router_options(nats, redis, pg, dir));
     const auto t0 = SteadyClock::now();
+    const double cpu0 = process_cpu_s();
     if (auto st = app.start(); !st) return 1;
     if (!wait_until([&] { return app.readiness().empty(); }, 900)) return 1;
     result("router_restart_ready_s", secs_since(t0));
+    result("router_restart_cpu_s", process_cpu_s() - cpu0);
+    std::tie(rss, hwm) = memory_mib();
+    result("router_restart_rss_mib", rss);
+    result("router_restart_hwm_mib", hwm);
     app.stop();
   }
   return 0;
@@ -569,7 +648,7 @@ std::map<std::string, double> run_child(std::vector<std::string> args, const std
   return out;
 }
 
-int run(int tenants, int per_tenant, const std::string& logs_dir) {
+int run(int tenants, int per_tenant, const std::string& logs_dir, const std::string& only) {
   logging::init("scale-bench", "warn");
   testenv::NatsServer nats;
   testenv::RedisServer redis;
@@ -606,6 +685,23 @@ int run(int tenants, int per_tenant, const std::string& logs_dir) {
       }))
     return 1;
   const double raw_replay_s = secs_since(t0);
+  std::uint64_t pulled = 0;
+  t0 = SteadyClock::now();
+  if (!es->replay(
+          "platform.tenant.>", 1,
+          [&](const event_store::StoredMessage&) {
+            ++pulled;
+            return true;
+          },
+          event_store::ReplayRead::pull_batches) ||
+      pulled != replayed)
+    return 1;
+  const double pull_replay_s = secs_since(t0);
+  std::vector<std::tuple<int, bool, double>> raw_pull_reads;
+  for (auto [batch, no_wait] : {std::pair{1024, true}, {4096, true}, {8192, true}, {4096, false}})
+    raw_pull_reads.emplace_back(batch, no_wait,
+                                raw_pull_read(nats.url(), es->stream().name, "platform.tenant.>",
+                                              batch, no_wait, replayed));
 
   event_store::ConsumerOptions prov_cons;  // as provisioner::App makes it
   prov_cons.durable = "provisioner";
@@ -624,15 +720,19 @@ int run(int tenants, int per_tenant, const std::string& logs_dir) {
   const double redis_keys_mib = redis_used_memory_mib(redis);
   const std::string logs = logs_dir.empty() ? tmp.path() : logs_dir;
 
-  auto api =
-      run_child({"role", "api", "--nats", nats.url(), "--redis", redis.url(), "--pg", api_db},
-                logs + "/api.log");
+  const auto wanted = [&](const char* role) { return only.empty() || only == role; };
+  std::map<std::string, double> api, prov, router;
+  if (wanted("api"))
+    api = run_child({"role", "api", "--nats", nats.url(), "--redis", redis.url(), "--pg", api_db},
+                    logs + "/api.log");
   const double redis_api_mib = redis_used_memory_mib(redis);
-  auto prov = run_child({"role", "provisioner", "--nats", nats.url(), "--pg", prov_db},
-                        logs + "/provisioner.log");
-  auto router = run_child({"role", "router", "--nats", nats.url(), "--redis", redis.url(), "--pg",
-                           router_db, "--dir", tmp.path()},
-                          logs + "/router.log");
+  if (wanted("provisioner"))
+    prov = run_child({"role", "provisioner", "--nats", nats.url(), "--pg", prov_db},
+                     logs + "/provisioner.log");
+  if (wanted("router"))
+    router = run_child({"role", "router", "--nats", nats.url(), "--redis", redis.url(), "--pg",
+                        router_db, "--dir", tmp.path()},
+                       logs + "/router.log");
   const double redis_all_mib = redis_used_memory_mib(redis);
 
   const double ev = static_cast<double>(f.events);
@@ -645,6 +745,16 @@ int run(int tenants, int per_tenant, const std::string& logs_dir) {
               ev / f.seconds);
   std::printf("| raw: ordered replay of `platform.tenant.>` | %.2f s (%.0f events/s) | |\n",
               raw_replay_s, static_cast<double>(replayed) / raw_replay_s);
+  std::printf(
+      "| `EventStore::replay`, pull batches (`ReplayRead::pull_batches`) | %.2f s (%.0f events/s) "
+      "| |\n",
+      pull_replay_s, static_cast<double>(replayed) / pull_replay_s);
+  for (const auto& [batch, no_wait, secs] : raw_pull_reads)
+    std::printf(
+        "| raw: ephemeral pull, AckNone, `Fetch(%d)`, %s (16 MiB max) | %.2f s (%.0f events/s) "
+        "| |\n",
+        batch, no_wait ? "NoWait" : "waiting (Expires 5 s)", secs,
+        static_cast<double>(replayed) / secs);
   std::printf("| raw: durable pull `Fetch(256)` + ack | %.2f s (%.0f events/s) | |\n", raw_pull_s,
               ev / raw_pull_s);
   std::printf("| api: start (empty Redis) → projection rebuilt → ready | %.2f s | |\n",
@@ -676,12 +786,17 @@ int run(int tenants, int per_tenant, const std::string& logs_dir) {
   std::printf("| router-sync: start (empty projection) → rebuilt, rendered, ready | %.2f s | |\n",
               router["router_ready_s"]);
   std::printf(
-      "| router-sync: restart → full render from the projection → ready | %.2f s | < 2 s |\n",
-      router["router_restart_ready_s"]);
+      "| router-sync: restart → full render from the projection → ready | %.2f s (CPU %.2f s) | "
+      "< 2 s |\n",
+      router["router_restart_ready_s"], router["router_restart_cpu_s"]);
   std::printf("| router-sync: HTTP provider body (%.1f MiB) from the rendered cache | %.2f s | |\n",
               router["router_snapshot_mib"], router["router_snapshot_s"]);
   std::printf("| router-sync: resident memory / peak | %.0f / %.0f MiB | < 1 GiB |\n",
               router["router_rss_mib"], router["router_hwm_mib"]);
+  std::printf(
+      "| router-sync: resident memory / peak after the restart (same process) | %.0f / %.0f "
+      "MiB | < 1 GiB |\n",
+      router["router_restart_rss_mib"], router["router_restart_hwm_mib"]);
   std::printf(
       "| Redis `used_memory`: router keys / + api projection / + router projection | %.0f "
       "/ %.0f / %.0f MiB | |\n",
@@ -708,5 +823,6 @@ int main(int argc, char** argv) {
   }
   g_child_log_level = arg_str(argc, argv, "--log-level", "warn");
   return run(arg_int(argc, argv, "--tenants", 100'000),
-             arg_int(argc, argv, "--events-per-tenant", 10), arg_str(argc, argv, "--logs", ""));
+             arg_int(argc, argv, "--events-per-tenant", 10), arg_str(argc, argv, "--logs", ""),
+             arg_str(argc, argv, "--only", ""));
 }

@@ -2,10 +2,12 @@
 // and the provisioner converging tenants: the Traefik directory and HTTP
 // provider follow every phase, the edge key check follows keys and phases,
 // restarts and a SIGKILL mid-burst leave the directory equal to the projection.
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
@@ -416,10 +418,28 @@ TEST_F(RouterSyncTest, RestartReconcilesTheDirectoryByteForByte) {
   ASSERT_EQ(before.size(), 3u);  // base + two tenants
 
   router_.reset();
-  // Damage while it is down: a stale tenant file, a missing one, a half write.
+  // What it wrote is recorded, so this restart reads nothing back.
+  ASSERT_TRUE(std::filesystem::exists(dir_path() + "/" + router::TraefikDir::kManifest));
+  start_router();
+  ASSERT_TRUE(eventually([&] { return router_->readiness().empty(); })) << router_->readiness();
+  EXPECT_EQ(router_->sync().counters().start_read_back.load(), 0u);
+  settle_router();
+  router_.reset();
+  // Damage while it is down: a stale tenant file, a missing one, a half
+  // write, and the base file edited in place (same size, same inode, its
+  // modification time put back: only the change time and the bytes differ).
   std::filesystem::remove(dir_path() + "/tenant-" + a + ".yml");
   { std::ofstream(dir_path() + "/tenant-zzzzzzzzzzzzzzzzzzzz.yml") << "stale"; }
   { std::ofstream(dir_path() + "/.tenant-" + b + ".yml.tmp") << "half"; }
+  const std::string base = dir_path() + "/" + router::kBaseFile;
+  struct stat st {};
+  ASSERT_EQ(::stat(base.c_str(), &st), 0);
+  {
+    std::fstream f(base, std::ios::in | std::ios::out);
+    f << "# EDITED";
+  }
+  const timespec times[2] = {st.st_atim, st.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, base.c_str(), times, 0), 0);
   start_router();
   ASSERT_TRUE(eventually([&] { return router_->readiness().empty(); })) << router_->readiness();
   settle_router();

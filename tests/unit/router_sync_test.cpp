@@ -1,9 +1,11 @@
 // router-sync's pure parts: rendering (golden files per phase, consistency),
 // the edge key table, the atomic directory writer.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -68,6 +70,9 @@ TEST(RouterRender, GoldenFilePerPhase) {
     if (phase != v1::PHASE_ACTIVE)
       t.gateway_url = phase == v1::PHASE_PROVISIONING ? "" : t.gateway_url;
     expect_golden(file, to_yaml(render_tenant(t, o)));
+    std::string yaml;
+    ASSERT_TRUE(render_tenant_text(t, o, &yaml, nullptr));
+    expect_golden(file, yaml);
   }
   EXPECT_TRUE(render_tenant({kRef, v1::PHASE_DELETED, v1::PLAN_PRO, "http://x"}, o).is_null())
       << "a deleted tenant has routes";
@@ -105,6 +110,90 @@ TEST(RouterRender, YamlOfAFileEqualsItsJson) {
   EXPECT_EQ(testenv::yaml_to_json(YAML::Load(to_yaml(j))), j);
   auto b = render_base(o);
   EXPECT_EQ(testenv::yaml_to_json(YAML::Load(to_yaml(b))), b);
+}
+
+// The text writer router-sync runs gives the bytes of the document
+// rendering (the reference the golden files pin) for every phase, plan and
+// option, the file as YAML and the HTTP provider's body as JSON.
+TEST(RouterRender, TextRenderingEqualsTheDocumentEverywhere) {
+  std::vector<RenderOptions> opts{options(), options()};
+  opts[1].entry_points = {"web", "websecure"};
+  opts[1].db_entry_point = "pg-edge";
+  int n = 0;
+  for (const auto& o : opts) {
+    std::map<std::string, TenantJson> parts;
+    auto want = render_base(o);
+    for (int p = v1::Phase_MIN; p <= v1::Phase_MAX; ++p) {
+      for (auto plan : {v1::PLAN_FREE, v1::PLAN_PRO, v1::PLAN_UNSPECIFIED}) {
+        for (int variant = 0; variant < 3; ++variant) {
+          std::string ref(20, 'a');
+          ref[0] = static_cast<char>('a' + p);
+          ref[1] = static_cast<char>('a' + plan);
+          ref[2] = static_cast<char>('a' + variant);
+          RouteTenant t{ref, static_cast<v1::Phase>(p), plan,
+                        variant == 0 ? "" : "http://sp-" + ref + "-kong:8000"};
+          if (variant == 2) {
+            t.db_host = "db." + ref + "." + o.base_domain;
+            t.db_upstream = "sp-" + ref + "-pooler:6543";
+          }
+          const auto doc = render_tenant(t, o);
+          std::string yaml;
+          TenantJson j;
+          ASSERT_EQ(render_tenant_text(t, o, &yaml, &j), !doc.is_null()) << p;
+          if (doc.is_null()) {
+            EXPECT_TRUE(yaml.empty());
+            continue;
+          }
+          EXPECT_EQ(yaml, to_yaml(doc)) << "phase " << p << " plan " << plan << " v" << variant;
+          merge_config(want, doc);
+          parts[ref] = std::move(j);
+          ++n;
+        }
+      }
+    }
+    EXPECT_EQ(nlohmann::json::parse(dynamic_json(render_base(o), parts)), want);
+  }
+  EXPECT_GT(n, 100);
+}
+
+// Values reach the text through one YAML and one JSON escaper. Refs and
+// endpoints are validated before rendering (the projection keeps only
+// valid refs, endpoints must match their patterns), so these values never
+// get there in the service; the escapers must hold anyway.
+TEST(RouterRender, EscapersKeepHostileValuesInsideTheirString) {
+  const std::vector<std::string> hostile{
+      "plain",
+      "\"quoted\" \\ back\\slash",
+      "http://x:1\"\n      - url: \"http://evil:80",
+      "line\nbreak\r\ttab\x01\x1f\x7f",
+      "`) || Host(`evil.com",
+      "{\"json\": [1, 2]}, \"x\": \"y",
+      "# comment: - [ ] & * ! | > ' % @",
+      "caf\xc3\xa9 \xe2\x80\xa8 sep",
+      "",
+  };
+  for (const auto& v : hostile) {
+    std::string y = "k: ";
+    yaml_quoted(y, v);
+    const auto node = YAML::Load(y);
+    ASSERT_TRUE(node.IsMap()) << y;
+    EXPECT_EQ(node.size(), 1u) << y;
+    EXPECT_EQ(node["k"].as<std::string>(), v) << y;
+    std::string j;
+    json_quoted(j, v);
+    EXPECT_EQ(nlohmann::json::parse(j).get<std::string>(), v) << j;
+  }
+  // And through the whole rendering: a hostile gateway URL stays one value.
+  RouteTenant t{kRef, v1::PHASE_ACTIVE, v1::PLAN_PRO, hostile[2]};
+  std::string yaml;
+  TenantJson parts;
+  ASSERT_TRUE(render_tenant_text(t, options(), &yaml, &parts));
+  const auto doc = render_tenant(t, options());
+  EXPECT_EQ(testenv::yaml_to_json(YAML::Load(yaml)), doc);
+  EXPECT_EQ(nlohmann::json::parse(
+                dynamic_json(render_base(options()),
+                             {{kRef, parts}}))["http"]["services"]["tenant-" + kRef + "-gateway"],
+            doc["http"]["services"]["tenant-" + kRef + "-gateway"]);
 }
 
 TEST(RouterRender, RuleCheckerRefusesBadRules) {
@@ -146,7 +235,9 @@ TEST(RouterRender, DatabaseRouteIsATcpRouterBySni) {
   EXPECT_TRUE(r.contains("tls"));
   EXPECT_EQ(c["tcp"]["services"]["tenant-" + kRef + "-db"]["loadBalancer"]["servers"][0]["address"],
             "sp-" + kRef + "-pooler:5432");
-  const auto merged = nlohmann::json::parse(dynamic_json(render_base(options()), {{kRef, c}}));
+  std::map<std::string, TenantJson> parts;
+  ASSERT_TRUE(render_tenant_text(t, options(), nullptr, &parts[kRef]));
+  const auto merged = nlohmann::json::parse(dynamic_json(render_base(options()), parts));
   EXPECT_EQ(merged["tcp"]["routers"]["tenant-" + kRef + "-db"], r);
   EXPECT_TRUE(merged["http"]["routers"].contains("tenant-" + kRef + "-api"));
   t.phase = v1::PHASE_PAUSED;
@@ -319,7 +410,7 @@ TEST(TraefikDirTest, WritesAtomicallyOnlyOnChangeAndReconciles) {
   auto n = dir.reconcile({{tenant_file(kRef), "t"}, {"a.yml", "two"}},
                          [](const std::string& f) { return !ref_of_file(f).empty(); });
   ASSERT_TRUE(n.ok());
-  EXPECT_EQ(*n, 2);
+  EXPECT_EQ(n->changed, 2);
   auto all = dir.read_all().value();
   EXPECT_EQ(all,
             (std::map<std::string, std::string>{
@@ -343,17 +434,92 @@ TEST(TraefikDirTest, ReconcilesManyFilesInOnePass) {
   const auto ours = [](const std::string& f) { return !ref_of_file(f).empty(); };
   auto n = dir.reconcile(want, ours);
   ASSERT_TRUE(n.ok()) << n.error().message;
-  EXPECT_EQ(*n, 301);
+  EXPECT_EQ(n->changed, 301);
   std::size_t entries = 0;
-  for (const auto& e : std::filesystem::directory_iterator(tmp.path() + "/traefik")) {
-    (void)e;
-    ++entries;
-  }
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path() + "/traefik"))
+    if (e.path().filename() != TraefikDir::kManifest) ++entries;
   EXPECT_EQ(entries, want.size()) << "temp files left behind, or the stale file kept";
   EXPECT_EQ(dir.read_all().value(), want);
   want.begin()->second = "changed\n";
-  EXPECT_EQ(dir.reconcile(want, ours).value(), 1);
-  EXPECT_EQ(dir.reconcile(want, ours).value(), 0);
+  EXPECT_EQ(dir.reconcile(want, ours).value().changed, 1);
+  const auto again = dir.reconcile(want, ours).value();
+  EXPECT_EQ(again.changed, 0);
+  EXPECT_EQ(again.read_back, 0) << "files the manifest vouches for were read back";
+  EXPECT_EQ(again.trusted, static_cast<int>(want.size()));
+  EXPECT_EQ(dir.read_all().value(), want);
+}
+
+// The manifest spares a start from reading every file back, but never hides
+// a file changed or removed behind router-sync's back, even one edited in
+// place with the same size and its mtime put back, and an unreadable
+// manifest is ignored (everything read back), never trusted.
+TEST(TraefikDirTest, TheManifestNeverHidesAFileChangedBehindItsBack) {
+  testenv::TempDir tmp("router-dir");
+  const std::string path = tmp.path() + "/traefik";
+  const auto ours = [](const std::string& f) { return !ref_of_file(f).empty(); };
+  std::map<std::string, std::string> want;
+  for (const char* r : {"aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb", "cccccccccccccccccccc",
+                        "dddddddddddddddddddd"})
+    want[tenant_file(r)] = std::string("routes of ") + r + "\n";
+  {
+    TraefikDir dir(path);
+    ASSERT_TRUE(dir.prepare().ok());
+    ASSERT_EQ(dir.reconcile(want, ours).value().changed, 4);
+  }
+  ASSERT_TRUE(std::filesystem::exists(path + "/" + TraefikDir::kManifest));
+  // Behind its back: one file edited in place (same size, same inode, its
+  // modification time put back), one replaced, one removed.
+  const std::string a = path + "/" + tenant_file("aaaaaaaaaaaaaaaaaaaa");
+  struct stat before {};
+  ASSERT_EQ(::stat(a.c_str(), &before), 0);
+  {
+    std::fstream f(a, std::ios::in | std::ios::out);
+    f << "ROUTES";
+  }
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, a.c_str(), times, 0), 0);
+  std::filesystem::remove(path + "/" + tenant_file("bbbbbbbbbbbbbbbbbbbb"));
+  { std::ofstream(path + "/" + tenant_file("cccccccccccccccccccc")) << "evil\n"; }
+  {
+    TraefikDir dir(path);
+    const auto st = dir.reconcile(want, ours).value();
+    EXPECT_EQ(st.changed, 3);
+    EXPECT_EQ(st.trusted, 1) << "only the untouched file may go unread";
+    EXPECT_FALSE(st.manifest_bad);
+    EXPECT_EQ(dir.read_all().value(), want);
+  }
+  // A damaged manifest is ignored: every file is read back, then it is rewritten.
+  {
+    std::ofstream(path + "/" + TraefikDir::kManifest) << "supaplane-router-sync manifest 1\nx y\n";
+  }
+  { std::ofstream(path + "/" + tenant_file("dddddddddddddddddddd")) << "evil\n"; }
+  {
+    TraefikDir dir(path);
+    const auto st = dir.reconcile(want, ours).value();
+    EXPECT_TRUE(st.manifest_bad);
+    EXPECT_EQ(st.read_back, 4);
+    EXPECT_EQ(st.changed, 1);
+    EXPECT_EQ(dir.read_all().value(), want);
+  }
+  {
+    TraefikDir dir(path);
+    const auto st = dir.reconcile(want, ours).value();
+    EXPECT_FALSE(st.manifest_bad) << "the manifest was not rewritten";
+    EXPECT_EQ(st.read_back, 0);
+    EXPECT_EQ(st.changed, 0);
+  }
+  // Files put at run time are recorded once the manifest is saved.
+  {
+    TraefikDir dir(path);
+    ASSERT_TRUE(dir.reconcile(want, ours).ok());
+    want[tenant_file("aaaaaaaaaaaaaaaaaaaa")] = "paused\n";
+    ASSERT_TRUE(dir.put(tenant_file("aaaaaaaaaaaaaaaaaaaa"), "paused\n").value());
+    ASSERT_TRUE(dir.save_manifest().ok());
+  }
+  TraefikDir dir(path);
+  const auto st = dir.reconcile(want, ours).value();
+  EXPECT_EQ(st.read_back, 0);
+  EXPECT_EQ(st.changed, 0);
   EXPECT_EQ(dir.read_all().value(), want);
 }
 }  // namespace

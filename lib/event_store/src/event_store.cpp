@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -39,7 +40,7 @@ struct SubGuard {
   ~SubGuard() {
     // Unsubscribe first: it stops the ordered consumer's flow control and
     // heartbeat handling inside the client and deletes the ephemeral
-    // consumer on the server. Destroy alone left those running against a
+    // consumer (ordered or pull) on the server. Destroy alone left those running against a
     // freed subscription (heap corruption under concurrent replays).
     if (sub) {
       natsSubscription_Unsubscribe(sub);
@@ -569,14 +570,14 @@ Result<std::vector<std::string>> EventStore::subjects(const std::string& filter)
 }
 
 Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence,
-                          const ReplayHandler& handler) {
+                          const ReplayHandler& handler, ReplayRead read) {
   auto last = last_sequence();
   if (!last) return last.error();
   if (*last == 0 || from_sequence > *last) return Status::Ok();
+  const bool pull = read == ReplayRead::pull_batches;
   SubGuard g;
   jsSubOptions so;
   jsSubOptions_Init(&so);
-  so.Ordered = true;
   so.Stream = stream_.name.c_str();
   if (from_sequence <= 1) {
     so.Config.DeliverPolicy = js_DeliverAll;
@@ -585,7 +586,15 @@ Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence
     so.Config.OptStartSeq = from_sequence;
   }
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = js_SubscribeSync(&g.sub, js_, filter.c_str(), nullptr, &so, &jerr);
+  natsStatus s;
+  if (pull) {
+    so.Config.AckPolicy = js_AckNone;
+    so.Config.InactiveThreshold = 60'000'000'000LL;  // gone on its own if this process dies
+    s = js_PullSubscribe(&g.sub, js_, filter.c_str(), nullptr, nullptr, &so, &jerr);
+  } else {
+    so.Ordered = true;
+    s = js_SubscribeSync(&g.sub, js_, filter.c_str(), nullptr, &so, &jerr);
+  }
   if (s != NATS_OK) return nats_error(s, jerr, "replay subscribe " + filter);
   natsSubscription_SetPendingLimits(g.sub, -1, -1);
   // The stream denies deletes and purges and has no limits, so a replay of
@@ -594,15 +603,57 @@ Status EventStore::replay(const std::string& filter, std::uint64_t from_sequence
   // a restart: it delivers what that replica holds, with holes and an early
   // end, and calls it complete. Such a replay is refused, never folded.
   const bool whole_stream = filter == stream_.subjects;
+  constexpr std::uint64_t kBatch = 1024;  // larger batches measured slower (docs/benchmarks.md)
   std::uint64_t expected = from_sequence <= 1 ? 1 : from_sequence;
   bool received = false;
+  natsMsgList list{};
+  struct ListGuard {
+    natsMsgList* l;
+    ~ListGuard() { natsMsgList_Destroy(l); }
+  } list_guard{&list};
+  int at = 0;              // next message of `list`
+  bool wait_next = false;  // the last fetch found nothing there at once
   for (;;) {
     natsMsg* m = nullptr;
-    s = natsSubscription_NextMsg(&m, g.sub, request_timeout_ms_);
-    if (s == NATS_TIMEOUT) {
+    bool silent = false;  // nothing came before the wait ended
+    if (!pull) {
+      s = natsSubscription_NextMsg(&m, g.sub, request_timeout_ms_);
+      silent = s == NATS_TIMEOUT;
+    } else if (at < list.Count) {
+      m = list.Msgs[at];
+      list.Msgs[at++] = nullptr;  // ours now
+      s = NATS_OK;
+    } else {
+      natsMsgList_Destroy(&list);
+      at = 0;
+      jsFetchRequest req;
+      jsFetchRequest_Init(&req);
+      // Each fetch takes what the consumer's server holds now (NoWait: a
+      // waiting request is about half as fast here). "Nothing more" ends a
+      // filtered replay, as `pending == 0` does below; a whole-stream replay
+      // short of `last` then waits once for exactly what is left (a replica
+      // catching up), and only a wait that brings nothing ends it.
+      req.Batch = static_cast<int>(whole_stream ? std::min(kBatch, *last - expected + 1) : kBatch);
+      req.NoWait = !(whole_stream && wait_next);
+      req.MaxBytes = 32 << 20;
+      req.Expires = static_cast<std::int64_t>(request_timeout_ms_) * 1'000'000;
+      s = natsSubscription_FetchRequest(&list, g.sub, &req);
+      if (list.Count > 0) {
+        wait_next = false;
+        continue;
+      }
+      if (whole_stream && !wait_next &&
+          (s == NATS_OK || s == NATS_TIMEOUT || s == NATS_NOT_FOUND)) {
+        wait_next = true;
+        continue;
+      }
+      silent = s == NATS_OK || s == NATS_TIMEOUT || s == NATS_NOT_FOUND;
+    }
+    if (silent) {
       // Nothing matched the filter at all: an empty replay. A silence after
       // messages said more were pending is a cut-off, never an end.
       if (!received && !whole_stream) return Status::Ok();
+      if (pull && !whole_stream) return Status::Ok();  // "nothing more" (NoWait)
       if (!received)
         return make_error(errc::unavailable, "replay " + filter + " heard nothing up to " +
                                                  std::to_string(*last) + "; retry");

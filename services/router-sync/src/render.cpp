@@ -40,36 +40,7 @@ json lb(const std::string& url) {
   return {{"loadBalancer", {{"servers", json::array({{{"url", url}}})}, {"passHostHeader", true}}}};
 }
 
-void quoted(std::string& out, const std::string& v) {
-  out += '"';
-  for (char c : v) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
-
-bool plain_key(const std::string& k) {
+bool plain_key(std::string_view k) {
   if (k.empty()) return false;
   for (char c : k)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
@@ -78,7 +49,7 @@ bool plain_key(const std::string& k) {
 
 void scalar(std::string& out, const json& j) {
   if (j.is_string())
-    quoted(out, j.get_ref<const std::string&>());  // quoted: "on" or "123" stay strings
+    yaml_quoted(out, j.get_ref<const std::string&>());  // quoted: "on" or "123" stay strings
   else if (j.is_boolean())
     out += j.get<bool>() ? "true" : "false";
   else if (j.is_null())
@@ -87,27 +58,6 @@ void scalar(std::string& out, const json& j) {
     out += std::to_string(j.get<std::int64_t>());
   else
     out += j.dump();
-}
-
-void json_string(std::string& out, const std::string& v) {
-  out += '"';
-  std::size_t run = 0;  // start of the stretch that needs no escaping
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const auto c = static_cast<unsigned char>(v[i]);
-    if (c != '"' && c != '\\' && c >= 0x20) continue;
-    out.append(v, run, i - run);
-    run = i + 1;
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    }
-  }
-  out.append(v, run, v.size() - run);
-  out += '"';
 }
 
 /// Compact JSON without nlohmann's serializer (several times slower here);
@@ -119,7 +69,7 @@ void emit_json(std::string& out, const json& j) {
     for (auto it = j.begin(); it != j.end(); ++it) {
       if (!first) out += ',';
       first = false;
-      json_string(out, it.key());
+      json_quoted(out, it.key());
       out += ':';
       emit_json(out, it.value());
     }
@@ -134,7 +84,7 @@ void emit_json(std::string& out, const json& j) {
     }
     out += ']';
   } else if (j.is_string()) {
-    json_string(out, j.get_ref<const std::string&>());
+    json_quoted(out, j.get_ref<const std::string&>());
   } else if (j.is_number_integer()) {
     out += std::to_string(j.get<std::int64_t>());
   } else if (j.is_boolean()) {
@@ -155,7 +105,7 @@ void emit(std::string& out, const json& j, std::size_t indent) {
       if (plain_key(it.key()))
         out += it.key();
       else
-        quoted(out, it.key());
+        yaml_quoted(out, it.key());
       out += ':';
       if (nested(it.value())) {
         out += '\n';
@@ -299,9 +249,300 @@ json render_tenant(const RouteTenant& t, const RenderOptions& o) {
   return c;
 }
 
+namespace {
+/// Writes one tenant's configuration as YAML and as JSON members side by
+/// side, in the order the document's sorted keys give (so the bytes are the
+/// same as rendering the document). Keys are ours (`tenant-<ref>-…`), values
+/// go through the escapers.
+class TextWriter {
+ public:
+  TextWriter(std::string* yaml, std::string* json) : y_(yaml), j_(json) {}
+
+  /// Starts a section's member at YAML indent 4 (`http:` / `routers:` above it).
+  void member(std::string_view name) {
+    if (y_) {
+      y_->append(4, ' ');
+      key(name);
+      *y_ += ":\n";
+    }
+    if (j_) {
+      if (!first_member_) *j_ += ',';
+      first_member_ = false;
+      json_quoted(*j_, name);
+      *j_ += ":{";
+    }
+    first_field_ = true;
+  }
+  void end_member() {
+    if (j_) *j_ += '}';
+  }
+  /// Ends a section's run of members (the JSON parts are one per section).
+  void end_section() { first_member_ = true; }
+
+  void string_list(std::string_view k, const std::vector<std::string>& vs, std::size_t indent) {
+    if (vs.empty()) return;
+    if (y_) {
+      y_->append(indent, ' ');
+      *y_ += k;
+      *y_ += ":\n";
+      for (const auto& v : vs) {
+        y_->append(indent + 2, ' ');
+        *y_ += "- ";
+        yaml_quoted(*y_, v);
+        *y_ += '\n';
+      }
+    }
+    if (j_) {
+      field(k);
+      *j_ += '[';
+      for (std::size_t i = 0; i < vs.size(); ++i) {
+        if (i) *j_ += ',';
+        json_quoted(*j_, vs[i]);
+      }
+      *j_ += ']';
+    }
+  }
+  void string(std::string_view k, std::string_view v, std::size_t indent) {
+    if (y_) {
+      y_->append(indent, ' ');
+      *y_ += k;
+      *y_ += ": ";
+      yaml_quoted(*y_, v);
+      *y_ += '\n';
+    }
+    if (j_) {
+      field(k);
+      json_quoted(*j_, v);
+    }
+  }
+  void raw(std::string_view k, std::string_view yaml_value, std::string_view json_value,
+           std::size_t indent) {
+    if (y_) {
+      y_->append(indent, ' ');
+      *y_ += k;
+      *y_ += ": ";
+      *y_ += yaml_value;
+      *y_ += '\n';
+    }
+    if (j_) {
+      field(k);
+      *j_ += json_value;
+    }
+  }
+  /// `k:` opening a nested object.
+  void open(std::string_view k, std::size_t indent) {
+    if (y_) {
+      y_->append(indent, ' ');
+      *y_ += k;
+      *y_ += ":\n";
+    }
+    if (j_) {
+      field(k);
+      *j_ += '{';
+    }
+    first_field_ = true;
+  }
+  void close() {
+    if (j_) *j_ += '}';
+    first_field_ = false;
+  }
+  /// `servers: [{k: v}]`, the one-element list both load balancers use.
+  void servers(std::string_view k, std::string_view v, std::size_t indent) {
+    if (y_) {
+      y_->append(indent, ' ');
+      *y_ += "servers:\n";
+      y_->append(indent + 2, ' ');
+      *y_ += "- ";
+      *y_ += k;
+      *y_ += ": ";
+      yaml_quoted(*y_, v);
+      *y_ += '\n';
+    }
+    if (j_) {
+      field("servers");
+      *j_ += "[{";
+      json_quoted(*j_, k);
+      *j_ += ':';
+      json_quoted(*j_, v);
+      *j_ += "}]";
+    }
+  }
+  void line(std::string_view l) {
+    if (y_) *y_ += l;
+  }
+
+ private:
+  void key(std::string_view k) {
+    if (plain_key(k))
+      *y_ += k;
+    else
+      yaml_quoted(*y_, k);
+  }
+  void field(std::string_view k) {
+    if (!first_field_) *j_ += ',';
+    first_field_ = false;
+    json_quoted(*j_, k);
+    *j_ += ':';
+  }
+
+  std::string* y_;
+  std::string* j_;
+  bool first_member_{true};
+  bool first_field_{true};
+};
+
+struct RouterText {
+  std::string name;
+  std::string rule;
+  std::string service;
+  int priority{-1};  ///< none when negative (TCP routers)
+  const std::vector<std::string>* entry_points{nullptr};
+  std::vector<std::string> middlewares{};
+  bool tls{false};
+};
+
+void write_router(TextWriter& w, const RouterText& r) {
+  w.member(r.name);
+  if (r.entry_points) w.string_list("entryPoints", *r.entry_points, 6);
+  w.string_list("middlewares", r.middlewares, 6);
+  if (r.priority >= 0) {
+    const auto prio = std::to_string(r.priority);
+    w.raw("priority", prio, prio, 6);
+  }
+  w.string("rule", r.rule, 6);
+  w.string("service", r.service, 6);
+  if (r.tls) w.raw("tls", "{}", "{}", 6);
+  w.end_member();
+}
+}  // namespace
+
+bool render_tenant_text(const RouteTenant& t, const RenderOptions& o, std::string* yaml,
+                        TenantJson* json) {
+  if (yaml) yaml->clear();
+  if (json) *json = TenantJson{};
+  if (t.phase == v1::PHASE_DELETED || t.phase == v1::PHASE_UNSPECIFIED) return false;
+  const std::string host = t.ref + "." + o.base_domain;
+  const std::string prefix = "tenant-" + t.ref;
+  std::string* jtext = json ? &json->text_ : nullptr;
+  if (yaml) {
+    yaml->reserve(1536);
+    *yaml = "# Generated by supaplane-router-sync. Do not edit: it is rewritten.\n";
+  }
+  if (jtext) jtext->reserve(768);
+  auto end_section = [&](TenantJson::Section s) {
+    if (json) json->end_[s] = static_cast<std::uint32_t>(jtext->size());
+  };
+  const std::vector<std::string>* eps = o.entry_points.empty() ? nullptr : &o.entry_points;
+  TextWriter w(yaml, jtext);
+  w.line("http:\n  routers:\n");
+  if (t.phase == v1::PHASE_PAUSED || t.phase == v1::PHASE_SUSPENDED) {
+    write_router(w, {prefix + "-maintenance", host_rule(host), kMaintenanceService, 300, eps});
+    end_section(TenantJson::kHttpRouters);
+    end_section(TenantJson::kHttpServices);
+    end_section(TenantJson::kTcpRouters);
+    end_section(TenantJson::kTcpServices);
+    return true;
+  }
+  const bool gateway = serves_api(t.phase) && !t.gateway_url.empty();
+  if (gateway)
+    write_router(w, {prefix + "-api",
+                     api_rule(host),
+                     prefix + "-gateway",
+                     200,
+                     eps,
+                     {kForwardAuth, kStripApikey, "supaplane-ratelimit-" + plan_slug(t.plan)}});
+  else
+    write_router(w, {prefix + "-api", api_rule(host), kMaintenanceService, 200, eps});
+  write_router(w, {prefix + "-console", host_rule(host), kConsoleService, 100, eps});
+  end_section(TenantJson::kHttpRouters);
+  w.end_section();
+  if (gateway) {
+    w.line("  services:\n");
+    w.member(prefix + "-gateway");
+    w.open("loadBalancer", 6);
+    w.raw("passHostHeader", "true", "true", 8);
+    w.servers("url", t.gateway_url, 8);
+    w.close();
+    w.end_member();
+  }
+  end_section(TenantJson::kHttpServices);
+  w.end_section();
+  if (serves_api(t.phase) && !t.db_upstream.empty() && !t.db_host.empty()) {
+    const std::vector<std::string> db_eps{o.db_entry_point};
+    w.line("tcp:\n  routers:\n");
+    write_router(
+        w, {prefix + "-db", "HostSNI(`" + t.db_host + "`)", prefix + "-db", -1, &db_eps, {}, true});
+    end_section(TenantJson::kTcpRouters);
+    w.end_section();
+    w.line("  services:\n");
+    w.member(prefix + "-db");
+    w.open("loadBalancer", 6);
+    w.servers("address", t.db_upstream, 8);
+    w.close();
+    w.end_member();
+  } else {
+    end_section(TenantJson::kTcpRouters);
+  }
+  end_section(TenantJson::kTcpServices);
+  return true;
+}
+
 void merge_config(json& into, const json& part) {
   if (part.is_null()) return;
   into.merge_patch(part);
+}
+
+void yaml_quoted(std::string& out, std::string_view v) {
+  out += '"';
+  std::size_t run = 0;  // start of the stretch that needs no escaping
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c != '"' && c != '\\' && c >= 0x20 && c != 0x7f) continue;
+    out.append(v, run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default: {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", c);
+        out += buf;
+      }
+    }
+  }
+  out.append(v, run, v.size() - run);
+  out += '"';
+}
+
+void json_quoted(std::string& out, std::string_view v) {
+  out += '"';
+  std::size_t run = 0;  // start of the stretch that needs no escaping
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c != '"' && c != '\\' && c >= 0x20) continue;
+    out.append(v, run, i - run);
+    run = i + 1;
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    }
+  }
+  out.append(v, run, v.size() - run);
+  out += '"';
 }
 
 std::string to_yaml(const json& config) {
@@ -311,33 +552,42 @@ std::string to_yaml(const json& config) {
   return out;
 }
 
-std::string dynamic_json(const json& base, const std::map<std::string, json>& tenants) {
-  // Concatenated per kind instead of merged: a full merge of 10,000 tenants
-  // costs a deep copy of everything.
+std::string dynamic_json(const json& base, const std::map<std::string, TenantJson>& tenants) {
+  // Concatenated per section from each tenant's kept text: no document is
+  // built or merged (a merge of 100,000 tenants is a deep copy of everything).
+  std::size_t total = 4096;
+  for (const auto& [ref, t] : tenants) total += t.size() + 8;
   std::string out;
-  out.reserve(512 * (tenants.size() + 1));  // ~490 bytes a tenant: no regrowth
+  out.reserve(total);
   out += '{';
   bool first_proto = true;
   for (const char* proto : {"http", "tcp"}) {
+    const bool http = std::string_view(proto) == "http";
     std::string section;
     bool first_kind = true;
     for (const char* kind : {"middlewares", "routers", "services"}) {
+      const std::string_view k = kind;
       std::string body;
-      body.reserve(std::string_view(kind) == "middlewares" ? 4096 : 300 * (tenants.size() + 1));
-      auto add = [&](const json& part) {
-        auto p = part.find(proto);
-        if (p == part.end()) return;
-        auto it = p->find(kind);
-        if (it == p->end() || it->empty()) return;
-        for (auto e = it->begin(); e != it->end(); ++e) {
+      if (k != "middlewares" || !http) body.reserve(total / (http ? 2 : 8));
+      if (auto p = base.find(proto); p != base.end())
+        if (auto it = p->find(kind); it != p->end())
+          for (auto e = it->begin(); e != it->end(); ++e) {
+            if (!body.empty()) body += ',';
+            json_quoted(body, e.key());
+            body += ':';
+            emit_json(body, e.value());
+          }
+      if (k != "middlewares") {
+        const auto sec =
+            http ? (k == "routers" ? TenantJson::kHttpRouters : TenantJson::kHttpServices)
+                 : (k == "routers" ? TenantJson::kTcpRouters : TenantJson::kTcpServices);
+        for (const auto& [ref, t] : tenants) {
+          const auto part = t.section(sec);
+          if (part.empty()) continue;
           if (!body.empty()) body += ',';
-          json_string(body, e.key());
-          body += ':';
-          emit_json(body, e.value());
+          body += part;
         }
-      };
-      add(base);
-      for (const auto& [ref, t] : tenants) add(t);
+      }
       if (body.empty()) continue;
       if (!first_kind) section += ',';
       first_kind = false;
@@ -347,7 +597,7 @@ std::string dynamic_json(const json& base, const std::map<std::string, json>& te
       section += body;
       section += '}';
     }
-    if (section.empty() && std::string_view(proto) != "http") continue;
+    if (section.empty() && !http) continue;
     if (!first_proto) out += ',';
     first_proto = false;
     out += '"';

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "supaplane/core/result.hpp"
@@ -87,10 +88,44 @@ nlohmann::json render_tenant(const RouteTenant& t, const RenderOptions& o);
 /// Merges `part` (a dynamic configuration) into `into`.
 void merge_config(nlohmann::json& into, const nlohmann::json& part);
 
+/// One tenant's part of the HTTP provider's body, as text: the members it
+/// adds to each section (`"name":{...}` joined by commas, no braces), in one
+/// string. About 500 bytes a tenant, where the document was about 7 KiB.
+class TenantJson {
+ public:
+  enum Section { kHttpRouters, kHttpServices, kTcpRouters, kTcpServices, kSections };
+  std::string_view section(Section s) const {
+    const std::uint32_t begin = s == 0 ? 0 : end_[s - 1];
+    return std::string_view(text_).substr(begin, end_[s] - begin);
+  }
+  std::size_t size() const { return text_.size(); }
+
+ private:
+  friend bool render_tenant_text(const RouteTenant&, const RenderOptions&, std::string*,
+                                 TenantJson*);
+  std::string text_{};
+  std::uint32_t end_[kSections]{};
+};
+
+/// The same configuration as `render_tenant`, written straight as text: the
+/// tenant's file (`yaml`, the bytes `to_yaml(render_tenant(t, o))` gives) and
+/// its JSON parts (`json`); either may be null. False (outputs left empty)
+/// when the tenant has no routes. Every inserted value goes through the one
+/// YAML and the one JSON string escaper; refs and endpoints are validated
+/// before they get here (a ref by the projection, endpoints by their
+/// patterns), so escaping is the second line, not the first.
+bool render_tenant_text(const RouteTenant& t, const RenderOptions& o, std::string* yaml,
+                        TenantJson* json);
+
 /// The HTTP provider's body: `base` and every tenant's configuration as one
 /// JSON document (what the directory holds, merged).
 std::string dynamic_json(const nlohmann::json& base,
-                         const std::map<std::string, nlohmann::json>& tenants);
+                         const std::map<std::string, TenantJson>& tenants);
+
+/// The escapers every rendered value goes through, exposed for their tests:
+/// a YAML double-quoted scalar and a JSON string, quotes included.
+void yaml_quoted(std::string& out, std::string_view v);
+void json_quoted(std::string& out, std::string_view v);
 
 /// YAML of a dynamic configuration, deterministic (keys sorted), with a header comment.
 std::string to_yaml(const nlohmann::json& config);

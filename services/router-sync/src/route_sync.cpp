@@ -1,5 +1,7 @@
 #include "route_sync.hpp"
 
+#include <ctime>
+
 #include "supaplane/core/parse.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/secrets/secrets.hpp"
@@ -22,6 +24,14 @@ bool has_routes(v1::Phase p) { return p != v1::PHASE_DELETED && p != v1::PHASE_U
 /// -1 before that (no keys yet).
 std::int64_t wanted_keys(const v1::TenantState& s) {
   return s.observed_generation() > 0 ? s.applied_keys_generation() : -1;
+}
+
+/// CPU time of the calling thread: the start's log line gives it next to the
+/// wall time (on a loaded machine the two differ several times over).
+std::int64_t thread_cpu_ms() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
 std::string reply_str(const redisReply* r) {
@@ -70,6 +80,7 @@ RouteTenant RouteSync::checked_route(const v1::TenantState& s) {
 Status RouteSync::start(projection::TenantProjection& projection,
                         projection::RedisConnection& redis) {
   const auto t0 = SteadyClock::now();
+  const auto cpu0 = thread_cpu_ms();
   // Tenants as the projection holds them.
   std::map<std::string, RouteTenant> tenants;
   std::map<std::string, std::int64_t> wanted;
@@ -140,27 +151,38 @@ Status RouteSync::start(projection::TenantProjection& projection,
   // The directory: exactly the projection's tenants plus the base file.
   std::map<std::string, std::string> files;
   files[kBaseFile] = to_yaml(base_);
-  std::map<std::string, json> rendered;
+  std::map<std::string, TenantJson> rendered;
   for (const auto& [ref, t] : tenants) {
-    auto j = render_tenant(t, render_);
-    if (j.is_null()) continue;
-    files[tenant_file(ref)] = to_yaml(j);
-    rendered[ref] = std::move(j);
+    std::string yaml;
+    TenantJson j;
+    if (!render_tenant_text(t, render_, &yaml, &j)) continue;
+    files.emplace_hint(files.end(), tenant_file(ref), std::move(yaml));
+    rendered.emplace_hint(rendered.end(), ref, std::move(j));
   }
+  const auto rendered_at = SteadyClock::now();
   if (auto st = dir_.prepare(); !st) return st.error();
   auto changed = dir_.reconcile(files, [](const std::string& name) {
     return name == kBaseFile || !ref_of_file(name).empty();
   });
   if (!changed) return changed.error();
+  files.clear();
+  if (changed->manifest_bad) {
+    ++counters_.manifest_rejected;
+    log()->warn("directory {}: manifest {} unreadable; every file read back and compared",
+                dir_.path(), TraefikDir::kManifest);
+  }
+  counters_.start_read_back = static_cast<std::uint64_t>(changed->read_back);
   const auto ms = [](SteadyClock::time_point a, SteadyClock::time_point b) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
   };
   const auto done = SteadyClock::now();
   log()->info(
-      "directory {} reconciled: {} tenants, {} files changed in {} ms (tenants {} ms, keys {} "
-      "ms, render and write {} ms)",
-      dir_.path(), rendered.size(), *changed, ms(t0, done), ms(t0, loaded_tenants),
-      ms(loaded_tenants, loaded_keys), ms(loaded_keys, done));
+      "directory {} reconciled: {} tenants, {} files changed, {} read back, {} vouched for by "
+      "the manifest in {} ms, {} ms of CPU (tenants {} ms, keys {} ms, render {} ms, directory {} "
+      "ms)",
+      dir_.path(), rendered.size(), changed->changed, changed->read_back, changed->trusted,
+      ms(t0, done), thread_cpu_ms() - cpu0, ms(t0, loaded_tenants), ms(loaded_tenants, loaded_keys),
+      ms(loaded_keys, rendered_at), ms(rendered_at, done));
   {
     std::lock_guard lk(mu_);
     tenants_ = std::move(tenants);
@@ -178,6 +200,10 @@ void RouteSync::stop() {
   if (stop_.exchange(true)) return;
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // What the flushes wrote, so the next start need not read those files back.
+  if (started_)
+    if (auto st = dir_.save_manifest(); !st)
+      log()->warn("directory {}: manifest not saved: {}", dir_.path(), st.error().message);
 }
 
 void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
@@ -282,38 +308,47 @@ void RouteSync::run() {
 
 void RouteSync::flush(const std::set<std::string>& refs) {
   ++counters_.flushes;
-  std::vector<std::pair<std::string, json>> out;
+  struct Out {
+    std::string ref;
+    bool routes{false};
+    std::string yaml{};
+    TenantJson json{};
+  };
+  std::vector<Out> out;
   {
     std::lock_guard lk(mu_);
     for (const auto& ref : refs) {
-      auto it = tenants_.find(ref);
-      out.emplace_back(ref, it == tenants_.end() ? json() : render_tenant(it->second, render_));
+      Out o;
+      o.ref = ref;
+      if (auto it = tenants_.find(ref); it != tenants_.end())
+        o.routes = render_tenant_text(it->second, render_, &o.yaml, &o.json);
+      out.push_back(std::move(o));
     }
   }
   std::set<std::string> failed;
-  for (auto& [ref, j] : out) {
-    const auto name = tenant_file(ref);
-    if (j.is_null()) {
+  for (const auto& o : out) {
+    const auto name = tenant_file(o.ref);
+    if (!o.routes) {
       auto r = dir_.remove(name);
       if (r && *r) ++counters_.file_removes;
-      if (!r) failed.insert(ref), log()->warn("tenant={} {}", ref, r.error().message);
+      if (!r) failed.insert(o.ref), log()->warn("tenant={} {}", o.ref, r.error().message);
     } else {
-      auto r = dir_.put(name, to_yaml(j));
+      auto r = dir_.put(name, o.yaml);
       if (r && *r) ++counters_.file_writes;
-      if (!r) failed.insert(ref), log()->warn("tenant={} {}", ref, r.error().message);
+      if (!r) failed.insert(o.ref), log()->warn("tenant={} {}", o.ref, r.error().message);
     }
   }
   std::lock_guard lk(mu_);
-  for (auto& [ref, j] : out) {
-    if (failed.count(ref)) {
+  for (auto& o : out) {
+    if (failed.count(o.ref)) {
       ++counters_.write_errors;
-      dirty_.insert(ref);  // tried again on the next pass
+      dirty_.insert(o.ref);  // tried again on the next pass
       continue;
     }
-    if (j.is_null())
-      rendered_.erase(ref);
+    if (!o.routes)
+      rendered_.erase(o.ref);
     else
-      rendered_[ref] = std::move(j);
+      rendered_[o.ref] = std::move(o.json);
   }
   ++version_;
 }
@@ -351,9 +386,7 @@ Status RouteSync::drop_stored_keys(const std::string& ref) {
 
 json RouteSync::merged() const {
   std::lock_guard lk(mu_);
-  json all = base_;
-  for (const auto& [ref, j] : rendered_) merge_config(all, j);
-  return all;
+  return json::parse(dynamic_json(base_, rendered_));
 }
 
 std::shared_ptr<const DynamicSnapshot> RouteSync::snapshot() {

@@ -27,6 +27,8 @@ struct SyncCounters {
   std::atomic<std::uint64_t> keys_loaded{0};
   std::atomic<std::uint64_t> keys_errors{0};        ///< KeyStore / Redis failures (retried)
   std::atomic<std::uint64_t> refused_endpoints{0};  ///< endpoints not matching their pattern
+  std::atomic<std::uint64_t> manifest_rejected{0};  ///< unreadable directory manifests ignored
+  std::atomic<std::uint64_t> start_read_back{0};    ///< files the last start read and compared
 };
 
 /// The HTTP provider's body: the whole configuration as JSON and its ETag.
@@ -97,7 +99,7 @@ class RouteSync final : public projection::ProjectorObserver {
   std::set<std::string> keys_drop_;
   std::set<std::string> dirty_;
   std::uint64_t marked_{0}, flushed_{0};
-  std::map<std::string, nlohmann::json> rendered_;  ///< written tenant configs
+  std::map<std::string, TenantJson> rendered_;  ///< written tenants' parts of the HTTP body
   nlohmann::json base_;
   std::uint64_t version_{0};
   std::shared_ptr<const DynamicSnapshot> snapshot_;

@@ -148,6 +148,13 @@ Status App::start() {
                    "gateway URLs / database upstreams in events that did not match the "
                    "configured pattern (not routed)",
                    k.refused_endpoints);
+  mirror_->counter("supaplane_router_manifest_rejected_total",
+                   "directory manifests found unreadable at start (ignored: every file read back)",
+                   k.manifest_rejected);
+  mirror_->gauge("supaplane_router_start_files_read_back",
+                 "files the last start read back and compared (the manifest could not vouch for "
+                 "them)",
+                 [&k] { return static_cast<double>(k.start_read_back.load()); });
   auto& rebuilds = prometheus::BuildCounter()
                        .Name("supaplane_router_projection_rebuilds_total")
                        .Help("rebuilds of the Redis projection from the log, by reason")

@@ -1,6 +1,10 @@
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -8,11 +12,40 @@
 
 namespace supaplane::router {
 
+/// What the directory held for one file when router-sync last wrote or
+/// checked it: enough of its `stat` to see that it changed since (a rename
+/// gives a new inode; a write changes size, mtime and ctime, and ctime
+/// cannot be set back from user space), and a hash of its bytes.
+struct FileStamp {
+  std::uint64_t size{0};
+  std::uint64_t ino{0};
+  std::int64_t mtime_ns{0};
+  std::int64_t ctime_ns{0};
+  std::uint64_t hash{0};  ///< content_hash of the bytes
+  bool same_file(const FileStamp& o) const {
+    return size == o.size && ino == o.ino && mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns;
+  }
+};
+
+/// What a reconcile did, for its log line and metrics.
+struct ReconcileStats {
+  int changed{0};            ///< files written or removed
+  int read_back{0};          ///< files read and compared (not vouched for by the manifest)
+  int trusted{0};            ///< files the manifest vouched for (not read)
+  bool manifest_bad{false};  ///< the manifest was there but unreadable: ignored
+};
+
 /// The watched directory of Traefik's file provider. Every write is atomic:
 /// a hidden temp name Traefik ignores, fsync, rename, fsync of the directory.
 /// Files are written only when their bytes change. One writer thread.
+///
+/// A manifest (`.supaplane-manifest`, hidden, written atomically) records
+/// each file's FileStamp as written, so a start re-reads only the files that
+/// changed behind router-sync's back (or were written after the manifest was
+/// last saved) instead of every file.
 class TraefikDir {
  public:
+  static constexpr const char* kManifest = ".supaplane-manifest";
   explicit TraefikDir(std::string dir) : dir_(std::move(dir)) {}
   const std::string& path() const { return dir_; }
   /// Creates the directory and removes leftover temp files.
@@ -31,30 +64,27 @@ class TraefikDir {
                     const std::vector<std::string>& removes);
   /// Every regular, non-hidden file: name → content.
   Result<std::map<std::string, std::string>> read_all() const;
-  /// Makes the directory hold exactly `want` among the files `ours` accepts.
-  /// Returns the number of files written or removed.
-  template <typename Ours>
-  Result<int> reconcile(const std::map<std::string, std::string>& want, Ours ours);
+  /// Makes the directory hold exactly `want` among the files `ours` accepts,
+  /// then saves the manifest. A file is read back only when the manifest
+  /// cannot vouch for it (no entry, or its stat differs from the entry).
+  Result<ReconcileStats> reconcile(const std::map<std::string, std::string>& want,
+                                   const std::function<bool(const std::string&)>& ours);
+  /// Writes the manifest if something was written or removed since it was
+  /// last saved (atomically: temp file, fsync, rename).
+  Status save_manifest();
+
+  /// The hash the manifest records (SipHash-2-4 with a fixed key: a
+  /// checksum, not a secret).
+  static std::uint64_t content_hash(std::string_view content);
 
  private:
-  std::string dir_;
-};
+  /// Reads the manifest; false when it is there but malformed (then empty).
+  bool load_manifest();
+  void record(const std::string& name, std::string_view content);
 
-template <typename Ours>
-Result<int> TraefikDir::reconcile(const std::map<std::string, std::string>& want, Ours ours) {
-  auto have = read_all();
-  if (!have) return have.error();
-  std::vector<std::string> removes;
-  for (const auto& [name, content] : *have)
-    if (ours(name) && !want.count(name)) removes.push_back(name);
-  std::vector<std::pair<std::string, const std::string*>> writes;
-  for (const auto& [name, content] : want) {
-    auto it = have->find(name);
-    if (it == have->end() || it->second != content) writes.emplace_back(name, &content);
-  }
-  // A first start writes every tenant's file: one sync for all of them, not
-  // two per file (100,000 tenants: seconds instead of a quarter of an hour).
-  return apply(writes, removes);
-}
+  std::string dir_;
+  std::unordered_map<std::string, FileStamp> manifest_;
+  bool manifest_dirty_{false};
+};
 
 }  // namespace supaplane::router
