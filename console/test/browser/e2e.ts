@@ -10,7 +10,8 @@ import { createHmac } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
@@ -18,6 +19,8 @@ import {
   ListTenantEventsRequestSchema,
   ListTenantEventsResponseSchema,
   ListTenantsRequestSchema,
+  ListTenantsResponseSchema,
+  LoginRequestSchema,
   SessionResponseSchema,
   SignUpRequestSchema,
   TenantMutationSchema,
@@ -689,6 +692,12 @@ async function bench(browser: Browser) {
   assert.equal(await page.locator("#projects tbody tr").count(), N);
   // By the page's clock, from the form's submit event.
   const loginInPage = await inPageTimings(page, "submit");
+  // The raw baseline, measured now, on the machine as loaded as it is now:
+  // the console's RPCs from here, and the page it painted as static HTML.
+  const app = await page.locator("#app").evaluate((el) => el.innerHTML);
+  const rpcs = await rawRpcs(email, password, "grpc");
+  const viaBridge = await rawRpcs(email, password, "bridge");
+  const paint = await staticPaint(browser, app, N);
   // The same list again after a reload (session kept, no Login call): list +
   // render only, in a renderer that has just drawn these rows.
   await page.reload();
@@ -698,12 +707,25 @@ async function bench(browser: Browser) {
   await longHistory(page, s.token, firstRef);
   await ctx.close();
   const sizes = JSON.parse(readFileSync(env("CONSOLE_SIZES_JSON"), "utf8"));
+  // Raw = what no console can avoid: its RPCs (Login only after a login) and
+  // Chromium painting the same page from static HTML.
+  const listMs = rpcs.list_calls_ms.reduce((a, b) => a + b, 0);
+  const rawLogin = rpcs.login_call_ms + listMs + paint.rows_painted_at_ms;
+  const rawReload = listMs + paint.rows_painted_at_ms;
+  const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
   const result = {
     login_to_1000_rows_ms: loginInPage.rows_painted_at_ms,
     login_to_1000_rows_wall_ms: wallMs,
     login_in_page: loginInPage,
     reload_to_1000_rows_ms: inPage.rows_painted_at_ms,
     reload_in_page: inPage,
+    raw_login_to_1000_rows_ms: rawLogin,
+    login_ratio_to_raw: ratio(loginInPage.rows_painted_at_ms, rawLogin),
+    raw_reload_to_1000_rows_ms: rawReload,
+    reload_ratio_to_raw: ratio(inPage.rows_painted_at_ms, rawReload),
+    raw_rpcs: rpcs,
+    raw_rpcs_via_bridge: viaBridge,
+    raw_static_paint: paint,
     ...sizes,
   };
   writeFileSync(join(OUT, "bench.json"), JSON.stringify(result, null, 2) + "\n");
@@ -713,6 +735,109 @@ async function bench(browser: Browser) {
       `reload → ${N} painted in ${inPage.rows_painted_at_ms} ms (${JSON.stringify(inPage)}); ` +
       `app.js ${sizes.app_js_gzip_bytes} B gzipped`,
   );
+  say(
+    `raw baseline, same run: Login ${rpcs.login_call_ms} ms + ListTenants ${rpcs.list_calls_ms.join(" + ")} ms ` +
+      `(${rpcs.via}) + static page painted ${paint.rows_painted_at_ms} ms after navigation ` +
+      `(rows in the DOM at ${paint.rows_in_dom_at_ms} ms) = ${rawLogin} ms; ` +
+      `console / raw: login ${loginInPage.rows_painted_at_ms} / ${rawLogin} = ${result.login_ratio_to_raw}, ` +
+      `reload ${inPage.rows_painted_at_ms} / ${rawReload} = ${result.reload_ratio_to_raw}; ` +
+      `through the bridge instead: Login ${viaBridge.login_call_ms} ms + ListTenants ${viaBridge.list_calls_ms.join(" + ")} ms`,
+  );
+}
+
+type Unary = (path: string, req: Uint8Array, token?: string) => Promise<Uint8Array>;
+
+/** A unary call through the console's bridge, as the page makes it (gRPC-Web, binary). */
+const bridgeUnary: Unary = async (path, req, token) => {
+  const frame = new Uint8Array(5 + req.length);
+  new DataView(frame.buffer).setUint32(1, req.length);
+  frame.set(req, 5);
+  const headers: Record<string, string> = { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const r = await fetch(CONSOLE + path, { method: "POST", headers, body: frame });
+  const body = new Uint8Array(await r.arrayBuffer());
+  assert.equal(r.status, 200, `${path} through the bridge: HTTP ${r.status}`);
+  assert.ok(body.length >= 5 && body[0] === 0, `${path} through the bridge: no message (grpc-status ${r.headers.get("grpc-status")})`);
+  const len = new DataView(body.buffer, body.byteOffset).getUint32(1);
+  return body.subarray(5, 5 + len);
+};
+
+/**
+ * Raw part (a): the console's RPCs for that list (Login, then ListTenants
+ * pages of 500 until the token is empty), timed from this process: `via`
+ * "grpc" straight to the api's gRPC port on a channel connected beforehand
+ * (as the bridge's is), "bridge" through the console's gRPC-Web bridge on a
+ * kept-alive connection (as the page's is). The ratio uses "grpc".
+ */
+async function rawRpcs(email: string, password: string, via: "grpc" | "bridge") {
+  let call: Unary;
+  let close = () => undefined as void;
+  if (via === "grpc") {
+    const c = grpcClient();
+    await new Promise<void>((resolve, reject) => c.waitForReady(Date.now() + WAIT, (e) => (e ? reject(e) : resolve())));
+    call = (path, req, token) => unary(c, path, req, token);
+    close = () => c.close();
+  } else {
+    assert.equal((await fetch(CONSOLE + "/healthz")).status, 200); // opens the connection
+    call = bridgeUnary;
+  }
+  const ms = (t: number) => Math.round(performance.now() - t);
+  let t = performance.now();
+  const s = fromBinary(
+    SessionResponseSchema,
+    await call("/supaplane.v1.AccountService/Login", toBinary(LoginRequestSchema, create(LoginRequestSchema, { email, password }))),
+  );
+  const login_call_ms = ms(t);
+  const list_calls_ms: number[] = [];
+  let tenants = 0;
+  let pageToken = "";
+  do {
+    t = performance.now();
+    const r = fromBinary(
+      ListTenantsResponseSchema,
+      await call("/supaplane.v1.TenantService/ListTenants",
+        toBinary(ListTenantsRequestSchema, create(ListTenantsRequestSchema, { pageSize: 500, pageToken })), s.token),
+    );
+    list_calls_ms.push(ms(t));
+    tenants += r.tenants.length;
+    pageToken = r.nextPageToken;
+  } while (pageToken);
+  close();
+  assert.equal(tenants, 1000);
+  return { via: via === "grpc" ? "grpc-js straight to the api" : "fetch through the console's gRPC-Web bridge", login_call_ms, list_calls_ms };
+}
+
+/**
+ * Raw part (b): the page the console had painted (its #app markup, scripts
+ * left out as it has none inline) as a static file with the console's
+ * style.css inlined, opened in a fresh context; the same ROW_CLOCK, from
+ * navigation start to the frame that shows the 1,000th row.
+ */
+async function staticPaint(browser: Browser, app: string, n: number) {
+  const css = readFileSync(join(dirname(env("CONSOLE_SIZES_JSON")), "public", "style.css"), "utf8");
+  const file = join(OUT, `static-${n}-rows.html`);
+  writeFileSync(
+    file,
+    `<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>supaplane (static)</title>\n` +
+      `<style>${css}</style>\n</head>\n<body>\n<div id="app">${app}</div>\n</body>\n</html>\n`,
+  );
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  await ctx.addInitScript(ROW_CLOCK);
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(pathToFileURL(file).href);
+  await page.waitForFunction((k) => (window as unknown as RowClockWindow).__rows?.[k] !== undefined, `painted${n}`, {
+    timeout: 120_000,
+    polling: 100,
+  });
+  assert.equal(await page.locator("#projects tbody tr").count(), n);
+  const rows = (await page.evaluate(() => (window as unknown as RowClockWindow).__rows)) as Record<string, number>;
+  await ctx.close();
+  return {
+    rows_500_painted_at_ms: Math.round(rows.painted500),
+    rows_in_dom_at_ms: Math.round(rows[`dom${n}`]),
+    rows_painted_at_ms: Math.round(rows[`painted${n}`]),
+  };
 }
 
 /**
