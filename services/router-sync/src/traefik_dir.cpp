@@ -69,10 +69,10 @@ bool manifest_name(const std::string& name) {
 
 constexpr std::string_view kManifestHeader = "supaplane-router-sync manifest 1\n";
 
-Status write_atomically(const std::string& dir, const std::string& name,
+/// Writes `content` to `tmp`, syncs it and renames it over `path`, then syncs
+/// the directory: a reader sees the old file or the new one, never a part.
+Status write_atomically(const std::string& dir, const std::string& tmp, const std::string& path,
                         const std::string& content) {
-  const std::string path = dir + "/" + name;
-  const std::string tmp = dir + "/" + name + ".tmp";  // hidden: `name` starts with '.'
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return io_error("open", tmp);
   std::size_t off = 0;
@@ -177,7 +177,11 @@ Status TraefikDir::save_manifest() {
     text += name;
     text.append(buf, static_cast<std::size_t>(n));
   }
-  if (auto st = write_atomically(dir_, kManifest, text); !st) return st;
+  // The manifest's name starts with '.': its temporary file is hidden too.
+  if (auto st = write_atomically(dir_, dir_ + "/" + std::string(kManifest) + ".tmp",
+                                 dir_ + "/" + std::string(kManifest), text);
+      !st)
+    return st;
   manifest_dirty_ = false;
   return Status::Ok();
 }
@@ -267,34 +271,8 @@ Result<bool> TraefikDir::put(const std::string& name, const std::string& content
   std::string old;
   if (read_file(path, old) && old == content) return false;
   // Traefik's directory provider reads only *.yml / *.yaml / *.toml files.
-  const std::string tmp = dir_ + "/." + name + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return io_error("open", tmp);
-  std::size_t off = 0;
-  while (off < content.size()) {
-    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      auto e = io_error("write", tmp);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return e;
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    auto e = io_error("fsync", tmp);
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return e;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    auto e = io_error("rename", tmp);
-    ::unlink(tmp.c_str());
-    return e;
-  }
-  if (auto st = fsync_path(dir_, O_RDONLY | O_DIRECTORY); !st) return st.error();
+  if (auto st = write_atomically(dir_, dir_ + "/." + name + ".tmp", path, content); !st)
+    return st.error();
   record(name, content);
   return true;
 }
