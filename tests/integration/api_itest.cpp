@@ -26,7 +26,7 @@
 #include "servers.hpp"
 #include "supaplane/auth/password.hpp"
 #include "supaplane/domain/tenant.hpp"
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/tls/tls.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
@@ -528,7 +528,7 @@ TEST_F(ApiTest, EightConcurrentWritersLeaveAConsistentHistory) {
   }
   EXPECT_GT(h.size(), 2u);
   // The projection folds to the same state as the log.
-  const auto folded = projection::fold_history(ref, h);
+  const auto folded = events::fold_history(ref, h);
   v1::Tenant t;
   ASSERT_TRUE(get(alice, ref, &t, h.back().sequence).ok());
   EXPECT_EQ(t.generation(), folded.generation());

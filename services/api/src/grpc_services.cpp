@@ -11,8 +11,8 @@
 #include "app.hpp"
 #include "supaplane/auth/password.hpp"
 #include "supaplane/core/ids.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/history.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace supaplane::api {
@@ -142,7 +142,7 @@ void fill_account(const AccountRow& a, v1::Account* out) {
   *out->mutable_created_at() = ts(a.created_at_unix_ms);
 }
 
-void fill_event(const projection::HistoryRecord& h, v1::TenantEventRecord* e) {
+void fill_event(const events::HistoryRecord& h, v1::TenantEventRecord* e) {
   e->set_sequence(h.sequence);
   *e->mutable_time() = ts(h.time_unix_ms);
   e->set_actor(h.actor);
@@ -460,13 +460,13 @@ class TenantServiceImpl final : public TenantServiceBase {
     if (!after) return call.done(invalid("page_token", "is not a token returned by this API"));
     auto msgs = ctx_.store.read_subject("platform.tenant." + ref->str());
     if (!msgs) return call.done(to_grpc(msgs.error()));
-    const v1::TenantState s = projection::fold_history(ref->str(), *msgs);
+    const v1::TenantState s = events::fold_history(ref->str(), *msgs);
     if (!domain::exists(s) || (!p->is_admin() && s.owner_account_id() != p->account_id))
       return call.done(grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant not found"));
     auto it = std::find_if(msgs->begin(), msgs->end(),
                            [&](const auto& m) { return m.sequence > *after; });
     for (; it != msgs->end() && resp->events_size() < limit; ++it)
-      fill_event(projection::describe(*it), resp->add_events());
+      fill_event(events::describe(*it), resp->add_events());
     if (it != msgs->end())
       resp->set_next_page_token(std::to_string(resp->events().rbegin()->sequence()));
     return call.done(grpc::Status::OK);
@@ -711,12 +711,12 @@ class AdminServiceImpl final : public v1::AdminService::Service {
     auto msgs = ctx_.store.read_subject("platform.tenant." + ref->str());
     if (!msgs) return call.done(to_grpc(msgs.error()));
     // The same cut as fold_history: the events that occurred at or before as_of.
-    const v1::TenantState s = projection::fold_history(ref->str(), *msgs, as_of);
+    const v1::TenantState s = events::fold_history(ref->str(), *msgs, as_of);
     if (!domain::exists(s))
       return call.done(
           grpc::Status(grpc::StatusCode::NOT_FOUND, "tenant did not exist at that time"));
     for (const auto& m : *msgs) {
-      auto h = projection::describe(m);
+      auto h = events::describe(m);
       if (h.time_unix_ms > as_of) break;
       fill_event(h, resp->add_events());
     }

@@ -3,8 +3,8 @@
 #include <future>
 
 #include "supaplane/core/ids.hpp"
-#include "supaplane/projection/history.hpp"
-#include "supaplane/projection/tenant_events.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 
 namespace supaplane::api {
 
@@ -49,7 +49,7 @@ v1::Actor TenantCommands::actor(const CommandContext& ctx) const {
 Result<v1::TenantState> TenantCommands::load_from_stream(const std::string& ref) {
   auto msgs = store_.read_subject("platform.tenant." + ref);
   if (!msgs) return msgs.error();
-  v1::TenantState s = projection::fold_history(ref, *msgs);
+  v1::TenantState s = events::fold_history(ref, *msgs);
   if (domain::exists(s)) cache_.put_if_newer(s);
   return s;
 }
@@ -99,7 +99,7 @@ void TenantCommands::create_async(const std::string& name, v1::Plan plan, const 
   if (!events) return done(events.error());
   const std::int64_t now = clock_.now_unix_ms();
   const v1::TenantEvent ev = events->front();
-  auto out = projection::make_tenant_event(
+  auto out = events::make_tenant_event(
       ref.str(), ev, actor(ctx), command_msg_id(ctx, "new", domain::CommandKind::create),
       event_store::Expected::no_message(), ctx.correlation_id, ctx.request_id, now);
   const std::string account = ctx.principal.account_id;
@@ -176,7 +176,7 @@ void TenantCommands::attempt(std::shared_ptr<Op> op, v1::TenantState state, bool
   }
   const std::int64_t now = clock_.now_unix_ms();
   const v1::TenantEvent ev = events->front();
-  auto out = projection::make_tenant_event(
+  auto out = events::make_tenant_event(
       op->ref, ev, actor(ctx), command_msg_id(ctx, op->ref, op->cmd.kind),
       event_store::Expected::at(state.version()), ctx.correlation_id, ctx.request_id, now);
   store_.append_async(out, [this, op, ev, now, state = std::move(state)](

@@ -8,8 +8,8 @@
 #include "processor.hpp"
 #include "supaplane/core/types.hpp"
 #include "supaplane/domain/tenant.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/history.hpp"
 
 namespace supaplane::billing {
 
@@ -214,7 +214,7 @@ grpc::Status CheckoutService::authorize(grpc::ServerContext* ctx, const std::str
     return {grpc::StatusCode::INVALID_ARGUMENT, "plan: must be STARTER or PRO"};
   auto msgs = store_.read_subject("platform.tenant." + ref);
   if (!msgs) return to_grpc(msgs.error());
-  const auto tenant = projection::fold_history(ref, *msgs);
+  const auto tenant = events::fold_history(ref, *msgs);
   // Another customer's tenant does not exist for the caller (docs/api.md, errors).
   if (!domain::exists(tenant) || tenant.desired_state() == v1::DESIRED_STATE_DELETED ||
       (!principal->is_admin() && tenant.owner_account_id() != principal->account_id))

@@ -1,9 +1,9 @@
 #include "processor.hpp"
 
 #include "supaplane/core/ids.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/history.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 
 namespace supaplane::billing {
 
@@ -163,7 +163,7 @@ Status Processor::reconcile_tenant(const TenantTarget& target, const std::string
   for (int round = 0; round < kMaxRounds; ++round) {
     auto msgs = store_.read_subject(subject);
     if (!msgs) return msgs.error();
-    const v1::TenantState tenant = projection::fold_history(target.ref, *msgs);
+    const v1::TenantState tenant = events::fold_history(target.ref, *msgs);
     if (!domain::exists(tenant)) {
       // Checkout metadata named a tenant that does not exist: recorded on the
       // billing subject, nothing to change (a retry by Stripe cannot help).
@@ -185,10 +185,9 @@ Status Processor::reconcile_tenant(const TenantTarget& target, const std::string
     const std::string msg_id = "stripe:" + stripe_event_id + ":" + target.ref + ":" +
                                std::to_string(tenant.version()) + ":" +
                                domain::to_string(cmd->kind);
-    auto out =
-        projection::make_tenant_event(target.ref, events->front(), stripe_actor(stripe_event_id),
-                                      msg_id, event_store::Expected::at(tenant.version()),
-                                      stripe_event_id, stripe_event_id, clock_.now_unix_ms());
+    auto out = events::make_tenant_event(target.ref, events->front(), stripe_actor(stripe_event_id),
+                                         msg_id, event_store::Expected::at(tenant.version()),
+                                         stripe_event_id, stripe_event_id, clock_.now_unix_ms());
     auto appended = store_.append(out);
     if (!appended) {
       if (appended.error().code == errc::conflict) {

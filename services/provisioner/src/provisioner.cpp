@@ -9,9 +9,9 @@
 #include "supaplane/core/ids.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/history.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 
 namespace supaplane::provisioner {
 
@@ -144,7 +144,7 @@ Status Provisioner::converge(const std::string& ref) {
     auto msgs = store_.read_subject(std::string(kPrefix) + ref);
     if (!msgs) return msgs.error();
     counters_.history_reads++;
-    const v1::TenantState state = projection::fold_history(ref, *msgs);
+    const v1::TenantState state = events::fold_history(ref, *msgs);
     const auto action = domain::plan_convergence(state);
     if (action == domain::StackAction::none) {
       set_starting(ref, false);
@@ -155,7 +155,7 @@ Status Provisioner::converge(const std::string& ref) {
     if (domain::announce_start(state, action)) {
       v1::TenantEvent started;
       started.mutable_provisioning_started()->set_observed_generation(gen);
-      auto out = projection::make_tenant_event(
+      auto out = events::make_tenant_event(
           ref, started, system_actor(),
           "provisioner:" + ref + ":" + std::to_string(version) + ":started",
           event_store::Expected::at(version), ids::random_hex_id(), "", clock_.now_unix_ms());
@@ -260,9 +260,9 @@ Status Provisioner::converge(const std::string& ref) {
     // and by OCC; a later decision on the same generation (after drift) is not.
     const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(version) + ":" +
                                (done ? domain::to_string(action) : "failed");
-    auto out = projection::make_tenant_event(ref, ev, system_actor(), msg_id,
-                                             event_store::Expected::at(version),
-                                             ids::random_hex_id(), "", clock_.now_unix_ms());
+    auto out = events::make_tenant_event(ref, ev, system_actor(), msg_id,
+                                         event_store::Expected::at(version), ids::random_hex_id(),
+                                         "", clock_.now_unix_ms());
     // The next leader redoes the step (driver calls are idempotent) and
     // records it.
     if (!may_act()) return not_leader();
@@ -350,7 +350,7 @@ Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* f
     auto msgs = store_.read_subject(std::string(kPrefix) + ref);
     if (!msgs) return msgs.error();
     counters_.history_reads++;
-    read = projection::fold_history(ref, *msgs);
+    read = events::fold_history(ref, *msgs);
   }
   const v1::TenantState& s = folded ? *folded : read;
   if (domain::plan_convergence(s) != domain::StackAction::none) {
@@ -396,9 +396,9 @@ Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* f
       out->set_status(h.status);
       out->set_error(h.error);
     }
-    auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
-                                             event_store::Expected::at(s.version()),
-                                             ids::random_hex_id(), "", clock_.now_unix_ms());
+    auto out = events::make_tenant_event(ref, ev, system_actor(), "",
+                                         event_store::Expected::at(s.version()),
+                                         ids::random_hex_id(), "", clock_.now_unix_ms());
     if (!may_act()) return not_leader();
     auto appended = store_.append(out);
     if (!appended && appended.error().code != errc::conflict) return appended.error();
@@ -411,9 +411,9 @@ Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* f
   v1::TenantEvent ev;
   ev.mutable_drift_detected()->set_observed_generation(s.observed_generation());
   ev.mutable_drift_detected()->set_details(seen->drift);
-  auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
-                                           event_store::Expected::at(s.version()),
-                                           ids::random_hex_id(), "", clock_.now_unix_ms());
+  auto out =
+      events::make_tenant_event(ref, ev, system_actor(), "", event_store::Expected::at(s.version()),
+                                ids::random_hex_id(), "", clock_.now_unix_ms());
   if (!may_act()) return not_leader();
   auto appended = store_.append(out);
   if (!appended) {
@@ -432,7 +432,7 @@ Result<int> Provisioner::resync() {
   const auto t0 = std::chrono::steady_clock::now();
   // One ordered replay folds every tenant: a history read per tenant would
   // cost one consumer per tenant (100,000 tenants: minutes), this costs one.
-  projection::TenantFolder folder;
+  events::TenantFolder folder;
   auto st = store_.replay(std::string(kPrefix) + ">", 1, [&](const event_store::StoredMessage& m) {
     folder.add(m);
     return !stop_.load();
