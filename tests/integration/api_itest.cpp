@@ -1043,6 +1043,33 @@ TEST_F(ApiLimits, MinSequenceBeyondTheLogIsRefusedAtOnce) {
   EXPECT_TRUE(get(alice, m.tenant().ref(), &t, m.sequence()).ok());
 }
 
+TEST_F(ApiLimits, CallersRefusedAtTheEdgeAreCountedByReason) {
+  const std::string alice = signup("alice@example.com");
+  const std::string bob = signup("bob@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "mine", &m).ok());
+  // No token, and a token that does not verify.
+  expect_code(create("", "x", &m), StatusCode::UNAUTHENTICATED);
+  expect_code(create("garbage", "x", &m), StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"unauthenticated\"}"), 2);
+  // A customer on an admin call.
+  v1::ListTenantsRequest lr;
+  v1::ListTenantsResponse lresp;
+  expect_code(admin_->ListAllTenants(ctx(bob).get(), lr, &lresp), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"not_admin\"}"), 1);
+  // Another customer's tenant is NOT_FOUND, on a read and on its history.
+  v1::Tenant t;
+  expect_code(get(bob, m.tenant().ref(), &t), StatusCode::NOT_FOUND);
+  v1::ListTenantEventsRequest er;
+  er.set_ref(m.tenant().ref());
+  v1::ListTenantEventsResponse eresp;
+  expect_code(tenants_->ListTenantEvents(ctx(bob).get(), er, &eresp), StatusCode::NOT_FOUND);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"not_owner\"}"), 2);
+  // The owner is not refused.
+  EXPECT_TRUE(get(alice, m.tenant().ref(), &t).ok());
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"not_owner\"}"), 2);
+}
+
 TEST_F(ApiLimits, TenantsPerAccountAreLimitedByPlanEvenUnderABurst) {
   restart([](api::ApiOptions& o) {
     o.quota_free_tenants = 2;

@@ -801,6 +801,15 @@ TEST_F(BillingTest, CheckoutCreatesASessionForTheOwnersTenant) {
   EXPECT_EQ(
       create_session(billing_->grpc_port(), owner->token, ref, v1::PLAN_FREE, &out).error_code(),
       grpc::StatusCode::INVALID_ARGUMENT);
+  // Both refusals at the edge are counted by reason (bad input is not a refusal there).
+  httplib::Client ops("127.0.0.1", billing_->metrics_port());
+  auto scraped = ops.Get("/metrics");
+  ASSERT_TRUE(scraped);
+  EXPECT_NE(scraped->body.find("supaplane_billing_grpc_refused_total{reason=\"not_owner\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(
+      scraped->body.find("supaplane_billing_grpc_refused_total{reason=\"unauthenticated\"} 1\n"),
+      std::string::npos);
   EXPECT_EQ(create_session(billing_->grpc_port(), owner->token, "bad ref", v1::PLAN_PRO, &out)
                 .error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);

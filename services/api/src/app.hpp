@@ -26,6 +26,10 @@
 #include "supaplane/projection/tenant_projection.hpp"
 #include "tenant_commands.hpp"
 
+namespace supaplane::grpc_edge {
+class Gate;
+}
+
 namespace supaplane::api {
 
 /// Plain configuration of the api (filled by main from flags / environment).
@@ -159,6 +163,8 @@ struct ApiContext {
   const Clock& clock;
   std::atomic<bool>& shutting_down;
   Limits& limits;
+  /// Bearer tokens, the admin and owner checks; refusals counted in `refused`.
+  const grpc_edge::Gate& gate;
 };
 
 /// Composition root of supaplane-api: builds in dependency order, keeps
@@ -201,6 +207,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::unique_ptr<TenantCommands> commands_;
   std::unique_ptr<AccountStore> accounts_;
   std::unique_ptr<auth::TokenService> tokens_;
+  std::unique_ptr<grpc_edge::Gate> gate_;
   std::unique_ptr<keystore::KeyStore> keys_;
   ChangeHub hub_;
   std::unique_ptr<Limits> limits_;

@@ -168,8 +168,13 @@ BillingMetrics::BillingMetrics(prometheus::Registry& r)
       rebuilds(prometheus::BuildCounter()
                    .Name("supaplane_billing_projection_rebuilds_total")
                    .Help("rebuilds of the Redis projection from the log, by reason")
-                   .Register(r)) {
+                   .Register(r)),
+      grpc_refused(prometheus::BuildCounter()
+                       .Name("supaplane_billing_grpc_refused_total")
+                       .Help("BillingService calls refused at the edge, by reason")
+                       .Register(r)) {
   for (auto reason : projection::kRebuildReasons) rebuilds.Add({{"reason", to_string(reason)}});
+  for (auto reason : {"unauthenticated", "not_owner"}) grpc_refused.Add({{"reason", reason}});
 }
 
 App::App(AppOptions opts, const Clock& clock) : opts_(std::move(opts)), clock_(clock) {}
@@ -247,9 +252,9 @@ Status App::start() {
     tokens = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
   }
   reader_ = std::make_unique<BillingReader>(*redis_pool_, opts_.projection_prefix);
-  checkout_ =
-      std::make_unique<CheckoutService>(std::move(client), std::move(tokens), *store_,
-                                        reader_.get(), GracePolicy{opts_.grace_failed_attempts});
+  checkout_ = std::make_unique<CheckoutService>(
+      std::move(client), std::move(tokens), *store_, reader_.get(),
+      GracePolicy{opts_.grace_failed_attempts}, &metrics_->grpc_refused);
   grpc::ServerBuilder gb;
   tls::exclusive_server(gb, 64, "supaplane-billing");
   gb.AddListeningPort(grpc_hp->host + ":" + std::to_string(grpc_hp->port), *grpc_creds,

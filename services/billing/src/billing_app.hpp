@@ -73,6 +73,8 @@ struct BillingMetrics {
   prometheus::Gauge& http_queued;
   prometheus::Gauge& http_busy;
   prometheus::Family<prometheus::Counter>& rebuilds;
+  /// BillingService calls refused at the edge, by reason.
+  prometheus::Family<prometheus::Counter>& grpc_refused;
 };
 
 /// Composition root of supaplane-billing: builds in dependency order,
