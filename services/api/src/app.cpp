@@ -189,7 +189,8 @@ Status ApiApp::start() {
   stream_ready_ = stream_ready;
 
   redis_ = std::make_unique<projection::RedisPool>(*redis_addr, projection_.scripts().all());
-  commands_ = std::make_unique<TenantCommands>(*store_, projection_, *redis_, cache_, clock_);
+  log_ = std::make_unique<event_store::JetStreamLog>(*store_);
+  commands_ = std::make_unique<TenantCommands>(*log_, projection_, *redis_, cache_, clock_);
   accounts_ = std::make_unique<AccountStore>(opts_.database_url);
   tokens_ = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
   gate_ = std::make_unique<grpc_edge::Gate>(*tokens_, &metrics_->refused);

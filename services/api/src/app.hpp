@@ -18,6 +18,7 @@
 #include "limits.hpp"
 #include "supaplane/auth/token.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/event_store/event_log.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
@@ -200,6 +201,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<ApiMetrics> metrics_;
   std::unique_ptr<event_store::EventStore> store_;
+  std::unique_ptr<event_store::JetStreamLog> log_;  ///< `store_` as the write path sees it
   projection::TenantProjection projection_;
   std::unique_ptr<projection::RedisPool> redis_;
   projection::SequenceWaiter waiter_;

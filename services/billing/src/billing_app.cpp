@@ -224,8 +224,8 @@ Status App::start() {
   if (!es) return es.error();
   store_ = std::move(*es);
   stream_ready_ = stream_ready;
-  processor_ =
-      std::make_unique<Processor>(*store_, clock_, GracePolicy{opts_.grace_failed_attempts});
+  log_ = std::make_unique<event_store::JetStreamLog>(*store_);
+  processor_ = std::make_unique<Processor>(*log_, clock_, GracePolicy{opts_.grace_failed_attempts});
   projector_ = std::make_unique<BillingProjector>(*redis_addr, opts_.projection_prefix, *store_);
   projector_->on_rebuilt([this](projection::RebuildReason why, std::uint64_t) {
     metrics_->rebuilds.Add({{"reason", to_string(why)}}).Increment();

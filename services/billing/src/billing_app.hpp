@@ -14,6 +14,7 @@
 #include "signature.hpp"
 #include "stripe_event.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/event_store/event_log.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
 
@@ -104,6 +105,7 @@ class App {
   std::unique_ptr<SignatureVerifier> verifier_;
   PriceMap prices_;
   std::unique_ptr<event_store::EventStore> store_;
+  std::unique_ptr<event_store::JetStreamLog> log_;  ///< `store_` as the processor sees it
   std::unique_ptr<Processor> processor_;
   std::unique_ptr<BillingProjector> projector_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;

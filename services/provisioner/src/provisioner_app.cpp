@@ -123,7 +123,8 @@ Status App::start() {
                                      std::move(*previous));
   // Leadership is the lease itself, built once its bucket is there: until
   // then `this` answers "not leading".
-  provisioner_ = std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner,
+  log_ = std::make_unique<event_store::JetStreamLog>(*store_);
+  provisioner_ = std::make_unique<Provisioner>(*log_, *driver_, *keys_, clock_, opts_.provisioner,
                                                &leadership_);
   event_store::ConsumerOptions cons;
   cons.durable = opts_.durable;
@@ -141,6 +142,9 @@ Status App::start() {
                    k.failures);
   mirror_->counter("supaplane_provisioner_driver_retries_total",
                    "driver attempts that failed and were retried", k.retries);
+  mirror_->counter("supaplane_provisioner_conflicts_total",
+                   "appends that lost their race to a newer event (read again, decided again)",
+                   k.conflicts);
   mirror_->counter("supaplane_provisioner_drift_total",
                    "DriftDetected events appended by the resync", k.drift);
   mirror_->counter("supaplane_provisioner_deferred_total",
