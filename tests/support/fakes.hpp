@@ -1,7 +1,7 @@
 #pragma once
 // In-memory fakes of our own interfaces (never of NATS, Redis or PostgreSQL):
-// the log (`event_store::EventLog`) and a sleeper that only records, for unit
-// tests of the code on top of them.
+// the log (`event_store::EventLog`), tenant secrets (`keystore::SecretStore`)
+// and a sleeper that only records, for unit tests of the code on top of them.
 
 #include <cstdint>
 #include <functional>
@@ -13,6 +13,7 @@
 
 #include "supaplane/event_store/command.hpp"
 #include "supaplane/event_store/event_log.hpp"
+#include "supaplane/keystore/secret_store.hpp"
 
 namespace supaplane::testing {
 
@@ -134,6 +135,40 @@ class RecordingSleeper final : public event_store::Sleeper {
 
  private:
   std::mutex mu_;
+};
+
+/// Tenant secrets in memory: `ensure` makes deterministic keys per generation.
+class FakeSecretStore final : public keystore::SecretStore {
+ public:
+  Result<keystore::StoredKeys> ensure(const std::string& ref,
+                                      std::int64_t keys_generation) override {
+    std::lock_guard lk(mu_);
+    auto& k = keys_[ref];
+    if (k.keys_generation < keys_generation || k.keys.db_password.empty()) {
+      k.keys_generation = keys_generation;
+      k.keys.db_password = "pw-" + ref + "-" + std::to_string(keys_generation);
+    }
+    return k;
+  }
+  Result<std::optional<keystore::StoredKeys>> load(const std::string& ref) override {
+    std::lock_guard lk(mu_);
+    auto it = keys_.find(ref);
+    if (it == keys_.end()) return std::optional<keystore::StoredKeys>{};
+    return std::optional<keystore::StoredKeys>(it->second);
+  }
+  Status remove(const std::string& ref) override {
+    std::lock_guard lk(mu_);
+    keys_.erase(ref);
+    return Status::Ok();
+  }
+  bool has(const std::string& ref) {
+    std::lock_guard lk(mu_);
+    return keys_.count(ref) > 0;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, keystore::StoredKeys> keys_;
 };
 
 }  // namespace supaplane::testing

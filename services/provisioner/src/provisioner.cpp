@@ -35,7 +35,7 @@ v1::Actor system_actor() {
 }
 }  // namespace
 
-Provisioner::Provisioner(event_store::EventLog& store, driver::Driver& driver, KeyStore& keys,
+Provisioner::Provisioner(event_store::EventLog& store, driver::Driver& driver, SecretStore& keys,
                          const Clock& clock, ProvisionerOptions opts, const Leadership* leadership,
                          event_store::Sleeper* sleeper)
     : store_(store),

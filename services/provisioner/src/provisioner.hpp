@@ -17,10 +17,12 @@
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
+#include "supaplane/keystore/secret_store.hpp"
 
 namespace supaplane::provisioner {
 
 using keystore::KeyStore;
+using keystore::SecretStore;
 using keystore::StoredKeys;
 
 struct ProvisionerOptions {
@@ -70,7 +72,7 @@ struct ProvisionerCounters {
 /// before another can take over. Thread-safe.
 class Provisioner final : public event_store::BatchHandler {
  public:
-  Provisioner(event_store::EventLog& store, driver::Driver& driver, KeyStore& keys,
+  Provisioner(event_store::EventLog& store, driver::Driver& driver, SecretStore& keys,
               const Clock& clock, ProvisionerOptions opts, const Leadership* leadership = nullptr,
               event_store::Sleeper* sleeper = nullptr);
   /// Acks each message once its tenant has converged (or gone FAILED);
@@ -117,7 +119,7 @@ class Provisioner final : public event_store::BatchHandler {
 
   event_store::EventLog& store_;
   driver::Driver& driver_;
-  KeyStore& keys_;
+  SecretStore& keys_;
   const Clock& clock_;
   ProvisionerOptions opts_;
   const Leadership* leadership_;

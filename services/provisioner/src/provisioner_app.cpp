@@ -124,8 +124,9 @@ Status App::start() {
   // Leadership is the lease itself, built once its bucket is there: until
   // then `this` answers "not leading".
   log_ = std::make_unique<event_store::JetStreamLog>(*store_);
-  provisioner_ = std::make_unique<Provisioner>(*log_, *driver_, *keys_, clock_, opts_.provisioner,
-                                               &leadership_);
+  secrets_ = std::make_unique<keystore::KeyStoreSecrets>(*keys_);
+  provisioner_ = std::make_unique<Provisioner>(*log_, *driver_, *secrets_, clock_,
+                                               opts_.provisioner, &leadership_);
   event_store::ConsumerOptions cons;
   cons.durable = opts_.durable;
   cons.filter = "platform.tenant.>";

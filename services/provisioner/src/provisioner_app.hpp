@@ -107,9 +107,11 @@ class App {
   std::string id_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<event_store::EventStore> store_;
-  std::unique_ptr<event_store::JetStreamLog> log_;  ///< `store_` as the provisioner sees it
-  std::unique_ptr<driver::Driver> driver_;          ///< what the provisioner calls (maybe wrapped)
-  driver::Driver* base_driver_{nullptr};            ///< the driver built from the options
+  std::unique_ptr<event_store::JetStreamLog> log_;
+  std::unique_ptr<keystore::KeyStoreSecrets>
+      secrets_;  ///< `keys_` as the provisioner sees it  ///< `store_` as the provisioner sees it
+  std::unique_ptr<driver::Driver> driver_;  ///< what the provisioner calls (maybe wrapped)
+  driver::Driver* base_driver_{nullptr};    ///< the driver built from the options
   std::unique_ptr<KeyStore> keys_;
   std::unique_ptr<Provisioner> provisioner_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;
