@@ -7,7 +7,7 @@
 #include "supaplane/auth/password.hpp"
 #include "supaplane/auth/token.hpp"
 #include "supaplane/domain/tenant.hpp"
-#include "supaplane/projection/tenant_events.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
 #include "tenant_commands.hpp"
 
@@ -81,9 +81,9 @@ void BM_EncodeEnvelope(benchmark::State& st) {
   a.set_kind(v1::ACTOR_KIND_ACCOUNT);
   a.set_id("acct_aaaaaaaaaaaaaaaaaaaa");
   for (auto _ : st)
-    benchmark::DoNotOptimize(
-        projection::make_tenant_event("abcdefghijklmnopqrst", e, a, "acct:req-1",
-                                      event_store::Expected::at(7), "corr", "req-1", 1));
+    benchmark::DoNotOptimize(events::make_tenant_event("abcdefghijklmnopqrst", e, a, "acct:req-1",
+                                                       event_store::Expected::at(7), "corr",
+                                                       "req-1", 1));
 }
 BENCHMARK(BM_EncodeEnvelope);
 
@@ -91,13 +91,13 @@ void BM_DecodeStoredEvent(benchmark::State& st) {
   v1::TenantEvent e;
   e.mutable_pause_requested()->set_generation(2);
   v1::Actor a;
-  auto out = projection::make_tenant_event("abcdefghijklmnopqrst", e, a, "",
-                                           event_store::Expected::any(), "", "", 1);
+  auto out = events::make_tenant_event("abcdefghijklmnopqrst", e, a, "",
+                                       event_store::Expected::any(), "", "", 1);
   event_store::StoredMessage m;
   m.subject = out.subject;
   m.data = out.body;
   m.sequence = 9;
-  for (auto _ : st) benchmark::DoNotOptimize(projection::decode(m));
+  for (auto _ : st) benchmark::DoNotOptimize(events::decode(m));
 }
 BENCHMARK(BM_DecodeStoredEvent);
 

@@ -19,8 +19,8 @@
 #include "servers.hpp"
 #include "supaplane/core/ids.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -414,8 +414,8 @@ int main(int argc, char** argv) {
         } else {
           e.mutable_resume_requested()->set_generation(k + 1);
         }
-        auto out = projection::make_tenant_event(ref, e, actor, "", event_store::Expected::any(),
-                                                 "", "", 1);
+        auto out =
+            events::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
         natsMsg* msg = nullptr;
         natsMsg_Create(&msg, out.subject.c_str(), nullptr, out.body.data(),
                        static_cast<int>(out.body.size()));

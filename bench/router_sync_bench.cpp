@@ -22,8 +22,8 @@
 #include "supaplane/config/config.hpp"
 #include "supaplane/core/ids.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 #include "supaplane/secrets/secrets.hpp"
 
 namespace {
@@ -132,7 +132,7 @@ int bench_latency(int samples) {
     c->set_owner_account_id("acct_bbbbbbbbbbbbbbbbbbbb");
     c->set_generation(1);
     auto out =
-        projection::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
+        events::make_tenant_event(ref, e, actor, "", event_store::Expected::any(), "", "", 1);
     const auto t0 = Clock::now();
     if (!es->append(out).ok()) return 1;
     bool seen = false;

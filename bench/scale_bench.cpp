@@ -50,8 +50,8 @@
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 #include "supaplane/secrets/secrets.hpp"
 
 namespace {
@@ -260,7 +260,7 @@ Fill fill(event_store::EventStore& es, int tenants, int per_tenant) {
       for (const auto& [ref, h] : block) {
         if (step >= h.events.size()) continue;
         const auto& he = h.events[step];
-        auto out = projection::make_tenant_event(
+        auto out = events::make_tenant_event(
             ref, he.event, he.outcome ? system : owner, "", event_store::Expected::any(),
             ids::random_hex_id(), "", 1'700'000'000'000 + static_cast<std::int64_t>(f.events));
         {

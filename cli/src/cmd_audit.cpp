@@ -73,9 +73,9 @@ int audit(const GlobalOptions& g, const AuditOptions& o) {
     return fail(ExitCode::not_found, "tenant " + ref->str() + " not found in the event log");
 
   // Same cut as fold_history: stop at the first event after the time.
-  std::vector<projection::HistoryRecord> records;
+  std::vector<events::HistoryRecord> records;
   for (const auto& m : *msgs) {
-    auto r = projection::describe(m);
+    auto r = events::describe(m);
     if (as_of && r.time_unix_ms > *as_of) break;
     records.push_back(std::move(r));
   }
@@ -93,7 +93,7 @@ int audit(const GlobalOptions& g, const AuditOptions& o) {
     return 0;
   }
 
-  const v1::TenantState state = projection::fold_history(ref->str(), *msgs, as_of);
+  const v1::TenantState state = events::fold_history(ref->str(), *msgs, as_of);
   if (!domain::exists(state))
     return fail(ExitCode::not_found,
                 "tenant " + ref->str() + " did not exist yet at " + format_rfc3339_ms(*as_of));

@@ -10,7 +10,7 @@
 #include "interrupt.hpp"
 #include "output.hpp"
 #include "supaplane/core/time.hpp"
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 
 namespace supaplane::cli {
 
@@ -45,7 +45,7 @@ bool within_stream(const std::string& subject, const std::string& stream_subject
 }
 
 void print_message(const GlobalOptions& g, const event_store::StoredMessage& m) {
-  const auto r = projection::describe(m);
+  const auto r = events::describe(m);
   const std::string time = format_rfc3339_ms(m.timestamp_ns / 1'000'000);
   const std::string type = m.event_type.empty() ? "-" : m.event_type;
   if (g.json) {

@@ -179,7 +179,7 @@ int events(const GlobalOptions& g, const TenantOptions& o) {
   req.set_ref(o.ref);
   req.set_page_size(1000);
   return with_session(g, [&](ApiClient& client) {
-    std::vector<projection::HistoryRecord> records;
+    std::vector<events::HistoryRecord> records;
     do {  // every page
       v1::ListTenantEventsResponse resp;
       auto ctx = client.context();

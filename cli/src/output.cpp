@@ -115,8 +115,8 @@ void print_tenant(std::ostream& out, const v1::Tenant& t) {
   kv.print(out);
 }
 
-projection::HistoryRecord to_history(const v1::TenantEventRecord& e) {
-  projection::HistoryRecord r;
+events::HistoryRecord to_history(const v1::TenantEventRecord& e) {
+  events::HistoryRecord r;
   r.sequence = e.sequence();
   r.time_unix_ms = unix_ms(e.time());
   r.actor = e.actor();
@@ -133,7 +133,7 @@ Json details_json(const std::string& details) {
   return j;
 }
 
-Json event_json(const projection::HistoryRecord& r) {
+Json event_json(const events::HistoryRecord& r) {
   Json j;
   j["sequence"] = r.sequence;
   j["time"] = format_time_ms(r.time_unix_ms);
@@ -145,7 +145,7 @@ Json event_json(const projection::HistoryRecord& r) {
   return j;
 }
 
-void print_event_table(std::ostream& out, const std::vector<projection::HistoryRecord>& records) {
+void print_event_table(std::ostream& out, const std::vector<events::HistoryRecord>& records) {
   Table t({"SEQ", "TIME", "ACTOR", "TYPE", "DETAILS"});
   for (const auto& r : records)
     t.add({std::to_string(r.sequence), format_time_ms(r.time_unix_ms), r.actor, r.type,

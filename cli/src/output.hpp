@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/v1/api.pb.h"
 #include "supaplane/v1/types.pb.h"
 
@@ -39,12 +39,12 @@ Json tenant_json(const v1::Tenant& t);
 void print_tenant(std::ostream& out, const v1::Tenant& t);
 
 /// A history record from the API's representation.
-projection::HistoryRecord to_history(const v1::TenantEventRecord& e);
+events::HistoryRecord to_history(const v1::TenantEventRecord& e);
 /// `details` parsed as JSON (kept as a string when it does not parse).
 Json details_json(const std::string& details);
-Json event_json(const projection::HistoryRecord& r);
+Json event_json(const events::HistoryRecord& r);
 /// SEQ TIME ACTOR TYPE DETAILS.
-void print_event_table(std::ostream& out, const std::vector<projection::HistoryRecord>& records);
+void print_event_table(std::ostream& out, const std::vector<events::HistoryRecord>& records);
 
 /// Pretty-printed JSON and a newline.
 void print_json(std::ostream& out, const Json& j);

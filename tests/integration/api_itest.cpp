@@ -26,7 +26,7 @@
 #include "servers.hpp"
 #include "supaplane/auth/password.hpp"
 #include "supaplane/domain/tenant.hpp"
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/tls/tls.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
@@ -528,7 +528,7 @@ TEST_F(ApiTest, EightConcurrentWritersLeaveAConsistentHistory) {
   }
   EXPECT_GT(h.size(), 2u);
   // The projection folds to the same state as the log.
-  const auto folded = projection::fold_history(ref, h);
+  const auto folded = events::fold_history(ref, h);
   v1::Tenant t;
   ASSERT_TRUE(get(alice, ref, &t, h.back().sequence).ok());
   EXPECT_EQ(t.generation(), folded.generation());
@@ -1041,6 +1041,33 @@ TEST_F(ApiLimits, MinSequenceBeyondTheLogIsRefusedAtOnce) {
   EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"min_sequence\"}"), 2);
   // A sequence the log has is still waited for and served.
   EXPECT_TRUE(get(alice, m.tenant().ref(), &t, m.sequence()).ok());
+}
+
+TEST_F(ApiLimits, CallersRefusedAtTheEdgeAreCountedByReason) {
+  const std::string alice = signup("alice@example.com");
+  const std::string bob = signup("bob@example.com");
+  v1::TenantMutation m;
+  ASSERT_TRUE(create(alice, "mine", &m).ok());
+  // No token, and a token that does not verify.
+  expect_code(create("", "x", &m), StatusCode::UNAUTHENTICATED);
+  expect_code(create("garbage", "x", &m), StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"unauthenticated\"}"), 2);
+  // A customer on an admin call.
+  v1::ListTenantsRequest lr;
+  v1::ListTenantsResponse lresp;
+  expect_code(admin_->ListAllTenants(ctx(bob).get(), lr, &lresp), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"not_admin\"}"), 1);
+  // Another customer's tenant is NOT_FOUND, on a read and on its history.
+  v1::Tenant t;
+  expect_code(get(bob, m.tenant().ref(), &t), StatusCode::NOT_FOUND);
+  v1::ListTenantEventsRequest er;
+  er.set_ref(m.tenant().ref());
+  v1::ListTenantEventsResponse eresp;
+  expect_code(tenants_->ListTenantEvents(ctx(bob).get(), er, &eresp), StatusCode::NOT_FOUND);
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"not_owner\"}"), 2);
+  // The owner is not refused.
+  EXPECT_TRUE(get(alice, m.tenant().ref(), &t).ok());
+  EXPECT_EQ(metric("supaplane_api_refused_total{reason=\"not_owner\"}"), 2);
 }
 
 TEST_F(ApiLimits, TenantsPerAccountAreLimitedByPlanEvenUnderABurst) {

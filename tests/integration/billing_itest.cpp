@@ -29,9 +29,9 @@
 #include "supaplane/core/ids.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/driver/postgres_driver.hpp"
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/projection/redis.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -130,8 +130,8 @@ class BillingTest : public ::testing::Test {
     v1::Actor actor;
     actor.set_kind(v1::ACTOR_KIND_ACCOUNT);
     actor.set_id(kOwner);
-    auto out = projection::make_tenant_event(ref, ev, actor, "",
-                                             event_store::Expected::no_message(), "c", "", 1);
+    auto out = events::make_tenant_event(ref, ev, actor, "", event_store::Expected::no_message(),
+                                         "c", "", 1);
     EXPECT_TRUE(store_->append(out).ok());
     return ref;
   }
@@ -144,16 +144,15 @@ class BillingTest : public ::testing::Test {
     v1::Actor actor;
     actor.set_kind(v1::ACTOR_KIND_ADMIN);
     actor.set_id("acct_admin");
-    auto out = projection::make_tenant_event(ref, evs->front(), actor, "",
-                                             event_store::Expected::at(s.version()), "c", "", 2);
+    auto out = events::make_tenant_event(ref, evs->front(), actor, "",
+                                         event_store::Expected::at(s.version()), "c", "", 2);
     ASSERT_TRUE(store_->append(out).ok());
   }
 
   v1::TenantState tenant(const std::string& ref) {
     auto msgs = store_->read_subject("platform.tenant." + ref);
     EXPECT_TRUE(msgs.ok());
-    return projection::fold_history(ref,
-                                    msgs.ok() ? *msgs : std::vector<event_store::StoredMessage>{});
+    return events::fold_history(ref, msgs.ok() ? *msgs : std::vector<event_store::StoredMessage>{});
   }
 
   std::vector<std::string> tenant_types(const std::string& ref) {
@@ -901,6 +900,15 @@ TEST_F(BillingTest, CheckoutCreatesASessionForTheOwnersTenant) {
   EXPECT_EQ(
       create_session(billing_->grpc_port(), owner->token, ref, v1::PLAN_FREE, &out).error_code(),
       grpc::StatusCode::INVALID_ARGUMENT);
+  // Both refusals at the edge are counted by reason (bad input is not a refusal there).
+  httplib::Client ops("127.0.0.1", billing_->metrics_port());
+  auto scraped = ops.Get("/metrics");
+  ASSERT_TRUE(scraped);
+  EXPECT_NE(scraped->body.find("supaplane_billing_grpc_refused_total{reason=\"not_owner\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(
+      scraped->body.find("supaplane_billing_grpc_refused_total{reason=\"unauthenticated\"} 1\n"),
+      std::string::npos);
   EXPECT_EQ(create_session(billing_->grpc_port(), owner->token, "bad ref", v1::PLAN_PRO, &out)
                 .error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);

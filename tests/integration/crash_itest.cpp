@@ -18,7 +18,7 @@
 #include "servers.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/event_store.hpp"
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
@@ -168,8 +168,8 @@ class CrashTest : public ::testing::Test {
     std::set<std::int64_t> outcome_generations, started;
     bool deleted = false;
     for (const auto& m : msgs) {
-      const auto d = projection::decode(m);
-      ASSERT_EQ(d.kind, projection::DecodedEvent::Kind::tenant) << ref << " seq " << m.sequence;
+      const auto d = events::decode(m);
+      ASSERT_EQ(d.kind, events::DecodedEvent::Kind::tenant) << ref << " seq " << m.sequence;
       const auto& e = d.envelope.tenant();
       s = domain::fold(std::move(s), e, {ref, m.sequence, d.envelope.occurred_at_unix_ms()});
       EXPECT_GE(s.active_deployment_count(), 0) << ref;

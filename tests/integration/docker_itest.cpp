@@ -28,7 +28,7 @@
 #include "servers.hpp"
 #include "supaplane/docker/client.hpp"
 #include "supaplane/driver/docker_driver.hpp"
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/secrets/secrets.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
@@ -241,16 +241,16 @@ class DockerTest : public ::testing::Test {
   }
 
   /// The tenant's events, folded the way the provisioner folds them.
-  std::vector<projection::HistoryRecord> history(const std::string& ref) {
+  std::vector<events::HistoryRecord> history(const std::string& ref) {
     v1::ListTenantEventsRequest req;
     req.set_ref(ref);
     req.set_page_size(1000);
     v1::ListTenantEventsResponse resp;
     EXPECT_TRUE(tenants_->ListTenantEvents(ctx().get(), req, &resp).ok());
     EXPECT_EQ(resp.next_page_token(), "") << "more than one page of history";
-    std::vector<projection::HistoryRecord> out;
+    std::vector<events::HistoryRecord> out;
     for (const auto& e : resp.events()) {
-      projection::HistoryRecord r;
+      events::HistoryRecord r;
       r.type = e.type();
       r.details = e.details();
       out.push_back(r);

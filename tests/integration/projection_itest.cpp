@@ -12,9 +12,9 @@
 #include "servers.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/projection/guard.hpp"
 #include "supaplane/projection/projector.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 #include "tenant_commands.hpp"
 
 namespace {
@@ -65,8 +65,8 @@ class ProjectionTest : public ::testing::Test, public projection::ProjectorObser
       } else {
         e.mutable_resume_requested()->set_generation(k + 1);
       }
-      auto out = projection::make_tenant_event(ref, e, actor, "", event_store::Expected::at(last),
-                                               "", "", 1000 + k);
+      auto out = events::make_tenant_event(ref, e, actor, "", event_store::Expected::at(last), "",
+                                           "", 1000 + k);
       auto r = store_->append(out);
       EXPECT_TRUE(r.ok()) << r.error().message;
       last = r->sequence.value();
@@ -337,8 +337,8 @@ TEST_F(ProjectionTest, AProjectorBehindTheSharedCheckpointStillTellsItsObserver)
   v1::Actor actor;
   actor.set_kind(v1::ACTOR_KIND_SYSTEM);
   actor.set_id("test");
-  auto unknown = projection::make_tenant_event(c, v1::TenantEvent{}, actor, "",
-                                               event_store::Expected::at(c_paused), "", "", 5000);
+  auto unknown = events::make_tenant_event(c, v1::TenantEvent{}, actor, "",
+                                           event_store::Expected::at(c_paused), "", "", 5000);
   auto u = store_->append(unknown);
   ASSERT_TRUE(u.ok()) << u.error().message;
   const auto last = u->sequence.value();

@@ -16,8 +16,8 @@
 #include "eventually.hpp"
 #include "provisioner_app.hpp"
 #include "servers.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/keystore/key_store.hpp"
-#include "supaplane/projection/history.hpp"
 #include "supaplane/secrets/secrets.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
@@ -380,7 +380,7 @@ TEST_F(ProvisionerTest, RotatedKeysStopWorkingAndNewOnesWork) {
     for (const auto& secret : {after.db_password(), after.secret_key(), after.anon_key(),
                                before.db_password(), before.secret_key()})
       EXPECT_EQ(msg.data.find(secret), std::string::npos) << "a secret reached the event log";
-  const auto state = projection::fold_history(ref, msgs);
+  const auto state = events::fold_history(ref, msgs);
   EXPECT_EQ(state.applied_keys_generation(), state.keys_generation());
   EXPECT_GT(state.keys_generation(), 0);
 }

@@ -27,7 +27,7 @@
 #include "provisioner_app.hpp"
 #include "servers.hpp"
 #include "supaplane/event_store/kv.hpp"
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -275,7 +275,7 @@ class ReplicasTest : public ::testing::Test {
         continue;
       }
       for (const auto& m : *msgs) {
-        const auto rec = projection::describe(m);
+        const auto rec = events::describe(m);
         if (rec.type != "tenant.stack_converged" && rec.type != "tenant.stack_paused" &&
             rec.type != "tenant.stack_resumed" && rec.type != "tenant.provisioning_started")
           continue;

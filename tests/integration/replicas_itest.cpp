@@ -19,8 +19,8 @@
 #include "eventually.hpp"
 #include "servers.hpp"
 #include "supaplane/domain/tenant.hpp"
+#include "supaplane/events/history.hpp"
 #include "supaplane/projection/guard.hpp"
-#include "supaplane/projection/history.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace {
@@ -144,7 +144,7 @@ class ReplicasTest : public ::testing::Test {
   v1::TenantState fold(event_store::EventStore& es, const std::string& ref) {
     auto msgs = es.read_subject("platform.tenant." + ref);
     EXPECT_TRUE(msgs.ok());
-    return projection::fold_history(ref, *msgs);
+    return events::fold_history(ref, *msgs);
   }
 
   testenv::NatsServer nats_;

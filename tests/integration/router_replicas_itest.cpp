@@ -25,9 +25,9 @@
 #include "supaplane/config/config.hpp"
 #include "supaplane/domain/converge.hpp"
 #include "supaplane/domain/tenant.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/projection/projector.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 
 namespace {
 
@@ -98,8 +98,8 @@ class Writer {
     actor.set_kind(v1::ACTOR_KIND_SYSTEM);
     actor.set_id("router-replicas-itest");
     auto& s = tenants[ref];
-    auto out = projection::make_tenant_event(ref, e, actor, "",
-                                             event_store::Expected::at(s.version()), "", "", 1000);
+    auto out = events::make_tenant_event(ref, e, actor, "", event_store::Expected::at(s.version()),
+                                         "", "", 1000);
     auto r = es_.append(out);
     ASSERT_TRUE(r.ok()) << r.error().message;
     last = r->sequence.value();

@@ -7,8 +7,8 @@
 #include <random>
 
 #include "supaplane/domain/tenant.hpp"
-#include "supaplane/projection/history.hpp"
-#include "supaplane/projection/tenant_events.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 
 namespace {
 
@@ -291,7 +291,7 @@ TEST(TenantFolder, OneReplayEqualsPerTenantFoldOnRandomHistories) {
       actor.set_kind(v1::ACTOR_KIND_SYSTEM);
       actor.set_id("test");
       for (const auto& ev : random_history(rng, static_cast<int>(rng() % 50))) {
-        auto out = supaplane::projection::make_tenant_event(
+        auto out = supaplane::events::make_tenant_event(
             ref, ev, actor, "", supaplane::event_store::Expected::any(), "corr", "", 1000);
         supaplane::event_store::StoredMessage m;
         m.subject = out.subject;
@@ -328,15 +328,14 @@ TEST(TenantFolder, OneReplayEqualsPerTenantFoldOnRandomHistories) {
     std::map<std::string, std::vector<supaplane::event_store::StoredMessage>> by_subject;
     for (const auto& m : stream) by_subject[m.subject].push_back(m);
 
-    supaplane::projection::TenantFolder folder;
+    supaplane::events::TenantFolder folder;
     std::uint64_t ignored = 0;
     for (const auto& m : stream)
       if (!folder.add(m)) ++ignored;
     EXPECT_EQ(folder.folded() + ignored, stream.size());
     ASSERT_EQ(folder.states().size(), queues.size());
     for (const auto& [ref, _] : queues) {
-      const auto want =
-          supaplane::projection::fold_history(ref, by_subject["platform.tenant." + ref]);
+      const auto want = supaplane::events::fold_history(ref, by_subject["platform.tenant." + ref]);
       auto it = folder.states().find(ref);
       ASSERT_NE(it, folder.states().end()) << ref;
       EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(want, it->second))

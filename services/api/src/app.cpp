@@ -11,6 +11,7 @@
 #include "supaplane/auth/password.hpp"
 #include "supaplane/config/config.hpp"
 #include "supaplane/core/ids.hpp"
+#include "supaplane/grpc_edge/edge.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/tls/tls.hpp"
 
@@ -188,9 +189,11 @@ Status ApiApp::start() {
   stream_ready_ = stream_ready;
 
   redis_ = std::make_unique<projection::RedisPool>(*redis_addr, projection_.scripts().all());
-  commands_ = std::make_unique<TenantCommands>(*store_, projection_, *redis_, cache_, clock_);
+  log_ = std::make_unique<event_store::JetStreamLog>(*store_);
+  commands_ = std::make_unique<TenantCommands>(*log_, projection_, *redis_, cache_, clock_);
   accounts_ = std::make_unique<AccountStore>(opts_.database_url);
   tokens_ = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
+  gate_ = std::make_unique<grpc_edge::Gate>(*tokens_, &metrics_->refused);
   if (!opts_.master_key.empty()) {
     auto master = secrets::MasterKey::from_base64(opts_.master_key);
     if (!master)
@@ -222,7 +225,7 @@ Status ApiApp::start() {
   });
   ctx_ = std::make_unique<ApiContext>(
       ApiContext{opts_, *store_, projection_, *redis_, waiter_, *commands_, *accounts_, *tokens_,
-                 hub_, *metrics_, *guard_, keys_.get(), clock_, stopping_, *limits_});
+                 hub_, *metrics_, *guard_, keys_.get(), clock_, stopping_, *limits_, *gate_});
   projector_ = std::make_unique<projection::TenantProjector>(projection_, *redis_addr, waiter_,
                                                              *this, guard_.get());
   event_store::ConsumerOptions cons;

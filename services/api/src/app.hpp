@@ -18,6 +18,7 @@
 #include "limits.hpp"
 #include "supaplane/auth/token.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/event_store/event_log.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
@@ -25,6 +26,10 @@
 #include "supaplane/projection/projector.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
 #include "tenant_commands.hpp"
+
+namespace supaplane::grpc_edge {
+class Gate;
+}
 
 namespace supaplane::api {
 
@@ -159,6 +164,8 @@ struct ApiContext {
   const Clock& clock;
   std::atomic<bool>& shutting_down;
   Limits& limits;
+  /// Bearer tokens, the admin and owner checks; refusals counted in `refused`.
+  const grpc_edge::Gate& gate;
 };
 
 /// Composition root of supaplane-api: builds in dependency order, keeps
@@ -194,6 +201,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<ApiMetrics> metrics_;
   std::unique_ptr<event_store::EventStore> store_;
+  std::unique_ptr<event_store::JetStreamLog> log_;  ///< `store_` as the write path sees it
   projection::TenantProjection projection_;
   std::unique_ptr<projection::RedisPool> redis_;
   projection::SequenceWaiter waiter_;
@@ -201,6 +209,7 @@ class ApiApp final : public projection::ProjectorObserver {
   std::unique_ptr<TenantCommands> commands_;
   std::unique_ptr<AccountStore> accounts_;
   std::unique_ptr<auth::TokenService> tokens_;
+  std::unique_ptr<grpc_edge::Gate> gate_;
   std::unique_ptr<keystore::KeyStore> keys_;
   ChangeHub hub_;
   std::unique_ptr<Limits> limits_;

@@ -3,8 +3,9 @@
 #include <future>
 
 #include "supaplane/core/ids.hpp"
-#include "supaplane/projection/history.hpp"
-#include "supaplane/projection/tenant_events.hpp"
+#include "supaplane/event_store/command.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 
 namespace supaplane::api {
 
@@ -27,7 +28,7 @@ void StateCache::put_if_newer(const v1::TenantState& s) {
   map_.emplace(s.ref(), s);
 }
 
-TenantCommands::TenantCommands(event_store::EventStore& store,
+TenantCommands::TenantCommands(event_store::EventLog& store,
                                projection::TenantProjection& projection,
                                projection::RedisPool& redis, StateCache& cache, const Clock& clock)
     : store_(store), projection_(projection), redis_(redis), cache_(cache), clock_(clock) {}
@@ -49,7 +50,7 @@ v1::Actor TenantCommands::actor(const CommandContext& ctx) const {
 Result<v1::TenantState> TenantCommands::load_from_stream(const std::string& ref) {
   auto msgs = store_.read_subject("platform.tenant." + ref);
   if (!msgs) return msgs.error();
-  v1::TenantState s = projection::fold_history(ref, *msgs);
+  v1::TenantState s = events::fold_history(ref, *msgs);
   if (domain::exists(s)) cache_.put_if_newer(s);
   return s;
 }
@@ -85,6 +86,25 @@ Result<Mutation> TenantCommands::execute(const std::string& ref, const domain::T
   return wait_for_result([&](MutationCallback cb) { execute_async(ref, cmd, ctx, std::move(cb)); });
 }
 
+namespace {
+/// What a decision appended, for the fold once its sequence is known.
+struct Decided {
+  v1::TenantEvent event;
+  std::int64_t at_unix_ms{0};
+};
+}  // namespace
+
+event_store::RetryPolicy TenantCommands::policy() {
+  event_store::RetryPolicy p;
+  p.max_attempts = kMaxAttempts;
+  p.exhausted = "too much contention on this tenant; retry";
+  return p;
+}
+
+event_store::Executor TenantCommands::slow_path() {
+  return [this](std::function<void()> f) { slow_path_.post(std::move(f)); };
+}
+
 void TenantCommands::create_async(const std::string& name, v1::Plan plan, const CommandContext& ctx,
                                   MutationCallback done) {
   const TenantRef ref = ctx.request_id.empty()
@@ -95,114 +115,103 @@ void TenantCommands::create_async(const std::string& name, v1::Plan plan, const 
   cmd.name = name;
   cmd.plan = plan;
   cmd.owner_account_id = ctx.principal.account_id;
-  auto events = domain::decide(v1::TenantState{}, cmd);
-  if (!events) return done(events.error());
-  const std::int64_t now = clock_.now_unix_ms();
-  const v1::TenantEvent ev = events->front();
-  auto out = projection::make_tenant_event(
-      ref.str(), ev, actor(ctx), command_msg_id(ctx, "new", domain::CommandKind::create),
-      event_store::Expected::no_message(), ctx.correlation_id, ctx.request_id, now);
-  const std::string account = ctx.principal.account_id;
-  store_.append_async(out, [this, ref, ev, now, account, done = std::move(done)](
-                               Result<event_store::AppendResult> appended) mutable {
-    if (appended && !appended->duplicate) {
-      v1::TenantState s = domain::fold({}, ev, {ref.str(), appended->sequence.value(), now});
-      cache_.put_if_newer(s);
-      const std::uint64_t seq = appended->sequence.value();
-      return done(Mutation{std::move(s), seq});
+  auto decided = std::make_shared<Decided>();
+  event_store::Command<v1::TenantState, Mutation> c;
+  c.load = [this, ref](int) { return load_from_stream(ref.str()); };
+  c.decide = [this, ref, cmd, ctx, decided](v1::TenantState& s,
+                                            int) -> Result<event_store::Decision<Mutation>> {
+    if (domain::exists(s)) {
+      // The subject is taken: by this request before (the ref is derived
+      // from account + request id), answer as the first time.
+      if (s.owner_account_id() != ctx.principal.account_id)
+        return make_error(errc::already_exists, "tenant ref is taken; use another request_id",
+                          "request_id");
+      const std::uint64_t seq = s.created_sequence();
+      return event_store::Decision<Mutation>::finish(Mutation{s, seq});
     }
-    if (!appended && appended.error().code != errc::conflict) return done(appended.error());
-    // Duplicate, or the subject is taken: the same request already created it
-    // (the ref is derived from account + request id). Answer as the first time.
-    slow_path_.post([this, ref, account, done = std::move(done)]() mutable {
+    auto events = domain::decide(v1::TenantState{}, cmd);
+    if (!events) return events.error();
+    decided->event = events->front();
+    decided->at_unix_ms = clock_.now_unix_ms();
+    return event_store::Decision<Mutation>::write(
+        events::make_tenant_event(ref.str(), decided->event, actor(ctx),
+                                  command_msg_id(ctx, "new", domain::CommandKind::create),
+                                  event_store::Expected::no_message(), ctx.correlation_id,
+                                  ctx.request_id, decided->at_unix_ms));
+  };
+  c.appended = [this, ref, account = ctx.principal.account_id, decided](
+                   v1::TenantState&, const event_store::AppendResult& a) -> Result<Mutation> {
+    if (a.duplicate) {
+      // The same request was appended before: answer as the first time.
       auto s = load_from_stream(ref.str());
-      if (!s) return done(s.error());
+      if (!s) return s.error();
       if (!domain::exists(*s) || s->owner_account_id() != account)
-        return done(make_error(errc::already_exists, "tenant ref is taken; use another request_id",
-                               "request_id"));
+        return make_error(errc::already_exists, "tenant ref is taken; use another request_id",
+                          "request_id");
       const std::uint64_t seq = s->created_sequence();
-      done(Mutation{std::move(*s), seq});
-    });
-  });
+      return Mutation{std::move(*s), seq};
+    }
+    v1::TenantState s =
+        domain::fold({}, decided->event, {ref.str(), a.sequence.value(), decided->at_unix_ms});
+    cache_.put_if_newer(s);
+    return Mutation{std::move(s), a.sequence.value()};
+  };
+  // A fresh ref has no history: the first attempt decides on the empty state
+  // without a read (a lost race reads the log).
+  event_store::run_command_async<v1::TenantState, Mutation>(
+      store_, slow_path(), policy(), std::move(c), std::move(done), v1::TenantState{});
 }
-
-struct TenantCommands::Op {
-  std::string ref;
-  domain::TenantCommand cmd;
-  CommandContext ctx;
-  MutationCallback done;
-  int attempts{0};
-};
 
 void TenantCommands::execute_async(const std::string& ref, const domain::TenantCommand& cmd,
                                    const CommandContext& ctx, MutationCallback done) {
   if (cmd.kind == domain::CommandKind::create)
     return done(make_error(errc::internal, "create goes through TenantCommands::create"));
-  auto op = std::make_shared<Op>(Op{ref, cmd, ctx, std::move(done), 0});
-  v1::TenantState cached;
-  if (cache_.get(ref, &cached)) return attempt(std::move(op), std::move(cached), false);
-  // A miss costs a Redis (or stream) round trip: not on the caller's thread,
-  // which may be one of gRPC's callback threads.
-  slow_path_.post([this, op = std::move(op)]() mutable {
-    auto state = load_uncached(op->ref);
-    if (!state) return op->done(state.error());
-    attempt(std::move(op), std::move(*state), /*authoritative=*/false);
-  });
-}
-
-void TenantCommands::retry_from_stream(std::shared_ptr<Op> op) {
-  slow_path_.post([this, op = std::move(op)]() mutable {
-    auto s = load_from_stream(op->ref);
-    if (!s) return op->done(s.error());
-    attempt(std::move(op), std::move(*s), /*authoritative=*/true);
-  });
-}
-
-void TenantCommands::attempt(std::shared_ptr<Op> op, v1::TenantState state, bool authoritative) {
-  const auto& ctx = op->ctx;
-  if (!domain::exists(state) ||
-      (!ctx.principal.is_admin() && state.owner_account_id() != ctx.principal.account_id))
-    return op->done(make_error(errc::not_found, "tenant not found"));
-  auto events = domain::decide(state, op->cmd);
-  const bool refusal = !events && events.error().code == errc::failed_precondition;
-  if ((refusal || (events && events->empty())) && !authoritative) {
+  auto decided = std::make_shared<Decided>();
+  event_store::Command<v1::TenantState, Mutation> c;
+  // Attempt 0 decides on a hint (the cache, else the Redis projection); a
+  // lost race or a hint that may lag reads the log.
+  c.load = [this, ref](int attempt) {
+    return attempt == 0 ? load_uncached(ref) : load_from_stream(ref);
+  };
+  c.decide = [this, ref, cmd, ctx, decided](
+                 v1::TenantState& state, int attempt) -> Result<event_store::Decision<Mutation>> {
+    using D = event_store::Decision<Mutation>;
+    if (!domain::exists(state) ||
+        (!ctx.principal.is_admin() && state.owner_account_id() != ctx.principal.account_id))
+      return make_error(errc::not_found, "tenant not found");
+    auto events = domain::decide(state, cmd);
+    const bool refusal = !events && events.error().code == errc::failed_precondition;
     // A hint may lag the log: confirm a no-op or a refusal against the stream.
-    return retry_from_stream(std::move(op));
-  }
-  if (!events) return op->done(events.error());
-  if (events->empty()) {
-    const std::uint64_t v = state.version();
-    return op->done(Mutation{std::move(state), v});  // already the desired state
-  }
-  const std::int64_t now = clock_.now_unix_ms();
-  const v1::TenantEvent ev = events->front();
-  auto out = projection::make_tenant_event(
-      op->ref, ev, actor(ctx), command_msg_id(ctx, op->ref, op->cmd.kind),
-      event_store::Expected::at(state.version()), ctx.correlation_id, ctx.request_id, now);
-  store_.append_async(out, [this, op, ev, now, state = std::move(state)](
-                               Result<event_store::AppendResult> appended) mutable {
-    if (appended && !appended->duplicate) {
-      v1::TenantState next =
-          domain::fold(std::move(state), ev, {op->ref, appended->sequence.value(), now});
-      cache_.put_if_newer(next);
-      const std::uint64_t seq = appended->sequence.value();
-      return op->done(Mutation{std::move(next), seq});
-    }
-    if (appended) {
+    if ((refusal || (events && events->empty())) && attempt == 0) return D::reload();
+    if (!events) return events.error();
+    if (events->empty()) return D::finish(Mutation{state, state.version()});
+    decided->event = events->front();
+    decided->at_unix_ms = clock_.now_unix_ms();
+    return D::write(events::make_tenant_event(
+        ref, decided->event, actor(ctx), command_msg_id(ctx, ref, cmd.kind),
+        event_store::Expected::at(state.version()), ctx.correlation_id, ctx.request_id,
+        decided->at_unix_ms));
+  };
+  c.appended = [this, ref, decided](v1::TenantState& state,
+                                    const event_store::AppendResult& a) -> Result<Mutation> {
+    if (a.duplicate) {
       // The same request was appended before: answer with its sequence.
-      const std::uint64_t seq = appended->sequence.value();
-      return slow_path_.post([this, op, seq] {
-        auto current = load_from_stream(op->ref);
-        if (!current) return op->done(current.error());
-        op->done(Mutation{std::move(*current), seq});
-      });
+      auto current = load_from_stream(ref);
+      if (!current) return current.error();
+      return Mutation{std::move(*current), a.sequence.value()};
     }
-    if (appended.error().code != errc::conflict) return op->done(appended.error());
-    // Someone else appended first: re-read the log and decide again.
-    if (++op->attempts >= kMaxAttempts)
-      return op->done(make_error(errc::unavailable, "too much contention on this tenant; retry"));
-    retry_from_stream(op);
-  });
+    v1::TenantState next =
+        domain::fold(state, decided->event, {ref, a.sequence.value(), decided->at_unix_ms});
+    cache_.put_if_newer(next);
+    return Mutation{std::move(next), a.sequence.value()};
+  };
+  v1::TenantState cached;
+  std::optional<v1::TenantState> first;
+  if (cache_.get(ref, &cached)) first = std::move(cached);
+  // A cache miss costs a Redis (or stream) round trip: not on the caller's
+  // thread, which may be one of gRPC's callback threads.
+  event_store::run_command_async<v1::TenantState, Mutation>(
+      store_, slow_path(), policy(), std::move(c), std::move(done), std::move(first));
 }
 
 }  // namespace supaplane::api

@@ -9,6 +9,7 @@
 #include "supaplane/core/time.hpp"
 #include "supaplane/core/work_queue.hpp"
 #include "supaplane/domain/tenant.hpp"
+#include "supaplane/event_store/command.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/projection/tenant_projection.hpp"
 
@@ -50,7 +51,7 @@ using MutationCallback = std::function<void(Result<Mutation>)>;
 /// the internal work queue. Thread-safe.
 class TenantCommands {
  public:
-  TenantCommands(event_store::EventStore& store, projection::TenantProjection& projection,
+  TenantCommands(event_store::EventLog& store, projection::TenantProjection& projection,
                  projection::RedisPool& redis, StateCache& cache, const Clock& clock);
 
   void create_async(const std::string& name, v1::Plan plan, const CommandContext& ctx,
@@ -68,14 +69,13 @@ class TenantCommands {
   static constexpr int kMaxAttempts = 16;
 
  private:
-  struct Op;
-  void attempt(std::shared_ptr<Op> op, v1::TenantState state, bool authoritative);
-  void retry_from_stream(std::shared_ptr<Op> op);
+  static event_store::RetryPolicy policy();
+  event_store::Executor slow_path();
   /// The state hint when the cache has none: the Redis projection, else the stream.
   Result<v1::TenantState> load_uncached(const std::string& ref);
   v1::Actor actor(const CommandContext& ctx) const;
 
-  event_store::EventStore& store_;
+  event_store::EventLog& store_;
   projection::TenantProjection& projection_;
   projection::RedisPool& redis_;
   StateCache& cache_;

@@ -61,8 +61,13 @@ BillingMetrics::BillingMetrics(prometheus::Registry& r)
       rebuilds(prometheus::BuildCounter()
                    .Name("supaplane_billing_projection_rebuilds_total")
                    .Help("rebuilds of the Redis projection from the log, by reason")
-                   .Register(r)) {
+                   .Register(r)),
+      grpc_refused(prometheus::BuildCounter()
+                       .Name("supaplane_billing_grpc_refused_total")
+                       .Help("BillingService calls refused at the edge, by reason")
+                       .Register(r)) {
   for (auto reason : projection::kRebuildReasons) rebuilds.Add({{"reason", to_string(reason)}});
+  for (auto reason : {"unauthenticated", "not_owner"}) grpc_refused.Add({{"reason", reason}});
 }
 
 App::App(AppOptions opts, const Clock& clock) : opts_(std::move(opts)), clock_(clock) {}
@@ -114,8 +119,8 @@ Status App::start() {
   if (!es) return es.error();
   store_ = std::move(*es);
   stream_ready_ = stream_ready;
-  processor_ =
-      std::make_unique<Processor>(*store_, clock_, GracePolicy{opts_.grace_failed_attempts});
+  log_ = std::make_unique<event_store::JetStreamLog>(*store_);
+  processor_ = std::make_unique<Processor>(*log_, clock_, GracePolicy{opts_.grace_failed_attempts});
   projector_ = std::make_unique<BillingProjector>(*redis_addr, opts_.projection_prefix, *store_);
   projector_->on_rebuilt([this](projection::RebuildReason why, std::uint64_t) {
     metrics_->rebuilds.Add({{"reason", to_string(why)}}).Increment();
@@ -142,9 +147,9 @@ Status App::start() {
     tokens = std::make_unique<auth::TokenService>(opts_.jwt_secret, clock_);
   }
   reader_ = std::make_unique<BillingReader>(*redis_pool_, opts_.projection_prefix);
-  checkout_ =
-      std::make_unique<CheckoutService>(std::move(client), std::move(tokens), *store_,
-                                        reader_.get(), GracePolicy{opts_.grace_failed_attempts});
+  checkout_ = std::make_unique<CheckoutService>(
+      std::move(client), std::move(tokens), *store_, reader_.get(),
+      GracePolicy{opts_.grace_failed_attempts}, &metrics_->grpc_refused);
   grpc::ServerBuilder gb;
   tls::exclusive_server(gb, 64, "supaplane-billing");
   gb.AddListeningPort(grpc_hp->host + ":" + std::to_string(grpc_hp->port), *grpc_creds,

@@ -14,6 +14,7 @@
 #include "signature.hpp"
 #include "stripe_event.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/event_store/event_log.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/http/server.hpp"
 #include "supaplane/metrics/http_server.hpp"
@@ -70,6 +71,8 @@ struct BillingMetrics {
   prometheus::Counter& recorded;
   prometheus::Counter& unavailable;
   prometheus::Family<prometheus::Counter>& rebuilds;
+  /// BillingService calls refused at the edge, by reason.
+  prometheus::Family<prometheus::Counter>& grpc_refused;
 };
 
 /// Composition root of supaplane-billing: builds in dependency order,
@@ -101,6 +104,7 @@ class App {
   std::unique_ptr<SignatureVerifier> verifier_;
   PriceMap prices_;
   std::unique_ptr<event_store::EventStore> store_;
+  std::unique_ptr<event_store::JetStreamLog> log_;  ///< `store_` as the processor sees it
   std::unique_ptr<Processor> processor_;
   std::unique_ptr<BillingProjector> projector_;
   std::unique_ptr<event_store::ConsumerRunner> runner_;

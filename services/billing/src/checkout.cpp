@@ -8,10 +8,13 @@
 #include "processor.hpp"
 #include "supaplane/core/types.hpp"
 #include "supaplane/domain/tenant.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/grpc_edge/edge.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/history.hpp"
 
 namespace supaplane::billing {
+
+using grpc_edge::to_grpc;
 
 namespace {
 std::shared_ptr<spdlog::logger> log() {
@@ -26,26 +29,6 @@ std::size_t collect(char* data, std::size_t size, std::size_t n, void* out) {
   return size * n;
 }
 
-grpc::Status to_grpc(const Error& e) {
-  switch (e.code) {
-    case errc::invalid_argument:
-      return {grpc::StatusCode::INVALID_ARGUMENT, e.message};
-    case errc::not_found:
-      return {grpc::StatusCode::NOT_FOUND, e.message};
-    case errc::failed_precondition:
-      return {grpc::StatusCode::FAILED_PRECONDITION, e.message};
-    case errc::unauthenticated:
-      return {grpc::StatusCode::UNAUTHENTICATED, e.message};
-    case errc::permission_denied:
-      return {grpc::StatusCode::PERMISSION_DENIED, e.message};
-    case errc::unavailable:
-      return {grpc::StatusCode::UNAVAILABLE, e.message};
-    case errc::resource_exhausted:
-      return {grpc::StatusCode::RESOURCE_EXHAUSTED, e.message};
-    default:
-      return {grpc::StatusCode::INTERNAL, e.message};
-  }
-}
 }  // namespace
 
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields) {
@@ -188,12 +171,17 @@ Status StripeClient::change_subscription_plan(const std::string& subscription_id
 CheckoutService::CheckoutService(std::unique_ptr<StripeClient> client,
                                  std::unique_ptr<auth::TokenService> tokens,
                                  event_store::EventStore& store, BillingReader* reader,
-                                 GracePolicy policy)
+                                 GracePolicy policy,
+                                 prometheus::Family<prometheus::Counter>* refused)
     : client_(std::move(client)),
       tokens_(std::move(tokens)),
       store_(store),
       reader_(reader),
-      policy_(policy) {}
+      policy_(policy) {
+  if (tokens_) gate_ = std::make_unique<grpc_edge::Gate>(*tokens_, refused);
+}
+
+CheckoutService::~CheckoutService() = default;
 
 grpc::Status CheckoutService::authorize(grpc::ServerContext* ctx, const std::string& ref,
                                         v1::Plan plan) {
@@ -201,24 +189,19 @@ grpc::Status CheckoutService::authorize(grpc::ServerContext* ctx, const std::str
     return {grpc::StatusCode::FAILED_PRECONDITION,
             "checkout is disabled: set SUPAPLANE_STRIPE_SECRET_KEY and SUPAPLANE_JWT_SECRET on "
             "supaplane-billing"};
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  const std::string header =
-      it == md.end() ? "" : std::string(it->second.data(), it->second.size());
-  if (header.rfind("Bearer ", 0) != 0)
-    return {grpc::StatusCode::UNAUTHENTICATED, "missing authorization: Bearer <token>"};
-  auto principal = tokens_->verify(header.substr(7));
+  auto principal = gate_->authenticate(*ctx);
   if (!principal) return to_grpc(principal.error());
   if (!TenantRef::valid(ref)) return {grpc::StatusCode::INVALID_ARGUMENT, "ref: not a tenant ref"};
   if (plan != v1::PLAN_STARTER && plan != v1::PLAN_PRO)
     return {grpc::StatusCode::INVALID_ARGUMENT, "plan: must be STARTER or PRO"};
   auto msgs = store_.read_subject("platform.tenant." + ref);
   if (!msgs) return to_grpc(msgs.error());
-  const auto tenant = projection::fold_history(ref, *msgs);
+  const auto tenant = events::fold_history(ref, *msgs);
   // Another customer's tenant does not exist for the caller (docs/api.md, errors).
-  if (!domain::exists(tenant) || tenant.desired_state() == v1::DESIRED_STATE_DELETED ||
-      (!principal->is_admin() && tenant.owner_account_id() != principal->account_id))
+  if (!domain::exists(tenant) || tenant.desired_state() == v1::DESIRED_STATE_DELETED)
     return {grpc::StatusCode::NOT_FOUND, "tenant not found"};
+  if (auto owner = gate_->check_owner(*principal, tenant.owner_account_id()); !owner)
+    return to_grpc(owner.error());
   return grpc::Status::OK;
 }
 

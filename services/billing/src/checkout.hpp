@@ -3,6 +3,9 @@
 // ChangeSubscriptionPlan over gRPC, served by supaplane-billing itself. Callers present the api's
 // session tokens (SUPAPLANE_JWT_SECRET); a customer may only pay for a tenant they own.
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,6 +19,10 @@
 #include "supaplane/core/result.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
+
+namespace supaplane::grpc_edge {
+class Gate;
+}
 
 namespace supaplane::billing {
 
@@ -61,9 +68,12 @@ std::string form_encode(const std::vector<std::pair<std::string, std::string>>& 
 class CheckoutService final : public v1::BillingService::Service {
  public:
   /// `tokens` null (no JWT secret) or `client` null (no Stripe key): every
-  /// call answers FAILED_PRECONDITION.
+  /// call answers FAILED_PRECONDITION. Refused callers are counted by reason
+  /// in `refused` (may be null).
   CheckoutService(std::unique_ptr<StripeClient> client, std::unique_ptr<auth::TokenService> tokens,
-                  event_store::EventStore& store, BillingReader* reader, GracePolicy policy);
+                  event_store::EventStore& store, BillingReader* reader, GracePolicy policy,
+                  prometheus::Family<prometheus::Counter>* refused = nullptr);
+  ~CheckoutService() override;
   grpc::Status CreateCheckoutSession(grpc::ServerContext* ctx,
                                      const v1::CreateCheckoutSessionRequest* req,
                                      v1::CheckoutSession* resp) override;
@@ -83,6 +93,7 @@ class CheckoutService final : public v1::BillingService::Service {
 
   std::unique_ptr<StripeClient> client_;
   std::unique_ptr<auth::TokenService> tokens_;
+  std::unique_ptr<grpc_edge::Gate> gate_;  ///< set when `tokens_` is
   event_store::EventStore& store_;
   BillingReader* reader_;
   GracePolicy policy_;

@@ -1,9 +1,10 @@
 #include "processor.hpp"
 
 #include "supaplane/core/ids.hpp"
+#include "supaplane/event_store/command.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/history.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 
 namespace supaplane::billing {
 
@@ -92,8 +93,21 @@ v1::BillingState fold_billing_history(const std::string& customer,
   return s;
 }
 
-Processor::Processor(event_store::EventStore& store, const Clock& clock, GracePolicy policy)
-    : store_(store), clock_(clock), policy_(policy) {}
+Processor::Processor(event_store::EventLog& store, const Clock& clock, GracePolicy policy,
+                     event_store::Sleeper* sleeper)
+    : store_(store),
+      clock_(clock),
+      policy_(policy),
+      sleeper_(sleeper ? *sleeper : event_store::ThreadSleeper::instance()) {}
+
+event_store::RetryPolicy Processor::retry_policy(std::string exhausted) {
+  event_store::RetryPolicy p;
+  p.max_attempts = kMaxRounds;
+  p.backoff_base_ms = 5;
+  p.backoff_max_ms = 100;
+  p.exhausted = std::move(exhausted);
+  return p;
+}
 
 Result<Outcome> Processor::handle(const StripeEvent& ev) {
   if (!ev.billing) {
@@ -101,44 +115,54 @@ Result<Outcome> Processor::handle(const StripeEvent& ev) {
     return Outcome::ignored;
   }
   const std::string subject = kBillingPrefix + ev.customer;
-  v1::BillingState state;
+  auto read = [&]() -> Result<std::vector<event_store::StoredMessage>> {
+    return store_.read_subject(subject);
+  };
+  // Record the Stripe event on the customer's billing subject, once.
+  struct Folded {
+    v1::BillingState state;
+    bool seen{false};  ///< this Stripe event is on the subject already
+  };
   bool duplicate = false;
-  bool recorded = false;
-  for (int round = 0; round < kMaxRounds && !recorded; ++round) {
-    auto msgs = store_.read_subject(subject);
+  event_store::Command<Folded, v1::BillingState> record;
+  record.load = [&](int) -> Result<Folded> {
+    auto msgs = read();
     if (!msgs) return msgs.error();
-    bool seen = false;
-    state = fold_billing_history(ev.customer, *msgs, ev.id, &seen);
-    if (seen) {
+    Folded f;
+    f.state = fold_billing_history(ev.customer, *msgs, ev.id, &f.seen);
+    return f;
+  };
+  record.decide = [&](Folded& f, int) -> Result<event_store::Decision<v1::BillingState>> {
+    using D = event_store::Decision<v1::BillingState>;
+    if (f.seen) {
       // Already recorded (a Stripe retry, possibly long after the dedupe
       // window): nothing new to append, but finish the tenant side below in
       // case the first delivery stopped half way.
       duplicate = true;
-      recorded = true;
-      break;
+      return D::finish(f.state);
     }
-    auto appended = store_.append(make_billing_event(ev.customer, *ev.billing,
-                                                     event_store::Expected::at(state.version()),
-                                                     clock_.now_unix_ms()));
-    if (!appended) {
-      if (appended.error().code == errc::conflict) {
-        counters_.conflicts++;
-        continue;
-      }
-      return appended.error();
+    return D::write(make_billing_event(ev.customer, *ev.billing,
+                                       event_store::Expected::at(f.state.version()),
+                                       clock_.now_unix_ms()));
+  };
+  record.appended = [&](Folded& f, const event_store::AppendResult& a) -> Result<v1::BillingState> {
+    if (a.duplicate) {
+      // Recorded meanwhile by a concurrent delivery: its state, from the log.
+      duplicate = true;
+      auto msgs = read();
+      if (!msgs) return msgs.error();
+      return fold_billing_history(ev.customer, *msgs);
     }
-    if (appended->duplicate) {
-      duplicate = true;  // recorded meanwhile by a concurrent delivery: re-read it
-      continue;
-    }
-    state = fold(std::move(state), *ev.billing, appended->sequence.value());
-    recorded = true;
     counters_.recorded++;
     log()->info("recorded stripe event {} ({}) customer={} seq={}", ev.id, ev.type, ev.customer,
-                appended->sequence.value());
-  }
-  if (!recorded)
-    return make_error(errc::unavailable, "billing record of " + ev.customer + " keeps changing");
+                a.sequence.value());
+    return fold(std::move(f.state), *ev.billing, a.sequence.value());
+  };
+  record.on_conflict = [this] { counters_.conflicts++; };
+  auto state = event_store::run_command(
+      store_, sleeper_, retry_policy("billing record of " + ev.customer + " keeps changing"),
+      record);
+  if (!state) return state.error();
   if (duplicate) counters_.duplicates++;
   // Until a round changes nothing: a concurrent delivery for the same
   // customer (say invoice.paid racing the payment_failed that reached grace)
@@ -147,12 +171,12 @@ Result<Outcome> Processor::handle(const StripeEvent& ev) {
   // append makes the last writer converge the tenant to the newest state.
   for (int round = 0; round < kMaxRounds; ++round) {
     bool acted = false;
-    for (const auto& target : tenant_targets(state, policy_))
+    for (const auto& target : tenant_targets(*state, policy_))
       if (auto st = reconcile_tenant(target, ev.id, &acted); !st) return st.error();
     if (!acted) return duplicate ? Outcome::duplicate : Outcome::recorded;
-    auto msgs = store_.read_subject(subject);
+    auto msgs = read();
     if (!msgs) return msgs.error();
-    state = fold_billing_history(ev.customer, *msgs, "", nullptr);
+    *state = fold_billing_history(ev.customer, *msgs, "", nullptr);
   }
   return make_error(errc::unavailable, "billing of " + ev.customer + " keeps changing");
 }
@@ -160,51 +184,64 @@ Result<Outcome> Processor::handle(const StripeEvent& ev) {
 Status Processor::reconcile_tenant(const TenantTarget& target, const std::string& stripe_event_id,
                                    bool* acted) {
   const std::string subject = "platform.tenant." + target.ref;
-  for (int round = 0; round < kMaxRounds; ++round) {
+  struct Folded {
+    v1::TenantState tenant;
+    bool suspended_by_billing{false};
+  };
+  std::string command;  // what was appended, for the log line
+  std::string reason;
+  event_store::Command<Folded, bool> cmd;
+  cmd.load = [&](int) -> Result<Folded> {
     auto msgs = store_.read_subject(subject);
     if (!msgs) return msgs.error();
-    const v1::TenantState tenant = projection::fold_history(target.ref, *msgs);
+    return Folded{events::fold_history(target.ref, *msgs), suspended_by_billing(*msgs)};
+  };
+  cmd.decide = [&](Folded& f, int) -> Result<event_store::Decision<bool>> {
+    using D = event_store::Decision<bool>;
+    const v1::TenantState& tenant = f.tenant;
     if (!domain::exists(tenant)) {
       // Checkout metadata named a tenant that does not exist: recorded on the
       // billing subject, nothing to change (a retry by Stripe cannot help).
       counters_.unknown_tenants++;
       log()->warn("ref={} linked by stripe event {} does not exist", target.ref, stripe_event_id);
-      return Status::Ok();
+      return D::finish(false);
     }
-    const auto cmd = next_command(tenant, target, suspended_by_billing(*msgs));
-    if (!cmd) return Status::Ok();
-    auto events = domain::decide(tenant, *cmd);
+    const auto next = next_command(tenant, target, f.suspended_by_billing);
+    if (!next) return D::finish(false);
+    auto events = domain::decide(tenant, *next);
     if (!events) {
       log()->warn("ref={} {} from stripe event {} refused: {}", target.ref,
-                  domain::to_string(cmd->kind), stripe_event_id, events.error().message);
-      return Status::Ok();
+                  domain::to_string(next->kind), stripe_event_id, events.error().message);
+      return D::finish(false);
     }
-    if (events->empty()) return Status::Ok();
+    if (events->empty()) return D::finish(false);
+    command = domain::to_string(next->kind);
+    reason = next->reason;
     // Deterministic per decision: a redelivery deciding the same thing on the
     // same version is deduplicated; a later decision gets a new id.
     const std::string msg_id = "stripe:" + stripe_event_id + ":" + target.ref + ":" +
-                               std::to_string(tenant.version()) + ":" +
-                               domain::to_string(cmd->kind);
-    auto out =
-        projection::make_tenant_event(target.ref, events->front(), stripe_actor(stripe_event_id),
-                                      msg_id, event_store::Expected::at(tenant.version()),
-                                      stripe_event_id, stripe_event_id, clock_.now_unix_ms());
-    auto appended = store_.append(out);
-    if (!appended) {
-      if (appended.error().code == errc::conflict) {
-        counters_.conflicts++;
-        continue;
-      }
-      return appended.error();
-    }
+                               std::to_string(tenant.version()) + ":" + command;
+    return D::write(
+        events::make_tenant_event(target.ref, events->front(), stripe_actor(stripe_event_id),
+                                  msg_id, event_store::Expected::at(tenant.version()),
+                                  stripe_event_id, stripe_event_id, clock_.now_unix_ms()));
+  };
+  cmd.appended = [&](Folded&, const event_store::AppendResult& a) -> Result<bool> {
     counters_.tenant_commands++;
+    log()->info("ref={} {} ({}) from stripe event {} seq={}", target.ref, command, reason,
+                stripe_event_id, a.sequence.value());
+    return true;
+  };
+  cmd.on_conflict = [this] { counters_.conflicts++; };
+  const auto policy = retry_policy("tenant " + target.ref + " keeps changing; Stripe will retry");
+  // Until the tenant needs nothing more from billing (one command per state).
+  for (int round = 0; round < kMaxRounds; ++round) {
+    auto appended = event_store::run_command(store_, sleeper_, policy, cmd);
+    if (!appended) return appended.error();
+    if (!*appended) return Status::Ok();
     *acted = true;
-    log()->info("ref={} {} ({}) from stripe event {} seq={}", target.ref,
-                domain::to_string(cmd->kind), cmd->reason, stripe_event_id,
-                appended->sequence.value());
   }
-  return make_error(errc::unavailable,
-                    "tenant " + target.ref + " keeps changing; Stripe will retry");
+  return make_error(errc::unavailable, policy.exhausted);
 }
 
 }  // namespace supaplane::billing

@@ -10,6 +10,7 @@
 #include "stripe_event.hpp"
 #include "supaplane/core/result.hpp"
 #include "supaplane/core/time.hpp"
+#include "supaplane/event_store/command.hpp"
 #include "supaplane/event_store/event_store.hpp"
 
 namespace supaplane::billing {
@@ -44,7 +45,9 @@ v1::BillingState fold_billing_history(const std::string& customer,
 /// expected sequence, so concurrent deliveries for one customer are safe.
 class Processor {
  public:
-  Processor(event_store::EventStore& store, const Clock& clock, GracePolicy policy);
+  /// `sleeper`: where the backoff after a lost race waits (null: this thread).
+  Processor(event_store::EventLog& store, const Clock& clock, GracePolicy policy,
+            event_store::Sleeper* sleeper = nullptr);
 
   /// Handles one verified, parsed event. Ok only once everything it implies
   /// is durably on the log (then Stripe may be answered 200). `unavailable`
@@ -58,9 +61,12 @@ class Processor {
   Status reconcile_tenant(const TenantTarget& target, const std::string& stripe_event_id,
                           bool* acted);
 
-  event_store::EventStore& store_;
+  static event_store::RetryPolicy retry_policy(std::string exhausted);
+
+  event_store::EventLog& store_;
   const Clock& clock_;
   GracePolicy policy_;
+  event_store::Sleeper& sleeper_;
   ProcessorCounters counters_;
 };
 

@@ -8,10 +8,11 @@
 
 #include "supaplane/core/ids.hpp"
 #include "supaplane/domain/tenant.hpp"
+#include "supaplane/event_store/command.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/events/history.hpp"
+#include "supaplane/events/tenant_events.hpp"
 #include "supaplane/logging/logging.hpp"
-#include "supaplane/projection/history.hpp"
-#include "supaplane/projection/tenant_events.hpp"
 
 namespace supaplane::provisioner {
 
@@ -21,7 +22,6 @@ std::shared_ptr<spdlog::logger> log() {
   return l;
 }
 constexpr std::string_view kPrefix = "platform.tenant.";
-constexpr int kMaxRounds = 16;
 
 Error not_leader() {
   return make_error(errc::unavailable, "this replica does not hold the provisioner lease");
@@ -35,15 +35,22 @@ v1::Actor system_actor() {
 }
 }  // namespace
 
-Provisioner::Provisioner(event_store::EventStore& store, driver::Driver& driver, KeyStore& keys,
-                         const Clock& clock, ProvisionerOptions opts, const Leadership* leadership)
+Provisioner::Provisioner(event_store::EventLog& store, driver::Driver& driver, SecretStore& keys,
+                         const Clock& clock, ProvisionerOptions opts, const Leadership* leadership,
+                         event_store::Sleeper* sleeper)
     : store_(store),
       driver_(driver),
       keys_(keys),
       clock_(clock),
       opts_(opts),
       leadership_(leadership),
-      pool_(static_cast<std::size_t>(std::max(1, opts.workers))) {}
+      own_sleeper_(&stop_),
+      sleeper_(sleeper ? sleeper : &own_sleeper_),
+      pool_(static_cast<std::size_t>(std::max(1, opts.workers))) {
+  converge_policy_.max_attempts = opts_.max_converge_rounds;
+  converge_policy_.backoff_base_ms = opts_.conflict_backoff_base_ms;
+  converge_policy_.backoff_max_ms = opts_.conflict_backoff_max_ms;
+}
 
 std::mutex& Provisioner::lock_for(const std::string& ref) {
   return locks_[std::hash<std::string>{}(ref) % locks_.size()];
@@ -55,13 +62,7 @@ bool Provisioner::may_act() {
   return false;
 }
 
-bool Provisioner::sleep_ms(std::int64_t ms) {
-  for (std::int64_t w = 0; w < ms; w += 10) {
-    if (stop_) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return !stop_;
-}
+bool Provisioner::sleep_ms(std::int64_t ms) { return !stop_ && sleeper_->sleep_ms(ms) && !stop_; }
 
 Result<driver::Progress> Provisioner::act(domain::StackAction action,
                                           const driver::StackRequest& req) {
@@ -139,35 +140,41 @@ void Provisioner::poll_starting() {
 
 Status Provisioner::converge(const std::string& ref) {
   std::lock_guard lk(lock_for(ref));
-  for (int round = 0; round < kMaxRounds && !stop_; ++round) {
+  // What the outcome being appended says (for its log line).
+  struct Outcome {
+    domain::StackAction action{domain::StackAction::none};
+    std::int64_t gen{0};
+    int attempts{0};
+    Status done{Status::Ok()};
+  } outcome;
+  event_store::Command<v1::TenantState, bool> cmd;
+  cmd.load = [&](int) -> Result<v1::TenantState> {
+    if (stop_) return make_error(errc::unavailable, "stopping");
     if (!may_act()) return not_leader();
     auto msgs = store_.read_subject(std::string(kPrefix) + ref);
     if (!msgs) return msgs.error();
     counters_.history_reads++;
-    const v1::TenantState state = projection::fold_history(ref, *msgs);
+    return events::fold_history(ref, *msgs);
+  };
+  cmd.decide = [&](v1::TenantState& state, int) -> Result<event_store::Decision<bool>> {
+    using D = event_store::Decision<bool>;
     const auto action = domain::plan_convergence(state);
     if (action == domain::StackAction::none) {
       set_starting(ref, false);
-      return Status::Ok();
+      return D::finish(true);
     }
     const std::int64_t gen = state.generation();
     std::uint64_t version = state.version();  // the expected sequence of our next append
     if (domain::announce_start(state, action)) {
       v1::TenantEvent started;
       started.mutable_provisioning_started()->set_observed_generation(gen);
-      auto out = projection::make_tenant_event(
+      auto out = events::make_tenant_event(
           ref, started, system_actor(),
           "provisioner:" + ref + ":" + std::to_string(version) + ":started",
           event_store::Expected::at(version), ids::random_hex_id(), "", clock_.now_unix_ms());
       if (!may_act()) return not_leader();
       auto appended = store_.append(out);
-      if (!appended) {
-        if (appended.error().code == errc::conflict) {
-          counters_.conflicts++;
-          continue;  // a newer desire: decide again
-        }
-        return appended.error();
-      }
+      if (!appended) return appended.error();  // a conflict: a newer desire, decide again
       version = appended->sequence.value();
     }
     driver::StackRequest req;
@@ -226,7 +233,7 @@ Status Provisioner::converge(const std::string& ref) {
       if (waited < opts_.start_timeout_ms) {
         log()->debug("{} ref={} gen={} in progress: {}", domain::to_string(action), ref, gen,
                      progress->waiting_on);
-        return Status::Ok();
+        return D::finish(true);
       }
       done = make_error(errc::internal, "stack not serving after " + std::to_string(waited / 1000) +
                                             " s: " + progress->waiting_on);
@@ -260,37 +267,35 @@ Status Provisioner::converge(const std::string& ref) {
     // and by OCC; a later decision on the same generation (after drift) is not.
     const std::string msg_id = "provisioner:" + ref + ":" + std::to_string(version) + ":" +
                                (done ? domain::to_string(action) : "failed");
-    auto out = projection::make_tenant_event(ref, ev, system_actor(), msg_id,
-                                             event_store::Expected::at(version),
-                                             ids::random_hex_id(), "", clock_.now_unix_ms());
+    outcome = Outcome{action, gen, attempt, done};
     // The next leader redoes the step (driver calls are idempotent) and
     // records it.
     if (!may_act()) return not_leader();
-    auto appended = store_.append(out);
-    if (!appended) {
-      if (appended.error().code == errc::conflict) {
-        counters_.conflicts++;  // a newer desire arrived: converge to it
-        continue;
-      }
-      return appended.error();
-    }
-    if (done) {
+    return D::write(events::make_tenant_event(ref, ev, system_actor(), msg_id,
+                                              event_store::Expected::at(version),
+                                              ids::random_hex_id(), "", clock_.now_unix_ms()));
+  };
+  cmd.appended = [&](v1::TenantState&, const event_store::AppendResult& a) -> Result<bool> {
+    // The outcome was appended on the version we decided on, so it settles
+    // that state (plan_convergence is then none); a command that came after
+    // it arrives as its own message.
+    if (outcome.done) {
       counters_.actions++;
-      log()->info("{} ref={} gen={} seq={}", domain::to_string(action), ref, gen,
-                  appended->sequence.value());
-      // The outcome was appended on the version we decided on, so it settles
-      // that state (plan_convergence is then none); a command that came
-      // after it arrives as its own message.
-      return Status::Ok();
+      log()->info("{} ref={} gen={} seq={}", domain::to_string(outcome.action), ref, outcome.gen,
+                  a.sequence.value());
     } else {
-      counters_.failures++;
-      log()->error("ref={} gen={} FAILED after {} attempts: {}", ref, gen, attempt,
-                   done.error().message);
-      return Status::Ok();  // recorded; a later command converges it again
+      counters_.failures++;  // recorded; a later command converges it again
+      log()->error("ref={} gen={} FAILED after {} attempts: {}", ref, outcome.gen, outcome.attempts,
+                   outcome.done.error().message);
     }
-  }
-  if (stop_) return make_error(errc::unavailable, "stopping");
-  return make_error(errc::unavailable, "tenant " + ref + " keeps changing; will retry");
+    return true;
+  };
+  cmd.on_conflict = [this] { counters_.conflicts++; };  // a newer desire: converge to it
+  event_store::RetryPolicy policy = converge_policy_;
+  policy.exhausted = "tenant " + ref + " keeps changing; will retry";
+  auto settled = event_store::run_command(store_, *sleeper_, policy, cmd);
+  if (!settled) return settled.error();
+  return Status::Ok();
 }
 
 namespace {
@@ -345,83 +350,99 @@ void Provisioner::handle(std::vector<event_store::InboundMessage>& batch) {
 Result<bool> Provisioner::check(const std::string& ref, const v1::TenantState* folded) {
   if (!may_act()) return not_leader();
   std::unique_lock lk(lock_for(ref));
-  v1::TenantState read;
-  if (!folded) {
+  enum class Seen { settled, health_recorded, drifted, needs_converge };
+  std::string drift;
+  std::size_t services = 0;
+  event_store::Command<v1::TenantState, Seen> cmd;
+  cmd.load = [&](int) -> Result<v1::TenantState> {
+    if (folded) return *folded;
     auto msgs = store_.read_subject(std::string(kPrefix) + ref);
     if (!msgs) return msgs.error();
     counters_.history_reads++;
-    read = projection::fold_history(ref, *msgs);
-  }
-  const v1::TenantState& s = folded ? *folded : read;
-  if (domain::plan_convergence(s) != domain::StackAction::none) {
+    return events::fold_history(ref, *msgs);
+  };
+  cmd.decide = [&](v1::TenantState& s, int) -> Result<event_store::Decision<Seen>> {
+    using D = event_store::Decision<Seen>;
     // Level-triggered catch-all: a tenant whose messages were given up on
     // (e.g. NATS down for long) still converges here.
-    lk.unlock();
-    if (auto st = converge(ref); !st) return st.error();
-    return false;
-  }
-  const bool want_running = s.observed_state() == v1::OBSERVED_STATE_RUNNING;
-  const bool want_paused = s.observed_state() == v1::OBSERVED_STATE_PAUSED;
-  if (!want_running && !want_paused) return false;
-  if (!may_act()) return not_leader();
-  auto seen = driver_.observe(ref, want_running);
-  if (!seen) return seen.error();
-  if (want_running && seen->drift.empty()) {
-    // Where the tenant lives must be what the log says (histories from
-    // before the endpoints were recorded, or a changed driver setting).
-    const auto where = driver_.endpoints(ref);
-    if (where.gateway_url != s.gateway_url() || where.db_host != s.db_host() ||
-        where.db_port != s.db_port() || where.db_upstream != s.db_upstream())
-      seen->drift = "endpoints differ from the log";
-  }
-  if (seen->drift.empty()) {
-    if (!want_running) return false;
-    // A service whose health check has not run yet since it (re)started
-    // (COMING_UP) is no news: only a verdict is recorded, so the log does
-    // not grow with every restart.
-    bool same = static_cast<int>(seen->health.size()) == s.services_size();
-    for (std::size_t i = 0; same && i < seen->health.size(); ++i) {
-      const auto& a = seen->health[i];
-      const auto& b = s.services(static_cast<int>(i));
-      same = a.name == b.name() && (a.status == v1::SERVICE_HEALTH_STATUS_COMING_UP ||
-                                    (a.status == b.status() && a.error == b.error()));
-    }
-    if (same) return false;
-    v1::TenantEvent ev;
-    auto* hc = ev.mutable_stack_health_changed();
-    hc->set_observed_generation(s.observed_generation());
-    for (const auto& h : seen->health) {
-      auto* out = hc->add_services();
-      out->set_name(h.name);
-      out->set_status(h.status);
-      out->set_error(h.error);
-    }
-    auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
-                                             event_store::Expected::at(s.version()),
-                                             ids::random_hex_id(), "", clock_.now_unix_ms());
+    if (domain::plan_convergence(s) != domain::StackAction::none)
+      return D::finish(Seen::needs_converge);
+    const bool want_running = s.observed_state() == v1::OBSERVED_STATE_RUNNING;
+    const bool want_paused = s.observed_state() == v1::OBSERVED_STATE_PAUSED;
+    if (!want_running && !want_paused) return D::finish(Seen::settled);
     if (!may_act()) return not_leader();
-    auto appended = store_.append(out);
-    if (!appended && appended.error().code != errc::conflict) return appended.error();
-    if (appended) {
-      counters_.health_changes++;
-      log()->info("health ref={} changed ({} services)", ref, seen->health.size());
+    auto seen = driver_.observe(ref, want_running);
+    if (!seen) return seen.error();
+    if (want_running && seen->drift.empty()) {
+      // Where the tenant lives must be what the log says (histories from
+      // before the endpoints were recorded, or a changed driver setting).
+      const auto where = driver_.endpoints(ref);
+      if (where.gateway_url != s.gateway_url() || where.db_host != s.db_host() ||
+          where.db_port != s.db_port() || where.db_upstream != s.db_upstream())
+        seen->drift = "endpoints differ from the log";
     }
-    return false;
+    v1::TenantEvent ev;
+    if (seen->drift.empty()) {
+      if (!want_running) return D::finish(Seen::settled);
+      // A service whose health check has not run yet since it (re)started
+      // (COMING_UP) is no news: only a verdict is recorded, so the log does
+      // not grow with every restart.
+      bool same = static_cast<int>(seen->health.size()) == s.services_size();
+      for (std::size_t i = 0; same && i < seen->health.size(); ++i) {
+        const auto& a = seen->health[i];
+        const auto& b = s.services(static_cast<int>(i));
+        same = a.name == b.name() && (a.status == v1::SERVICE_HEALTH_STATUS_COMING_UP ||
+                                      (a.status == b.status() && a.error == b.error()));
+      }
+      if (same) return D::finish(Seen::settled);
+      auto* hc = ev.mutable_stack_health_changed();
+      hc->set_observed_generation(s.observed_generation());
+      for (const auto& h : seen->health) {
+        auto* out = hc->add_services();
+        out->set_name(h.name);
+        out->set_status(h.status);
+        out->set_error(h.error);
+      }
+      services = seen->health.size();
+    } else {
+      ev.mutable_drift_detected()->set_observed_generation(s.observed_generation());
+      ev.mutable_drift_detected()->set_details(seen->drift);
+      drift = seen->drift;
+    }
+    if (!may_act()) return not_leader();
+    return D::write(events::make_tenant_event(ref, ev, system_actor(), "",
+                                              event_store::Expected::at(s.version()),
+                                              ids::random_hex_id(), "", clock_.now_unix_ms()));
+  };
+  cmd.appended = [&](v1::TenantState&, const event_store::AppendResult&) -> Result<Seen> {
+    return drift.empty() ? Seen::health_recorded : Seen::drifted;
+  };
+  // One attempt: a state that changed meanwhile is news of its own (its
+  // message converges or checks the tenant again).
+  event_store::RetryPolicy once;
+  once.max_attempts = 1;
+  once.exhausted = "";
+  auto r = event_store::run_command(store_, *sleeper_, once, cmd);
+  if (!r) {
+    if (r.error().code == errc::conflict) return false;  // changed meanwhile
+    return r.error();
   }
-  v1::TenantEvent ev;
-  ev.mutable_drift_detected()->set_observed_generation(s.observed_generation());
-  ev.mutable_drift_detected()->set_details(seen->drift);
-  auto out = projection::make_tenant_event(ref, ev, system_actor(), "",
-                                           event_store::Expected::at(s.version()),
-                                           ids::random_hex_id(), "", clock_.now_unix_ms());
-  if (!may_act()) return not_leader();
-  auto appended = store_.append(out);
-  if (!appended) {
-    if (appended.error().code == errc::conflict) return false;  // changed meanwhile
-    return appended.error();
+  switch (*r) {
+    case Seen::settled:
+      return false;
+    case Seen::needs_converge:
+      lk.unlock();
+      if (auto st = converge(ref); !st) return st.error();
+      return false;
+    case Seen::health_recorded:
+      counters_.health_changes++;
+      log()->info("health ref={} changed ({} services)", ref, services);
+      return false;
+    case Seen::drifted:
+      break;
   }
   counters_.drift++;
-  log()->warn("drift ref={}: {}", ref, seen->drift);
+  log()->warn("drift ref={}: {}", ref, drift);
   lk.unlock();
   if (auto st = converge(ref); !st)
     log()->warn("repairing drift ref={}: {}", ref, st.error().message);
@@ -432,7 +453,7 @@ Result<int> Provisioner::resync() {
   const auto t0 = std::chrono::steady_clock::now();
   // One ordered replay folds every tenant: a history read per tenant would
   // cost one consumer per tenant (100,000 tenants: minutes), this costs one.
-  projection::TenantFolder folder;
+  events::TenantFolder folder;
   auto st = store_.replay(std::string(kPrefix) + ">", 1, [&](const event_store::StoredMessage& m) {
     folder.add(m);
     return !stop_.load();

@@ -13,13 +13,16 @@
 #include "supaplane/core/work_queue.hpp"
 #include "supaplane/domain/converge.hpp"
 #include "supaplane/driver/driver.hpp"
+#include "supaplane/event_store/command.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
+#include "supaplane/keystore/secret_store.hpp"
 
 namespace supaplane::provisioner {
 
 using keystore::KeyStore;
+using keystore::SecretStore;
 using keystore::StoredKeys;
 
 struct ProvisionerOptions {
@@ -33,6 +36,12 @@ struct ProvisionerOptions {
   /// A stack still not serving this long after its converge began goes
   /// FAILED, naming what it waits for.
   int start_timeout_ms{600'000};
+  /// Converge rounds (each a read, a decision and an append) a tenant may
+  /// lose to newer events before the converge is deferred (`unavailable`);
+  /// the backoff after the n-th lost race: min(base · 2^(n-1), max) ms.
+  int max_converge_rounds{16};
+  int conflict_backoff_base_ms{5};
+  int conflict_backoff_max_ms{200};
 };
 
 struct ProvisionerCounters {
@@ -63,8 +72,9 @@ struct ProvisionerCounters {
 /// before another can take over. Thread-safe.
 class Provisioner final : public event_store::BatchHandler {
  public:
-  Provisioner(event_store::EventStore& store, driver::Driver& driver, KeyStore& keys,
-              const Clock& clock, ProvisionerOptions opts, const Leadership* leadership = nullptr);
+  Provisioner(event_store::EventLog& store, driver::Driver& driver, SecretStore& keys,
+              const Clock& clock, ProvisionerOptions opts, const Leadership* leadership = nullptr,
+              event_store::Sleeper* sleeper = nullptr);
   /// Acks each message once its tenant has converged (or gone FAILED);
   /// a tenant that could not record its outcome is retried later.
   void handle(std::vector<event_store::InboundMessage>& batch) override;
@@ -107,14 +117,17 @@ class Provisioner final : public event_store::BatchHandler {
   /// False (and counted) when this replica does not lead now.
   bool may_act();
 
-  event_store::EventStore& store_;
+  event_store::EventLog& store_;
   driver::Driver& driver_;
-  KeyStore& keys_;
+  SecretStore& keys_;
   const Clock& clock_;
   ProvisionerOptions opts_;
   const Leadership* leadership_;
   ProvisionerCounters counters_;
   std::atomic<bool> stop_{false};
+  event_store::ThreadSleeper own_sleeper_;  ///< wakes early on stop
+  event_store::Sleeper* sleeper_;           ///< driver retries and lost races wait here
+  event_store::RetryPolicy converge_policy_{};
   std::array<std::mutex, 64> locks_;
   mutable std::mutex starting_mu_;
   std::map<std::string, std::chrono::steady_clock::time_point> starting_;  ///< ref → since

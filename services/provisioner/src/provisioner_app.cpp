@@ -123,8 +123,10 @@ Status App::start() {
                                      std::move(*previous));
   // Leadership is the lease itself, built once its bucket is there: until
   // then `this` answers "not leading".
-  provisioner_ = std::make_unique<Provisioner>(*store_, *driver_, *keys_, clock_, opts_.provisioner,
-                                               &leadership_);
+  log_ = std::make_unique<event_store::JetStreamLog>(*store_);
+  secrets_ = std::make_unique<keystore::KeyStoreSecrets>(*keys_);
+  provisioner_ = std::make_unique<Provisioner>(*log_, *driver_, *secrets_, clock_,
+                                               opts_.provisioner, &leadership_);
   event_store::ConsumerOptions cons;
   cons.durable = opts_.durable;
   cons.filter = "platform.tenant.>";
@@ -141,6 +143,9 @@ Status App::start() {
                    k.failures);
   mirror_->counter("supaplane_provisioner_driver_retries_total",
                    "driver attempts that failed and were retried", k.retries);
+  mirror_->counter("supaplane_provisioner_conflicts_total",
+                   "appends that lost their race to a newer event (read again, decided again)",
+                   k.conflicts);
   mirror_->counter("supaplane_provisioner_drift_total",
                    "DriftDetected events appended by the resync", k.drift);
   mirror_->counter("supaplane_provisioner_deferred_total",

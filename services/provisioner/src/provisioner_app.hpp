@@ -13,6 +13,7 @@
 #include "provisioner.hpp"
 #include "supaplane/driver/driver.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/event_store/event_log.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/keystore/key_store.hpp"
 #include "supaplane/metrics/http_server.hpp"
@@ -106,6 +107,9 @@ class App {
   std::string id_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<event_store::EventStore> store_;
+  std::unique_ptr<event_store::JetStreamLog> log_;
+  std::unique_ptr<keystore::KeyStoreSecrets>
+      secrets_;  ///< `keys_` as the provisioner sees it  ///< `store_` as the provisioner sees it
   std::unique_ptr<driver::Driver> driver_;  ///< what the provisioner calls (maybe wrapped)
   driver::Driver* base_driver_{nullptr};    ///< the driver built from the options
   std::unique_ptr<KeyStore> keys_;

@@ -13,6 +13,7 @@
 
 #include "supaplane/core/result.hpp"
 #include "supaplane/event_store/consumer.hpp"
+#include "supaplane/events/decode.hpp"
 #include "supaplane/projection/redis.hpp"
 #include "supaplane/v1/events.pb.h"
 #include "supaplane/v1/types.pb.h"
@@ -31,16 +32,9 @@ struct TenantScripts {
   std::vector<Script*> all() { return {&apply, &read, &list, &swap}; }
 };
 
-/// One decoded message of the stream, as projectors see it.
-struct DecodedEvent {
-  enum class Kind { tenant, other, unknown, malformed } kind{Kind::other};
-  std::uint64_t sequence{0};
-  std::string ref;  ///< tenant events: from the subject
-  v1::EventEnvelope envelope;
-};
-/// Decodes a stored message. Never throws. `ref` is set for any message on a
-/// well-formed tenant subject, even when its body cannot be decoded.
-DecodedEvent decode(const event_store::StoredMessage& m);
+// The stream's codec lives in lib/events; the projectors use it unqualified.
+using events::decode;
+using events::DecodedEvent;
 
 /// Applies `d` to the tenant's current state `cur` (in place). Returns true
 /// when `cur` changed and must be written. Shared by the live projector and

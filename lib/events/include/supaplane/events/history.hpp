@@ -8,7 +8,7 @@
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/v1/types.pb.h"
 
-namespace supaplane::projection {
+namespace supaplane::events {
 
 /// One line of a tenant's audit trail.
 struct HistoryRecord {
@@ -48,4 +48,4 @@ class TenantFolder {
   std::uint64_t folded_{0};
 };
 
-}  // namespace supaplane::projection
+}  // namespace supaplane::events

@@ -1,9 +1,9 @@
-#include "supaplane/projection/tenant_events.hpp"
+#include "supaplane/events/tenant_events.hpp"
 
 #include "supaplane/core/ids.hpp"
 #include "supaplane/domain/tenant.hpp"
 
-namespace supaplane::projection {
+namespace supaplane::events {
 
 event_store::OutgoingEvent make_tenant_event(
     const std::string& ref, const v1::TenantEvent& ev, const v1::Actor& actor,
@@ -29,4 +29,4 @@ event_store::OutgoingEvent make_tenant_event(
   return out;
 }
 
-}  // namespace supaplane::projection
+}  // namespace supaplane::events

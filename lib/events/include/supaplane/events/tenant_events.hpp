@@ -5,7 +5,7 @@
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/v1/events.pb.h"
 
-namespace supaplane::projection {
+namespace supaplane::events {
 
 namespace v1 = ::supaplane::v1;
 
@@ -20,4 +20,4 @@ event_store::OutgoingEvent make_tenant_event(const std::string& ref, const v1::T
                                              std::int64_t now_unix_ms,
                                              v1::EventEnvelope* envelope_out = nullptr);
 
-}  // namespace supaplane::projection
+}  // namespace supaplane::events

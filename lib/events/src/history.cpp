@@ -1,11 +1,11 @@
-#include "supaplane/projection/history.hpp"
+#include "supaplane/events/history.hpp"
 
 #include <google/protobuf/util/json_util.h>
 
 #include "supaplane/domain/tenant.hpp"
-#include "supaplane/projection/tenant_projection.hpp"
+#include "supaplane/events/decode.hpp"
 
-namespace supaplane::projection {
+namespace supaplane::events {
 
 namespace {
 std::string actor_string(const v1::Actor& a) {
@@ -116,4 +116,4 @@ bool TenantFolder::add(const event_store::StoredMessage& m) {
   return true;
 }
 
-}  // namespace supaplane::projection
+}  // namespace supaplane::events
