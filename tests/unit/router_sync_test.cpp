@@ -395,6 +395,139 @@ TEST_F(EdgeFixture, TokensAreReissuedAsTimePasses) {
   EXPECT_TRUE(auth::verify_hs256(jwt_secret, b.authorization.substr(7), clock.now / 1000).ok());
 }
 
+/// Keys installed as a start installs them from Redis: only the sealed secret.
+struct LazyEdgeFixture : ::testing::Test {
+  FixedClock clock;
+  EdgeAuth edge{"supaplane", "supabase.localhost", clock};
+  secrets::MasterKey master =
+      secrets::MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").value();
+  std::vector<std::string> opened;      // refs, in the order the opener was asked
+  std::vector<std::string> unopenable;  // refs told to on_unopenable
+  std::string pub_of(const std::string& ref) { return "sb_publishable_" + ref + ref.substr(0, 12); }
+  std::string secret_of(const std::string& ref) { return "jwt-secret-of-" + ref; }
+  void install(const std::string& ref, std::int64_t gen, const std::string& sealed) {
+    edge.set_phase(ref, v1::PHASE_ACTIVE);
+    EdgeKeys k{gen, secrets::key_hash(pub_of(ref)), secrets::key_hash("sb_secret_" + ref + ref),
+               ""};
+    k.sealed_jwt_secret = sealed;
+    edge.set_keys(ref, std::move(k));
+  }
+  void install(const std::string& ref, std::int64_t gen = 1) {
+    install(ref, gen, secrets::seal(master, ref, secret_of(ref)));
+  }
+  void lazy(std::size_t capacity) {
+    LazySecrets l;
+    l.open = [this](const std::string& ref, std::string_view sealed) {
+      opened.push_back(ref);
+      return secrets::open(master, ref, sealed);
+    };
+    l.on_unopenable = [this](const std::string& ref) { unopenable.push_back(ref); };
+    l.capacity = capacity;
+    edge.set_lazy_secrets(std::move(l));
+  }
+  std::string host(const std::string& ref) { return ref + ".supabase.localhost"; }
+};
+
+TEST_F(LazyEdgeFixture, ASealedSecretIsOpenedOnFirstUseOnceAndSignsTheSameTokens) {
+  lazy(10);
+  install(kRef);
+  EXPECT_TRUE(opened.empty()) << "installing keys opens nothing";
+  auto d = edge.check(host(kRef), pub_of(kRef), "");
+  ASSERT_EQ(d.status, 200);
+  auto c = auth::verify_hs256(secret_of(kRef), d.authorization.substr(7), clock.now / 1000);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->ref, kRef);
+  // A user's session signed with the tenant's secret passes; reissues and
+  // the session check use the opened secret kept in memory.
+  auth::JwtClaims user;
+  user.ref = kRef;
+  user.role = "authenticated";
+  user.exp = clock.now / 1000 + 60;
+  const auto session = auth::sign_hs256(secret_of(kRef), user).value();
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "Bearer " + session).status, 200);
+  clock.now += 60'000;
+  auto later = edge.check(host(kRef), pub_of(kRef), "");
+  ASSERT_EQ(later.status, 200);
+  EXPECT_NE(later.authorization, d.authorization);
+  EXPECT_EQ(opened.size(), 1u);
+  EXPECT_EQ(edge.counters().secrets_opened.load(), 1u);
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 1u);
+}
+
+TEST_F(LazyEdgeFixture, OpenedSecretsAreBoundedLeastRecentlyUsedFirst) {
+  lazy(2);
+  const std::string refs[] = {"aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb",
+                              "cccccccccccccccccccc"};
+  for (const auto& r : refs) install(r);
+  // Each check needs the secret: a user's session is verified on every request.
+  auto session = [&](const std::string& ref) {
+    auth::JwtClaims user;
+    user.ref = ref;
+    user.exp = clock.now / 1000 + 60;
+    return "Bearer " + auth::sign_hs256(secret_of(ref), user).value();
+  };
+  auto ask = [&](const std::string& ref) {
+    EXPECT_EQ(edge.check(host(ref), pub_of(ref), session(ref)).status, 200) << ref;
+  };
+  ask(refs[0]);
+  ask(refs[1]);
+  ask(refs[0]);  // a is now the most recently used
+  ask(refs[2]);  // evicts b
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 2u);
+  EXPECT_EQ(opened.size(), 3u);
+  ask(refs[0]);  // still held
+  EXPECT_EQ(opened.size(), 3u);
+  ask(refs[1]);  // opened again
+  EXPECT_EQ(opened.size(), 4u);
+  EXPECT_EQ(opened.back(), refs[1]);
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 2u);
+}
+
+TEST_F(LazyEdgeFixture, RotationNeverServesTheOldOpenedSecret) {
+  lazy(10);
+  install(kRef, 1);
+  ASSERT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 200);
+  // New keys, same opaque keys for the test, a new secret.
+  edge.set_phase(kRef, v1::PHASE_ACTIVE);
+  EdgeKeys k{2, secrets::key_hash(pub_of(kRef)), secrets::key_hash("sb_secret_x"), ""};
+  k.sealed_jwt_secret = secrets::seal(master, kRef, "rotated-secret");
+  edge.set_keys(kRef, std::move(k));
+  auto d = edge.check(host(kRef), pub_of(kRef), "");
+  ASSERT_EQ(d.status, 200);
+  EXPECT_TRUE(
+      auth::verify_hs256("rotated-secret", d.authorization.substr(7), clock.now / 1000).ok());
+  EXPECT_EQ(opened.size(), 2u);
+}
+
+TEST_F(LazyEdgeFixture, AnUnopenableSecretDropsTheKeysAndAsksForAReload) {
+  lazy(10);
+  // Sealed under another master key (e.g. a retired one), and a mangled one.
+  auto other =
+      secrets::MasterKey::from_base64("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=").value();
+  install(kRef, 1, secrets::seal(other, kRef, "s"));
+  install(kOther, 1, "not-a-sealed-value");
+  for (const auto& r : {kRef, kOther}) {
+    auto d = edge.check(host(r), pub_of(r), "");
+    EXPECT_EQ(d.status, 401) << r;
+    EXPECT_EQ(d.reason, "invalid key");
+    EXPECT_EQ(edge.keys_generation(r), -1) << "keys dropped until reloaded";
+  }
+  EXPECT_EQ(unopenable, (std::vector<std::string>{kRef, kOther}));
+  EXPECT_EQ(edge.counters().secrets_unopenable.load(), 2u);
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 0u);
+  // Asked again: no further open (the keys are gone), the same 401.
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 401);
+  EXPECT_EQ(opened.size(), 2u);
+  // The reload installs working keys.
+  install(kRef);
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 200);
+}
+
+TEST_F(LazyEdgeFixture, WithoutAnOpenerASealedOnlySecretCannotSign) {
+  install(kRef);
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 401);
+}
+
 TEST(TraefikDirTest, WritesAtomicallyOnlyOnChangeAndReconciles) {
   testenv::TempDir tmp("router-dir");
   TraefikDir dir(tmp.path() + "/traefik");

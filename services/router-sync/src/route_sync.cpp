@@ -1,6 +1,8 @@
 #include "route_sync.hpp"
 
+#include <algorithm>
 #include <ctime>
+#include <future>
 
 #include "supaplane/core/parse.hpp"
 #include "supaplane/logging/logging.hpp"
@@ -81,9 +83,24 @@ Status RouteSync::start(projection::TenantProjection& projection,
                         projection::RedisConnection& redis) {
   const auto t0 = SteadyClock::now();
   const auto cpu0 = thread_cpu_ms();
+  if (auto st = dir_.prepare(); !st) return st.error();
+  // The directory's stat pass (listing, a stat per file, the manifest) runs
+  // on its own thread meanwhile: it only reads, and nothing writes the
+  // directory before the reconcile below.
+  std::int64_t other_cpu_ms = 0;  // the helper threads' CPU, for the log line
+  std::int64_t scan_cpu_ms = 0;
+  auto scan = std::async(std::launch::async, [this, &scan_cpu_ms] {
+    const auto c0 = thread_cpu_ms();
+    auto r = dir_.scan();
+    scan_cpu_ms = thread_cpu_ms() - c0;
+    return r;
+  });
   // Tenants as the projection holds them.
-  std::map<std::string, RouteTenant> tenants;
-  std::map<std::string, std::int64_t> wanted;
+  struct Loaded {
+    RouteTenant route;
+    std::int64_t want{-1};
+  };
+  std::vector<Loaded> loaded;
   projection::ListQuery q;
   q.limit = 1000;
   for (;;) {
@@ -91,34 +108,35 @@ Status RouteSync::start(projection::TenantProjection& projection,
     if (!page) return page.error();
     for (const auto& s : page->tenants) {
       if (!has_routes(s.phase())) continue;
-      tenants[s.ref()] = checked_route(s);
-      wanted[s.ref()] = wanted_keys(s);
+      loaded.push_back(Loaded{checked_route(s), wanted_keys(s)});
     }
     if (page->next_after == 0) break;
     q.after = page->next_after;
   }
+  // In ref order: the maps below are then built without a search each.
+  std::sort(loaded.begin(), loaded.end(),
+            [](const Loaded& a, const Loaded& b) { return a.route.ref < b.route.ref; });
   const auto loaded_tenants = SteadyClock::now();
   // Keys as this service stored them: hashes and the sealed JWT secret,
   // read in pipelined batches (one round trip per tenant would cost seconds
   // at 100,000 tenants).
   std::set<std::string> pending;
   constexpr std::size_t kBatch = 1000;
-  std::vector<const std::string*> batch;
-  batch.reserve(kBatch);
-  auto read_batch = [&]() -> Status {
-    for (const auto* ref : batch)
-      redis.append({"HMGET", key_prefix_ + *ref, "gen", "pub", "sec", "jwt"});
+  auto read_batch = [&](std::size_t begin, std::size_t end) -> Status {
+    for (std::size_t i = begin; i < end; ++i)
+      redis.append({"HMGET", key_prefix_ + loaded[i].route.ref, "gen", "pub", "sec", "jwt"});
     // Every reply of the batch is read before any error is returned, so no
     // answer is left in the pipeline for a later command.
     std::vector<Result<projection::Reply>> replies;
-    replies.reserve(batch.size());
-    for (std::size_t i = 0; i < batch.size(); ++i) replies.push_back(redis.get_reply());
+    replies.reserve(end - begin);
+    for (std::size_t i = begin; i < end; ++i) replies.push_back(redis.get_reply());
     for (const auto& r : replies)
       if (!r) return r.error();
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      const std::string* ref = batch[i];
-      const redisReply* rep = replies[i]->get();
-      const std::int64_t want = wanted[*ref];
+    for (std::size_t i = begin; i < end; ++i) {
+      const std::string& ref = loaded[i].route.ref;
+      const redisReply* rep = replies[i - begin]->get();
+      const std::int64_t want = loaded[i].want;
+      edge_.set_phase(ref, loaded[i].route.phase);
       EdgeKeys k;
       // An undecodable entry is as good as none: the keys are loaded again.
       std::optional<std::int64_t> gen;
@@ -129,39 +147,86 @@ Status RouteSync::start(projection::TenantProjection& projection,
         k.keys_generation = *gen;
         k.publishable_hash = reply_str(rep->element[1]);
         k.secret_hash = reply_str(rep->element[2]);
-        auto secret = secrets::open(master_, *ref, reply_str(rep->element[3]));
-        if (secret) k.jwt_secret = std::move(*secret);
+        // Opened by the edge on first use: most tenants' secrets are not
+        // needed for a while, and opening 100,000 of them here delays the start.
+        k.sealed_jwt_secret = reply_str(rep->element[3]);
       }
-      if (!k.jwt_secret.empty() && k.keys_generation >= want && want >= 0)
-        edge_.set_keys(*ref, std::move(k));
+      if (!k.sealed_jwt_secret.empty() && k.keys_generation >= want && want >= 0)
+        edge_.set_keys(ref, std::move(k));
       else if (want >= 0)
-        pending.insert(*ref);
+        pending.insert(ref);
     }
-    batch.clear();
     return Status::Ok();
   };
-  for (const auto& [ref, want] : wanted) {
-    edge_.set_phase(ref, tenants[ref].phase);
-    batch.push_back(&ref);
-    if (batch.size() == kBatch)
-      if (auto st = read_batch(); !st) return st;
-  }
-  if (auto st = read_batch(); !st) return st;
+  for (std::size_t b = 0; b < loaded.size(); b += kBatch)
+    if (auto st = read_batch(b, std::min(loaded.size(), b + kBatch)); !st) return st;
   const auto loaded_keys = SteadyClock::now();
-  // The directory: exactly the projection's tenants plus the base file.
-  std::map<std::string, std::string> files;
-  files[kBaseFile] = to_yaml(base_);
-  std::map<std::string, TenantJson> rendered;
-  for (const auto& [ref, t] : tenants) {
+  // Rendered in two halves at once. Each tenant's YAML is rendered into one
+  // reused buffer and only its hash and size kept: the directory's manifest
+  // vouches for files by hash, and the bytes of the few files to write are
+  // rendered again when the reconcile asks for them.
+  struct Part {
+    std::vector<WantedFile> files;
+    std::vector<TenantJson> json;  ///< one per tenant of the range (empty: no routes)
+  };
+  auto render_range = [this, &loaded](std::size_t begin, std::size_t end, Part& out) {
     std::string yaml;
-    TenantJson j;
-    if (!render_tenant_text(t, render_, &yaml, &j)) continue;
-    files.emplace_hint(files.end(), tenant_file(ref), std::move(yaml));
-    rendered.emplace_hint(rendered.end(), ref, std::move(j));
+    TenantJson scratch;
+    out.files.reserve(end - begin);
+    out.json.reserve(end - begin);
+    for (std::size_t i = begin; i < end; ++i) {
+      if (!render_tenant_text(loaded[i].route, render_, &yaml, &scratch)) {
+        out.json.emplace_back();
+        continue;
+      }
+      out.files.push_back(WantedFile{tenant_file(loaded[i].route.ref),
+                                     TraefikDir::content_hash(yaml), yaml.size()});
+      out.json.push_back(scratch);  // a copy of the exact size
+    }
+  };
+  const std::size_t half = loaded.size() / 2;
+  Part first, second;
+  {
+    std::thread other([&] {
+      const auto c0 = thread_cpu_ms();
+      render_range(half, loaded.size(), second);
+      other_cpu_ms += thread_cpu_ms() - c0;
+    });
+    render_range(0, half, first);
+    other.join();
   }
+  std::vector<WantedFile> files;
+  files.reserve(loaded.size() + 1);
+  const std::string base_yaml = to_yaml(base_);
+  files.push_back(WantedFile{kBaseFile, TraefikDir::content_hash(base_yaml), base_yaml.size()});
+  std::map<std::string, RouteTenant> tenants;
+  std::map<std::string, std::int64_t> wanted;
+  std::map<std::string, TenantJson> rendered;
+  for (std::size_t i = 0; i < loaded.size(); ++i) {
+    auto& j = i < half ? first.json[i] : second.json[i - half];
+    const std::string& ref = loaded[i].route.ref;
+    if (j.size() > 0) rendered.emplace_hint(rendered.end(), ref, std::move(j));
+    wanted.emplace_hint(wanted.end(), ref, loaded[i].want);
+    tenants.emplace_hint(tenants.end(), ref, std::move(loaded[i].route));
+  }
+  loaded.clear();
+  loaded.shrink_to_fit();
+  for (auto* p : {&first, &second})
+    for (auto& f : p->files) files.push_back(std::move(f));
+  first = Part{};
+  second = Part{};
   const auto rendered_at = SteadyClock::now();
-  if (auto st = dir_.prepare(); !st) return st.error();
-  auto changed = dir_.reconcile(files, [](const std::string& name) {
+  auto scanned = scan.get();
+  other_cpu_ms += scan_cpu_ms;
+  if (!scanned) return scanned.error();
+  auto content = [&](const std::string& name) -> std::string {
+    if (name == kBaseFile) return base_yaml;
+    std::string yaml;
+    if (auto it = tenants.find(ref_of_file(name)); it != tenants.end())
+      render_tenant_text(it->second, render_, &yaml, nullptr);
+    return yaml;
+  };
+  auto changed = dir_.reconcile(std::move(*scanned), files, content, [](const std::string& name) {
     return name == kBaseFile || !ref_of_file(name).empty();
   });
   if (!changed) return changed.error();
@@ -181,8 +246,8 @@ Status RouteSync::start(projection::TenantProjection& projection,
       "the manifest in {} ms, {} ms of CPU (tenants {} ms, keys {} ms, render {} ms, directory {} "
       "ms)",
       dir_.path(), rendered.size(), changed->changed, changed->read_back, changed->trusted,
-      ms(t0, done), thread_cpu_ms() - cpu0, ms(t0, loaded_tenants), ms(loaded_tenants, loaded_keys),
-      ms(loaded_keys, rendered_at), ms(rendered_at, done));
+      ms(t0, done), thread_cpu_ms() - cpu0 + other_cpu_ms, ms(t0, loaded_tenants),
+      ms(loaded_tenants, loaded_keys), ms(loaded_keys, rendered_at), ms(rendered_at, done));
   {
     std::lock_guard lk(mu_);
     tenants_ = std::move(tenants);
@@ -239,6 +304,18 @@ void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
     }
     ++marked_;
   }
+  cv_.notify_all();
+}
+
+void RouteSync::reload_keys(const std::string& ref) {
+  {
+    std::lock_guard lk(mu_);
+    auto w = keys_wanted_.find(ref);
+    if (w == keys_wanted_.end() || w->second < 0) return;
+    keys_pending_.insert(ref);
+  }
+  log()->warn("tenant={} stored JWT secret does not open; loading the keys from the key store",
+              ref);
   cv_.notify_all();
 }
 

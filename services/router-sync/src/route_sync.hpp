@@ -60,6 +60,10 @@ class RouteSync final : public projection::ProjectorObserver {
   void on_applied(const v1::TenantState& state, std::uint64_t seq,
                   const std::string& event_type) override;
 
+  /// Loads the keys of `ref` again from the key store (its stored sealed
+  /// secret did not open: e.g. sealed under a retired master key). Any thread.
+  void reload_keys(const std::string& ref);
+
   /// The merged configuration as JSON (what the directory holds).
   std::shared_ptr<const DynamicSnapshot> snapshot();
   /// The merged configuration of the directory as rendered, for tests.
