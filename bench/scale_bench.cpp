@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -43,6 +44,7 @@
 
 #include "app.hpp"
 #include "provisioner_app.hpp"
+#include "render_state.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
 #include "supaplane/core/ids.hpp"
@@ -598,21 +600,30 @@ int role_router(const std::string& nats, const std::string& redis, const std::st
     result("router_hwm_mib", hwm);
     app.stop();
   }
-  {
-    // A restart: the projection is there, so the start is the full render
-    // (tenants and keys from Redis, every file rendered and compared).
-    router::App app(router_options(nats, redis, pg, dir));
-    const auto t0 = SteadyClock::now();
-    const double cpu0 = process_cpu_s();
-    if (auto st = app.start(); !st) return 1;
-    if (!wait_until([&] { return app.readiness().empty(); }, 900)) return 1;
-    result("router_restart_ready_s", secs_since(t0));
-    result("router_restart_cpu_s", process_cpu_s() - cpu0);
-    std::tie(rss, hwm) = memory_mib();
-    result("router_restart_rss_mib", rss);
-    result("router_restart_hwm_mib", hwm);
-    app.stop();
-  }
+  return 0;
+}
+
+/// A restart, a new process: with the render state the last clean stop saved
+/// (nothing changed since), or with it removed first (`full`: every tenant
+/// read from Redis and rendered again).
+int role_router_restart(const std::string& nats, const std::string& redis, const std::string& pg,
+                        const std::string& dir, bool full) {
+  if (full) std::filesystem::remove(dir + "/traefik/" + router::RenderState::kFile);
+  router::App app(router_options(nats, redis, pg, dir));
+  const auto t0 = SteadyClock::now();
+  const double cpu0 = process_cpu_s();
+  if (auto st = app.start(); !st) return 1;
+  if (!wait_until([&] { return app.readiness().empty(); }, 900)) return 1;
+  result("router_restart_ready_s", secs_since(t0));
+  result("router_restart_cpu_s", process_cpu_s() - cpu0);
+  result("router_restart_state_used", static_cast<double>(app.sync().counters().state_used.load()));
+  // ForwardAuth answers from the lazily opened secrets: every tenant's keys
+  // are there, none opened yet.
+  double rss = 0, hwm = 0;
+  std::tie(rss, hwm) = memory_mib();
+  result("router_restart_rss_mib", rss);
+  result("router_restart_hwm_mib", hwm);
+  app.stop();
   return 0;
 }
 
@@ -729,10 +740,18 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   if (wanted("provisioner"))
     prov = run_child({"role", "provisioner", "--nats", nats.url(), "--pg", prov_db},
                      logs + "/provisioner.log");
-  if (wanted("router"))
+  std::map<std::string, double> router_state, router_full;
+  if (wanted("router")) {
     router = run_child({"role", "router", "--nats", nats.url(), "--redis", redis.url(), "--pg",
                         router_db, "--dir", tmp.path()},
                        logs + "/router.log");
+    router_state = run_child({"role", "router-restart", "--nats", nats.url(), "--redis",
+                              redis.url(), "--pg", router_db, "--dir", tmp.path()},
+                             logs + "/router-restart.log");
+    router_full = run_child({"role", "router-restart", "--nats", nats.url(), "--redis", redis.url(),
+                             "--pg", router_db, "--dir", tmp.path(), "--full", "1"},
+                            logs + "/router-restart-full.log");
+  }
   const double redis_all_mib = redis_used_memory_mib(redis);
 
   const double ev = static_cast<double>(f.events);
@@ -786,17 +805,24 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   std::printf("| router-sync: start (empty projection) → rebuilt, rendered, ready | %.2f s | |\n",
               router["router_ready_s"]);
   std::printf(
-      "| router-sync: restart → full render from the projection → ready | %.2f s (CPU %.2f s) | "
-      "< 2 s |\n",
-      router["router_restart_ready_s"], router["router_restart_cpu_s"]);
+      "| router-sync: restart, nothing changed → from the saved render state → ready | %.2f s "
+      "(CPU %.2f s; state used: %.0f) | < 2 s |\n",
+      router_state["router_restart_ready_s"], router_state["router_restart_cpu_s"],
+      router_state["router_restart_state_used"]);
+  std::printf(
+      "| router-sync: restart → full render of every tenant from the projection (no saved state) "
+      "→ ready | %.2f s (CPU %.2f s; state used: %.0f) | < 2 s |\n",
+      router_full["router_restart_ready_s"], router_full["router_restart_cpu_s"],
+      router_full["router_restart_state_used"]);
   std::printf("| router-sync: HTTP provider body (%.1f MiB) from the rendered cache | %.2f s | |\n",
               router["router_snapshot_mib"], router["router_snapshot_s"]);
-  std::printf("| router-sync: resident memory / peak | %.0f / %.0f MiB | < 1 GiB |\n",
+  std::printf("| router-sync: resident memory / peak (first start) | %.0f / %.0f MiB | < 1 GiB |\n",
               router["router_rss_mib"], router["router_hwm_mib"]);
   std::printf(
-      "| router-sync: resident memory / peak after the restart (same process) | %.0f / %.0f "
-      "MiB | < 1 GiB |\n",
-      router["router_restart_rss_mib"], router["router_restart_hwm_mib"]);
+      "| router-sync: resident memory / peak, restart from the saved state / full render | %.0f / "
+      "%.0f, %.0f / %.0f MiB | < 1 GiB |\n",
+      router_state["router_restart_rss_mib"], router_state["router_restart_hwm_mib"],
+      router_full["router_restart_rss_mib"], router_full["router_restart_hwm_mib"]);
   std::printf(
       "| Redis `used_memory`: router keys / + api projection / + router projection | %.0f "
       "/ %.0f / %.0f MiB | |\n",
@@ -818,6 +844,9 @@ int main(int argc, char** argv) {
     if (role == "api") return role_api(nats, redis, pg);
     if (role == "provisioner") return role_provisioner(nats, pg);
     if (role == "router") return role_router(nats, redis, pg, arg_str(argc, argv, "--dir", ""));
+    if (role == "router-restart")
+      return role_router_restart(nats, redis, pg, arg_str(argc, argv, "--dir", ""),
+                                 arg_str(argc, argv, "--full", "0") == "1");
     std::fprintf(stderr, "unknown role %s\n", role.c_str());
     return 2;
   }

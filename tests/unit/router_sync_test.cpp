@@ -15,6 +15,7 @@
 
 #include "edge_auth.hpp"
 #include "render.hpp"
+#include "render_state.hpp"
 #include "servers.hpp"
 #include "supaplane/auth/jwt.hpp"
 #include "supaplane/http/server.hpp"
@@ -526,6 +527,89 @@ TEST_F(LazyEdgeFixture, AnUnopenableSecretDropsTheKeysAndAsksForAReload) {
 TEST_F(LazyEdgeFixture, WithoutAnOpenerASealedOnlySecretCannotSign) {
   install(kRef);
   EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 401);
+}
+
+RenderState sample_state() {
+  RenderState s;
+  s.generation = "g0123456789ab";
+  s.checkpoint = 4242;
+  auto gw = EndpointPattern::compile(kDefaultGatewayUrlPattern, "gw").value();
+  auto db = EndpointPattern::compile(kDefaultDbUpstreamPattern, "db").value();
+  s.fingerprint = render_fingerprint(options(), gw, db);
+  for (const auto& [ref, phase] : {std::pair{kRef, v1::PHASE_ACTIVE}, {kOther, v1::PHASE_PAUSED}}) {
+    SavedTenant t;
+    t.route = RouteTenant{ref, phase, v1::PLAN_PRO, "http://" + ref + ".gateway.internal:8000"};
+    t.want = 3;
+    std::string yaml;
+    EXPECT_TRUE(render_tenant_text(t.route, options(), &yaml, &t.json)) << ref;
+    t.yaml_hash = TraefikDir::content_hash(yaml);
+    t.yaml_size = yaml.size();
+    if (phase == v1::PHASE_ACTIVE) t.keys = EdgeKeys{3, "pubhash", "sechash", "", "sealed-value"};
+    s.tenants.push_back(std::move(t));
+  }
+  return s;
+}
+
+TEST(RenderState, RoundTripsEveryField) {
+  const RenderState s = sample_state();
+  auto back = decode_render_state(encode_render_state(s));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_TRUE(back->matches(s.generation, s.checkpoint, s.fingerprint));
+  ASSERT_EQ(back->tenants.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const auto &a = s.tenants[i], &b = back->tenants[i];
+    EXPECT_EQ(b.route.ref, a.route.ref);
+    EXPECT_EQ(b.route.phase, a.route.phase);
+    EXPECT_EQ(b.route.plan, a.route.plan);
+    EXPECT_EQ(b.route.gateway_url, a.route.gateway_url);
+    EXPECT_EQ(b.want, a.want);
+    EXPECT_EQ(b.yaml_hash, a.yaml_hash);
+    EXPECT_EQ(b.yaml_size, a.yaml_size);
+    EXPECT_EQ(b.json.text(), a.json.text());
+    for (int k = 0; k < TenantJson::kSections; ++k)
+      EXPECT_EQ(b.json.section(TenantJson::Section(k)), a.json.section(TenantJson::Section(k)));
+    EXPECT_EQ(b.keys.keys_generation, a.keys.keys_generation);
+    EXPECT_EQ(b.keys.publishable_hash, a.keys.publishable_hash);
+    EXPECT_EQ(b.keys.sealed_jwt_secret, a.keys.sealed_jwt_secret);
+    EXPECT_TRUE(b.keys.jwt_secret.empty());
+  }
+  // The HTTP body from the decoded parts is the one from the rendered parts.
+  std::map<std::string, TenantJson> x, y;
+  for (const auto& t : s.tenants) x.emplace(t.route.ref, t.json);
+  for (const auto& t : back->tenants) y.emplace(t.route.ref, t.json);
+  EXPECT_EQ(dynamic_json(render_base(options()), y), dynamic_json(render_base(options()), x));
+}
+
+TEST(RenderState, AnyChangedOrMissingByteIsCorrupt) {
+  const std::string bytes = encode_render_state(sample_state());
+  // Every byte flipped in turn (header, checksum, body), and every cut.
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] = static_cast<char>(bad[i] ^ 0x20);
+    auto r = decode_render_state(bad);
+    ASSERT_FALSE(r.ok()) << "byte " << i;
+    EXPECT_EQ(r.error().code, errc::corrupt);
+  }
+  for (std::size_t n = 0; n < bytes.size(); n += 7)
+    EXPECT_FALSE(decode_render_state(std::string_view(bytes).substr(0, n)).ok()) << n;
+  EXPECT_FALSE(decode_render_state(bytes + "x").ok());
+}
+
+TEST(RenderState, StaleForAnotherGenerationCheckpointOrOptions) {
+  const RenderState s = sample_state();
+  EXPECT_TRUE(s.matches("g0123456789ab", 4242, s.fingerprint));
+  EXPECT_FALSE(s.matches("g0123456789ab", 4243, s.fingerprint));
+  EXPECT_FALSE(s.matches("g0123456789ac", 4242, s.fingerprint));
+  auto gw = EndpointPattern::compile(kDefaultGatewayUrlPattern, "gw").value();
+  auto db = EndpointPattern::compile(kDefaultDbUpstreamPattern, "db").value();
+  RenderOptions other = options();
+  other.base_domain = "other.example.com";
+  EXPECT_FALSE(s.matches("g0123456789ab", 4242, render_fingerprint(other, gw, db)));
+  other = options();
+  other.entry_points = {"websecure"};
+  EXPECT_FALSE(s.matches("g0123456789ab", 4242, render_fingerprint(other, gw, db)));
+  auto gw2 = EndpointPattern::compile("http://{ref}:8000", "gw").value();
+  EXPECT_FALSE(s.matches("g0123456789ab", 4242, render_fingerprint(options(), gw2, db)));
 }
 
 TEST(TraefikDirTest, WritesAtomicallyOnlyOnChangeAndReconciles) {

@@ -179,6 +179,12 @@ void EdgeAuth::forget(const std::string& ref) {
   tenants_.erase(ref);
 }
 
+EdgeKeys EdgeAuth::keys_of(const std::string& ref) const {
+  std::shared_lock lk(mu_);
+  auto it = tenants_.find(ref);
+  return it == tenants_.end() ? EdgeKeys{} : it->second.keys;
+}
+
 std::int64_t EdgeAuth::keys_generation(const std::string& ref) const {
   std::shared_lock lk(mu_);
   auto it = tenants_.find(ref);

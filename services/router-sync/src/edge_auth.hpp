@@ -76,6 +76,8 @@ class EdgeAuth {
   /// Forgets the keys of `ref` (rotation pending, or deleted).
   void drop_keys(const std::string& ref);
   void forget(const std::string& ref);
+  /// The keys installed for `ref` (keys_generation -1 if none).
+  EdgeKeys keys_of(const std::string& ref) const;
   /// The generation of the keys installed for `ref`, -1 if none.
   std::int64_t keys_generation(const std::string& ref) const;
 

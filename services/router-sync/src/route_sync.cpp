@@ -4,6 +4,7 @@
 #include <ctime>
 #include <future>
 
+#include "render_state.hpp"
 #include "supaplane/core/parse.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/secrets/secrets.hpp"
@@ -56,6 +57,7 @@ RouteSync::RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge,
       interval_(flush_interval),
       gateway_pattern_(std::move(gateway_pattern)),
       db_pattern_(std::move(db_pattern)),
+      fingerprint_(render_fingerprint(render_, gateway_pattern_, db_pattern_)),
       base_(render_base(render_)) {}
 
 RouteSync::~RouteSync() { stop(); }
@@ -80,7 +82,8 @@ RouteTenant RouteSync::checked_route(const v1::TenantState& s) {
 }
 
 Status RouteSync::start(projection::TenantProjection& projection,
-                        projection::RedisConnection& redis) {
+                        projection::RedisConnection& redis, const std::string& generation,
+                        std::uint64_t checkpoint) {
   const auto t0 = SteadyClock::now();
   const auto cpu0 = thread_cpu_ms();
   if (auto st = dir_.prepare(); !st) return st.error();
@@ -95,127 +98,174 @@ Status RouteSync::start(projection::TenantProjection& projection,
     scan_cpu_ms = thread_cpu_ms() - c0;
     return r;
   });
-  // Tenants as the projection holds them.
-  struct Loaded {
-    RouteTenant route;
-    std::int64_t want{-1};
-  };
-  std::vector<Loaded> loaded;
-  projection::ListQuery q;
-  q.limit = 1000;
-  for (;;) {
-    auto page = projection.list(redis, q);
-    if (!page) return page.error();
-    for (const auto& s : page->tenants) {
-      if (!has_routes(s.phase())) continue;
-      loaded.push_back(Loaded{checked_route(s), wanted_keys(s)});
+  // The render state a clean stop saved: used only when built from this
+  // very projection (live generation and checkpoint) with these options.
+  // Removed once read, so that a later start never takes it for the state
+  // after events this run applies.
+  std::optional<RenderState> saved;
+  if (auto bytes = dir_.read_private(RenderState::kFile); !bytes) {
+    ++counters_.state_corrupt;
+    log()->warn("directory {}: saved render state unreadable ({}); full render", dir_.path(),
+                bytes.error().message);
+  } else if (*bytes) {
+    auto state = decode_render_state(**bytes);
+    bytes->reset();
+    if (!state) {
+      ++counters_.state_corrupt;
+      log()->warn("directory {}: saved render state rejected ({}); full render", dir_.path(),
+                  state.error().message);
+    } else if (!state->matches(generation, checkpoint, fingerprint_)) {
+      ++counters_.state_stale;
+      log()->info(
+          "directory {}: saved render state is of generation {} at {}, the projection is {} at "
+          "{} (or the options changed); full render",
+          dir_.path(), state->generation, state->checkpoint, generation, checkpoint);
+    } else {
+      saved = std::move(*state);
     }
-    if (page->next_after == 0) break;
-    q.after = page->next_after;
+    if (auto st = dir_.remove_private(RenderState::kFile); !st) return st.error();
   }
-  // In ref order: the maps below are then built without a search each.
-  std::sort(loaded.begin(), loaded.end(),
-            [](const Loaded& a, const Loaded& b) { return a.route.ref < b.route.ref; });
-  const auto loaded_tenants = SteadyClock::now();
-  // Keys as this service stored them: hashes and the sealed JWT secret,
-  // read in pipelined batches (one round trip per tenant would cost seconds
-  // at 100,000 tenants).
-  std::set<std::string> pending;
-  constexpr std::size_t kBatch = 1000;
-  auto read_batch = [&](std::size_t begin, std::size_t end) -> Status {
-    for (std::size_t i = begin; i < end; ++i)
-      redis.append({"HMGET", key_prefix_ + loaded[i].route.ref, "gen", "pub", "sec", "jwt"});
-    // Every reply of the batch is read before any error is returned, so no
-    // answer is left in the pipeline for a later command.
-    std::vector<Result<projection::Reply>> replies;
-    replies.reserve(end - begin);
-    for (std::size_t i = begin; i < end; ++i) replies.push_back(redis.get_reply());
-    for (const auto& r : replies)
-      if (!r) return r.error();
-    for (std::size_t i = begin; i < end; ++i) {
-      const std::string& ref = loaded[i].route.ref;
-      const redisReply* rep = replies[i - begin]->get();
-      const std::int64_t want = loaded[i].want;
-      edge_.set_phase(ref, loaded[i].route.phase);
-      EdgeKeys k;
-      // An undecodable entry is as good as none: the keys are loaded again.
-      std::optional<std::int64_t> gen;
-      if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
-          rep->element[0]->type == REDIS_REPLY_STRING)
-        gen = parse_decimal<std::int64_t>(reply_str(rep->element[0]));
-      if (gen) {
-        k.keys_generation = *gen;
-        k.publishable_hash = reply_str(rep->element[1]);
-        k.secret_hash = reply_str(rep->element[2]);
-        // Opened by the edge on first use: most tenants' secrets are not
-        // needed for a while, and opening 100,000 of them here delays the start.
-        k.sealed_jwt_secret = reply_str(rep->element[3]);
-      }
-      if (!k.sealed_jwt_secret.empty() && k.keys_generation >= want && want >= 0)
-        edge_.set_keys(ref, std::move(k));
-      else if (want >= 0)
-        pending.insert(ref);
-    }
-    return Status::Ok();
-  };
-  for (std::size_t b = 0; b < loaded.size(); b += kBatch)
-    if (auto st = read_batch(b, std::min(loaded.size(), b + kBatch)); !st) return st;
-  const auto loaded_keys = SteadyClock::now();
-  // Rendered in two halves at once. Each tenant's YAML is rendered into one
-  // reused buffer and only its hash and size kept: the directory's manifest
-  // vouches for files by hash, and the bytes of the few files to write are
-  // rendered again when the reconcile asks for them.
-  struct Part {
-    std::vector<WantedFile> files;
-    std::vector<TenantJson> json;  ///< one per tenant of the range (empty: no routes)
-  };
-  auto render_range = [this, &loaded](std::size_t begin, std::size_t end, Part& out) {
-    std::string yaml;
-    TenantJson scratch;
-    out.files.reserve(end - begin);
-    out.json.reserve(end - begin);
-    for (std::size_t i = begin; i < end; ++i) {
-      if (!render_tenant_text(loaded[i].route, render_, &yaml, &scratch)) {
-        out.json.emplace_back();
-        continue;
-      }
-      out.files.push_back(WantedFile{tenant_file(loaded[i].route.ref),
-                                     TraefikDir::content_hash(yaml), yaml.size()});
-      out.json.push_back(scratch);  // a copy of the exact size
-    }
-  };
-  const std::size_t half = loaded.size() / 2;
-  Part first, second;
-  {
-    std::thread other([&] {
-      const auto c0 = thread_cpu_ms();
-      render_range(half, loaded.size(), second);
-      other_cpu_ms += thread_cpu_ms() - c0;
-    });
-    render_range(0, half, first);
-    other.join();
-  }
-  std::vector<WantedFile> files;
-  files.reserve(loaded.size() + 1);
-  const std::string base_yaml = to_yaml(base_);
-  files.push_back(WantedFile{kBaseFile, TraefikDir::content_hash(base_yaml), base_yaml.size()});
   std::map<std::string, RouteTenant> tenants;
   std::map<std::string, std::int64_t> wanted;
   std::map<std::string, TenantJson> rendered;
-  for (std::size_t i = 0; i < loaded.size(); ++i) {
-    auto& j = i < half ? first.json[i] : second.json[i - half];
-    const std::string& ref = loaded[i].route.ref;
-    if (j.size() > 0) rendered.emplace_hint(rendered.end(), ref, std::move(j));
-    wanted.emplace_hint(wanted.end(), ref, loaded[i].want);
-    tenants.emplace_hint(tenants.end(), ref, std::move(loaded[i].route));
+  std::set<std::string> pending;
+  std::vector<WantedFile> files;
+  const std::string base_yaml = to_yaml(base_);
+  files.push_back(WantedFile{kBaseFile, TraefikDir::content_hash(base_yaml), base_yaml.size()});
+  SteadyClock::time_point loaded_tenants, loaded_keys, rendered_at;
+  if (saved) {
+    ++counters_.state_used;
+    files.reserve(saved->tenants.size() + 1);
+    for (auto& t : saved->tenants) {
+      const std::string& ref = t.route.ref;
+      edge_.set_phase(ref, t.route.phase);
+      if (!t.keys.sealed_jwt_secret.empty() && t.keys.keys_generation >= t.want && t.want >= 0)
+        edge_.set_keys(ref, std::move(t.keys));
+      else if (t.want >= 0)
+        pending.insert(ref);
+      files.push_back(WantedFile{tenant_file(ref), t.yaml_hash, t.yaml_size});
+      rendered.emplace_hint(rendered.end(), ref, std::move(t.json));
+      wanted.emplace_hint(wanted.end(), ref, t.want);
+      tenants.emplace_hint(tenants.end(), ref, std::move(t.route));
+    }
+    saved.reset();
+    loaded_tenants = loaded_keys = rendered_at = SteadyClock::now();
+  } else {
+    // Tenants as the projection holds them.
+    struct Loaded {
+      RouteTenant route;
+      std::int64_t want{-1};
+    };
+    std::vector<Loaded> loaded;
+    projection::ListQuery q;
+    q.limit = 1000;
+    for (;;) {
+      auto page = projection.list(redis, q);
+      if (!page) return page.error();
+      for (const auto& s : page->tenants) {
+        if (!has_routes(s.phase())) continue;
+        loaded.push_back(Loaded{checked_route(s), wanted_keys(s)});
+      }
+      if (page->next_after == 0) break;
+      q.after = page->next_after;
+    }
+    // In ref order: the maps below are then built without a search each.
+    std::sort(loaded.begin(), loaded.end(),
+              [](const Loaded& a, const Loaded& b) { return a.route.ref < b.route.ref; });
+    loaded_tenants = SteadyClock::now();
+    // Keys as this service stored them: hashes and the sealed JWT secret,
+    // read in pipelined batches (one round trip per tenant would cost seconds
+    // at 100,000 tenants).
+    constexpr std::size_t kBatch = 1000;
+    auto read_batch = [&](std::size_t begin, std::size_t end) -> Status {
+      for (std::size_t i = begin; i < end; ++i)
+        redis.append({"HMGET", key_prefix_ + loaded[i].route.ref, "gen", "pub", "sec", "jwt"});
+      // Every reply of the batch is read before any error is returned, so no
+      // answer is left in the pipeline for a later command.
+      std::vector<Result<projection::Reply>> replies;
+      replies.reserve(end - begin);
+      for (std::size_t i = begin; i < end; ++i) replies.push_back(redis.get_reply());
+      for (const auto& r : replies)
+        if (!r) return r.error();
+      for (std::size_t i = begin; i < end; ++i) {
+        const std::string& ref = loaded[i].route.ref;
+        const redisReply* rep = replies[i - begin]->get();
+        const std::int64_t want = loaded[i].want;
+        edge_.set_phase(ref, loaded[i].route.phase);
+        EdgeKeys k;
+        // An undecodable entry is as good as none: the keys are loaded again.
+        std::optional<std::int64_t> gen;
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
+            rep->element[0]->type == REDIS_REPLY_STRING)
+          gen = parse_decimal<std::int64_t>(reply_str(rep->element[0]));
+        if (gen) {
+          k.keys_generation = *gen;
+          k.publishable_hash = reply_str(rep->element[1]);
+          k.secret_hash = reply_str(rep->element[2]);
+          // Opened by the edge on first use: most tenants' secrets are not
+          // needed for a while, and opening 100,000 of them here delays the start.
+          k.sealed_jwt_secret = reply_str(rep->element[3]);
+        }
+        if (!k.sealed_jwt_secret.empty() && k.keys_generation >= want && want >= 0)
+          edge_.set_keys(ref, std::move(k));
+        else if (want >= 0)
+          pending.insert(ref);
+      }
+      return Status::Ok();
+    };
+    for (std::size_t b = 0; b < loaded.size(); b += kBatch)
+      if (auto st = read_batch(b, std::min(loaded.size(), b + kBatch)); !st) return st;
+    loaded_keys = SteadyClock::now();
+    // Rendered in two halves at once. Each tenant's YAML is rendered into one
+    // reused buffer and only its hash and size kept: the directory's manifest
+    // vouches for files by hash, and the bytes of the few files to write are
+    // rendered again when the reconcile asks for them.
+    struct Part {
+      std::vector<WantedFile> files;
+      std::vector<TenantJson> json;  ///< one per tenant of the range (empty: no routes)
+    };
+    auto render_range = [this, &loaded](std::size_t begin, std::size_t end, Part& out) {
+      std::string yaml;
+      TenantJson scratch;
+      out.files.reserve(end - begin);
+      out.json.reserve(end - begin);
+      for (std::size_t i = begin; i < end; ++i) {
+        if (!render_tenant_text(loaded[i].route, render_, &yaml, &scratch)) {
+          out.json.emplace_back();
+          continue;
+        }
+        out.files.push_back(WantedFile{tenant_file(loaded[i].route.ref),
+                                       TraefikDir::content_hash(yaml), yaml.size()});
+        out.json.push_back(scratch);  // a copy of the exact size
+      }
+    };
+    const std::size_t half = loaded.size() / 2;
+    Part first, second;
+    {
+      std::thread other([&] {
+        const auto c0 = thread_cpu_ms();
+        render_range(half, loaded.size(), second);
+        other_cpu_ms += thread_cpu_ms() - c0;
+      });
+      render_range(0, half, first);
+      other.join();
+    }
+    files.reserve(loaded.size() + 1);
+    for (std::size_t i = 0; i < loaded.size(); ++i) {
+      auto& j = i < half ? first.json[i] : second.json[i - half];
+      const std::string& ref = loaded[i].route.ref;
+      if (j.size() > 0) rendered.emplace_hint(rendered.end(), ref, std::move(j));
+      wanted.emplace_hint(wanted.end(), ref, loaded[i].want);
+      tenants.emplace_hint(tenants.end(), ref, std::move(loaded[i].route));
+    }
+    loaded.clear();
+    loaded.shrink_to_fit();
+    for (auto* p : {&first, &second})
+      for (auto& f : p->files) files.push_back(std::move(f));
+    first = Part{};
+    second = Part{};
+    rendered_at = SteadyClock::now();
   }
-  loaded.clear();
-  loaded.shrink_to_fit();
-  for (auto* p : {&first, &second})
-    for (auto& f : p->files) files.push_back(std::move(f));
-  first = Part{};
-  second = Part{};
-  const auto rendered_at = SteadyClock::now();
   auto scanned = scan.get();
   other_cpu_ms += scan_cpu_ms;
   if (!scanned) return scanned.error();
@@ -242,11 +292,12 @@ Status RouteSync::start(projection::TenantProjection& projection,
   };
   const auto done = SteadyClock::now();
   log()->info(
-      "directory {} reconciled: {} tenants, {} files changed, {} read back, {} vouched for by "
-      "the manifest in {} ms, {} ms of CPU (tenants {} ms, keys {} ms, render {} ms, directory {} "
-      "ms)",
-      dir_.path(), rendered.size(), changed->changed, changed->read_back, changed->trusted,
-      ms(t0, done), thread_cpu_ms() - cpu0 + other_cpu_ms, ms(t0, loaded_tenants),
+      "directory {} reconciled ({}): {} tenants, {} files changed, {} read back, {} vouched for "
+      "by the manifest in {} ms, {} ms of CPU (tenants {} ms, keys {} ms, render {} ms, directory "
+      "{} ms)",
+      dir_.path(), loaded_tenants == rendered_at ? "from the saved render state" : "full render",
+      rendered.size(), changed->changed, changed->read_back, changed->trusted, ms(t0, done),
+      thread_cpu_ms() - cpu0 + other_cpu_ms, ms(t0, loaded_tenants),
       ms(loaded_tenants, loaded_keys), ms(loaded_keys, rendered_at), ms(rendered_at, done));
   {
     std::lock_guard lk(mu_);
@@ -265,10 +316,59 @@ void RouteSync::stop() {
   if (stop_.exchange(true)) return;
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (started_) {
+    // What the coalescing window still held.
+    std::set<std::string> refs;
+    {
+      std::lock_guard lk(mu_);
+      refs = std::move(dirty_);
+      dirty_.clear();
+    }
+    if (!refs.empty()) flush(refs);
+  }
   // What the flushes wrote, so the next start need not read those files back.
   if (started_)
     if (auto st = dir_.save_manifest(); !st)
       log()->warn("directory {}: manifest not saved: {}", dir_.path(), st.error().message);
+}
+
+Status RouteSync::save_state(const std::string& generation, std::uint64_t checkpoint) {
+  if (!started_ || !stop_)
+    return make_error(errc::failed_precondition, "not stopped after a start");
+  RenderState state;
+  state.generation = generation;
+  state.checkpoint = checkpoint;
+  state.fingerprint = fingerprint_;
+  {
+    std::lock_guard lk(mu_);
+    if (!dirty_.empty())
+      return make_error(errc::unavailable, std::to_string(dirty_.size()) + " files not written");
+    state.tenants.reserve(tenants_.size());
+    for (const auto& [ref, t] : tenants_) {
+      SavedTenant s;
+      s.route = t;
+      if (auto w = keys_wanted_.find(ref); w != keys_wanted_.end()) s.want = w->second;
+      auto r = rendered_.find(ref);
+      const FileStamp* f = dir_.stamp(tenant_file(ref));
+      if (r == rendered_.end() || !f)
+        return make_error(errc::unavailable, "tenant " + ref + " has no recorded file");
+      s.json = r->second;
+      s.yaml_hash = f->hash;
+      s.yaml_size = f->size;
+      state.tenants.push_back(std::move(s));
+    }
+  }
+  for (auto& s : state.tenants) {
+    EdgeKeys k = edge_.keys_of(s.route.ref);
+    if (k.keys_generation < 0) continue;
+    // Never the opened secret on disk: the sealed form, as Redis holds it.
+    if (k.sealed_jwt_secret.empty() && !k.jwt_secret.empty())
+      k.sealed_jwt_secret = secrets::seal(master_, s.route.ref, k.jwt_secret);
+    k.jwt_secret.clear();
+    if (k.sealed_jwt_secret.empty()) continue;
+    s.keys = std::move(k);
+  }
+  return dir_.write_private(RenderState::kFile, encode_render_state(state));
 }
 
 void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,

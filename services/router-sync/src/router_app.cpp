@@ -176,6 +176,13 @@ Status App::start() {
                  "tenants' JWT secrets held opened in memory (at most "
                  "SUPAPLANE_ROUTER_OPEN_SECRETS_MAX)",
                  [&e] { return static_cast<double>(e.secrets_cached.load()); });
+  for (auto [outcome, source] :
+       {std::pair{"used", &k.state_used}, std::pair{"stale", &k.state_stale},
+        std::pair{"corrupt", &k.state_corrupt}})
+    mirror_->counter("supaplane_router_start_render_state_total",
+                     "starts that found a saved render state, by what became of it (used; stale: "
+                     "another projection or options; corrupt: checksum or format)",
+                     {{"outcome", outcome}}, *source);
   mirror_->gauge("supaplane_router_start_files_read_back",
                  "files the last start read back and compared (the manifest could not vouch for "
                  "them)",
@@ -233,7 +240,7 @@ void App::bootstrap() {
         problem("redis: " + gen.error().message);
       } else if (auto cp = projection_.checkpoint(*redis_, *gen); !cp) {
         problem("redis: " + cp.error().message);
-      } else if (auto st = sync_->start(projection_, *redis_); !st) {
+      } else if (auto st = sync_->start(projection_, *redis_, *gen, *cp); !st) {
         problem(st.error().message);
       } else {
         waiter_.advance(*cp);
@@ -271,6 +278,26 @@ std::string App::readiness() {
   return {};
 }
 
+void App::save_render_state() {
+  // Only when this process applied every event the projection holds: then
+  // its routes, keys and files are the projection's at that checkpoint.
+  auto gen = projection_.active_generation(*redis_);
+  if (!gen) {
+    log()->info("render state not saved: {}", gen.error().message);
+    return;
+  }
+  auto cp = projection_.checkpoint(*redis_, *gen);
+  if (!cp || *cp != waiter_.current()) {
+    log()->info("render state not saved: the projection is not at this process's checkpoint {}",
+                waiter_.current());
+    return;
+  }
+  if (auto st = sync_->save_state(*gen, *cp); !st)
+    log()->warn("render state not saved: {}", st.error().message);
+  else
+    log()->info("render state saved: generation {} at {}", *gen, *cp);
+}
+
 void App::stop() {
   if (stopping_.exchange(true)) return;
   if (guard_) guard_->stop();
@@ -279,6 +306,7 @@ void App::stop() {
   if (gauges_thread_.joinable()) gauges_thread_.join();
   if (runner_) runner_->stop();
   if (sync_) sync_->stop();
+  if (sync_ && synced_ && redis_) save_render_state();
   if (http_) http_->stop();
   if (ops_) ops_->stop();
   runner_.reset();

@@ -78,6 +78,7 @@ class App {
  private:
   void bootstrap();
   void export_metrics();
+  void save_render_state();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;

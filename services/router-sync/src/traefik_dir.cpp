@@ -73,8 +73,8 @@ constexpr std::string_view kManifestHeader = "supaplane-router-sync manifest 1\n
 /// Writes `content` to `tmp`, syncs it and renames it over `path`, then syncs
 /// the directory: a reader sees the old file or the new one, never a part.
 Status write_atomically(const std::string& dir, const std::string& tmp, const std::string& path,
-                        const std::string& content) {
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                        const std::string& content, mode_t mode = 0644) {
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return io_error("open", tmp);
   std::size_t off = 0;
   while (off < content.size()) {
@@ -277,6 +277,28 @@ Result<ReconcileStats> TraefikDir::reconcile(
   stats.changed = *n;
   if (auto st = save_manifest(); !st) return st.error();
   return stats;
+}
+
+Status TraefikDir::write_private(const std::string& name, const std::string& content) {
+  const std::string path = dir_ + "/" + name;
+  return write_atomically(dir_, path + ".tmp", path, content, 0600);
+}
+
+Result<std::optional<std::string>> TraefikDir::read_private(const std::string& name) const {
+  const std::string path = dir_ + "/" + name;
+  std::string out;
+  if (read_file(path, out)) return std::optional<std::string>(std::move(out));
+  if (errno == ENOENT) return std::optional<std::string>();
+  return io_error("read", path);
+}
+
+Status TraefikDir::remove_private(const std::string& name) {
+  const std::string path = dir_ + "/" + name;
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return io_error("unlink", path);
+  }
+  return fsync_path(dir_, O_RDONLY | O_DIRECTORY);
 }
 
 Status TraefikDir::prepare() {

@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -100,6 +101,18 @@ class TraefikDir {
   /// Writes the manifest if something was written or removed since it was
   /// last saved (atomically: temp file, fsync, rename).
   Status save_manifest();
+
+  /// The manifest's entry for `name` (null when it has none).
+  const FileStamp* stamp(const std::string& name) const {
+    auto it = manifest_.find(name);
+    return it == manifest_.end() ? nullptr : &it->second;
+  }
+  /// A hidden file of ours next to the tenants' files (name starts with
+  /// '.': Traefik ignores it), written atomically, readable by its owner only.
+  Status write_private(const std::string& name, const std::string& content);
+  /// Its bytes; nullopt when there is none.
+  Result<std::optional<std::string>> read_private(const std::string& name) const;
+  Status remove_private(const std::string& name);
 
   /// The hash the manifest records (SipHash-2-4 with a fixed key: a
   /// checksum, not a secret).
