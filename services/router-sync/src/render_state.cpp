@@ -110,11 +110,13 @@ std::string encode_render_state(const RenderState& s) {
   return out;
 }
 
-Result<RenderState> decode_render_state(std::string_view bytes) {
+Status walk_render_state(std::string_view bytes,
+                         const std::function<bool(const RenderState&)>& head,
+                         const std::function<void(SavedTenant&)>& each) {
   if (bytes.substr(0, kHeader.size()) != kHeader) return corrupt("header is not ours");
-  Reader head(bytes.substr(kHeader.size(), 8));
+  Reader sum_reader(bytes.substr(kHeader.size(), 8));
   std::uint64_t sum = 0;
-  if (!head.u64(sum)) return corrupt("cut short");
+  if (!sum_reader.u64(sum)) return corrupt("cut short");
   const std::string_view body = bytes.substr(kHeader.size() + 8);
   if (TraefikDir::content_hash(body) != sum) return corrupt("checksum does not match");
   Reader r(body);
@@ -123,10 +125,11 @@ Result<RenderState> decode_render_state(std::string_view bytes) {
   if (!r.str(s.generation) || !r.u64(s.checkpoint) || !r.str(s.fingerprint) || !r.u64(n))
     return corrupt("cut short");
   if (n > body.size()) return corrupt("tenant count is impossible");
-  s.tenants.resize(n);
-  for (auto& t : s.tenants) {
+  if (!head(s)) return Status::Ok();
+  SavedTenant t;
+  std::string json;
+  for (std::uint64_t i = 0; i < n; ++i) {
     std::uint64_t phase = 0, plan = 0;
-    std::string json;
     std::uint64_t ends[TenantJson::kSections] = {};
     bool ok = r.str(t.route.ref) && r.u64(phase) && r.u64(plan) && r.str(t.route.gateway_url) &&
               r.str(t.route.db_host) && r.str(t.route.db_upstream) && r.i64(t.want) &&
@@ -141,15 +144,30 @@ Result<RenderState> decode_render_state(std::string_view bytes) {
     t.route.phase = static_cast<v1::Phase>(phase);
     t.route.plan = static_cast<v1::Plan>(plan);
     std::uint32_t e32[TenantJson::kSections];
-    for (int i = 0; i < TenantJson::kSections; ++i) {
-      if (ends[i] > json.size()) return corrupt("has a JSON part out of bounds");
-      e32[i] = static_cast<std::uint32_t>(ends[i]);
+    for (int k = 0; k < TenantJson::kSections; ++k) {
+      if (ends[k] > json.size()) return corrupt("has a JSON part out of bounds");
+      e32[k] = static_cast<std::uint32_t>(ends[k]);
     }
     if (!TenantJson::from_parts(std::move(json), e32, t.json))
       return corrupt("has a JSON part out of bounds");
+    each(t);
+    json.clear();
   }
   if (!r.done()) return corrupt("has trailing bytes");
-  return s;
+  return Status::Ok();
+}
+
+Result<RenderState> decode_render_state(std::string_view bytes) {
+  RenderState out;
+  auto st = walk_render_state(
+      bytes,
+      [&out](const RenderState& s) {
+        out = s;
+        return true;
+      },
+      [&out](SavedTenant& t) { out.tenants.push_back(std::move(t)); });
+  if (!st) return st.error();
+  return out;
 }
 
 }  // namespace supaplane::router

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,5 +51,13 @@ std::string encode_render_state(const RenderState& s);
 /// `corrupt` when the header, the checksum or any field is wrong (a cut
 /// short or edited file is never half used).
 Result<RenderState> decode_render_state(std::string_view bytes);
+/// The same without keeping the tenants: `head` gets the state without
+/// them, then (unless it returns false) `each` gets every tenant in turn, in
+/// the order saved (a callee may move from it). The checksum is checked
+/// before either is called, but a format error can still end the walk part
+/// way: apply nothing irreversible until it returns Ok.
+Status walk_render_state(std::string_view bytes,
+                         const std::function<bool(const RenderState&)>& head,
+                         const std::function<void(SavedTenant&)>& each);
 
 }  // namespace supaplane::router

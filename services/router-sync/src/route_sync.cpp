@@ -102,29 +102,6 @@ Status RouteSync::start(projection::TenantProjection& projection,
   // very projection (live generation and checkpoint) with these options.
   // Removed once read, so that a later start never takes it for the state
   // after events this run applies.
-  std::optional<RenderState> saved;
-  if (auto bytes = dir_.read_private(RenderState::kFile); !bytes) {
-    ++counters_.state_corrupt;
-    log()->warn("directory {}: saved render state unreadable ({}); full render", dir_.path(),
-                bytes.error().message);
-  } else if (*bytes) {
-    auto state = decode_render_state(**bytes);
-    bytes->reset();
-    if (!state) {
-      ++counters_.state_corrupt;
-      log()->warn("directory {}: saved render state rejected ({}); full render", dir_.path(),
-                  state.error().message);
-    } else if (!state->matches(generation, checkpoint, fingerprint_)) {
-      ++counters_.state_stale;
-      log()->info(
-          "directory {}: saved render state is of generation {} at {}, the projection is {} at "
-          "{} (or the options changed); full render",
-          dir_.path(), state->generation, state->checkpoint, generation, checkpoint);
-    } else {
-      saved = std::move(*state);
-    }
-    if (auto st = dir_.remove_private(RenderState::kFile); !st) return st.error();
-  }
   std::map<std::string, RouteTenant> tenants;
   std::map<std::string, std::int64_t> wanted;
   std::map<std::string, TenantJson> rendered;
@@ -133,22 +110,65 @@ Status RouteSync::start(projection::TenantProjection& projection,
   const std::string base_yaml = to_yaml(base_);
   files.push_back(WantedFile{kBaseFile, TraefikDir::content_hash(base_yaml), base_yaml.size()});
   SteadyClock::time_point loaded_tenants, loaded_keys, rendered_at;
-  if (saved) {
-    ++counters_.state_used;
-    files.reserve(saved->tenants.size() + 1);
-    for (auto& t : saved->tenants) {
-      const std::string& ref = t.route.ref;
-      edge_.set_phase(ref, t.route.phase);
-      if (!t.keys.sealed_jwt_secret.empty() && t.keys.keys_generation >= t.want && t.want >= 0)
-        edge_.set_keys(ref, std::move(t.keys));
-      else if (t.want >= 0)
-        pending.insert(ref);
-      files.push_back(WantedFile{tenant_file(ref), t.yaml_hash, t.yaml_size});
-      rendered.emplace_hint(rendered.end(), ref, std::move(t.json));
-      wanted.emplace_hint(wanted.end(), ref, t.want);
-      tenants.emplace_hint(tenants.end(), ref, std::move(t.route));
+  bool from_state = false;
+  if (auto mapped = dir_.map_private(RenderState::kFile); !mapped) {
+    ++counters_.state_corrupt;
+    log()->warn("directory {}: saved render state unreadable ({}); full render", dir_.path(),
+                mapped.error().message);
+  } else if (*mapped) {
+    // Read straight into the maps (no copy of the whole state); the edge
+    // is told only once the whole state has been read.
+    std::vector<std::pair<std::string, v1::Phase>> phases;
+    std::vector<std::pair<std::string, EdgeKeys>> keys;
+    bool current = false;
+    auto walked = walk_render_state(
+        (*mapped)->view(),
+        [&](const RenderState& head) {
+          current = head.matches(generation, checkpoint, fingerprint_);
+          if (!current)
+            log()->info(
+                "directory {}: saved render state is of generation {} at {}, the projection is "
+                "{} at {} (or the options changed); full render",
+                dir_.path(), head.generation, head.checkpoint, generation, checkpoint);
+          return current;
+        },
+        [&](SavedTenant& t) {
+          const std::string& ref = t.route.ref;
+          phases.emplace_back(ref, t.route.phase);
+          if (!t.keys.sealed_jwt_secret.empty() && t.keys.keys_generation >= t.want && t.want >= 0)
+            keys.emplace_back(ref, std::move(t.keys));
+          else if (t.want >= 0)
+            pending.insert(pending.end(), ref);
+          t.keys = EdgeKeys{};
+          files.push_back(WantedFile{tenant_file(ref), t.yaml_hash, t.yaml_size});
+          rendered.emplace_hint(rendered.end(), ref, std::move(t.json));
+          wanted.emplace_hint(wanted.end(), ref, t.want);
+          tenants.emplace_hint(tenants.end(), ref, std::move(t.route));
+        });
+    if (!walked) {
+      ++counters_.state_corrupt;
+      log()->warn("directory {}: saved render state rejected ({}); full render", dir_.path(),
+                  walked.error().message);
+    } else if (!current) {
+      ++counters_.state_stale;
+    } else {
+      from_state = true;
+      for (const auto& [ref, phase] : phases) edge_.set_phase(ref, phase);
+      for (auto& [ref, k] : keys) edge_.set_keys(ref, std::move(k));
     }
-    saved.reset();
+    if (!from_state) {
+      tenants.clear();
+      wanted.clear();
+      rendered.clear();
+      pending.clear();
+      files.resize(1);  // the base file
+    }
+    // Removed once read, so that a later start never takes it for the state
+    // after events this run applies.
+    if (auto st = dir_.remove_private(RenderState::kFile); !st) return st.error();
+  }
+  if (from_state) {
+    ++counters_.state_used;
     loaded_tenants = loaded_keys = rendered_at = SteadyClock::now();
   } else {
     // Tenants as the projection holds them.

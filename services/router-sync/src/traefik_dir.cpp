@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -284,21 +285,38 @@ Status TraefikDir::write_private(const std::string& name, const std::string& con
   return write_atomically(dir_, path + ".tmp", path, content, 0600);
 }
 
-Result<std::optional<std::string>> TraefikDir::read_private(const std::string& name) const {
+TraefikDir::Mapped::~Mapped() {
+  if (data_ && size_ > 0) ::munmap(const_cast<void*>(data_), size_);
+}
+
+Result<std::optional<TraefikDir::Mapped>> TraefikDir::map_private(const std::string& name) const {
   const std::string path = dir_ + "/" + name;
-  std::string out;
-  if (read_file(path, out)) return std::optional<std::string>(std::move(out));
-  if (errno == ENOENT) return std::optional<std::string>();
-  return io_error("read", path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::optional<Mapped>();
+    return io_error("open", path);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    auto e = io_error("stat", path);
+    ::close(fd);
+    return e;
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return std::optional<Mapped>(Mapped(nullptr, 0));
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) return io_error("mmap", path);
+  return std::optional<Mapped>(Mapped(p, size));
 }
 
 Status TraefikDir::remove_private(const std::string& name) {
   const std::string path = dir_ + "/" + name;
-  if (::unlink(path.c_str()) != 0) {
-    if (errno == ENOENT) return Status::Ok();
-    return io_error("unlink", path);
-  }
-  return fsync_path(dir_, O_RDONLY | O_DIRECTORY);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return io_error("unlink", path);
+  return Status::Ok();
 }
 
 Status TraefikDir::prepare() {

@@ -110,8 +110,27 @@ class TraefikDir {
   /// A hidden file of ours next to the tenants' files (name starts with
   /// '.': Traefik ignores it), written atomically, readable by its owner only.
   Status write_private(const std::string& name, const std::string& content);
-  /// Its bytes; nullopt when there is none.
-  Result<std::optional<std::string>> read_private(const std::string& name) const;
+  /// A read-only mapping of a private file (no copy of its bytes).
+  class Mapped {
+   public:
+    Mapped() = default;
+    Mapped(const void* data, std::size_t size) : data_(data), size_(size) {}
+    Mapped(Mapped&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr; }
+    Mapped& operator=(Mapped&&) = delete;
+    ~Mapped();
+    std::string_view view() const {
+      return data_ ? std::string_view(static_cast<const char*>(data_), size_) : std::string_view();
+    }
+
+   private:
+    const void* data_{nullptr};
+    std::size_t size_{0};
+  };
+  /// nullopt when there is none.
+  Result<std::optional<Mapped>> map_private(const std::string& name) const;
+  /// Unlinks it without a directory sync: the render state it serves is
+  /// checked against the projection when read, so one that comes back after
+  /// a crash is used only if it still matches.
   Status remove_private(const std::string& name);
 
   /// The hash the manifest records (SipHash-2-4 with a fixed key: a
