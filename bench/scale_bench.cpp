@@ -9,8 +9,9 @@
 //     reports every tenant converged (a bench fake of our Driver interface:
 //     the postgres driver would need 100,000 databases); resident memory;
 //   - router-sync: start with an empty Redis (rebuild + full render of the
-//     directory) and a restart (full render from the projection), the HTTP
-//     provider's body; resident memory;
+//     directory), the HTTP provider's body; then two restarts, each a new
+//     process: from the render state the clean stop saved, and with it
+//     removed (full render from the projection); resident memory of each;
 //   - Redis `used_memory`, and raw baselines (ordered replay, pull + ack).
 // Each service's durable consumer is caught up before it starts (a restart,
 // not a first start on a full log). Prints a Markdown table.
