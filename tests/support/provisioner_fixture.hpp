@@ -21,15 +21,12 @@
 #include "app.hpp"
 #include "eventually.hpp"
 #include "provisioner_app.hpp"
+#include "provisioner_options.hpp"
 #include "servers.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
 namespace supaplane::testenv {
-
-/// The master key (32 bytes, base64) the api and the provisioner seal tenant
-/// secrets with in these suites.
-inline constexpr const char* kTestMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// Servers, the platform database and the api of one test; the owner's
 /// client. One test thread uses it (the gRPC stubs are thread-safe).
@@ -74,18 +71,9 @@ class ProvisionerFixture : public ::testing::Test {
   }
 
   /// An in-process provisioner with the postgres driver on this test's
-  /// servers: no periodic resync (tests call resync() themselves), short
-  /// backoff.
+  /// servers (`testenv::provisioner_options`).
   provisioner::AppOptions provisioner_options() const {
-    provisioner::AppOptions o;
-    o.nats_url = nats_.url();
-    o.database_url = pg_.admin_dsn(db_);
-    o.tenant_db_url = pg_.admin_dsn("postgres");
-    o.master_key = kTestMasterKey;
-    o.metrics_addr = "127.0.0.1:0";
-    o.resync_interval_ms = 0;
-    o.provisioner.backoff_base_ms = 20;
-    return o;
+    return testenv::provisioner_options(nats_, pg_, db_);
   }
 
   /// A call context carrying the owner's token.
