@@ -8,7 +8,7 @@ import type { Tenant } from "./gen/supaplane/v1/api_pb.js";
 import { nextIndex, pageRows, rowsToDraw, scrollToReveal, visibleRange, type Range } from "./windowing.js";
 
 /** Rows drawn above and below the viewport. */
-const OVERSCAN = 10;
+const OVERSCAN = 6;
 /** The row height style.css gives (2.5rem) until the first row is measured. */
 const ROW_PX_GUESS = 40;
 
