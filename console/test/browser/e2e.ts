@@ -1008,7 +1008,7 @@ async function rawRpcs(email: string, password: string, via: "grpc" | "bridge") 
 async function staticPaint(browser: Browser, app: string, n: number, kind: "full" | "windowed") {
   const css =
     readFileSync(join(dirname(env("CONSOLE_SIZES_JSON")), "public", "style.css"), "utf8") +
-    "\ntable.list > tbody > tr { content-visibility: auto; contain-intrinsic-size: auto 2.4rem; }\n";
+    "\ntable.list:not(.windowed) > tbody > tr { content-visibility: auto; contain-intrinsic-size: auto 2.4rem; }\n";
   const file = join(OUT, `static-${n}-rows-${kind}.html`);
   writeFileSync(
     file,
