@@ -37,8 +37,6 @@ class AccountServiceImpl final : public AccountServiceBase {
 
   grpc::ServerUnaryReactor* SignUp(grpc::CallbackServerContext* sc, const v1::SignUpRequest* req,
                                    v1::SessionResponse* resp) override {
-    auto* reactor = sc->DefaultReactor();
-    auto call = std::make_shared<CallScope>(ctx_, "SignUp");
     auto email = normalize_email(req->email());
     grpc::Status refused = grpc::Status::OK;
     if (auto st = auth::validate_email(email); !st)
@@ -47,22 +45,12 @@ class AccountServiceImpl final : public AccountServiceBase {
       refused = to_grpc(pw.error());
     else
       refused = rate_limit(*sc, email);
-    if (refused.ok() && !admit()) refused = busy();
-    if (!refused.ok()) {
-      reactor->Finish(call->done(refused));
-      return reactor;
-    }
-    pool_.post([this, reactor, call, req, resp, email = std::move(email)] {
-      reactor->Finish(call->done(sign_up(email, *req, resp)));
-      admitted_.fetch_sub(1);
-    });
-    return reactor;
+    return serve(sc, "SignUp", refused,
+                 [this, req, resp, email] { return sign_up(email, *req, resp); });
   }
 
   grpc::ServerUnaryReactor* Login(grpc::CallbackServerContext* sc, const v1::LoginRequest* req,
                                   v1::SessionResponse* resp) override {
-    auto* reactor = sc->DefaultReactor();
-    auto call = std::make_shared<CallScope>(ctx_, "Login");
     auto email = normalize_email(req->email());
     grpc::Status refused = grpc::Status::OK;
     if (email.empty())
@@ -71,19 +59,30 @@ class AccountServiceImpl final : public AccountServiceBase {
       refused = invalid("password", "must be 1..128 bytes");
     else
       refused = rate_limit(*sc, email);
+    return serve(sc, "Login", refused,
+                 [this, req, resp, email] { return log_in(email, *req, resp); });
+  }
+
+ private:
+  /// Answers a refusal at once, on gRPC's thread; otherwise `work` runs on
+  /// the pool, if the pool admits one more caller (else: busy).
+  template <typename Work>
+  grpc::ServerUnaryReactor* serve(grpc::CallbackServerContext* sc, const char* method,
+                                  grpc::Status refused, Work work) {
+    auto* reactor = sc->DefaultReactor();
+    auto call = std::make_shared<CallScope>(ctx_, method);
     if (refused.ok() && !admit()) refused = busy();
     if (!refused.ok()) {
       reactor->Finish(call->done(refused));
       return reactor;
     }
-    pool_.post([this, reactor, call, req, resp, email = std::move(email)] {
-      reactor->Finish(call->done(log_in(email, *req, resp)));
+    pool_.post([this, reactor, call, work = std::move(work)] {
+      reactor->Finish(call->done(work()));
       admitted_.fetch_sub(1);
     });
     return reactor;
   }
 
- private:
   /// One more caller for the pool, unless as many as the hashing gate can
   /// hold or queue are in it already.
   bool admit() {
