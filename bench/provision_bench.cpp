@@ -51,17 +51,46 @@ double ms_between(SteadyClock::time_point a, SteadyClock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-/// The statements the driver runs for one tenant in database mode, as a
-/// plain script (no existence checks: the names are fresh).
-std::string raw_tenant_sql(const std::string& ref) {
-  const std::string q = "\"t_" + ref + "\"";
-  return "CREATE ROLE " + q +
-         " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT "
-         "20 PASSWORD 'raw-password-0123456789abcdef';\n"
-         "GRANT anon, authenticated, service_role TO " +
-         q + ";\nCREATE DATABASE " + q + " OWNER " + q + ";\nREVOKE ALL ON DATABASE " + q +
-         " FROM PUBLIC;\nGRANT CONNECT, TEMPORARY ON DATABASE " + q + " TO " + q +
-         ";\nALTER DATABASE " + q + " WITH ALLOW_CONNECTIONS true CONNECTION LIMIT 20;\n";
+/// The statements the postgres driver runs for a new tenant in database
+/// mode, as a plain script (no existence checks: the names are fresh): the
+/// login role and its own API roles (t_<ref>_anon, _authenticated,
+/// _service_role) granted to it, with the connection budget checked under
+/// the driver's advisory lock, in one transaction; then the database, owned
+/// by the driver's role (the admin here), its grants to the tenant's role
+/// alone, and inside it the tenant's rights on `public` and the layout
+/// comment. The driver sends a SCRAM verifier it computed; the script sends
+/// the password and the server computes it: the same work, other side.
+std::string raw_tenant_sql(const std::string& ref, int limit) {
+  const std::string name = "t_" + ref;
+  const std::string q = "\"" + name + "\"";
+  const std::string lim = std::to_string(limit);
+  std::string scoped;
+  std::string sql = "BEGIN;\nCREATE ROLE " + q +
+                    " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                    "CONNECTION LIMIT " +
+                    lim + " PASSWORD 'raw-password-0123456789abcdef';\n";
+  for (const char* suffix : {"_anon", "_authenticated", "_service_role"}) {
+    const std::string role = "\"" + name + suffix + "\"";
+    sql += "CREATE ROLE " + role + " NOLOGIN" +
+           (std::string(suffix) == "_service_role" ? " BYPASSRLS" : "") + ";\n";
+    scoped += (scoped.empty() ? "" : ", ") + role;
+  }
+  sql += "GRANT " + scoped + " TO " + q +
+         ";\n"
+         "SELECT pg_advisory_xact_lock(hashtext('supaplane.central.catalog'));\n"
+         "SELECT current_setting('max_connections')::int, "
+         "coalesce(sum(rolconnlimit) FILTER (WHERE rolconnlimit > 0), 0)::bigint "
+         "FROM pg_roles WHERE rolname ~ '^t_[a-z]{20}$' AND rolname <> '" +
+         name +
+         "';\n"
+         "COMMIT;\n"
+         "CREATE DATABASE " +
+         q + ";\nREVOKE ALL ON DATABASE " + q +
+         " FROM PUBLIC;\nGRANT CONNECT, CREATE, TEMPORARY ON DATABASE " + q + " TO " + q +
+         ";\nALTER DATABASE " + q + " WITH ALLOW_CONNECTIONS true CONNECTION LIMIT " + lim +
+         ";\n\\connect " + q + "\nGRANT USAGE, CREATE ON SCHEMA public TO " + q +
+         ";\nCOMMENT ON DATABASE " + q + " IS 'supaplane tenant database, layout 2';\n";
+  return sql;
 }
 
 std::string letters(int n, char tag) {
@@ -72,19 +101,21 @@ std::string letters(int n, char tag) {
 
 /// `tenants` tenants through `workers` parallel psql sessions.
 Run run_raw(testenv::PostgresServer& pg, const testenv::TempDir& dir, int tenants, int workers,
-            char tag) {
+            int limit, char tag) {
   std::vector<std::string> files;
   for (int w = 0; w < workers; ++w) {
     const std::string f = dir.path() + "/raw-" + tag + std::to_string(w) + ".sql";
     std::ofstream out(f);
-    for (int i = w; i < tenants; i += workers) out << raw_tenant_sql(letters(i, tag));
+    for (int i = w; i < tenants; i += workers) out << raw_tenant_sql(letters(i, tag), limit);
     files.push_back(f);
   }
   const auto t0 = SteadyClock::now();
   std::vector<std::thread> ts;
   for (const auto& f : files)
     ts.emplace_back([&, f] {
-      const std::string cmd = "psql -q -v ON_ERROR_STOP=1 \"" + pg.admin_dsn() + "\" -f " + f;
+      // The budget check's rows go to /dev/null; errors still reach stderr.
+      const std::string cmd =
+          "psql -q -v ON_ERROR_STOP=1 \"" + pg.admin_dsn() + "\" -f " + f + " >/dev/null";
       if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "raw script failed: %s\n", f.c_str());
     });
   for (auto& t : ts) t.join();
@@ -102,7 +133,7 @@ std::unique_ptr<grpc::ClientContext> ctx(const std::string& token) {
 
 /// The platform: api + provisioner in this process, fresh NATS and Redis.
 Run run_platform(testenv::PostgresServer& pg, const std::string& mode, int tenants, int workers,
-                 int clients) {
+                 int clients, int limit) {
   testenv::NatsServer nats;
   nats.start();
   testenv::RedisServer redis;
@@ -122,6 +153,7 @@ Run run_platform(testenv::PostgresServer& pg, const std::string& mode, int tenan
   po.tenant_db_mode = mode;
   po.tenant_schema_db = "bench_central";
   po.provisioner.workers = workers;
+  po.provisioner.connection_limit = limit;
   provisioner::App prov(po);
   if (!api.start() || !prov.start()) {
     std::fprintf(stderr, "cannot start the platform\n");
@@ -210,32 +242,35 @@ Run run_platform(testenv::PostgresServer& pg, const std::string& mode, int tenan
 
 int main(int argc, char** argv) {
   const supaplane::event_store::LibraryScope nats_library;  // destroyed last
-  int tenants = 200, workers = 4, clients = 4, schema_workers = 8;
+  int tenants = 200, workers = 4, clients = 4, schema_workers = 8, limit = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--tenants")) tenants = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--workers")) workers = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--clients")) clients = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--schema-workers")) schema_workers = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--connection-limit")) limit = std::atoi(argv[i + 1]);
+  }
+  // Every tenant of the four runs stays on the cluster (max_connections 1000)
+  // and is promised `limit` connections: the driver refuses a tenant beyond
+  // max_connections minus its reserve (20).
+  if (tenants < 1 || limit < 1 || 4L * tenants * limit > 1000 - 20) {
+    std::fprintf(stderr,
+                 "4 runs x %d tenants x a connection limit of %d exceed the cluster's budget "
+                 "of 980 connections: lower --tenants or --connection-limit\n",
+                 tenants, limit);
+    return 2;
   }
   spdlog::set_level(spdlog::level::err);
   testenv::PostgresServer pg;
   pg.start();
   testenv::TempDir dir("supaplane-provbench");
-  // The roles the raw script grants exist (the driver makes them on first use).
-  {
-    const std::string cmd = "psql -q \"" + pg.admin_dsn() +
-                            "\" -c 'CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; "
-                            "CREATE ROLE service_role NOLOGIN BYPASSRLS;' >/dev/null";
-    if (std::system(cmd.c_str()) != 0) return 1;
-  }
-
   // Raw before and after the platform run: the machine's weather shows.
-  Run raw = run_raw(pg, dir, tenants, workers, 'x');
-  Run db = run_platform(pg, "database", tenants, workers, clients);
-  Run raw2 = run_raw(pg, dir, tenants, workers, 'y');
+  Run raw = run_raw(pg, dir, tenants, workers, limit, 'x');
+  Run db = run_platform(pg, "database", tenants, workers, clients, limit);
+  Run raw2 = run_raw(pg, dir, tenants, workers, limit, 'y');
   raw.seconds = (raw.seconds + raw2.seconds) / 2;
   // No CREATE DATABASE in schema mode: short statements, more can overlap.
-  Run schema = run_platform(pg, "schema", tenants, schema_workers, clients);
+  Run schema = run_platform(pg, "schema", tenants, schema_workers, clients, limit);
 
   std::printf("\n| run | tenants | seconds | tenants/s | p50 create→ACTIVE ms | p99 ms |\n");
   std::printf("|---|---|---|---|---|---|\n");

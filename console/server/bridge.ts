@@ -5,6 +5,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
+import { clientAddress, type TrustedProxies } from "./client_address.js";
 
 export type MethodKind = "unary" | "server_streaming";
 
@@ -33,6 +34,8 @@ export interface BridgeOptions {
   maxRequestBytes: number;
   /** Upper bound on a unary call when the browser sends no grpc-timeout. */
   defaultUnaryTimeoutMs: number;
+  /** Peers whose X-Forwarded-For names the browser (a reverse proxy in front). */
+  trustedProxies: TrustedProxies;
   log: (line: string) => void;
 }
 
@@ -169,9 +172,11 @@ export async function handleGrpcWeb(
   const auth = req.headers["authorization"];
   if (typeof auth === "string" && auth.length > 0 && auth.length < 8192) md.set("authorization", auth);
   // The browser's address, for the api's per-address sign-in limits (it
-  // believes this header only from addresses in SUPAPLANE_API_TRUSTED_PROXIES).
-  const remote = req.socket.remoteAddress;
-  if (remote) md.set("x-forwarded-for", remote.startsWith("::ffff:") ? remote.slice(7) : remote);
+  // believes this header only from addresses in SUPAPLANE_API_TRUSTED_PROXIES):
+  // the socket's peer, or what a proxy in SUPAPLANE_CONSOLE_TRUSTED_PROXIES
+  // (Traefik) says it is.
+  const remote = clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], o.trustedProxies);
+  if (remote) md.set("x-forwarded-for", remote);
   const corr = req.headers["x-correlation-id"];
   if (typeof corr === "string" && /^[A-Za-z0-9_.:-]{1,64}$/.test(corr)) md.set("x-correlation-id", corr);
   const timeout = parseGrpcTimeout(req.headers["grpc-timeout"] as string | undefined);

@@ -8,6 +8,9 @@
 //   SUPAPLANE_TLS=1          speak TLS to the api and billing (system roots)
 //   SUPAPLANE_CA_FILE        PEM roots to trust for that TLS (implies SUPAPLANE_TLS)
 //   SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES  largest gRPC-Web request body (default 65536)
+//   SUPAPLANE_CONSOLE_TRUSTED_PROXIES    addresses / CIDR networks (comma-separated) of the
+//                            reverse proxy in front (Traefik), whose X-Forwarded-For names the
+//                            browser; empty (default): the socket's peer is the browser
 import * as grpc from "@grpc/grpc-js";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { readFileSync, existsSync, statSync } from "node:fs";
@@ -15,6 +18,7 @@ import { extname, join, normalize, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AccountService, AdminService, TenantService, BillingService } from "../src/gen/supaplane/v1/api_pb.js";
 import { addRoutes, handleGrpcWeb, isGrpcWeb, type RouteTable } from "./bridge.js";
+import { parseTrustedProxies } from "./client_address.js";
 
 const log = (line: string) => process.stdout.write(`${new Date().toISOString()} supaplane-console ${line}\n`);
 
@@ -41,6 +45,8 @@ const tls = caFile !== "" || ["1", "true", "yes"].includes((env.SUPAPLANE_TLS ||
 const maxRequestBytes = Number(env.SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES || 65536);
 if (!Number.isInteger(maxRequestBytes) || maxRequestBytes < 1024 || maxRequestBytes > 16 << 20)
   fail("SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES must be an integer in 1024..16777216");
+const trustedProxies = parseTrustedProxies(env.SUPAPLANE_CONSOLE_TRUSTED_PROXIES || "");
+if (typeof trustedProxies === "string") fail(`SUPAPLANE_CONSOLE_TRUSTED_PROXIES: ${trustedProxies}`);
 
 let credentials: grpc.ChannelCredentials;
 if (tls) {
@@ -146,7 +152,7 @@ const server = createServer({ requestTimeout: 0, headersTimeout: 20000 }, (req, 
   for (const [k, v] of Object.entries(securityHeaders)) res.setHeader(k, v);
   const path = (req.url ?? "/").split("?")[0];
   if (isGrpcWeb(req)) {
-    handleGrpcWeb(req, res, routes, { maxRequestBytes, defaultUnaryTimeoutMs: 30000, log }).catch((e) => {
+    handleGrpcWeb(req, res, routes, { maxRequestBytes, defaultUnaryTimeoutMs: 30000, trustedProxies, log }).catch((e) => {
       log(`bridge error on ${path}: ${(e as Error).message}`);
       if (!res.headersSent) sendText(res, 500, "internal error\n");
       else res.destroy();
@@ -179,7 +185,8 @@ server.on("error", (e: NodeJS.ErrnoException) => {
 server.listen(listen.port, listen.host, () => {
   log(
     `listening on http://${listenAddr}; api ${apiAddr}${tls ? " (TLS)" : ""}` +
-      (billingAddr ? `; billing ${billingAddr}` : "; billing off"),
+      (billingAddr ? `; billing ${billingAddr}` : "; billing off") +
+      (trustedProxies.size ? `; ${trustedProxies.size} trusted proxy entries` : ""),
   );
 });
 

@@ -1,30 +1,15 @@
 // Small shared pieces: links, copy buttons, secrets, confirm dialogs, times.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { Component, type ComponentChildren, type VNode } from "preact";
-import type { Tenant } from "./gen/supaplane/v1/api_pb.js";
+import type { ComponentChildren } from "preact";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { navigate } from "./state.js";
 
-/**
- * One row of a long tenant list, drawn again only when its tenant changed.
- * The live set keeps the same Tenant object for a tenant nothing happened
- * to, so a new page or a streamed change re-renders the rows it touched,
- * not all of them.
- */
-export class TenantRow extends Component<{ t: Tenant; render: (t: Tenant) => VNode }> {
-  shouldComponentUpdate(next: { t: Tenant }): boolean {
-    return next.t !== this.props.t;
-  }
-  render() {
-    return this.props.render(this.props.t);
-  }
-}
-
-export function Link(props: { href: string; children: ComponentChildren; class?: string }) {
+export function Link(props: { href: string; children: ComponentChildren; class?: string; tabIndex?: number }) {
   return (
     <a
       href={props.href}
       class={props.class}
+      tabIndex={props.tabIndex}
       onClick={(e) => {
         if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
         e.preventDefault();

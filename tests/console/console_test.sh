@@ -66,6 +66,10 @@ export SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console"
 # The login → 1,000 projects measurement makes 1,000 FREE projects in one
 # account: above the customer quota, which this run turns off.
 export SUPAPLANE_QUOTA_FREE_TENANTS=0 SUPAPLANE_QUOTA_TENANTS=0
+# It also logs that account in three times per sample (the console, the raw
+# gRPC calls, once through the bridge), more than the api's login rate per
+# e-mail and per address allows in a minute: this run turns those off.
+export SUPAPLANE_API_AUTH_RATE_PER_EMAIL=0 SUPAPLANE_API_AUTH_RATE_PER_ADDRESS=0
 # Checkout: billing calls a stand-in of Stripe's API that the browser suite
 # serves on this port (e2e.ts); Stripe's answer sends the browser there.
 export SUPAPLANE_STRIPE_SECRET_KEY=sk_test_console SUPAPLANE_STRIPE_API_BASE="http://127.0.0.1:$stripe"

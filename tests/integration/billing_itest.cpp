@@ -22,6 +22,7 @@
 #include "billing_app.hpp"
 #include "eventually.hpp"
 #include "provisioner_app.hpp"
+#include "provisioner_options.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
 #include "signature.hpp"
@@ -40,7 +41,7 @@ using namespace supaplane;
 namespace v1 = supaplane::v1;
 using SteadyClock = std::chrono::steady_clock;
 
-const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const char* kMasterKey = testenv::kTestMasterKey;
 const std::string kSecret = "whsec_itest_0123456789abcdef";
 const std::string kJwtSecret(40, 'j');
 const std::string kOwner = "acct_owner";
@@ -655,15 +656,7 @@ TEST_F(BillingTest, PaymentFailurePastGracePausesTheTenantAndPaymentResumesIt) {
   static int n = 0;
   const std::string db = "billing_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
   pg.create_database(db);
-  provisioner::AppOptions po;
-  po.nats_url = nats_.url();
-  po.database_url = pg.admin_dsn(db);
-  po.tenant_db_url = pg.admin_dsn("postgres");
-  po.master_key = kMasterKey;
-  po.metrics_addr = "127.0.0.1:0";
-  po.resync_interval_ms = 0;
-  po.provisioner.backoff_base_ms = 20;
-  prov_ = std::make_unique<provisioner::App>(po);
+  prov_ = std::make_unique<provisioner::App>(testenv::provisioner_options(nats_, pg, db));
   ASSERT_TRUE(prov_->start().ok());
   // router-sync too: a billing suspension must reach the edge.
   testenv::TempDir traefik("supaplane-billing-traefik");

@@ -15,6 +15,8 @@
 
 #include "api_options.hpp"
 #include "app.hpp"
+#include "eventually.hpp"
+#include "provisioner_fixture.hpp"
 #include "servers.hpp"
 #include "supaplane/domain/tenant.hpp"
 #include "supaplane/event_store/event_store.hpp"
@@ -27,8 +29,6 @@ namespace {
 using namespace supaplane;
 namespace v1 = supaplane::v1;
 using SteadyClock = std::chrono::steady_clock;
-
-const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// This binary's own cluster: the outage test stops it.
 testenv::PostgresServer& pg() {
@@ -62,42 +62,26 @@ std::set<std::string> names(const std::string& sql) {
   return out;
 }
 
-class CrashTest : public ::testing::Test {
+class CrashTest : public testenv::ProvisionerFixture {
  protected:
+  CrashTest() : ProvisionerFixture(pg(), "crash") {}
+
   void SetUp() override {
-    nats_.start();
-    redis_.start();
-    static int n = 0;
-    db_ = "crash_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
-    pg().create_database(db_);
-    auto ao = testenv::api_options(nats_, redis_, pg().admin_dsn(db_), std::string(40, 's'));
-    api_ = std::make_unique<api::ApiApp>(ao);
-    ASSERT_TRUE(api_->start().ok());
+    ASSERT_NO_FATAL_FAILURE(start_api());
     start_provisioner();
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
-    while (!api_->readiness().empty() && SteadyClock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    ASSERT_EQ(api_->readiness(), "");
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(api_->grpc_port()),
-                                   grpc::InsecureChannelCredentials());
-    auto accounts = v1::AccountService::NewStub(channel_);
-    tenants_ = v1::TenantService::NewStub(channel_);
-    v1::SignUpRequest req;
-    req.set_email("owner@example.com");
-    req.set_password("owner-password");
-    v1::SessionResponse resp;
-    grpc::ClientContext c;
-    ASSERT_TRUE(accounts->SignUp(&c, req, &resp).ok());
-    token_ = resp.token();
+    ASSERT_TRUE(testenv::eventually([&] { return api_->readiness().empty(); },
+                                    std::chrono::seconds(30), std::chrono::milliseconds(20)))
+        << api_->readiness();
+    ASSERT_NO_FATAL_FAILURE(sign_up_owner());
   }
   void TearDown() override {
     provisioner_.stop();
-    api_.reset();
+    ProvisionerFixture::TearDown();
   }
 
   /// The real binary; the master key goes through the environment.
   void start_provisioner() {
-    ::setenv("SUPAPLANE_MASTER_KEY", kMasterKey, 1);
+    ::setenv("SUPAPLANE_MASTER_KEY", testenv::kTestMasterKey, 1);
     provisioner_.start({SUPAPLANE_PROVISIONER_BIN, "--nats-url", nats_.url(), "--database-url",
                         pg().admin_dsn(db_), "--tenant-db-url", pg().admin_dsn("postgres"),
                         "--metrics-addr", "127.0.0.1:" + std::to_string(testenv::free_port()),
@@ -106,21 +90,6 @@ class CrashTest : public ::testing::Test {
                         // them all inside its connection budget.
                         "--connection-limit", "5"},
                        log_dir_.path() + "/provisioner.log");
-  }
-
-  std::unique_ptr<grpc::ClientContext> ctx() {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->AddMetadata("authorization", "Bearer " + token_);
-    return c;
-  }
-
-  grpc::Status command(const std::string& what, const std::string& ref, v1::TenantMutation* m) {
-    v1::TenantRequest req;
-    req.set_ref(ref);
-    auto c = ctx();
-    if (what == "pause") return tenants_->PauseTenant(c.get(), req, m);
-    if (what == "resume") return tenants_->ResumeTenant(c.get(), req, m);
-    return tenants_->DeleteTenant(c.get(), req, m);
   }
 
   static v1::Phase phase_for(v1::DesiredState d) {
@@ -151,13 +120,6 @@ class CrashTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     } while (SteadyClock::now() < deadline);
     return lagging;
-  }
-
-  std::vector<event_store::StoredMessage> history(const std::string& ref) {
-    event_store::ConnectOptions o;
-    o.url = nats_.url();
-    auto es = event_store::EventStore::connect(o).value();
-    return es->read_subject("platform.tenant." + ref).value();
   }
 
   /// The invariants of one tenant's whole history: one deployment at most at
@@ -191,15 +153,8 @@ class CrashTest : public ::testing::Test {
     }
   }
 
-  testenv::NatsServer nats_;
-  testenv::RedisServer redis_;
   testenv::TempDir log_dir_{"supaplane-crash"};
   testenv::Process provisioner_;
-  std::string db_;
-  std::unique_ptr<api::ApiApp> api_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::TenantService::Stub> tenants_;
-  std::string token_;
 };
 
 TEST_F(CrashTest, BurstWithTheProvisionerKilledTwiceEndsInTheLastDesiredState) {

@@ -15,6 +15,7 @@
 #include "app.hpp"
 #include "eventually.hpp"
 #include "provisioner_app.hpp"
+#include "provisioner_fixture.hpp"
 #include "servers.hpp"
 #include "supaplane/events/history.hpp"
 #include "supaplane/keystore/key_store.hpp"
@@ -27,123 +28,35 @@ using namespace supaplane;
 namespace v1 = supaplane::v1;
 using SteadyClock = std::chrono::steady_clock;
 
-const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const char* kMasterKey = testenv::kTestMasterKey;
 
 testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
 
-class ProvisionerTest : public ::testing::Test {
+class ProvisionerTest : public testenv::ProvisionerFixture {
  protected:
+  ProvisionerTest() : ProvisionerFixture(pg(), "prov") {}
+
   void SetUp() override {
-    nats_.start();
-    redis_.start();
-    static int n = 0;
-    const std::string db = "prov_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
-    db_ = db;
-    pg().create_database(db);
-    auto ao = testenv::api_options(nats_, redis_, pg().admin_dsn(db), std::string(40, 's'));
-    ao.admin_email = "admin@example.com";
-    ao.admin_password = "admin-password";
-    ao.master_key = kMasterKey;
-    api_ = std::make_unique<api::ApiApp>(ao);
-    ASSERT_TRUE(api_->start().ok());
-    prov_ = std::make_unique<provisioner::App>(options(db));
+    ASSERT_NO_FATAL_FAILURE(start_api([](api::ApiOptions& ao) {
+      ao.admin_email = "admin@example.com";
+      ao.admin_password = "admin-password";
+      ao.master_key = kMasterKey;
+    }));
+    prov_ = std::make_unique<provisioner::App>(provisioner_options());
     ASSERT_TRUE(prov_->start().ok());
-    wait_ready();
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(api_->grpc_port()),
-                                   grpc::InsecureChannelCredentials());
-    accounts_ = v1::AccountService::NewStub(channel_);
-    tenants_ = v1::TenantService::NewStub(channel_);
-    v1::SignUpRequest req;
-    req.set_email("owner@example.com");
-    req.set_password("owner-password");
-    v1::SessionResponse resp;
-    grpc::ClientContext c;
-    ASSERT_TRUE(accounts_->SignUp(&c, req, &resp).ok());
-    token_ = resp.token();
+    ASSERT_NO_FATAL_FAILURE(wait_ready());
+    ASSERT_NO_FATAL_FAILURE(sign_up_owner());
   }
   void TearDown() override {
     prov_.reset();
-    api_.reset();
-  }
-
-  provisioner::AppOptions options(const std::string& db) {
-    provisioner::AppOptions o;
-    o.nats_url = nats_.url();
-    o.database_url = pg().admin_dsn(db);
-    o.tenant_db_url = pg().admin_dsn("postgres");
-    o.master_key = kMasterKey;
-    o.metrics_addr = "127.0.0.1:0";
-    o.resync_interval_ms = 0;  // tests call resync() themselves
-    o.provisioner.backoff_base_ms = 20;
-    return o;
+    ProvisionerFixture::TearDown();
   }
 
   void wait_ready() {
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
-    while (SteadyClock::now() < deadline &&
-           (!api_->readiness().empty() || !prov_->readiness().empty()))
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    ASSERT_EQ(api_->readiness(), "");
-    ASSERT_EQ(prov_->readiness(), "");
-  }
-
-  std::unique_ptr<grpc::ClientContext> ctx() {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->AddMetadata("authorization", "Bearer " + token_);
-    return c;
-  }
-
-  v1::TenantMutation call(const char* what, const std::string& ref, const std::string& name = "") {
-    v1::TenantMutation m;
-    grpc::Status s;
-    if (std::string(what) == "create") {
-      v1::CreateTenantRequest req;
-      req.set_name(name);
-      s = tenants_->CreateTenant(ctx().get(), req, &m);
-    } else {
-      v1::TenantRequest req;
-      req.set_ref(ref);
-      auto c = ctx();
-      if (std::string(what) == "pause") s = tenants_->PauseTenant(c.get(), req, &m);
-      if (std::string(what) == "resume") s = tenants_->ResumeTenant(c.get(), req, &m);
-      if (std::string(what) == "delete") s = tenants_->DeleteTenant(c.get(), req, &m);
-      if (std::string(what) == "rotate") s = tenants_->RotateTenantKeys(c.get(), req, &m);
-    }
-    EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
-    return m;
-  }
-
-  /// Waits (bounded) until the tenant reports `phase` in the api's projection.
-  v1::Tenant wait_phase(const std::string& ref, v1::Phase phase) {
-    v1::Tenant t;
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
-    while (SteadyClock::now() < deadline) {
-      v1::GetTenantRequest req;
-      req.set_ref(ref);
-      if (tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == phase) return t;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ADD_FAILURE() << ref << " never reached phase " << v1::Phase_Name(phase) << " (is "
-                  << v1::Phase_Name(t.phase()) << ")";
-    return t;
-  }
-
-  /// Waits until the tenant, seen at least at `min_sequence`, has converged
-  /// its latest generation into `phase`.
-  v1::Tenant wait_settled(const std::string& ref, std::uint64_t min_sequence, v1::Phase phase) {
-    v1::Tenant t;
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
-    while (SteadyClock::now() < deadline) {
-      v1::GetTenantRequest req;
-      req.set_ref(ref);
-      req.set_min_sequence(min_sequence);
-      if (tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == phase &&
-          t.observed_generation() == t.generation())
-        return t;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ADD_FAILURE() << ref << " never settled in " << v1::Phase_Name(phase);
-    return t;
+    ASSERT_TRUE(
+        testenv::eventually([&] { return api_->readiness().empty() && prov_->readiness().empty(); },
+                            std::chrono::seconds(30), std::chrono::milliseconds(20)))
+        << api_->readiness() << prov_->readiness();
   }
 
   std::string password(const std::string& ref) {
@@ -161,25 +74,7 @@ class ProvisionerTest : public ::testing::Test {
     return ok;
   }
 
-  std::vector<std::string> history_types(const std::string& ref) {
-    event_store::ConnectOptions o;
-    o.url = nats_.url();
-    auto es = event_store::EventStore::connect(o).value();
-    std::vector<std::string> out;
-    const auto msgs = es->read_subject("platform.tenant." + ref).value();
-    for (const auto& m : msgs) out.push_back(m.event_type);
-    return out;
-  }
-
-  testenv::NatsServer nats_;
-  testenv::RedisServer redis_;
-  std::unique_ptr<api::ApiApp> api_;
   std::unique_ptr<provisioner::App> prov_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::AccountService::Stub> accounts_;
-  std::unique_ptr<v1::TenantService::Stub> tenants_;
-  std::string token_;
-  std::string db_;
 };
 
 TEST_F(ProvisionerTest, TenantLifecycleConvergesForReal) {
@@ -242,7 +137,7 @@ TEST_F(ProvisionerTest, MasterKeyRotationReSealsEveryTenantSecret) {
   // The provisioner restarted with the new key and the old one as previous
   // re-seals every row before it converges anything.
   prov_.reset();
-  auto o = options(db_);
+  auto o = provisioner_options();
   o.master_key = kNewMasterKey;
   o.master_key_previous = std::string(kMasterKey);
   prov_ = std::make_unique<provisioner::App>(o);
@@ -436,7 +331,7 @@ TEST_F(ProvisionerTest, ResyncFoldsEveryTenantFromOneReplay) {
   // A restarted provisioner: its consumer has nothing left to converge, so
   // the resync is the only reader of the log.
   prov_.reset();
-  prov_ = std::make_unique<provisioner::App>(options(db_));
+  prov_ = std::make_unique<provisioner::App>(provisioner_options());
   ASSERT_TRUE(prov_->start().ok());
   wait_ready();
   auto drifted = prov_->provisioner().resync();
@@ -488,7 +383,7 @@ TEST_F(ProvisionerTest, SuspensionPausesTheStackAndUnsuspendResumesIt) {
 
 TEST_F(ProvisionerTest, ABrokenDriverEndsInFailedWithTheReason) {
   prov_.reset();
-  auto o = options("unused");
+  auto o = provisioner_options();
   o.database_url = pg().admin_dsn("postgres");
   // A reachable cluster on which the driver's role may do nothing: a real
   // failure (not the cluster being away, which is retried until it is back).
@@ -514,7 +409,7 @@ TEST_F(ProvisionerTest, ABrokenDriverEndsInFailedWithTheReason) {
 
 TEST_F(ProvisionerTest, ATenantBeyondTheConnectionBudgetEndsInFailedNamingTheNumbers) {
   prov_.reset();
-  auto o = options("unused");
+  auto o = provisioner_options();
   o.database_url = pg().admin_dsn("postgres");
   // Room for 3 more connections on the cluster; a tenant asks for 5.
   PGconn* c = PQconnectdb(pg().admin_dsn().c_str());

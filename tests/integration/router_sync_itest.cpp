@@ -19,6 +19,7 @@
 #include "app.hpp"
 #include "eventually.hpp"
 #include "provisioner_app.hpp"
+#include "provisioner_options.hpp"
 #include "render_state.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
@@ -33,7 +34,7 @@ namespace v1 = supaplane::v1;
 using SteadyClock = std::chrono::steady_clock;
 using nlohmann::json;
 
-const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const char* kMasterKey = testenv::kTestMasterKey;
 const char* kDomain = "supabase.localhost";
 
 testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
@@ -54,15 +55,7 @@ class RouterSyncTest : public ::testing::Test {
     ao.master_key = kMasterKey;
     api_ = std::make_unique<api::ApiApp>(ao);
     ASSERT_TRUE(api_->start().ok());
-    provisioner::AppOptions po;
-    po.nats_url = nats_.url();
-    po.database_url = pg().admin_dsn(db_);
-    po.tenant_db_url = pg().admin_dsn("postgres");
-    po.master_key = kMasterKey;
-    po.metrics_addr = "127.0.0.1:0";
-    po.resync_interval_ms = 0;
-    po.provisioner.backoff_base_ms = 20;
-    prov_ = std::make_unique<provisioner::App>(po);
+    prov_ = std::make_unique<provisioner::App>(testenv::provisioner_options(nats_, pg(), db_));
     ASSERT_TRUE(prov_->start().ok());
     start_router();
     ASSERT_TRUE(eventually([&] {

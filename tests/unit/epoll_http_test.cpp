@@ -494,6 +494,59 @@ TEST(EpollHttpWorkers, OverTheLimitChunkedAndHeadRefusalsAreAnsweredBeforeTheBod
   ::close(fd);
 }
 
+// After a refusal the server reads and drops what the client still sends
+// (up to 2 s / 4 MiB) before closing. A client that writes its whole body
+// before reading (as most HTTP clients do) is refused while its body is on
+// the way: it must be able to finish writing, then read the whole answer and
+// an orderly end. A server that closed at once would answer the rest of the
+// body with a reset: the client's writes fail and it never gets to the answer.
+TEST(EpollHttpWorkers, ARefusedClientCanFinishSendingItsBodyThenReadsTheWholeAnswer) {
+  http::HttpLimits limits;
+  limits.max_body = 1000;
+  Pooled s(limits);
+  const int fd = connect_to(s.port);
+  ASSERT_GE(fd, 0);
+  // Small, fixed buffers on our side: the body cannot pile up in our kernel,
+  // so the server really has to take it; a send that cannot finish gives up
+  // after 5 s instead of hanging the suite.
+  const int sndbuf = 16 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  ASSERT_TRUE(send_all(fd, "POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000\r\n\r\n"));
+  // The refusal is on its way before any of the body (answered from the head).
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no answer to a head announcing too large a body";
+  // The body goes on regardless: 1 MiB, far more than the buffers between us
+  // and the server hold, far less than the 4 MiB it drops.
+  const std::string chunk(16 * 1024, 'b');
+  std::size_t sent = 0;
+  while (sent < (1u << 20)) {
+    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  EXPECT_GE(sent, 1u << 20) << "the body was cut off after " << sent << " bytes (errno " << errno
+                            << ")";
+  // The whole answer, then an orderly end (not a reset).
+  std::string got;
+  char buf[4096];
+  ssize_t n = 0;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<std::size_t>(n));
+  const int end_errno = n < 0 ? errno : 0;
+  ::close(fd);
+  EXPECT_EQ(n, 0) << "the answer ended in an error (errno " << end_errno << ")";
+  ASSERT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got;
+  const auto head_end = got.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos) << got;
+  const auto cl = got.find("Content-Length: ");
+  ASSERT_LT(cl, head_end) << got;
+  EXPECT_EQ(got.size() - head_end - 4, std::stoul(got.substr(cl + 16))) << got;
+  EXPECT_NE(got.find("Connection: close\r\n"), std::string::npos) << got;
+  EXPECT_EQ(s.handled.load(), 0);
+  EXPECT_EQ(s.server.stats().too_large.load(), 1u);
+}
+
 TEST(EpollHttpWorkers, ABodyDrippedPastTheDeadlineGets408AndNeverReachesTheHandler) {
   http::HttpLimits limits;
   limits.header_timeout_ms = 400;

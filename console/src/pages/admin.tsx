@@ -8,30 +8,35 @@ import * as api from "../api.js";
 import { handleError, useAppState } from "../state.js";
 import { applyAll, filterTenants, mergeNewer, phaseName, planName, type TenantMap } from "../tenants.js";
 import { eachPage } from "../paging.js";
-import { Link, PhaseBadge, TenantRow } from "../ui.js";
+import { Link, PhaseBadge } from "../ui.js";
+import { WindowedTable } from "../list.js";
 import { projectPath } from "../route.js";
 import { NotFound } from "./notfound.js";
 
 const phases = Object.values(Phase).filter((v): v is Phase => typeof v === "number" && v !== Phase.UNSPECIFIED);
 
-function tenantRow(t: Tenant) {
+const columns = ["Name", "Ref", "Owner", "Plan", "Phase", "Suspended"];
+
+function tenantCells(t: Tenant, tabIndex: number) {
   return (
-    <tr data-ref={t.ref}>
-      <td>
-        <Link href={projectPath(t.ref)}>{t.name}</Link>
+    <>
+      <td role="gridcell">
+        <Link href={projectPath(t.ref)} tabIndex={tabIndex}>
+          {t.name}
+        </Link>
       </td>
-      <td>
+      <td role="gridcell">
         <code>{t.ref}</code>
       </td>
-      <td>
+      <td role="gridcell">
         <code>{t.ownerAccountId}</code>
       </td>
-      <td>{planName(t.plan)}</td>
-      <td>
+      <td role="gridcell">{planName(t.plan)}</td>
+      <td role="gridcell">
         <PhaseBadge phase={phaseName(t.phase)} />
       </td>
-      <td>{t.suspended ? t.suspendReason || "yes" : ""}</td>
-    </tr>
+      <td role="gridcell">{t.suspended ? t.suspendReason || "yes" : ""}</td>
+    </>
   );
 }
 
@@ -103,23 +108,7 @@ export function AdminPage() {
         {list.length} tenant{list.length === 1 ? "" : "s"}
         {loading ? " so far, loading more…" : ""}
       </p>
-      <table id="all-tenants" aria-label="All tenants" class="list" aria-busy={loading}>
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">Ref</th>
-            <th scope="col">Owner</th>
-            <th scope="col">Plan</th>
-            <th scope="col">Phase</th>
-            <th scope="col">Suspended</th>
-          </tr>
-        </thead>
-        <tbody>
-          {list.map((t) => (
-            <TenantRow key={t.ref} t={t} render={tenantRow} />
-          ))}
-        </tbody>
-      </table>
+      <WindowedTable id="all-tenants" label="All tenants" columns={columns} rows={list} cells={tenantCells} busy={loading} />
       <section aria-labelledby="rebuild-title" class="card">
         <h2 id="rebuild-title">Projections</h2>
         <p>Rebuild the api's tenant projection from the event log (reads keep being served meanwhile).</p>

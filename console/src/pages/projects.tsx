@@ -4,7 +4,8 @@ import { Plan } from "../gen/supaplane/v1/types_pb.js";
 import * as api from "../api.js";
 import { handleError, navigate, putTenant, useAppState } from "../state.js";
 import { filterTenants, phaseName, planName } from "../tenants.js";
-import { Link, PhaseBadge, TenantRow, Time } from "../ui.js";
+import { Link, PhaseBadge, Time } from "../ui.js";
+import { WindowedTable } from "../list.js";
 import type { Tenant } from "../gen/supaplane/v1/api_pb.js";
 import { projectPath } from "../route.js";
 
@@ -66,24 +67,28 @@ function CreateForm() {
   );
 }
 
-function projectRow(t: Tenant) {
+const columns = ["Name", "Ref", "Plan", "Phase", "Status", "Created"];
+
+function projectCells(t: Tenant, tabIndex: number) {
   return (
-    <tr data-ref={t.ref}>
-      <td>
-        <Link href={projectPath(t.ref)}>{t.name}</Link>
+    <>
+      <td role="gridcell">
+        <Link href={projectPath(t.ref)} tabIndex={tabIndex}>
+          {t.name}
+        </Link>
       </td>
-      <td>
+      <td role="gridcell">
         <code>{t.ref}</code>
       </td>
-      <td>{planName(t.plan)}</td>
-      <td>
+      <td role="gridcell">{planName(t.plan)}</td>
+      <td role="gridcell">
         <PhaseBadge phase={phaseName(t.phase)} />
       </td>
-      <td>{t.status}</td>
-      <td>
+      <td role="gridcell">{t.status}</td>
+      <td role="gridcell">
         <Time ts={t.createdAt} />
       </td>
-    </tr>
+    </>
   );
 }
 
@@ -101,23 +106,7 @@ export function ProjectsPage() {
       ) : list.length === 0 ? (
         <p id="no-projects">No projects yet.</p>
       ) : (
-        <table aria-labelledby="list-title" id="projects" class="list">
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Ref</th>
-              <th scope="col">Plan</th>
-              <th scope="col">Phase</th>
-              <th scope="col">Status</th>
-              <th scope="col">Created</th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.map((t) => (
-              <TenantRow key={t.ref} t={t} render={projectRow} />
-            ))}
-          </tbody>
-        </table>
+        <WindowedTable id="projects" labelledBy="list-title" columns={columns} rows={list} cells={projectCells} />
       )}
     </main>
   );

@@ -438,8 +438,10 @@ bool EpollHttpServer::accept_one(Loop& loop) {
       ::close(loop.reserve_fd);
       const int shed = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (shed >= 0) {
-        ::close(shed);
+        // Counted before the close, so a client that sees the close sees
+        // the count too.
         stats_.refused_connections.fetch_add(1, std::memory_order_relaxed);
+        ::close(shed);
       }
       loop.reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       if (shed >= 0 && loop.reserve_fd >= 0) return true;
@@ -450,8 +452,8 @@ bool EpollHttpServer::accept_one(Loop& loop) {
     return false;
   }
   if (stats_.open_connections.load(std::memory_order_relaxed) >= limits_.max_connections) {
-    ::close(cfd);
     stats_.refused_connections.fetch_add(1, std::memory_order_relaxed);
+    ::close(cfd);
     return true;
   }
   stats_.open_connections.fetch_add(1, std::memory_order_relaxed);

@@ -1,10 +1,12 @@
 #include <algorithm>
+#include <atomic>
 #include <set>
 
 #include "grpc_services.hpp"
 #include "service_helpers.hpp"
 #include "supaplane/auth/password.hpp"
 #include "supaplane/core/ids.hpp"
+#include "supaplane/core/work_queue.hpp"
 #include "supaplane/logging/logging.hpp"
 
 namespace supaplane::api {
@@ -17,53 +19,109 @@ std::shared_ptr<spdlog::logger> log() {
 }
 
 // ------------------------------------------------------------------ accounts
-class AccountServiceImpl final : public v1::AccountService::Service {
- public:
-  explicit AccountServiceImpl(ApiContext& ctx) : ctx_(ctx) {}
+// SignUp and Login are served with gRPC's callback API: their checks that
+// cost nothing run on gRPC's thread, and the password hashing (and the
+// wait for a hashing slot) runs on a pool of this service's own, sized to
+// the hashing gate. A flood of them is turned away (RESOURCE_EXHAUSTED,
+// counted) without taking the synchronous threads that the reads are
+// served on.
+using AccountServiceBase = v1::AccountService::WithCallbackMethod_SignUp<
+    v1::AccountService::WithCallbackMethod_Login<v1::AccountService::Service>>;
 
-  grpc::Status SignUp(grpc::ServerContext* sc, const v1::SignUpRequest* req,
-                      v1::SessionResponse* resp) override {
-    CallScope call(ctx_, "SignUp");
-    const std::string email = normalize_email(req->email());
-    if (auto st = auth::validate_email(email); !st) return call.done(to_grpc(st.error()));
-    if (auto st = auth::validate_password(req->password()); !st)
-      return call.done(to_grpc(st.error()));
-    if (auto st = rate_limit(*sc, email); !st.ok()) return call.done(st);
-    auto slot = ctx_.limits.hashing.enter();
-    if (!slot) return call.done(busy());
-    auto hash = auth::hash_password(req->password());
-    if (!hash) return call.done(to_grpc(hash.error()));
-    auto row = ctx_.accounts.create(email, *hash, auth::Role::customer,
-                                    [&](const AccountRow& a) { return append_account(a); });
-    if (!row) return call.done(to_grpc(row.error()));
-    log()->info("account signed up account={}", row->id);
-    return call.done(session(*row, resp));
+class AccountServiceImpl final : public AccountServiceBase {
+ public:
+  explicit AccountServiceImpl(ApiContext& ctx)
+      : ctx_(ctx),
+        admit_max_(ctx.limits.hashing.capacity()),
+        pool_(static_cast<std::size_t>(admit_max_)) {}
+
+  grpc::ServerUnaryReactor* SignUp(grpc::CallbackServerContext* sc, const v1::SignUpRequest* req,
+                                   v1::SessionResponse* resp) override {
+    auto email = normalize_email(req->email());
+    grpc::Status refused = grpc::Status::OK;
+    if (auto st = auth::validate_email(email); !st)
+      refused = to_grpc(st.error());
+    else if (auto pw = auth::validate_password(req->password()); !pw)
+      refused = to_grpc(pw.error());
+    else
+      refused = rate_limit(*sc, email);
+    return serve(sc, "SignUp", refused,
+                 [this, req, resp, email] { return sign_up(email, *req, resp); });
   }
 
-  grpc::Status Login(grpc::ServerContext* sc, const v1::LoginRequest* req,
-                     v1::SessionResponse* resp) override {
-    CallScope call(ctx_, "Login");
-    const std::string email = normalize_email(req->email());
-    if (email.empty()) return call.done(invalid("email", "must not be empty"));
-    if (req->password().empty() || req->password().size() > 128)
-      return call.done(invalid("password", "must be 1..128 bytes"));
-    if (auto st = rate_limit(*sc, email); !st.ok()) return call.done(st);
-    auto row = ctx_.accounts.find_by_email(email);
-    if (!row && row.error().code != errc::not_found) return call.done(to_grpc(row.error()));
+  grpc::ServerUnaryReactor* Login(grpc::CallbackServerContext* sc, const v1::LoginRequest* req,
+                                  v1::SessionResponse* resp) override {
+    auto email = normalize_email(req->email());
+    grpc::Status refused = grpc::Status::OK;
+    if (email.empty())
+      refused = invalid("email", "must not be empty");
+    else if (req->password().empty() || req->password().size() > 128)
+      refused = invalid("password", "must be 1..128 bytes");
+    else
+      refused = rate_limit(*sc, email);
+    return serve(sc, "Login", refused,
+                 [this, req, resp, email] { return log_in(email, *req, resp); });
+  }
+
+ private:
+  /// Answers a refusal at once, on gRPC's thread; otherwise `work` runs on
+  /// the pool, if the pool admits one more caller (else: busy).
+  template <typename Work>
+  grpc::ServerUnaryReactor* serve(grpc::CallbackServerContext* sc, const char* method,
+                                  grpc::Status refused, Work work) {
+    auto* reactor = sc->DefaultReactor();
+    auto call = std::make_shared<CallScope>(ctx_, method);
+    if (refused.ok() && !admit()) refused = busy();
+    if (!refused.ok()) {
+      reactor->Finish(call->done(refused));
+      return reactor;
+    }
+    pool_.post([this, reactor, call, work = std::move(work)] {
+      reactor->Finish(call->done(work()));
+      admitted_.fetch_sub(1);
+    });
+    return reactor;
+  }
+
+  /// One more caller for the pool, unless as many as the hashing gate can
+  /// hold or queue are in it already.
+  bool admit() {
+    if (admitted_.fetch_add(1) < admit_max_) return true;
+    admitted_.fetch_sub(1);
+    return false;
+  }
+
+  grpc::Status sign_up(const std::string& email, const v1::SignUpRequest& req,
+                       v1::SessionResponse* resp) {
     auto slot = ctx_.limits.hashing.enter();
-    if (!slot) return call.done(busy());
+    if (!slot) return busy();
+    auto hash = auth::hash_password(req.password());
+    if (!hash) return to_grpc(hash.error());
+    auto row = ctx_.accounts.create(email, *hash, auth::Role::customer,
+                                    [&](const AccountRow& a) { return append_account(a); });
+    if (!row) return to_grpc(row.error());
+    log()->info("account signed up account={}", row->id);
+    return session(*row, resp);
+  }
+
+  grpc::Status log_in(const std::string& email, const v1::LoginRequest& req,
+                      v1::SessionResponse* resp) {
+    auto row = ctx_.accounts.find_by_email(email);
+    if (!row && row.error().code != errc::not_found) return to_grpc(row.error());
+    auto slot = ctx_.limits.hashing.enter();
+    if (!slot) return busy();
     // Same answer, and the same work, for an unknown e-mail and a wrong
     // password: an unknown one is checked against a decoy hash.
     const bool ok =
-        auth::verify_password(req->password(), row ? row->password_hash : ctx_.limits.decoy_hash);
+        auth::verify_password(req.password(), row ? row->password_hash : ctx_.limits.decoy_hash);
     ctx_.metrics.password_checks.Increment();
     if (!row || !ok)
-      return call.done(
-          grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid email or password"));
-    if (auth::password_needs_rehash(row->password_hash)) upgrade_hash(*row, req->password());
-    return call.done(session(*row, resp));
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid email or password");
+    if (auth::password_needs_rehash(row->password_hash)) upgrade_hash(*row, req.password());
+    return session(*row, resp);
   }
 
+ public:
   grpc::Status Me(grpc::ServerContext* sc, const v1::MeRequest*, v1::Account* resp) override {
     CallScope call(ctx_, "Me");
     auto p = ctx_.gate.authenticate(*sc);
@@ -142,6 +200,10 @@ class AccountServiceImpl final : public v1::AccountService::Service {
   }
 
   ApiContext& ctx_;
+  const int admit_max_;
+  std::atomic<int> admitted_{0};
+  // Last: its threads are joined (their calls finished) before the rest goes.
+  WorkQueue pool_;
 };
 
 }  // namespace

@@ -69,6 +69,8 @@ class ConcurrencyGate {
   /// A slot, or nullopt when too many wait already or the wait ran out.
   std::optional<Slot> enter();
   int active();
+  /// Holders plus waiters: the callers that may be inside the gate at once.
+  int capacity() const { return concurrent_ + max_waiting_; }
 
  private:
   void leave();
