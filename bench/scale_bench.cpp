@@ -29,6 +29,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -638,7 +639,23 @@ std::map<std::string, double> run_child(std::vector<std::string> args, const std
   char self[4096] = {};
   const auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) std::exit(1);
-  std::vector<std::string> argv{std::string(self, static_cast<std::size_t>(n))};
+  std::vector<std::string> argv;
+  // SCALE_BENCH_PERF_DIR=D: every child runs under `perf record` (DWARF call
+  // graphs), its profile in D/<role>-<n>.data, for `perf report -i`.
+  if (const char* perf_dir = std::getenv("SCALE_BENCH_PERF_DIR"); perf_dir && *perf_dir) {
+    static int seq = 0;
+    argv = {"perf",
+            "record",
+            "-q",
+            "-F",
+            "499",
+            "--call-graph",
+            "dwarf,16384",
+            "-o",
+            std::string(perf_dir) + "/" + args[1] + "-" + std::to_string(++seq) + ".data",
+            "--"};
+  }
+  argv.emplace_back(self, static_cast<std::size_t>(n));
   argv.insert(argv.end(), args.begin(), args.end());
   testenv::Process p;
   p.start(argv, log);
@@ -731,6 +748,7 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   store_router_keys(redis, f.keys);
   const double redis_keys_mib = redis_used_memory_mib(redis);
   const std::string logs = logs_dir.empty() ? tmp.path() : logs_dir;
+  std::filesystem::create_directories(logs);
 
   const auto wanted = [&](const char* role) { return only.empty() || only == role; };
   std::map<std::string, double> api, prov, router;

@@ -386,6 +386,40 @@ TEST_F(EdgeFixture, RotationRetiresOldKeysAndCachedTokens) {
       auth::verify_hs256("new-secret", after.authorization.substr(7), clock.now / 1000).ok());
 }
 
+TEST_F(EdgeFixture, ABulkInstallIsTheSameAsOneTenantAtATime) {
+  // A cached token of the old keys, to be retired by the install.
+  ASSERT_EQ(edge.check(host, pub, "").status, 200);
+  const std::string pub2 = "sb_publishable_" + std::string(32, 'q');
+  const std::string third = "cccccccccccccccccccc";
+  const std::string third_pub = "sb_publishable_" + std::string(32, 't');
+  std::vector<EdgeTenant> batch;
+  batch.push_back({kRef,
+                   v1::PHASE_ACTIVE,
+                   {2, secrets::key_hash(pub2), secrets::key_hash(sec + "2"), "new-secret"}});
+  batch.push_back({kOther, v1::PHASE_PAUSED, {}});  // phase only: its keys stay
+  batch.push_back({third,
+                   v1::PHASE_ACTIVE,
+                   {1, secrets::key_hash(third_pub), secrets::key_hash(sec + "3"), "third"}});
+  edge.install(std::move(batch));
+  // The replaced keys no longer open anything; the new ones sign with the new secret.
+  EXPECT_EQ(edge.check(host, pub, "").status, 401);
+  auto after = edge.check(host, pub2, "");
+  ASSERT_EQ(after.status, 200);
+  EXPECT_TRUE(
+      auth::verify_hs256("new-secret", after.authorization.substr(7), clock.now / 1000).ok());
+  EXPECT_EQ(edge.keys_generation(kRef), 2);
+  // Phase only.
+  EXPECT_EQ(edge.check(kOther + ".supabase.localhost", "sb_publishable_" + std::string(32, 'o'), "")
+                .status,
+            503);
+  EXPECT_EQ(edge.keys_generation(kOther), 1);
+  // A new tenant, and its key only on its own host.
+  auto d = edge.check(third + ".supabase.localhost", third_pub, "");
+  ASSERT_EQ(d.status, 200);
+  EXPECT_TRUE(auth::verify_hs256("third", d.authorization.substr(7), clock.now / 1000).ok());
+  EXPECT_EQ(edge.check(host, third_pub, "").status, 401);
+}
+
 TEST_F(EdgeFixture, TokensAreReissuedAsTimePasses) {
   auto a = edge.check(host, pub, "");
   clock.now += 10'000;

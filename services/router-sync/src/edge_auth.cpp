@@ -158,6 +158,47 @@ void EdgeAuth::set_keys(const std::string& ref, EdgeKeys keys) {
   tokens_.erase({ref, true});
 }
 
+void EdgeAuth::install(std::vector<EdgeTenant> batch) {
+  {
+    std::unique_lock lk(mu_);
+    tenants_.reserve(tenants_.size() + batch.size());
+    std::size_t with_keys = 0;
+    for (const auto& e : batch) with_keys += e.keys.keys_generation >= 0 ? 1 : 0;
+    by_hash_.reserve(by_hash_.size() + 2 * with_keys);
+    for (auto& e : batch) {
+      auto& t = tenants_[e.ref];
+      t.phase = e.phase;
+      if (e.keys.keys_generation < 0) continue;
+      if (t.keys.keys_generation >= 0) {
+        by_hash_.erase(t.keys.publishable_hash);
+        by_hash_.erase(t.keys.secret_hash);
+      }
+      by_hash_[e.keys.publishable_hash] = Owner{e.ref, false};
+      by_hash_[e.keys.secret_hash] = Owner{e.ref, true};
+      t.keys = std::move(e.keys);
+    }
+  }
+  // What was opened or issued with the keys these replace.
+  {
+    std::lock_guard lk(open_mu_);
+    if (!open_.empty())
+      for (const auto& e : batch)
+        if (e.keys.keys_generation >= 0)
+          if (auto it = open_.find(e.ref); it != open_.end()) {
+            open_lru_.erase(it->second.lru);
+            open_.erase(it);
+          }
+    counters_.secrets_cached = open_.size();
+  }
+  std::lock_guard tl(token_mu_);
+  if (!tokens_.empty())
+    for (const auto& e : batch)
+      if (e.keys.keys_generation >= 0) {
+        tokens_.erase({e.ref, false});
+        tokens_.erase({e.ref, true});
+      }
+}
+
 void EdgeAuth::drop_keys(const std::string& ref) {
   {
     std::unique_lock lk(mu_);

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "supaplane/core/result.hpp"
 #include "supaplane/core/time.hpp"
@@ -29,6 +30,14 @@ struct EdgeKeys {
   /// use by the LazySecrets opener, so a start does not decrypt every
   /// tenant's secret (most are never needed before they are rotated).
   std::string sealed_jwt_secret{};
+};
+
+/// One tenant of a bulk install (EdgeAuth::install): its phase, and its
+/// keys when it has any (keys_generation >= 0).
+struct EdgeTenant {
+  std::string ref;
+  v1::Phase phase{v1::PHASE_UNSPECIFIED};
+  EdgeKeys keys{};
 };
 
 /// How the edge opens sealed JWT secrets, and how many opened ones it keeps.
@@ -73,6 +82,10 @@ class EdgeAuth {
   void set_phase(const std::string& ref, v1::Phase phase);
   /// Installs the keys of `ref` (replacing older ones).
   void set_keys(const std::string& ref, EdgeKeys keys);
+  /// set_phase (and set_keys where keys are given) of many tenants at once,
+  /// under one lock with the tables sized once: a start installs every
+  /// tenant this way.
+  void install(std::vector<EdgeTenant> tenants);
   /// Forgets the keys of `ref` (rotation pending, or deleted).
   void drop_keys(const std::string& ref);
   void forget(const std::string& ref);

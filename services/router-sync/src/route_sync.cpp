@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 #include <future>
+#include <optional>
 
 #include "render_state.hpp"
 #include "supaplane/core/parse.hpp"
@@ -39,6 +40,25 @@ std::int64_t thread_cpu_ms() {
 
 std::string reply_str(const redisReply* r) {
   return r && r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : std::string();
+}
+
+/// The keys as this service stores them in Redis (`HMGET <key> gen pub sec
+/// jwt`); nullopt when there are none or they do not decode (then they are
+/// as good as none: loaded again from the key store).
+std::optional<EdgeKeys> stored_keys(const redisReply* rep) {
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
+      rep->element[0]->type != REDIS_REPLY_STRING)
+    return std::nullopt;
+  auto gen = parse_decimal<std::int64_t>(reply_str(rep->element[0]));
+  if (!gen) return std::nullopt;
+  EdgeKeys k;
+  k.keys_generation = *gen;
+  k.publishable_hash = reply_str(rep->element[1]);
+  k.secret_hash = reply_str(rep->element[2]);
+  // Opened by the edge on first use: most tenants' secrets are not needed
+  // for a while, and opening 100,000 of them delays a start.
+  k.sealed_jwt_secret = reply_str(rep->element[3]);
+  return k;
 }
 }  // namespace
 
@@ -153,8 +173,15 @@ Status RouteSync::start(projection::TenantProjection& projection,
       ++counters_.state_stale;
     } else {
       from_state = true;
-      for (const auto& [ref, phase] : phases) edge_.set_phase(ref, phase);
-      for (auto& [ref, k] : keys) edge_.set_keys(ref, std::move(k));
+      std::vector<EdgeTenant> install;
+      install.reserve(phases.size());
+      auto k = keys.begin();
+      for (auto& [ref, phase] : phases) {
+        EdgeTenant e{std::move(ref), phase, {}};
+        if (k != keys.end() && k->first == e.ref) e.keys = std::move((k++)->second);
+        install.push_back(std::move(e));
+      }
+      edge_.install(std::move(install));
     }
     if (!from_state) {
       tenants.clear();
@@ -171,119 +198,145 @@ Status RouteSync::start(projection::TenantProjection& projection,
     ++counters_.state_used;
     loaded_tenants = loaded_keys = rendered_at = SteadyClock::now();
   } else {
-    // Tenants as the projection holds them.
-    struct Loaded {
+    // Every tenant of the projection, read in bulk: the refs of its `all`
+    // index, then pipelined batches of one MGET of their states and one
+    // HMGET of their stored keys each (hashes and the sealed JWT secret, as
+    // this service stored them), two workers on two connections, each
+    // keeping its next batch in flight while it renders the one before.
+    auto all = projection.refs(redis, generation);
+    if (!all) return all.error();
+    std::vector<std::string>& refs = *all;
+    std::sort(refs.begin(), refs.end());  // the maps below are then built without a search each
+    loaded_tenants = SteadyClock::now();
+    struct Item {
       RouteTenant route;
       std::int64_t want{-1};
+      EdgeKeys keys{};
+      std::uint64_t yaml_hash{0};
+      std::uint64_t yaml_size{0};
+      TenantJson json{};
+      bool routed{false};  ///< has routes (not deleted); else skipped
     };
-    std::vector<Loaded> loaded;
-    projection::ListQuery q;
-    q.limit = 1000;
-    for (;;) {
-      auto page = projection.list(redis, q);
-      if (!page) return page.error();
-      for (const auto& s : page->tenants) {
-        if (!has_routes(s.phase())) continue;
-        loaded.push_back(Loaded{checked_route(s), wanted_keys(s)});
-      }
-      if (page->next_after == 0) break;
-      q.after = page->next_after;
-    }
-    // In ref order: the maps below are then built without a search each.
-    std::sort(loaded.begin(), loaded.end(),
-              [](const Loaded& a, const Loaded& b) { return a.route.ref < b.route.ref; });
-    loaded_tenants = SteadyClock::now();
-    // Keys as this service stored them: hashes and the sealed JWT secret,
-    // read in pipelined batches (one round trip per tenant would cost seconds
-    // at 100,000 tenants).
-    constexpr std::size_t kBatch = 1000;
-    auto read_batch = [&](std::size_t begin, std::size_t end) -> Status {
-      for (std::size_t i = begin; i < end; ++i)
-        redis.append({"HMGET", key_prefix_ + loaded[i].route.ref, "gen", "pub", "sec", "jwt"});
-      // Every reply of the batch is read before any error is returned, so no
-      // answer is left in the pipeline for a later command.
+    std::vector<Item> items(refs.size());
+    auto work = [&](projection::RedisConnection& conn, std::size_t begin, std::size_t end,
+                    std::int64_t* cpu_ms) -> Status {
+      const auto c0 = thread_cpu_ms();
+      if (auto st = conn.ensure(); !st) return st;
+      constexpr std::size_t kBatch = 500;
+      auto send = [&](std::size_t b) {
+        const std::size_t e = std::min(end, b + kBatch);
+        std::vector<std::string> mget;
+        mget.reserve(e - b + 1);
+        mget.emplace_back("MGET");
+        for (std::size_t i = b; i < e; ++i)
+          mget.push_back(projection.state_key(generation, refs[i]));
+        conn.append(mget);
+        for (std::size_t i = b; i < e; ++i)
+          conn.append({"HMGET", key_prefix_ + refs[i], "gen", "pub", "sec", "jwt"});
+      };
+      // Every reply of a batch sent is read, errors or not, so none is left
+      // in the pipeline for a later command.
+      auto receive = [&](std::size_t b, std::vector<Result<projection::Reply>>& out) {
+        const std::size_t e = std::min(end, b + kBatch);
+        out.clear();
+        for (std::size_t i = b; i <= e; ++i) out.push_back(conn.get_reply());
+      };
+      std::optional<Error> failed;
       std::vector<Result<projection::Reply>> replies;
-      replies.reserve(end - begin);
-      for (std::size_t i = begin; i < end; ++i) replies.push_back(redis.get_reply());
-      for (const auto& r : replies)
-        if (!r) return r.error();
-      for (std::size_t i = begin; i < end; ++i) {
-        const std::string& ref = loaded[i].route.ref;
-        const redisReply* rep = replies[i - begin]->get();
-        const std::int64_t want = loaded[i].want;
-        edge_.set_phase(ref, loaded[i].route.phase);
-        EdgeKeys k;
-        // An undecodable entry is as good as none: the keys are loaded again.
-        std::optional<std::int64_t> gen;
-        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
-            rep->element[0]->type == REDIS_REPLY_STRING)
-          gen = parse_decimal<std::int64_t>(reply_str(rep->element[0]));
-        if (gen) {
-          k.keys_generation = *gen;
-          k.publishable_hash = reply_str(rep->element[1]);
-          k.secret_hash = reply_str(rep->element[2]);
-          // Opened by the edge on first use: most tenants' secrets are not
-          // needed for a while, and opening 100,000 of them here delays the start.
-          k.sealed_jwt_secret = reply_str(rep->element[3]);
-        }
-        if (!k.sealed_jwt_secret.empty() && k.keys_generation >= want && want >= 0)
-          edge_.set_keys(ref, std::move(k));
-        else if (want >= 0)
-          pending.insert(ref);
-      }
-      return Status::Ok();
-    };
-    for (std::size_t b = 0; b < loaded.size(); b += kBatch)
-      if (auto st = read_batch(b, std::min(loaded.size(), b + kBatch)); !st) return st;
-    loaded_keys = SteadyClock::now();
-    // Rendered in two halves at once. Each tenant's YAML is rendered into one
-    // reused buffer and only its hash and size kept: the directory's manifest
-    // vouches for files by hash, and the bytes of the few files to write are
-    // rendered again when the reconcile asks for them.
-    struct Part {
-      std::vector<WantedFile> files;
-      std::vector<TenantJson> json;  ///< one per tenant of the range (empty: no routes)
-    };
-    auto render_range = [this, &loaded](std::size_t begin, std::size_t end, Part& out) {
       std::string yaml;
       TenantJson scratch;
-      out.files.reserve(end - begin);
-      out.json.reserve(end - begin);
-      for (std::size_t i = begin; i < end; ++i) {
-        if (!render_tenant_text(loaded[i].route, render_, &yaml, &scratch)) {
-          out.json.emplace_back();
-          continue;
+      if (begin < end) send(begin);
+      for (std::size_t b = begin; b < end; b += kBatch) {
+        if (b + kBatch < end) send(b + kBatch);
+        receive(b, replies);
+        if (!failed) {
+          for (const auto& r : replies)
+            if (!r) {
+              failed = r.error();
+              break;
+            }
         }
-        out.files.push_back(WantedFile{tenant_file(loaded[i].route.ref),
-                                       TraefikDir::content_hash(yaml), yaml.size()});
-        out.json.push_back(scratch);  // a copy of the exact size
+        if (!failed) {
+          const redisReply* states = replies[0]->get();
+          const std::size_t e = std::min(end, b + kBatch);
+          if (states->type != REDIS_REPLY_ARRAY || states->elements != e - b)
+            failed = make_error(errc::corrupt, "unexpected MGET reply");
+          for (std::size_t i = b; i < e && !failed; ++i) {
+            const redisReply* sr = states->element[i - b];
+            // Gone between the index and the read: the projection was
+            // rebuilt meanwhile (another replica's guard); start again.
+            if (sr->type != REDIS_REPLY_STRING) {
+              failed = make_error(errc::unavailable,
+                                  "projection generation " + generation + " changed while read");
+              break;
+            }
+            v1::TenantState s;
+            if (!s.ParseFromArray(sr->str, static_cast<int>(sr->len))) {
+              failed = make_error(errc::corrupt, "undecodable tenant state for " + refs[i]);
+              break;
+            }
+            if (!has_routes(s.phase())) continue;
+            Item& it = items[i];
+            it.routed = true;
+            it.route = checked_route(s);
+            it.want = wanted_keys(s);
+            // An undecodable entry is as good as none: the keys are loaded again.
+            if (auto k = stored_keys(replies[i - b + 1]->get()); k) it.keys = std::move(*k);
+            if (!render_tenant_text(it.route, render_, &yaml, &scratch)) continue;
+            it.yaml_hash = TraefikDir::content_hash(yaml);
+            it.yaml_size = yaml.size();
+            it.json = scratch;  // a copy of the exact size
+          }
+        }
+        if (!failed) continue;
+        // Drain the batch already sent after this one, then give up.
+        if (b + kBatch < end) receive(b + kBatch, replies);
+        break;
       }
+      *cpu_ms = thread_cpu_ms() - c0;
+      if (failed) return *failed;
+      return Status::Ok();
     };
-    const std::size_t half = loaded.size() / 2;
-    Part first, second;
+    const std::size_t half = refs.size() / 2;
+    std::int64_t cpu_first = 0, cpu_second = 0;
+    Status second_st = Status::Ok();
     {
-      std::thread other([&] {
-        const auto c0 = thread_cpu_ms();
-        render_range(half, loaded.size(), second);
-        other_cpu_ms += thread_cpu_ms() - c0;
-      });
-      render_range(0, half, first);
+      std::thread other([&] { second_st = work(redis_, half, refs.size(), &cpu_second); });
+      auto first_st = work(redis, 0, half, &cpu_first);
       other.join();
+      other_cpu_ms += cpu_second;
+      if (!first_st) return first_st;
+      if (!second_st) return second_st;
     }
-    files.reserve(loaded.size() + 1);
-    for (std::size_t i = 0; i < loaded.size(); ++i) {
-      auto& j = i < half ? first.json[i] : second.json[i - half];
-      const std::string& ref = loaded[i].route.ref;
-      if (j.size() > 0) rendered.emplace_hint(rendered.end(), ref, std::move(j));
-      wanted.emplace_hint(wanted.end(), ref, loaded[i].want);
-      tenants.emplace_hint(tenants.end(), ref, std::move(loaded[i].route));
+    // Unchanged while read: the index and the states are of one generation.
+    if (auto now = projection.active_generation(redis); !now)
+      return now.error();
+    else if (*now != generation)
+      return make_error(errc::unavailable, "projection generation changed while read (" +
+                                               generation + " → " + *now + ")");
+    loaded_keys = SteadyClock::now();
+    std::vector<EdgeTenant> edge_tenants;
+    edge_tenants.reserve(items.size());
+    files.reserve(items.size() + 1);
+    for (auto& it : items) {
+      if (!it.routed) continue;
+      const std::string& ref = it.route.ref;
+      EdgeTenant e{ref, it.route.phase, {}};
+      if (!it.keys.sealed_jwt_secret.empty() && it.keys.keys_generation >= it.want && it.want >= 0)
+        e.keys = std::move(it.keys);
+      else if (it.want >= 0)
+        pending.insert(pending.end(), ref);
+      edge_tenants.push_back(std::move(e));
+      if (it.json.size() > 0) {
+        files.push_back(WantedFile{tenant_file(ref), it.yaml_hash, it.yaml_size});
+        rendered.emplace_hint(rendered.end(), ref, std::move(it.json));
+      }
+      wanted.emplace_hint(wanted.end(), ref, it.want);
+      tenants.emplace_hint(tenants.end(), ref, std::move(it.route));
     }
-    loaded.clear();
-    loaded.shrink_to_fit();
-    for (auto* p : {&first, &second})
-      for (auto& f : p->files) files.push_back(std::move(f));
-    first = Part{};
-    second = Part{};
+    items.clear();
+    items.shrink_to_fit();
+    edge_.install(std::move(edge_tenants));
     rendered_at = SteadyClock::now();
   }
   auto scanned = scan.get();

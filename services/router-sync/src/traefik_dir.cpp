@@ -307,7 +307,7 @@ Result<std::optional<TraefikDir::Mapped>> TraefikDir::map_private(const std::str
     ::close(fd);
     return std::optional<Mapped>(Mapped(nullptr, 0));
   }
-  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
   ::close(fd);
   if (p == MAP_FAILED) return io_error("mmap", path);
   return std::optional<Mapped>(Mapped(p, size));
