@@ -474,6 +474,63 @@ api::ApiOptions api_options(const std::string& nats, const std::string& redis,
   return o;
 }
 
+/// The raw baseline of a router-sync full restart: the same bytes read from
+/// Redis with bare hiredis and nothing done with them (the projection's refs,
+/// then pipelined batches of one MGET of 500 states and 500 HMGETs of their
+/// keys, one batch in flight ahead), on one connection. Returns seconds.
+double raw_router_read(const testenv::RedisServer& redis, std::size_t* tenants_read) {
+  redisContext* c = redisConnect("127.0.0.1", redis.port());
+  if (!c || c->err) std::exit(1);
+  const auto t0 = SteadyClock::now();
+  auto* gen = static_cast<redisReply*>(redisCommand(c, "GET sp:router:active"));
+  if (!gen || gen->type != REDIS_REPLY_STRING) std::exit(1);
+  const std::string p = "sp:router:" + std::string(gen->str, gen->len) + ":";
+  freeReplyObject(gen);
+  auto* all = static_cast<redisReply*>(redisCommand(c, "ZRANGE %s 0 -1", (p + "all").c_str()));
+  if (!all || all->type != REDIS_REPLY_ARRAY) std::exit(1);
+  std::vector<std::string> refs;
+  for (std::size_t i = 0; i < all->elements; ++i)
+    refs.emplace_back(all->element[i]->str, all->element[i]->len);
+  freeReplyObject(all);
+  constexpr std::size_t kBatch = 500;
+  auto send = [&](std::size_t b) {
+    const std::size_t e = std::min(refs.size(), b + kBatch);
+    std::vector<std::string> keys;
+    keys.reserve(e - b);
+    for (std::size_t i = b; i < e; ++i) keys.push_back(p + "t:" + refs[i]);
+    std::vector<const char*> argv{"MGET"};
+    std::vector<std::size_t> lens{4};
+    for (const auto& k : keys) {
+      argv.push_back(k.c_str());
+      lens.push_back(k.size());
+    }
+    redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data());
+    for (std::size_t i = b; i < e; ++i) {
+      const std::string key = "sp:router:keys:" + refs[i];
+      const char* hv[] = {"HMGET", key.c_str(), "gen", "pub", "sec", "jwt"};
+      std::size_t hl[6];
+      for (int k = 0; k < 6; ++k) hl[k] = std::strlen(hv[k]);
+      redisAppendCommandArgv(c, 6, hv, hl);
+    }
+  };
+  std::size_t got = 0;
+  if (!refs.empty()) send(0);
+  for (std::size_t b = 0; b < refs.size(); b += kBatch) {
+    if (b + kBatch < refs.size()) send(b + kBatch);
+    const std::size_t e = std::min(refs.size(), b + kBatch);
+    for (std::size_t i = b; i <= e; ++i) {
+      void* reply = nullptr;
+      if (redisGetReply(c, &reply) != REDIS_OK) std::exit(1);
+      freeReplyObject(reply);
+    }
+    got += e - b;
+  }
+  const double secs = secs_since(t0);
+  redisFree(c);
+  *tenants_read = got;
+  return secs;
+}
+
 router::AppOptions router_options(const std::string& nats, const std::string& redis,
                                   const std::string& pg, const std::string& dir) {
   router::AppOptions o;
@@ -633,7 +690,13 @@ int role_router_restart(const std::string& nats, const std::string& redis, const
 
 std::string g_child_log_level = "warn";  ///< --log-level, handed to the children
 
-std::map<std::string, double> run_child(std::vector<std::string> args, const std::string& log) {
+/// How router-sync is deployed (deploy/compose, deploy/k8s, scripts/run): its
+/// heap in transparent huge pages, grown 256 MiB at a time.
+constexpr const char* kRouterTunables =
+    "GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.top_pad=268435456";
+
+std::map<std::string, double> run_child(std::vector<std::string> args, const std::string& log,
+                                        const std::vector<std::string>& env = {}) {
   args.push_back("--log-level");
   args.push_back(g_child_log_level);
   char self[4096] = {};
@@ -654,6 +717,10 @@ std::map<std::string, double> run_child(std::vector<std::string> args, const std
             "-o",
             std::string(perf_dir) + "/" + args[1] + "-" + std::to_string(++seq) + ".data",
             "--"};
+  }
+  if (!env.empty()) {
+    argv.emplace_back("env");
+    argv.insert(argv.end(), env.begin(), env.end());
   }
   argv.emplace_back(self, static_cast<std::size_t>(n));
   argv.insert(argv.end(), args.begin(), args.end());
@@ -759,17 +826,26 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   if (wanted("provisioner"))
     prov = run_child({"role", "provisioner", "--nats", nats.url(), "--pg", prov_db},
                      logs + "/provisioner.log");
-  std::map<std::string, double> router_state, router_full;
+  std::map<std::string, double> router_state, router_full, router_full_default;
+  double raw_router_s = 0;
+  std::size_t raw_router_tenants = 0;
   if (wanted("router")) {
+    const std::vector<std::string> tunables{kRouterTunables};
     router = run_child({"role", "router", "--nats", nats.url(), "--redis", redis.url(), "--pg",
                         router_db, "--dir", tmp.path()},
-                       logs + "/router.log");
+                       logs + "/router.log", tunables);
     router_state = run_child({"role", "router-restart", "--nats", nats.url(), "--redis",
                               redis.url(), "--pg", router_db, "--dir", tmp.path()},
-                             logs + "/router-restart.log");
+                             logs + "/router-restart.log", tunables);
     router_full = run_child({"role", "router-restart", "--nats", nats.url(), "--redis", redis.url(),
                              "--pg", router_db, "--dir", tmp.path(), "--full", "1"},
-                            logs + "/router-restart-full.log");
+                            logs + "/router-restart-full.log", tunables);
+    raw_router_s = raw_router_read(redis, &raw_router_tenants);
+    // The same full render with glibc's default heap, for comparison.
+    router_full_default =
+        run_child({"role", "router-restart", "--nats", nats.url(), "--redis", redis.url(), "--pg",
+                   router_db, "--dir", tmp.path(), "--full", "1"},
+                  logs + "/router-restart-full-default-heap.log", {"GLIBC_TUNABLES="});
   }
   const double redis_all_mib = redis_used_memory_mib(redis);
 
@@ -833,6 +909,17 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
       "→ ready | %.2f s (CPU %.2f s; state used: %.0f) | < 2 s |\n",
       router_full["router_restart_ready_s"], router_full["router_restart_cpu_s"],
       router_full["router_restart_state_used"]);
+  std::printf(
+      "| router-sync: the same full restart, glibc's default heap (no `GLIBC_TUNABLES`) | %.2f s "
+      "(CPU %.2f s) | |\n",
+      router_full_default["router_restart_ready_s"], router_full_default["router_restart_cpu_s"]);
+  std::printf(
+      "| raw: Redis read of what a full restart reads (%zu tenants: refs, MGET + HMGET, batches "
+      "of 500, bare hiredis, one connection) | %.2f s | |\n",
+      raw_router_tenants, raw_router_s);
+  if (raw_router_s > 0)
+    std::printf("| router-sync full restart → ready / raw Redis read | %.2f | |\n",
+                router_full["router_restart_ready_s"] / raw_router_s);
   std::printf("| router-sync: HTTP provider body (%.1f MiB) from the rendered cache | %.2f s | |\n",
               router["router_snapshot_mib"], router["router_snapshot_s"]);
   std::printf("| router-sync: resident memory / peak (first start) | %.0f / %.0f MiB | < 1 GiB |\n",
