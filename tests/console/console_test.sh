@@ -124,6 +124,7 @@ set -a; source "$SUPAPLANE_RUN_DIR/secrets.env"; set +a
 # TLS: a second api replica (same log, projection and database) whose gRPC
 # port speaks TLS only, with a certificate made here; a console that trusts
 # it, and one that trusts another certificate (it must not reach the api).
+# Replica id api-1: a durable its NATS user may use (api-projector-api-1).
 mkdir -p "$TMP/tls"
 for name in api other; do
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=$name" \
@@ -131,7 +132,7 @@ for name in api other; do
     >"$TMP/tls/$name.log" 2>&1 || { cat "$TMP/tls/$name.log" >&2; exit 1; }
 done
 SUPAPLANE_GRPC_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$tls_metrics" \
-  SUPAPLANE_TLS_CERT="$TMP/tls/api.crt" SUPAPLANE_TLS_KEY="$TMP/tls/api.key" SUPAPLANE_REPLICA_ID=console-tls \
+  SUPAPLANE_TLS_CERT="$TMP/tls/api.crt" SUPAPLANE_TLS_KEY="$TMP/tls/api.key" SUPAPLANE_REPLICA_ID=api-1 \
   SUPAPLANE_NATS_URL="nats://api:$NATS_API_PASSWORD@127.0.0.1:$nats" \
   SUPAPLANE_REDIS_URL="redis://api:$REDIS_API_PASSWORD@127.0.0.1:$redis" \
   SUPAPLANE_DATABASE_URL="host=$SUPAPLANE_RUN_DIR/pg port=$pg user=postgres dbname=supaplane" \

@@ -134,7 +134,8 @@ using ReplayHandler = std::function<bool(const StoredMessage&)>;
 /// of 1,024 (the raw read is about twice as fast, but each batch is handled
 /// while no fetch is in flight, so with real work per message it is not
 /// faster yet: docs/benchmarks.md; the NATS user also needs
-/// `$JS.API.CONSUMER.MSG.NEXT.<stream>.*` for the consumer's generated name).
+/// `$JS.API.CONSUMER.MSG.NEXT.<stream>.*` for the consumer's generated name,
+/// which would let it pull from every durable: no service user has it).
 enum class ReplayRead { ordered_push, pull_batches };
 
 /// A JetStream client bound to one stream. Thread-safe: one NATS connection
