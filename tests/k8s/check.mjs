@@ -218,7 +218,7 @@ if (!deny) problem(null, "no deny-by-default NetworkPolicy (podSelector {}, Ingr
 const get = (k, n) => objects.find((o) => o.kind === k && o.metadata.name === n);
 const api = get("StatefulSet", "api") ?? get("Deployment", "api");
 if (!api || (api.spec.replicas ?? 1) < 2) problem(api, "the api needs at least 2 replicas");
-for (const n of ["api", "provisioner", "router-sync", "billing"]) {
+for (const n of ["api", "provisioner", "router-sync", "billing", "console"]) {
   const w = get("StatefulSet", n) ?? get("Deployment", n);
   if (!w) { problem(null, `no workload ${n}`); continue; }
   const a = w.spec.template.metadata?.annotations ?? {};
