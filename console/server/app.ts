@@ -133,7 +133,10 @@ export function createConsoleServer(c: ConsoleServerConfig): Server {
 
   // What Node refuses before a request exists (Node's own answers, counted).
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (err.code === "ECONNRESET" || !socket.writable) {
+    // As Node's default: no answer on a dead socket, or over a response
+    // already under way on it (keep-alive).
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (err.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
       socket.destroy();
       return;
     }
