@@ -12,6 +12,8 @@
 //     inlined, and every secretKeyRef satisfied by deploy/k8s/create-secrets.
 //     The api's and the console's trusted proxies are set (env or envFrom of
 //     a ConfigMap), each an address or CIDR, none the whole address space.
+//     Every pod of the api's and router-sync's StatefulSets has its durable
+//     among its NATS user's (users.conf lists them by name).
 //
 //   node check.mjs RENDERED.yaml SECRETS_DIR [--no-types]
 // Prints every problem and exits 1 when there is one.
@@ -228,6 +230,21 @@ for (const n of ["api", "provisioner", "router-sync", "billing", "console"]) {
     problem(w, "prometheus.io/port is not its metrics port");
 }
 if (!get("Deployment", "console")) problem(null, "no console Deployment");
+// Each pod of the api's and router-sync's StatefulSets reads with its own
+// durable (<durable>-<pod name>): the NATS user of the service must list it,
+// or that replica cannot subscribe (permissions name durables one by one).
+const users = get("ConfigMap", "nats-config")?.data?.["users.conf"] ?? "";
+for (const [n, durable, user] of [["api", "api-projector", "api"], ["router-sync", "router-sync", "router-sync"]]) {
+  const w = get("StatefulSet", n);
+  if (!w) continue;
+  const block = users.split(/\{user: /).find((b) => b.startsWith(`${user},`)) ?? "";
+  for (let i = 0; i < (w.spec.replicas ?? 1); i++) {
+    const name = `${durable}-${n}-${i}`;
+    if (!block.includes(`"$JS.API.CONSUMER.MSG.NEXT.PLATFORM.${name}"`))
+      problem(w, `pod ${n}-${i}'s durable ${name} is not among the durables of NATS user ${user} (nats-config users.conf)`);
+  }
+}
+
 // The forwarded address the api and the console believe (per-address sign-in
 // limits): set, from env or a ConfigMap the container takes with envFrom,
 // and a list of addresses / CIDRs of which none is the whole address space.
