@@ -9,8 +9,9 @@
 //     reports every tenant converged (a bench fake of our Driver interface:
 //     the postgres driver would need 100,000 databases); resident memory;
 //   - router-sync: start with an empty Redis (rebuild + full render of the
-//     directory) and a restart (full render from the projection), the HTTP
-//     provider's body; resident memory;
+//     directory), the HTTP provider's body; then two restarts, each a new
+//     process: from the render state the clean stop saved, and with it
+//     removed (full render from the projection); resident memory of each;
 //   - Redis `used_memory`, and raw baselines (ordered replay, pull + ack).
 // Each service's durable consumer is caught up before it starts (a restart,
 // not a first start on a full log). Prints a Markdown table.
@@ -28,7 +29,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -43,6 +46,7 @@
 
 #include "app.hpp"
 #include "provisioner_app.hpp"
+#include "render_state.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
 #include "supaplane/core/ids.hpp"
@@ -470,6 +474,63 @@ api::ApiOptions api_options(const std::string& nats, const std::string& redis,
   return o;
 }
 
+/// The raw baseline of a router-sync full restart: the same bytes read from
+/// Redis with bare hiredis and nothing done with them (the projection's refs,
+/// then pipelined batches of one MGET of 500 states and 500 HMGETs of their
+/// keys, one batch in flight ahead), on one connection. Returns seconds.
+double raw_router_read(const testenv::RedisServer& redis, std::size_t* tenants_read) {
+  redisContext* c = redisConnect("127.0.0.1", redis.port());
+  if (!c || c->err) std::exit(1);
+  const auto t0 = SteadyClock::now();
+  auto* gen = static_cast<redisReply*>(redisCommand(c, "GET sp:router:active"));
+  if (!gen || gen->type != REDIS_REPLY_STRING) std::exit(1);
+  const std::string p = "sp:router:" + std::string(gen->str, gen->len) + ":";
+  freeReplyObject(gen);
+  auto* all = static_cast<redisReply*>(redisCommand(c, "ZRANGE %s 0 -1", (p + "all").c_str()));
+  if (!all || all->type != REDIS_REPLY_ARRAY) std::exit(1);
+  std::vector<std::string> refs;
+  for (std::size_t i = 0; i < all->elements; ++i)
+    refs.emplace_back(all->element[i]->str, all->element[i]->len);
+  freeReplyObject(all);
+  constexpr std::size_t kBatch = 500;
+  auto send = [&](std::size_t b) {
+    const std::size_t e = std::min(refs.size(), b + kBatch);
+    std::vector<std::string> keys;
+    keys.reserve(e - b);
+    for (std::size_t i = b; i < e; ++i) keys.push_back(p + "t:" + refs[i]);
+    std::vector<const char*> argv{"MGET"};
+    std::vector<std::size_t> lens{4};
+    for (const auto& k : keys) {
+      argv.push_back(k.c_str());
+      lens.push_back(k.size());
+    }
+    redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data());
+    for (std::size_t i = b; i < e; ++i) {
+      const std::string key = "sp:router:keys:" + refs[i];
+      const char* hv[] = {"HMGET", key.c_str(), "gen", "pub", "sec", "jwt"};
+      std::size_t hl[6];
+      for (int k = 0; k < 6; ++k) hl[k] = std::strlen(hv[k]);
+      redisAppendCommandArgv(c, 6, hv, hl);
+    }
+  };
+  std::size_t got = 0;
+  if (!refs.empty()) send(0);
+  for (std::size_t b = 0; b < refs.size(); b += kBatch) {
+    if (b + kBatch < refs.size()) send(b + kBatch);
+    const std::size_t e = std::min(refs.size(), b + kBatch);
+    for (std::size_t i = b; i <= e; ++i) {
+      void* reply = nullptr;
+      if (redisGetReply(c, &reply) != REDIS_OK) std::exit(1);
+      freeReplyObject(reply);
+    }
+    got += e - b;
+  }
+  const double secs = secs_since(t0);
+  redisFree(c);
+  *tenants_read = got;
+  return secs;
+}
+
 router::AppOptions router_options(const std::string& nats, const std::string& redis,
                                   const std::string& pg, const std::string& dir) {
   router::AppOptions o;
@@ -598,21 +659,30 @@ int role_router(const std::string& nats, const std::string& redis, const std::st
     result("router_hwm_mib", hwm);
     app.stop();
   }
-  {
-    // A restart: the projection is there, so the start is the full render
-    // (tenants and keys from Redis, every file rendered and compared).
-    router::App app(router_options(nats, redis, pg, dir));
-    const auto t0 = SteadyClock::now();
-    const double cpu0 = process_cpu_s();
-    if (auto st = app.start(); !st) return 1;
-    if (!wait_until([&] { return app.readiness().empty(); }, 900)) return 1;
-    result("router_restart_ready_s", secs_since(t0));
-    result("router_restart_cpu_s", process_cpu_s() - cpu0);
-    std::tie(rss, hwm) = memory_mib();
-    result("router_restart_rss_mib", rss);
-    result("router_restart_hwm_mib", hwm);
-    app.stop();
-  }
+  return 0;
+}
+
+/// A restart, a new process: with the render state the last clean stop saved
+/// (nothing changed since), or with it removed first (`full`: every tenant
+/// read from Redis and rendered again).
+int role_router_restart(const std::string& nats, const std::string& redis, const std::string& pg,
+                        const std::string& dir, bool full) {
+  if (full) std::filesystem::remove(dir + "/traefik/" + router::RenderState::kFile);
+  router::App app(router_options(nats, redis, pg, dir));
+  const auto t0 = SteadyClock::now();
+  const double cpu0 = process_cpu_s();
+  if (auto st = app.start(); !st) return 1;
+  if (!wait_until([&] { return app.readiness().empty(); }, 900)) return 1;
+  result("router_restart_ready_s", secs_since(t0));
+  result("router_restart_cpu_s", process_cpu_s() - cpu0);
+  result("router_restart_state_used", static_cast<double>(app.sync().counters().state_used.load()));
+  // ForwardAuth answers from the lazily opened secrets: every tenant's keys
+  // are there, none opened yet.
+  double rss = 0, hwm = 0;
+  std::tie(rss, hwm) = memory_mib();
+  result("router_restart_rss_mib", rss);
+  result("router_restart_hwm_mib", hwm);
+  app.stop();
   return 0;
 }
 
@@ -620,13 +690,39 @@ int role_router(const std::string& nats, const std::string& redis, const std::st
 
 std::string g_child_log_level = "warn";  ///< --log-level, handed to the children
 
-std::map<std::string, double> run_child(std::vector<std::string> args, const std::string& log) {
+/// How router-sync is deployed (deploy/compose, deploy/k8s, scripts/run): its
+/// heap in transparent huge pages, grown 256 MiB at a time.
+constexpr const char* kRouterTunables =
+    "GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.top_pad=268435456";
+
+std::map<std::string, double> run_child(std::vector<std::string> args, const std::string& log,
+                                        const std::vector<std::string>& env = {}) {
   args.push_back("--log-level");
   args.push_back(g_child_log_level);
   char self[4096] = {};
   const auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) std::exit(1);
-  std::vector<std::string> argv{std::string(self, static_cast<std::size_t>(n))};
+  std::vector<std::string> argv;
+  // SCALE_BENCH_PERF_DIR=D: every child runs under `perf record` (DWARF call
+  // graphs), its profile in D/<role>-<n>.data, for `perf report -i`.
+  if (const char* perf_dir = std::getenv("SCALE_BENCH_PERF_DIR"); perf_dir && *perf_dir) {
+    static int seq = 0;
+    argv = {"perf",
+            "record",
+            "-q",
+            "-F",
+            "499",
+            "--call-graph",
+            "dwarf,16384",
+            "-o",
+            std::string(perf_dir) + "/" + args[1] + "-" + std::to_string(++seq) + ".data",
+            "--"};
+  }
+  if (!env.empty()) {
+    argv.emplace_back("env");
+    argv.insert(argv.end(), env.begin(), env.end());
+  }
+  argv.emplace_back(self, static_cast<std::size_t>(n));
   argv.insert(argv.end(), args.begin(), args.end());
   testenv::Process p;
   p.start(argv, log);
@@ -719,6 +815,7 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   store_router_keys(redis, f.keys);
   const double redis_keys_mib = redis_used_memory_mib(redis);
   const std::string logs = logs_dir.empty() ? tmp.path() : logs_dir;
+  std::filesystem::create_directories(logs);
 
   const auto wanted = [&](const char* role) { return only.empty() || only == role; };
   std::map<std::string, double> api, prov, router;
@@ -729,10 +826,27 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   if (wanted("provisioner"))
     prov = run_child({"role", "provisioner", "--nats", nats.url(), "--pg", prov_db},
                      logs + "/provisioner.log");
-  if (wanted("router"))
+  std::map<std::string, double> router_state, router_full, router_full_default;
+  double raw_router_s = 0;
+  std::size_t raw_router_tenants = 0;
+  if (wanted("router")) {
+    const std::vector<std::string> tunables{kRouterTunables};
     router = run_child({"role", "router", "--nats", nats.url(), "--redis", redis.url(), "--pg",
                         router_db, "--dir", tmp.path()},
-                       logs + "/router.log");
+                       logs + "/router.log", tunables);
+    router_state = run_child({"role", "router-restart", "--nats", nats.url(), "--redis",
+                              redis.url(), "--pg", router_db, "--dir", tmp.path()},
+                             logs + "/router-restart.log", tunables);
+    router_full = run_child({"role", "router-restart", "--nats", nats.url(), "--redis", redis.url(),
+                             "--pg", router_db, "--dir", tmp.path(), "--full", "1"},
+                            logs + "/router-restart-full.log", tunables);
+    raw_router_s = raw_router_read(redis, &raw_router_tenants);
+    // The same full render with glibc's default heap, for comparison.
+    router_full_default =
+        run_child({"role", "router-restart", "--nats", nats.url(), "--redis", redis.url(), "--pg",
+                   router_db, "--dir", tmp.path(), "--full", "1"},
+                  logs + "/router-restart-full-default-heap.log", {"GLIBC_TUNABLES="});
+  }
   const double redis_all_mib = redis_used_memory_mib(redis);
 
   const double ev = static_cast<double>(f.events);
@@ -786,17 +900,35 @@ int run(int tenants, int per_tenant, const std::string& logs_dir, const std::str
   std::printf("| router-sync: start (empty projection) → rebuilt, rendered, ready | %.2f s | |\n",
               router["router_ready_s"]);
   std::printf(
-      "| router-sync: restart → full render from the projection → ready | %.2f s (CPU %.2f s) | "
-      "< 2 s |\n",
-      router["router_restart_ready_s"], router["router_restart_cpu_s"]);
+      "| router-sync: restart, nothing changed → from the saved render state → ready | %.2f s "
+      "(CPU %.2f s; state used: %.0f) | < 2 s |\n",
+      router_state["router_restart_ready_s"], router_state["router_restart_cpu_s"],
+      router_state["router_restart_state_used"]);
+  std::printf(
+      "| router-sync: restart → full render of every tenant from the projection (no saved state) "
+      "→ ready | %.2f s (CPU %.2f s; state used: %.0f) | < 2 s |\n",
+      router_full["router_restart_ready_s"], router_full["router_restart_cpu_s"],
+      router_full["router_restart_state_used"]);
+  std::printf(
+      "| router-sync: the same full restart, glibc's default heap (no `GLIBC_TUNABLES`) | %.2f s "
+      "(CPU %.2f s) | |\n",
+      router_full_default["router_restart_ready_s"], router_full_default["router_restart_cpu_s"]);
+  std::printf(
+      "| raw: Redis read of what a full restart reads (%zu tenants: refs, MGET + HMGET, batches "
+      "of 500, bare hiredis, one connection) | %.2f s | |\n",
+      raw_router_tenants, raw_router_s);
+  if (raw_router_s > 0)
+    std::printf("| router-sync full restart → ready / raw Redis read | %.2f | |\n",
+                router_full["router_restart_ready_s"] / raw_router_s);
   std::printf("| router-sync: HTTP provider body (%.1f MiB) from the rendered cache | %.2f s | |\n",
               router["router_snapshot_mib"], router["router_snapshot_s"]);
-  std::printf("| router-sync: resident memory / peak | %.0f / %.0f MiB | < 1 GiB |\n",
+  std::printf("| router-sync: resident memory / peak (first start) | %.0f / %.0f MiB | < 1 GiB |\n",
               router["router_rss_mib"], router["router_hwm_mib"]);
   std::printf(
-      "| router-sync: resident memory / peak after the restart (same process) | %.0f / %.0f "
-      "MiB | < 1 GiB |\n",
-      router["router_restart_rss_mib"], router["router_restart_hwm_mib"]);
+      "| router-sync: resident memory / peak, restart from the saved state / full render | %.0f / "
+      "%.0f, %.0f / %.0f MiB | < 1 GiB |\n",
+      router_state["router_restart_rss_mib"], router_state["router_restart_hwm_mib"],
+      router_full["router_restart_rss_mib"], router_full["router_restart_hwm_mib"]);
   std::printf(
       "| Redis `used_memory`: router keys / + api projection / + router projection | %.0f "
       "/ %.0f / %.0f MiB | |\n",
@@ -818,11 +950,36 @@ int main(int argc, char** argv) {
     if (role == "api") return role_api(nats, redis, pg);
     if (role == "provisioner") return role_provisioner(nats, pg);
     if (role == "router") return role_router(nats, redis, pg, arg_str(argc, argv, "--dir", ""));
+    if (role == "router-restart")
+      return role_router_restart(nats, redis, pg, arg_str(argc, argv, "--dir", ""),
+                                 arg_str(argc, argv, "--full", "0") == "1");
     std::fprintf(stderr, "unknown role %s\n", role.c_str());
+    return 2;
+  }
+  // Every option takes a value; anything else (e.g. --help) gets the usage
+  // instead of a 100,000-tenant run.
+  static const char* const kOptions[] = {"--tenants", "--events-per-tenant", "--logs", "--only",
+                                         "--log-level"};
+  for (int i = 1; i < argc; i += 2) {
+    const bool known = std::any_of(std::begin(kOptions), std::end(kOptions),
+                                   [&](const char* o) { return std::strcmp(argv[i], o) == 0; });
+    if (!known || i + 1 >= argc) {
+      std::fprintf(
+          stderr,
+          "usage: %s [--tenants 100000] [--events-per-tenant 10] [--logs DIR]\n"
+          "          [--only api|provisioner|router] [--log-level warn|info|debug]\n"
+          "  SCALE_BENCH_PERF_DIR=DIR: each child runs under perf record (DIR/<role>-<n>.data)\n",
+          argv[0]);
+      return std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0 ? 0 : 2;
+    }
+  }
+  const std::string only = arg_str(argc, argv, "--only", "");
+  if (!only.empty() && only != "api" && only != "provisioner" && only != "router") {
+    std::fprintf(stderr, "--only must be api, provisioner or router (got %s)\n", only.c_str());
     return 2;
   }
   g_child_log_level = arg_str(argc, argv, "--log-level", "warn");
   return run(arg_int(argc, argv, "--tenants", 100'000),
              arg_int(argc, argv, "--events-per-tenant", 10), arg_str(argc, argv, "--logs", ""),
-             arg_str(argc, argv, "--only", ""));
+             only);
 }

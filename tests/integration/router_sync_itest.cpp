@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "alert_rules.hpp"
@@ -19,6 +20,7 @@
 #include "eventually.hpp"
 #include "provisioner_app.hpp"
 #include "provisioner_options.hpp"
+#include "render_state.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
 #include "supaplane/auth/jwt.hpp"
@@ -441,6 +443,82 @@ TEST_F(RouterSyncTest, RestartReconcilesTheDirectoryByteForByte) {
   EXPECT_EQ(http_config(), directory_config());
   // And the keys came back from Redis, not from memory.
   EXPECT_EQ(forward(a, credentials(a).publishable_key()), 200);
+}
+
+TEST_F(RouterSyncTest, RestartUsesTheSavedRenderStateOnlyWhenCurrentAndWhole) {
+  const std::string a = create_active();
+  const std::string b = create_active();
+  wait_settled(b, call("pause", b).sequence(), v1::PHASE_PAUSED);
+  ASSERT_TRUE(
+      eventually([&] { return has_router(directory_config(), "tenant-" + b + "-maintenance"); }));
+  settle_router();
+  const auto files = read_dir();
+  const auto body = http_config();
+  const std::string state = dir_path() + "/" + router::RenderState::kFile;
+
+  auto same_as_before = [&] {
+    EXPECT_EQ(read_dir(), files);
+    EXPECT_EQ(http_config(), body);
+    EXPECT_EQ(forward(a, credentials(a).publishable_key()), 200);
+    EXPECT_EQ(forward(b, credentials(b).publishable_key()), 503);
+  };
+  // A clean stop saves it (readable by its owner only); the restart uses it.
+  router_.reset();
+  struct stat st {};
+  ASSERT_EQ(::stat(state.c_str(), &st), 0) << "no render state saved";
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  start_router();
+  ASSERT_TRUE(eventually([&] { return router_->readiness().empty(); })) << router_->readiness();
+  settle_router();
+  EXPECT_EQ(router_->sync().counters().state_used.load(), 1u);
+  same_as_before();
+  // Routes keep following the log after a start from the saved state.
+  wait_settled(b, call("resume", b).sequence(), v1::PHASE_ACTIVE);
+  ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), b); }));
+  wait_settled(b, call("pause", b).sequence(), v1::PHASE_PAUSED);
+  ASSERT_TRUE(
+      eventually([&] { return has_router(directory_config(), "tenant-" + b + "-maintenance"); }));
+  settle_router();
+  EXPECT_EQ(read_dir(), files);
+
+  // One byte changed while stopped: rejected, every tenant rendered again.
+  router_.reset();
+  {
+    std::fstream f(state, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const auto mid = static_cast<std::streamoff>(f.tellg()) / 2;
+    f.seekg(mid);
+    char c = 0;
+    f.get(c);
+    f.seekp(mid);
+    f.put(static_cast<char>(c ^ 0x01));
+  }
+  start_router();
+  ASSERT_TRUE(eventually([&] { return router_->readiness().empty(); })) << router_->readiness();
+  settle_router();
+  EXPECT_EQ(router_->sync().counters().state_corrupt.load(), 1u);
+  EXPECT_EQ(router_->sync().counters().state_used.load(), 0u);
+  same_as_before();
+
+  // The projection rebuilt while stopped (another generation): stale.
+  router_.reset();
+  {
+    projection::TenantProjection proj("sp:router:");
+    projection::RedisConnection c(projection::parse_redis_url(redis_.url()).value(),
+                                  proj.scripts().all());
+    ASSERT_TRUE(proj.remove_pointer(c).ok());
+  }
+  start_router();
+  ASSERT_TRUE(eventually([&] { return router_->readiness().empty(); })) << router_->readiness();
+  settle_router();
+  EXPECT_EQ(router_->sync().counters().state_stale.load(), 1u);
+  EXPECT_EQ(router_->sync().counters().state_used.load(), 0u);
+  same_as_before();
+  EXPECT_TRUE(eventually([&] {
+    auto m = get("/metrics", {}, router_->metrics_port());
+    return m && m->body.find("supaplane_router_start_render_state_total{outcome=\"stale\"} 1") !=
+                    std::string::npos;
+  })) << "the stale render state is not counted in /metrics";
 }
 
 TEST_F(RouterSyncTest, BurstsAreCoalesced) {

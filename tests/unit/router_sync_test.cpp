@@ -15,6 +15,7 @@
 
 #include "edge_auth.hpp"
 #include "render.hpp"
+#include "render_state.hpp"
 #include "servers.hpp"
 #include "supaplane/auth/jwt.hpp"
 #include "supaplane/http/server.hpp"
@@ -385,6 +386,40 @@ TEST_F(EdgeFixture, RotationRetiresOldKeysAndCachedTokens) {
       auth::verify_hs256("new-secret", after.authorization.substr(7), clock.now / 1000).ok());
 }
 
+TEST_F(EdgeFixture, ABulkInstallIsTheSameAsOneTenantAtATime) {
+  // A cached token of the old keys, to be retired by the install.
+  ASSERT_EQ(edge.check(host, pub, "").status, 200);
+  const std::string pub2 = "sb_publishable_" + std::string(32, 'q');
+  const std::string third = "cccccccccccccccccccc";
+  const std::string third_pub = "sb_publishable_" + std::string(32, 't');
+  std::vector<EdgeTenant> batch;
+  batch.push_back({kRef,
+                   v1::PHASE_ACTIVE,
+                   {2, secrets::key_hash(pub2), secrets::key_hash(sec + "2"), "new-secret"}});
+  batch.push_back({kOther, v1::PHASE_PAUSED, {}});  // phase only: its keys stay
+  batch.push_back({third,
+                   v1::PHASE_ACTIVE,
+                   {1, secrets::key_hash(third_pub), secrets::key_hash(sec + "3"), "third"}});
+  edge.install(std::move(batch));
+  // The replaced keys no longer open anything; the new ones sign with the new secret.
+  EXPECT_EQ(edge.check(host, pub, "").status, 401);
+  auto after = edge.check(host, pub2, "");
+  ASSERT_EQ(after.status, 200);
+  EXPECT_TRUE(
+      auth::verify_hs256("new-secret", after.authorization.substr(7), clock.now / 1000).ok());
+  EXPECT_EQ(edge.keys_generation(kRef), 2);
+  // Phase only.
+  EXPECT_EQ(edge.check(kOther + ".supabase.localhost", "sb_publishable_" + std::string(32, 'o'), "")
+                .status,
+            503);
+  EXPECT_EQ(edge.keys_generation(kOther), 1);
+  // A new tenant, and its key only on its own host.
+  auto d = edge.check(third + ".supabase.localhost", third_pub, "");
+  ASSERT_EQ(d.status, 200);
+  EXPECT_TRUE(auth::verify_hs256("third", d.authorization.substr(7), clock.now / 1000).ok());
+  EXPECT_EQ(edge.check(host, third_pub, "").status, 401);
+}
+
 TEST_F(EdgeFixture, TokensAreReissuedAsTimePasses) {
   auto a = edge.check(host, pub, "");
   clock.now += 10'000;
@@ -393,6 +428,222 @@ TEST_F(EdgeFixture, TokensAreReissuedAsTimePasses) {
   auto b = edge.check(host, pub, "");
   EXPECT_NE(b.authorization, a.authorization);
   EXPECT_TRUE(auth::verify_hs256(jwt_secret, b.authorization.substr(7), clock.now / 1000).ok());
+}
+
+/// Keys installed as a start installs them from Redis: only the sealed secret.
+struct LazyEdgeFixture : ::testing::Test {
+  FixedClock clock;
+  EdgeAuth edge{"supaplane", "supabase.localhost", clock};
+  secrets::MasterKey master =
+      secrets::MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").value();
+  std::vector<std::string> opened;      // refs, in the order the opener was asked
+  std::vector<std::string> unopenable;  // refs told to on_unopenable
+  std::string pub_of(const std::string& ref) { return "sb_publishable_" + ref + ref.substr(0, 12); }
+  std::string secret_of(const std::string& ref) { return "jwt-secret-of-" + ref; }
+  void install(const std::string& ref, std::int64_t gen, const std::string& sealed) {
+    edge.set_phase(ref, v1::PHASE_ACTIVE);
+    EdgeKeys k{gen, secrets::key_hash(pub_of(ref)), secrets::key_hash("sb_secret_" + ref + ref),
+               ""};
+    k.sealed_jwt_secret = sealed;
+    edge.set_keys(ref, std::move(k));
+  }
+  void install(const std::string& ref, std::int64_t gen = 1) {
+    install(ref, gen, secrets::seal(master, ref, secret_of(ref)));
+  }
+  void lazy(std::size_t capacity) {
+    LazySecrets l;
+    l.open = [this](const std::string& ref, std::string_view sealed) {
+      opened.push_back(ref);
+      return secrets::open(master, ref, sealed);
+    };
+    l.on_unopenable = [this](const std::string& ref) { unopenable.push_back(ref); };
+    l.capacity = capacity;
+    edge.set_lazy_secrets(std::move(l));
+  }
+  std::string host(const std::string& ref) { return ref + ".supabase.localhost"; }
+};
+
+TEST_F(LazyEdgeFixture, ASealedSecretIsOpenedOnFirstUseOnceAndSignsTheSameTokens) {
+  lazy(10);
+  install(kRef);
+  EXPECT_TRUE(opened.empty()) << "installing keys opens nothing";
+  auto d = edge.check(host(kRef), pub_of(kRef), "");
+  ASSERT_EQ(d.status, 200);
+  auto c = auth::verify_hs256(secret_of(kRef), d.authorization.substr(7), clock.now / 1000);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->ref, kRef);
+  // A user's session signed with the tenant's secret passes; reissues and
+  // the session check use the opened secret kept in memory.
+  auth::JwtClaims user;
+  user.ref = kRef;
+  user.role = "authenticated";
+  user.exp = clock.now / 1000 + 60;
+  const auto session = auth::sign_hs256(secret_of(kRef), user).value();
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "Bearer " + session).status, 200);
+  clock.now += 60'000;
+  auto later = edge.check(host(kRef), pub_of(kRef), "");
+  ASSERT_EQ(later.status, 200);
+  EXPECT_NE(later.authorization, d.authorization);
+  EXPECT_EQ(opened.size(), 1u);
+  EXPECT_EQ(edge.counters().secrets_opened.load(), 1u);
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 1u);
+}
+
+TEST_F(LazyEdgeFixture, OpenedSecretsAreBoundedLeastRecentlyUsedFirst) {
+  lazy(2);
+  const std::string refs[] = {"aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb",
+                              "cccccccccccccccccccc"};
+  for (const auto& r : refs) install(r);
+  // Each check needs the secret: a user's session is verified on every request.
+  auto session = [&](const std::string& ref) {
+    auth::JwtClaims user;
+    user.ref = ref;
+    user.exp = clock.now / 1000 + 60;
+    return "Bearer " + auth::sign_hs256(secret_of(ref), user).value();
+  };
+  auto ask = [&](const std::string& ref) {
+    EXPECT_EQ(edge.check(host(ref), pub_of(ref), session(ref)).status, 200) << ref;
+  };
+  ask(refs[0]);
+  ask(refs[1]);
+  ask(refs[0]);  // a is now the most recently used
+  ask(refs[2]);  // evicts b
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 2u);
+  EXPECT_EQ(opened.size(), 3u);
+  ask(refs[0]);  // still held
+  EXPECT_EQ(opened.size(), 3u);
+  ask(refs[1]);  // opened again
+  EXPECT_EQ(opened.size(), 4u);
+  EXPECT_EQ(opened.back(), refs[1]);
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 2u);
+}
+
+TEST_F(LazyEdgeFixture, RotationNeverServesTheOldOpenedSecret) {
+  lazy(10);
+  install(kRef, 1);
+  ASSERT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 200);
+  // New keys, same opaque keys for the test, a new secret.
+  edge.set_phase(kRef, v1::PHASE_ACTIVE);
+  EdgeKeys k{2, secrets::key_hash(pub_of(kRef)), secrets::key_hash("sb_secret_x"), ""};
+  k.sealed_jwt_secret = secrets::seal(master, kRef, "rotated-secret");
+  edge.set_keys(kRef, std::move(k));
+  auto d = edge.check(host(kRef), pub_of(kRef), "");
+  ASSERT_EQ(d.status, 200);
+  EXPECT_TRUE(
+      auth::verify_hs256("rotated-secret", d.authorization.substr(7), clock.now / 1000).ok());
+  EXPECT_EQ(opened.size(), 2u);
+}
+
+TEST_F(LazyEdgeFixture, AnUnopenableSecretDropsTheKeysAndAsksForAReload) {
+  lazy(10);
+  // Sealed under another master key (e.g. a retired one), and a mangled one.
+  auto other =
+      secrets::MasterKey::from_base64("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=").value();
+  install(kRef, 1, secrets::seal(other, kRef, "s"));
+  install(kOther, 1, "not-a-sealed-value");
+  for (const auto& r : {kRef, kOther}) {
+    auto d = edge.check(host(r), pub_of(r), "");
+    EXPECT_EQ(d.status, 401) << r;
+    EXPECT_EQ(d.reason, "invalid key");
+    EXPECT_EQ(edge.keys_generation(r), -1) << "keys dropped until reloaded";
+  }
+  EXPECT_EQ(unopenable, (std::vector<std::string>{kRef, kOther}));
+  EXPECT_EQ(edge.counters().secrets_unopenable.load(), 2u);
+  EXPECT_EQ(edge.counters().secrets_cached.load(), 0u);
+  // Asked again: no further open (the keys are gone), the same 401.
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 401);
+  EXPECT_EQ(opened.size(), 2u);
+  // The reload installs working keys.
+  install(kRef);
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 200);
+}
+
+TEST_F(LazyEdgeFixture, WithoutAnOpenerASealedOnlySecretCannotSign) {
+  install(kRef);
+  EXPECT_EQ(edge.check(host(kRef), pub_of(kRef), "").status, 401);
+}
+
+RenderState sample_state() {
+  RenderState s;
+  s.generation = "g0123456789ab";
+  s.checkpoint = 4242;
+  auto gw = EndpointPattern::compile(kDefaultGatewayUrlPattern, "gw").value();
+  auto db = EndpointPattern::compile(kDefaultDbUpstreamPattern, "db").value();
+  s.fingerprint = render_fingerprint(options(), gw, db);
+  for (const auto& [ref, phase] : {std::pair{kRef, v1::PHASE_ACTIVE}, {kOther, v1::PHASE_PAUSED}}) {
+    SavedTenant t;
+    t.route = RouteTenant{ref, phase, v1::PLAN_PRO, "http://" + ref + ".gateway.internal:8000"};
+    t.want = 3;
+    std::string yaml;
+    EXPECT_TRUE(render_tenant_text(t.route, options(), &yaml, &t.json)) << ref;
+    t.yaml_hash = TraefikDir::content_hash(yaml);
+    t.yaml_size = yaml.size();
+    if (phase == v1::PHASE_ACTIVE) t.keys = EdgeKeys{3, "pubhash", "sechash", "", "sealed-value"};
+    s.tenants.push_back(std::move(t));
+  }
+  return s;
+}
+
+TEST(RenderState, RoundTripsEveryField) {
+  const RenderState s = sample_state();
+  auto back = decode_render_state(encode_render_state(s));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_TRUE(back->matches(s.generation, s.checkpoint, s.fingerprint));
+  ASSERT_EQ(back->tenants.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const auto &a = s.tenants[i], &b = back->tenants[i];
+    EXPECT_EQ(b.route.ref, a.route.ref);
+    EXPECT_EQ(b.route.phase, a.route.phase);
+    EXPECT_EQ(b.route.plan, a.route.plan);
+    EXPECT_EQ(b.route.gateway_url, a.route.gateway_url);
+    EXPECT_EQ(b.want, a.want);
+    EXPECT_EQ(b.yaml_hash, a.yaml_hash);
+    EXPECT_EQ(b.yaml_size, a.yaml_size);
+    EXPECT_EQ(b.json.text(), a.json.text());
+    for (int k = 0; k < TenantJson::kSections; ++k)
+      EXPECT_EQ(b.json.section(TenantJson::Section(k)), a.json.section(TenantJson::Section(k)));
+    EXPECT_EQ(b.keys.keys_generation, a.keys.keys_generation);
+    EXPECT_EQ(b.keys.publishable_hash, a.keys.publishable_hash);
+    EXPECT_EQ(b.keys.sealed_jwt_secret, a.keys.sealed_jwt_secret);
+    EXPECT_TRUE(b.keys.jwt_secret.empty());
+  }
+  // The HTTP body from the decoded parts is the one from the rendered parts.
+  std::map<std::string, TenantJson> x, y;
+  for (const auto& t : s.tenants) x.emplace(t.route.ref, t.json);
+  for (const auto& t : back->tenants) y.emplace(t.route.ref, t.json);
+  EXPECT_EQ(dynamic_json(render_base(options()), y), dynamic_json(render_base(options()), x));
+}
+
+TEST(RenderState, AnyChangedOrMissingByteIsCorrupt) {
+  const std::string bytes = encode_render_state(sample_state());
+  // Every byte flipped in turn (header, checksum, body), and every cut.
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] = static_cast<char>(bad[i] ^ 0x20);
+    auto r = decode_render_state(bad);
+    ASSERT_FALSE(r.ok()) << "byte " << i;
+    EXPECT_EQ(r.error().code, errc::corrupt);
+  }
+  for (std::size_t n = 0; n < bytes.size(); n += 7)
+    EXPECT_FALSE(decode_render_state(std::string_view(bytes).substr(0, n)).ok()) << n;
+  EXPECT_FALSE(decode_render_state(bytes + "x").ok());
+}
+
+TEST(RenderState, StaleForAnotherGenerationCheckpointOrOptions) {
+  const RenderState s = sample_state();
+  EXPECT_TRUE(s.matches("g0123456789ab", 4242, s.fingerprint));
+  EXPECT_FALSE(s.matches("g0123456789ab", 4243, s.fingerprint));
+  EXPECT_FALSE(s.matches("g0123456789ac", 4242, s.fingerprint));
+  auto gw = EndpointPattern::compile(kDefaultGatewayUrlPattern, "gw").value();
+  auto db = EndpointPattern::compile(kDefaultDbUpstreamPattern, "db").value();
+  RenderOptions other = options();
+  other.base_domain = "other.example.com";
+  EXPECT_FALSE(s.matches("g0123456789ab", 4242, render_fingerprint(other, gw, db)));
+  other = options();
+  other.entry_points = {"websecure"};
+  EXPECT_FALSE(s.matches("g0123456789ab", 4242, render_fingerprint(other, gw, db)));
+  auto gw2 = EndpointPattern::compile("http://{ref}:8000", "gw").value();
+  EXPECT_FALSE(s.matches("g0123456789ab", 4242, render_fingerprint(options(), gw2, db)));
 }
 
 TEST(TraefikDirTest, WritesAtomicallyOnlyOnChangeAndReconciles) {

@@ -257,6 +257,22 @@ Result<ListPage> TenantProjection::list(RedisConnection& c, const ListQuery& q) 
   return page;
 }
 
+Result<std::vector<std::string>> TenantProjection::refs(RedisConnection& c,
+                                                        const std::string& gen) {
+  if (auto st = c.ensure(); !st) return st.error();
+  auto r = c.command({"ZRANGE", base_ + gen + ":all", "0", "-1"});
+  if (!r) return r.error();
+  const redisReply* rep = r->get();
+  if (rep->type != REDIS_REPLY_ARRAY) return corrupt("unexpected refs reply");
+  std::vector<std::string> out;
+  out.reserve(rep->elements);
+  for (std::size_t i = 0; i < rep->elements; ++i) {
+    if (rep->element[i]->type != REDIS_REPLY_STRING) return corrupt("unexpected refs reply");
+    out.push_back(str(rep->element[i]));
+  }
+  return out;
+}
+
 void TenantProjection::queue_apply(RedisConnection& c, const std::string& gen,
                                    std::span<const TenantWrite> writes, bool check_pointer) {
   std::vector<std::string> args;

@@ -58,6 +58,85 @@ EdgeAuth::EdgeAuth(std::string issuer, std::string base_domain, const Clock& clo
       ttl_s_(token_ttl_s),
       reissue_s_(reissue_s) {}
 
+void EdgeAuth::set_lazy_secrets(LazySecrets lazy) {
+  std::lock_guard lk(open_mu_);
+  lazy_ = std::move(lazy);
+  if (lazy_.capacity < 1) lazy_.capacity = 1;
+}
+
+void EdgeAuth::forget_open(const std::string& ref) {
+  std::lock_guard lk(open_mu_);
+  auto it = open_.find(ref);
+  if (it == open_.end()) return;
+  open_lru_.erase(it->second.lru);
+  open_.erase(it);
+  counters_.secrets_cached = open_.size();
+}
+
+std::string EdgeAuth::secret_of(const std::string& ref, std::int64_t gen) {
+  decltype(lazy_.open) opener;
+  {
+    std::lock_guard lk(open_mu_);
+    if (auto it = open_.find(ref); it != open_.end() && it->second.keys_generation == gen) {
+      open_lru_.splice(open_lru_.begin(), open_lru_, it->second.lru);
+      return it->second.secret;
+    }
+    opener = lazy_.open;
+  }
+  std::string sealed;
+  {
+    std::shared_lock lk(mu_);
+    auto t = tenants_.find(ref);
+    if (t == tenants_.end() || t->second.keys.keys_generation != gen) return {};  // changed
+    if (!t->second.keys.jwt_secret.empty()) return t->second.keys.jwt_secret;
+    sealed = t->second.keys.sealed_jwt_secret;
+  }
+  if (sealed.empty() || !opener) return {};
+  auto opened = opener(ref, sealed);
+  if (!opened || opened->empty()) {
+    ++counters_.secrets_unopenable;
+    // Not installed, as if never loaded: its requests answer 401 until the
+    // sync loads the keys again (from the key store) and installs them.
+    {
+      std::unique_lock lk(mu_);
+      auto t = tenants_.find(ref);
+      if (t == tenants_.end() || t->second.keys.keys_generation != gen) return {};  // replaced
+      by_hash_.erase(t->second.keys.publishable_hash);
+      by_hash_.erase(t->second.keys.secret_hash);
+      t->second.keys = EdgeKeys{};
+    }
+    {
+      std::lock_guard tl(token_mu_);
+      tokens_.erase({ref, false});
+      tokens_.erase({ref, true});
+    }
+    std::function<void(const std::string&)> told;
+    {
+      std::lock_guard lk(open_mu_);
+      told = lazy_.on_unopenable;
+    }
+    if (told) told(ref);
+    return {};
+  }
+  ++counters_.secrets_opened;
+  std::lock_guard lk(open_mu_);
+  auto [it, fresh] = open_.try_emplace(ref);
+  if (fresh) {
+    open_lru_.push_front(ref);
+    it->second.lru = open_lru_.begin();
+  } else {
+    open_lru_.splice(open_lru_.begin(), open_lru_, it->second.lru);
+  }
+  it->second.keys_generation = gen;
+  it->second.secret = *opened;
+  while (open_.size() > lazy_.capacity) {
+    open_.erase(open_lru_.back());
+    open_lru_.pop_back();
+  }
+  counters_.secrets_cached = open_.size();
+  return std::move(*opened);
+}
+
 void EdgeAuth::set_phase(const std::string& ref, v1::Phase phase) {
   std::unique_lock lk(mu_);
   tenants_[ref].phase = phase;
@@ -73,9 +152,51 @@ void EdgeAuth::set_keys(const std::string& ref, EdgeKeys keys) {
     by_hash_[keys.secret_hash] = Owner{ref, true};
     t.keys = std::move(keys);
   }
+  forget_open(ref);
   std::lock_guard tl(token_mu_);
   tokens_.erase({ref, false});
   tokens_.erase({ref, true});
+}
+
+void EdgeAuth::install(std::vector<EdgeTenant> batch) {
+  {
+    std::unique_lock lk(mu_);
+    tenants_.reserve(tenants_.size() + batch.size());
+    std::size_t with_keys = 0;
+    for (const auto& e : batch) with_keys += e.keys.keys_generation >= 0 ? 1 : 0;
+    by_hash_.reserve(by_hash_.size() + 2 * with_keys);
+    for (auto& e : batch) {
+      auto& t = tenants_[e.ref];
+      t.phase = e.phase;
+      if (e.keys.keys_generation < 0) continue;
+      if (t.keys.keys_generation >= 0) {
+        by_hash_.erase(t.keys.publishable_hash);
+        by_hash_.erase(t.keys.secret_hash);
+      }
+      by_hash_[e.keys.publishable_hash] = Owner{e.ref, false};
+      by_hash_[e.keys.secret_hash] = Owner{e.ref, true};
+      t.keys = std::move(e.keys);
+    }
+  }
+  // What was opened or issued with the keys these replace.
+  {
+    std::lock_guard lk(open_mu_);
+    if (!open_.empty())
+      for (const auto& e : batch)
+        if (e.keys.keys_generation >= 0)
+          if (auto it = open_.find(e.ref); it != open_.end()) {
+            open_lru_.erase(it->second.lru);
+            open_.erase(it);
+          }
+    counters_.secrets_cached = open_.size();
+  }
+  std::lock_guard tl(token_mu_);
+  if (!tokens_.empty())
+    for (const auto& e : batch)
+      if (e.keys.keys_generation >= 0) {
+        tokens_.erase({e.ref, false});
+        tokens_.erase({e.ref, true});
+      }
 }
 
 void EdgeAuth::drop_keys(const std::string& ref) {
@@ -87,6 +208,7 @@ void EdgeAuth::drop_keys(const std::string& ref) {
     by_hash_.erase(it->second.keys.secret_hash);
     it->second.keys = EdgeKeys{};
   }
+  forget_open(ref);
   std::lock_guard tl(token_mu_);
   tokens_.erase({ref, false});
   tokens_.erase({ref, true});
@@ -96,6 +218,12 @@ void EdgeAuth::forget(const std::string& ref) {
   drop_keys(ref);
   std::unique_lock lk(mu_);
   tenants_.erase(ref);
+}
+
+EdgeKeys EdgeAuth::keys_of(const std::string& ref) const {
+  std::shared_lock lk(mu_);
+  auto it = tenants_.find(ref);
+  return it == tenants_.end() ? EdgeKeys{} : it->second.keys;
 }
 
 std::int64_t EdgeAuth::keys_generation(const std::string& ref) const {
@@ -127,7 +255,6 @@ EdgeDecision EdgeAuth::check(std::string_view host, std::string_view apikey,
   if (!opaque_key_shape(key)) return {401, {}, "malformed key"};
   const std::string hash = secrets::key_hash(key);
   bool service_role = false;
-  std::string secret;
   std::int64_t gen = 0;
   {
     std::shared_lock lk(mu_);
@@ -138,10 +265,21 @@ EdgeDecision EdgeAuth::check(std::string_view host, std::string_view apikey,
     auto o = by_hash_.find(hash);
     if (o == by_hash_.end() || o->second.ref != ref) return {401, {}, "invalid key"};
     service_role = o->second.service_role;
-    secret = t->second.keys.jwt_secret;
     gen = t->second.keys.keys_generation;
   }
   const std::int64_t now = clock_.now_unix_ms() / 1000;
+  auto fresh = [&](const CachedToken& c) {
+    return !c.bearer.empty() && c.keys_generation == gen && now - c.issued < reissue_s_ &&
+           now >= c.issued;
+  };
+  if (pass_through.empty()) {
+    // Most requests end here: the token issued a moment ago, no secret needed.
+    std::lock_guard tl(token_mu_);
+    if (auto c = tokens_.find({ref, service_role}); c != tokens_.end() && fresh(c->second))
+      return {200, c->second.bearer, {}};
+  }
+  const std::string secret = secret_of(ref, gen);
+  if (secret.empty()) return {401, {}, "invalid key"};  // rotated meanwhile, or not openable
   if (!pass_through.empty()) {
     // A user's session: it must be the tenant's own (its JWT secret signed
     // it, any `ref` names this tenant) and unexpired, checked here so that a
@@ -153,18 +291,17 @@ EdgeDecision EdgeAuth::check(std::string_view host, std::string_view apikey,
       return {401, {}, "bearer token of another tenant"};
     return {200, "Bearer " + std::string(pass_through), {}};
   }
+  auth::JwtClaims claims;
+  claims.role = service_role ? "service_role" : "anon";
+  claims.iss = issuer_;
+  claims.ref = ref;
+  claims.iat = now;
+  claims.exp = now + ttl_s_;
+  auto tok = auth::sign_hs256(secret, claims);
+  if (!tok) return {500, {}, "cannot sign"};
   std::lock_guard tl(token_mu_);
   auto& c = tokens_[{ref, service_role}];
-  if (c.bearer.empty() || c.keys_generation != gen || now - c.issued >= reissue_s_ ||
-      now < c.issued) {
-    auth::JwtClaims claims;
-    claims.role = service_role ? "service_role" : "anon";
-    claims.iss = issuer_;
-    claims.ref = ref;
-    claims.iat = now;
-    claims.exp = now + ttl_s_;
-    auto tok = auth::sign_hs256(secret, claims);
-    if (!tok) return {500, {}, "cannot sign"};
+  if (!fresh(c)) {  // another thread may have signed meanwhile: keep one token
     c.bearer = "Bearer " + *tok;
     c.issued = now;
     c.keys_generation = gen;

@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
               "key prefix of this service's projection");
   bind_option(app, "stream-replicas", "SUPAPLANE_STREAM_REPLICAS", o.stream_replicas,
               "replicas of the PLATFORM stream when it is created");
+  bind_option(app, "open-secrets-max", "SUPAPLANE_ROUTER_OPEN_SECRETS_MAX", o.open_secrets_max,
+              "tenants' JWT secrets kept opened in memory (least recently used dropped)");
   bind_option(app, "log-level", "SUPAPLANE_LOG_LEVEL", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
 

@@ -419,7 +419,10 @@ void write_router(TextWriter& w, const RouterText& r) {
 bool render_tenant_text(const RouteTenant& t, const RenderOptions& o, std::string* yaml,
                         TenantJson* json) {
   if (yaml) yaml->clear();
-  if (json) *json = TenantJson{};
+  if (json) {  // keeps its buffer: a caller may render many tenants into one
+    json->text_.clear();
+    for (auto& e : json->end_) e = 0;
+  }
   if (t.phase == v1::PHASE_DELETED || t.phase == v1::PHASE_UNSPECIFIED) return false;
   const std::string host = t.ref + "." + o.base_domain;
   const std::string prefix = "tenant-" + t.ref;

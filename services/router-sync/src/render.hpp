@@ -99,6 +99,22 @@ class TenantJson {
     return std::string_view(text_).substr(begin, end_[s] - begin);
   }
   std::size_t size() const { return text_.size(); }
+  const std::string& text() const { return text_; }
+  std::uint32_t end(Section s) const { return end_[s]; }
+  /// From `text` and the end of each section in it; false (and `out`
+  /// untouched) unless the ends are in order and within the text.
+  static bool from_parts(std::string text, const std::uint32_t (&ends)[kSections],
+                         TenantJson& out) {
+    std::uint32_t prev = 0;
+    for (auto e : ends) {
+      if (e < prev || e > text.size()) return false;
+      prev = e;
+    }
+    if (prev != text.size()) return false;
+    out.text_ = std::move(text);
+    for (int i = 0; i < kSections; ++i) out.end_[i] = ends[i];
+    return true;
+  }
 
  private:
   friend bool render_tenant_text(const RouteTenant&, const RenderOptions&, std::string*,

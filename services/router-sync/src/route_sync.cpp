@@ -1,7 +1,11 @@
 #include "route_sync.hpp"
 
+#include <algorithm>
 #include <ctime>
+#include <future>
+#include <optional>
 
+#include "render_state.hpp"
 #include "supaplane/core/parse.hpp"
 #include "supaplane/logging/logging.hpp"
 #include "supaplane/secrets/secrets.hpp"
@@ -37,6 +41,25 @@ std::int64_t thread_cpu_ms() {
 std::string reply_str(const redisReply* r) {
   return r && r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : std::string();
 }
+
+/// The keys as this service stores them in Redis (`HMGET <key> gen pub sec
+/// jwt`); nullopt when there are none or they do not decode (then they are
+/// as good as none: loaded again from the key store).
+std::optional<EdgeKeys> stored_keys(const redisReply* rep) {
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
+      rep->element[0]->type != REDIS_REPLY_STRING)
+    return std::nullopt;
+  auto gen = parse_decimal<std::int64_t>(reply_str(rep->element[0]));
+  if (!gen) return std::nullopt;
+  EdgeKeys k;
+  k.keys_generation = *gen;
+  k.publishable_hash = reply_str(rep->element[1]);
+  k.secret_hash = reply_str(rep->element[2]);
+  // Opened by the edge on first use: most tenants' secrets are not needed
+  // for a while, and opening 100,000 of them delays a start.
+  k.sealed_jwt_secret = reply_str(rep->element[3]);
+  return k;
+}
 }  // namespace
 
 RouteSync::RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge,
@@ -54,6 +77,7 @@ RouteSync::RouteSync(RenderOptions render, TraefikDir& dir, EdgeAuth& edge,
       interval_(flush_interval),
       gateway_pattern_(std::move(gateway_pattern)),
       db_pattern_(std::move(db_pattern)),
+      fingerprint_(render_fingerprint(render_, gateway_pattern_, db_pattern_)),
       base_(render_base(render_)) {}
 
 RouteSync::~RouteSync() { stop(); }
@@ -78,90 +102,254 @@ RouteTenant RouteSync::checked_route(const v1::TenantState& s) {
 }
 
 Status RouteSync::start(projection::TenantProjection& projection,
-                        projection::RedisConnection& redis) {
+                        projection::RedisConnection& redis, const std::string& generation,
+                        std::uint64_t checkpoint) {
   const auto t0 = SteadyClock::now();
   const auto cpu0 = thread_cpu_ms();
-  // Tenants as the projection holds them.
+  if (auto st = dir_.prepare(); !st) return st.error();
+  // The directory's stat pass (listing, a stat per file, the manifest) runs
+  // on its own thread meanwhile: it only reads, and nothing writes the
+  // directory before the reconcile below.
+  std::int64_t other_cpu_ms = 0;  // the helper threads' CPU, for the log line
+  std::int64_t scan_cpu_ms = 0;
+  auto scan = std::async(std::launch::async, [this, &scan_cpu_ms] {
+    const auto c0 = thread_cpu_ms();
+    auto r = dir_.scan();
+    scan_cpu_ms = thread_cpu_ms() - c0;
+    return r;
+  });
+  // The render state a clean stop saved: used only when built from this
+  // very projection (live generation and checkpoint) with these options.
+  // Removed once read, so that a later start never takes it for the state
+  // after events this run applies.
   std::map<std::string, RouteTenant> tenants;
   std::map<std::string, std::int64_t> wanted;
-  projection::ListQuery q;
-  q.limit = 1000;
-  for (;;) {
-    auto page = projection.list(redis, q);
-    if (!page) return page.error();
-    for (const auto& s : page->tenants) {
-      if (!has_routes(s.phase())) continue;
-      tenants[s.ref()] = checked_route(s);
-      wanted[s.ref()] = wanted_keys(s);
-    }
-    if (page->next_after == 0) break;
-    q.after = page->next_after;
-  }
-  const auto loaded_tenants = SteadyClock::now();
-  // Keys as this service stored them: hashes and the sealed JWT secret,
-  // read in pipelined batches (one round trip per tenant would cost seconds
-  // at 100,000 tenants).
-  std::set<std::string> pending;
-  constexpr std::size_t kBatch = 1000;
-  std::vector<const std::string*> batch;
-  batch.reserve(kBatch);
-  auto read_batch = [&]() -> Status {
-    for (const auto* ref : batch)
-      redis.append({"HMGET", key_prefix_ + *ref, "gen", "pub", "sec", "jwt"});
-    // Every reply of the batch is read before any error is returned, so no
-    // answer is left in the pipeline for a later command.
-    std::vector<Result<projection::Reply>> replies;
-    replies.reserve(batch.size());
-    for (std::size_t i = 0; i < batch.size(); ++i) replies.push_back(redis.get_reply());
-    for (const auto& r : replies)
-      if (!r) return r.error();
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      const std::string* ref = batch[i];
-      const redisReply* rep = replies[i]->get();
-      const std::int64_t want = wanted[*ref];
-      EdgeKeys k;
-      // An undecodable entry is as good as none: the keys are loaded again.
-      std::optional<std::int64_t> gen;
-      if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
-          rep->element[0]->type == REDIS_REPLY_STRING)
-        gen = parse_decimal<std::int64_t>(reply_str(rep->element[0]));
-      if (gen) {
-        k.keys_generation = *gen;
-        k.publishable_hash = reply_str(rep->element[1]);
-        k.secret_hash = reply_str(rep->element[2]);
-        auto secret = secrets::open(master_, *ref, reply_str(rep->element[3]));
-        if (secret) k.jwt_secret = std::move(*secret);
-      }
-      if (!k.jwt_secret.empty() && k.keys_generation >= want && want >= 0)
-        edge_.set_keys(*ref, std::move(k));
-      else if (want >= 0)
-        pending.insert(*ref);
-    }
-    batch.clear();
-    return Status::Ok();
-  };
-  for (const auto& [ref, want] : wanted) {
-    edge_.set_phase(ref, tenants[ref].phase);
-    batch.push_back(&ref);
-    if (batch.size() == kBatch)
-      if (auto st = read_batch(); !st) return st;
-  }
-  if (auto st = read_batch(); !st) return st;
-  const auto loaded_keys = SteadyClock::now();
-  // The directory: exactly the projection's tenants plus the base file.
-  std::map<std::string, std::string> files;
-  files[kBaseFile] = to_yaml(base_);
   std::map<std::string, TenantJson> rendered;
-  for (const auto& [ref, t] : tenants) {
-    std::string yaml;
-    TenantJson j;
-    if (!render_tenant_text(t, render_, &yaml, &j)) continue;
-    files.emplace_hint(files.end(), tenant_file(ref), std::move(yaml));
-    rendered.emplace_hint(rendered.end(), ref, std::move(j));
+  std::set<std::string> pending;
+  std::vector<WantedFile> files;
+  const std::string base_yaml = to_yaml(base_);
+  files.push_back(WantedFile{kBaseFile, TraefikDir::content_hash(base_yaml), base_yaml.size()});
+  SteadyClock::time_point loaded_tenants, loaded_keys, rendered_at;
+  bool from_state = false;
+  if (auto mapped = dir_.map_private(RenderState::kFile); !mapped) {
+    ++counters_.state_corrupt;
+    log()->warn("directory {}: saved render state unreadable ({}); full render", dir_.path(),
+                mapped.error().message);
+  } else if (*mapped) {
+    // Read straight into the maps (no copy of the whole state); the edge
+    // is told only once the whole state has been read.
+    std::vector<std::pair<std::string, v1::Phase>> phases;
+    std::vector<std::pair<std::string, EdgeKeys>> keys;
+    bool current = false;
+    auto walked = walk_render_state(
+        (*mapped)->view(),
+        [&](const RenderState& head) {
+          current = head.matches(generation, checkpoint, fingerprint_);
+          if (!current)
+            log()->info(
+                "directory {}: saved render state is of generation {} at {}, the projection is "
+                "{} at {} (or the options changed); full render",
+                dir_.path(), head.generation, head.checkpoint, generation, checkpoint);
+          return current;
+        },
+        [&](SavedTenant& t) {
+          const std::string& ref = t.route.ref;
+          phases.emplace_back(ref, t.route.phase);
+          if (!t.keys.sealed_jwt_secret.empty() && t.keys.keys_generation >= t.want && t.want >= 0)
+            keys.emplace_back(ref, std::move(t.keys));
+          else if (t.want >= 0)
+            pending.insert(pending.end(), ref);
+          t.keys = EdgeKeys{};
+          files.push_back(WantedFile{tenant_file(ref), t.yaml_hash, t.yaml_size});
+          rendered.emplace_hint(rendered.end(), ref, std::move(t.json));
+          wanted.emplace_hint(wanted.end(), ref, t.want);
+          tenants.emplace_hint(tenants.end(), ref, std::move(t.route));
+        });
+    if (!walked) {
+      ++counters_.state_corrupt;
+      log()->warn("directory {}: saved render state rejected ({}); full render", dir_.path(),
+                  walked.error().message);
+    } else if (!current) {
+      ++counters_.state_stale;
+    } else {
+      from_state = true;
+      std::vector<EdgeTenant> install;
+      install.reserve(phases.size());
+      auto k = keys.begin();
+      for (auto& [ref, phase] : phases) {
+        EdgeTenant e{std::move(ref), phase, {}};
+        if (k != keys.end() && k->first == e.ref) e.keys = std::move((k++)->second);
+        install.push_back(std::move(e));
+      }
+      edge_.install(std::move(install));
+    }
+    if (!from_state) {
+      tenants.clear();
+      wanted.clear();
+      rendered.clear();
+      pending.clear();
+      files.resize(1);  // the base file
+    }
+    // Removed once read, so that a later start never takes it for the state
+    // after events this run applies.
+    if (auto st = dir_.remove_private(RenderState::kFile); !st) return st.error();
   }
-  const auto rendered_at = SteadyClock::now();
-  if (auto st = dir_.prepare(); !st) return st.error();
-  auto changed = dir_.reconcile(files, [](const std::string& name) {
+  if (from_state) {
+    ++counters_.state_used;
+    loaded_tenants = loaded_keys = rendered_at = SteadyClock::now();
+  } else {
+    // Every tenant of the projection, read in bulk: the refs of its `all`
+    // index, then pipelined batches of one MGET of their states and one
+    // HMGET of their stored keys each (hashes and the sealed JWT secret, as
+    // this service stored them), two workers on two connections, each
+    // keeping its next batch in flight while it renders the one before.
+    auto all = projection.refs(redis, generation);
+    if (!all) return all.error();
+    std::vector<std::string>& refs = *all;
+    std::sort(refs.begin(), refs.end());  // the maps below are then built without a search each
+    loaded_tenants = SteadyClock::now();
+    struct Item {
+      RouteTenant route;
+      std::int64_t want{-1};
+      EdgeKeys keys{};
+      std::uint64_t yaml_hash{0};
+      std::uint64_t yaml_size{0};
+      TenantJson json{};
+      bool routed{false};  ///< has routes (not deleted); else skipped
+    };
+    std::vector<Item> items(refs.size());
+    auto work = [&](projection::RedisConnection& conn, std::size_t begin, std::size_t end,
+                    std::int64_t* cpu_ms) -> Status {
+      const auto c0 = thread_cpu_ms();
+      if (auto st = conn.ensure(); !st) return st;
+      constexpr std::size_t kBatch = 500;
+      auto send = [&](std::size_t b) {
+        const std::size_t e = std::min(end, b + kBatch);
+        std::vector<std::string> mget;
+        mget.reserve(e - b + 1);
+        mget.emplace_back("MGET");
+        for (std::size_t i = b; i < e; ++i)
+          mget.push_back(projection.state_key(generation, refs[i]));
+        conn.append(mget);
+        for (std::size_t i = b; i < e; ++i)
+          conn.append({"HMGET", key_prefix_ + refs[i], "gen", "pub", "sec", "jwt"});
+      };
+      // Every reply of a batch sent is read, errors or not, so none is left
+      // in the pipeline for a later command.
+      auto receive = [&](std::size_t b, std::vector<Result<projection::Reply>>& out) {
+        const std::size_t e = std::min(end, b + kBatch);
+        out.clear();
+        for (std::size_t i = b; i <= e; ++i) out.push_back(conn.get_reply());
+      };
+      std::optional<Error> failed;
+      std::vector<Result<projection::Reply>> replies;
+      std::string yaml;
+      TenantJson scratch;
+      if (begin < end) send(begin);
+      for (std::size_t b = begin; b < end; b += kBatch) {
+        if (b + kBatch < end) send(b + kBatch);
+        receive(b, replies);
+        if (!failed) {
+          for (const auto& r : replies)
+            if (!r) {
+              failed = r.error();
+              break;
+            }
+        }
+        if (!failed) {
+          const redisReply* states = replies[0]->get();
+          const std::size_t e = std::min(end, b + kBatch);
+          if (states->type != REDIS_REPLY_ARRAY || states->elements != e - b)
+            failed = make_error(errc::corrupt, "unexpected MGET reply");
+          for (std::size_t i = b; i < e && !failed; ++i) {
+            const redisReply* sr = states->element[i - b];
+            // Gone between the index and the read: the projection was
+            // rebuilt meanwhile (another replica's guard); start again.
+            if (sr->type != REDIS_REPLY_STRING) {
+              failed = make_error(errc::unavailable,
+                                  "projection generation " + generation + " changed while read");
+              break;
+            }
+            v1::TenantState s;
+            if (!s.ParseFromArray(sr->str, static_cast<int>(sr->len))) {
+              failed = make_error(errc::corrupt, "undecodable tenant state for " + refs[i]);
+              break;
+            }
+            if (!has_routes(s.phase())) continue;
+            Item& it = items[i];
+            it.routed = true;
+            it.route = checked_route(s);
+            it.want = wanted_keys(s);
+            // An undecodable entry is as good as none: the keys are loaded again.
+            if (auto k = stored_keys(replies[i - b + 1]->get()); k) it.keys = std::move(*k);
+            if (!render_tenant_text(it.route, render_, &yaml, &scratch)) continue;
+            it.yaml_hash = TraefikDir::content_hash(yaml);
+            it.yaml_size = yaml.size();
+            it.json = scratch;  // a copy of the exact size
+          }
+        }
+        if (!failed) continue;
+        // Drain the batch already sent after this one, then give up.
+        if (b + kBatch < end) receive(b + kBatch, replies);
+        break;
+      }
+      *cpu_ms = thread_cpu_ms() - c0;
+      if (failed) return *failed;
+      return Status::Ok();
+    };
+    const std::size_t half = refs.size() / 2;
+    std::int64_t cpu_first = 0, cpu_second = 0;
+    Status second_st = Status::Ok();
+    {
+      std::thread other([&] { second_st = work(redis_, half, refs.size(), &cpu_second); });
+      auto first_st = work(redis, 0, half, &cpu_first);
+      other.join();
+      other_cpu_ms += cpu_second;
+      if (!first_st) return first_st;
+      if (!second_st) return second_st;
+    }
+    // Unchanged while read: the index and the states are of one generation.
+    if (auto now = projection.active_generation(redis); !now)
+      return now.error();
+    else if (*now != generation)
+      return make_error(errc::unavailable, "projection generation changed while read (" +
+                                               generation + " → " + *now + ")");
+    loaded_keys = SteadyClock::now();
+    std::vector<EdgeTenant> edge_tenants;
+    edge_tenants.reserve(items.size());
+    files.reserve(items.size() + 1);
+    for (auto& it : items) {
+      if (!it.routed) continue;
+      const std::string& ref = it.route.ref;
+      EdgeTenant e{ref, it.route.phase, {}};
+      if (!it.keys.sealed_jwt_secret.empty() && it.keys.keys_generation >= it.want && it.want >= 0)
+        e.keys = std::move(it.keys);
+      else if (it.want >= 0)
+        pending.insert(pending.end(), ref);
+      edge_tenants.push_back(std::move(e));
+      if (it.json.size() > 0) {
+        files.push_back(WantedFile{tenant_file(ref), it.yaml_hash, it.yaml_size});
+        rendered.emplace_hint(rendered.end(), ref, std::move(it.json));
+      }
+      wanted.emplace_hint(wanted.end(), ref, it.want);
+      tenants.emplace_hint(tenants.end(), ref, std::move(it.route));
+    }
+    items.clear();
+    items.shrink_to_fit();
+    edge_.install(std::move(edge_tenants));
+    rendered_at = SteadyClock::now();
+  }
+  auto scanned = scan.get();
+  other_cpu_ms += scan_cpu_ms;
+  if (!scanned) return scanned.error();
+  auto content = [&](const std::string& name) -> std::string {
+    if (name == kBaseFile) return base_yaml;
+    std::string yaml;
+    if (auto it = tenants.find(ref_of_file(name)); it != tenants.end())
+      render_tenant_text(it->second, render_, &yaml, nullptr);
+    return yaml;
+  };
+  auto changed = dir_.reconcile(std::move(*scanned), files, content, [](const std::string& name) {
     return name == kBaseFile || !ref_of_file(name).empty();
   });
   if (!changed) return changed.error();
@@ -177,12 +365,13 @@ Status RouteSync::start(projection::TenantProjection& projection,
   };
   const auto done = SteadyClock::now();
   log()->info(
-      "directory {} reconciled: {} tenants, {} files changed, {} read back, {} vouched for by "
-      "the manifest in {} ms, {} ms of CPU (tenants {} ms, keys {} ms, render {} ms, directory {} "
-      "ms)",
-      dir_.path(), rendered.size(), changed->changed, changed->read_back, changed->trusted,
-      ms(t0, done), thread_cpu_ms() - cpu0, ms(t0, loaded_tenants), ms(loaded_tenants, loaded_keys),
-      ms(loaded_keys, rendered_at), ms(rendered_at, done));
+      "directory {} reconciled ({}): {} tenants, {} files changed, {} read back, {} vouched for "
+      "by the manifest in {} ms, {} ms of CPU (tenants {} ms, keys {} ms, render {} ms, directory "
+      "{} ms)",
+      dir_.path(), loaded_tenants == rendered_at ? "from the saved render state" : "full render",
+      rendered.size(), changed->changed, changed->read_back, changed->trusted, ms(t0, done),
+      thread_cpu_ms() - cpu0 + other_cpu_ms, ms(t0, loaded_tenants),
+      ms(loaded_tenants, loaded_keys), ms(loaded_keys, rendered_at), ms(rendered_at, done));
   {
     std::lock_guard lk(mu_);
     tenants_ = std::move(tenants);
@@ -200,10 +389,59 @@ void RouteSync::stop() {
   if (stop_.exchange(true)) return;
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (started_) {
+    // What the coalescing window still held.
+    std::set<std::string> refs;
+    {
+      std::lock_guard lk(mu_);
+      refs = std::move(dirty_);
+      dirty_.clear();
+    }
+    if (!refs.empty()) flush(refs);
+  }
   // What the flushes wrote, so the next start need not read those files back.
   if (started_)
     if (auto st = dir_.save_manifest(); !st)
       log()->warn("directory {}: manifest not saved: {}", dir_.path(), st.error().message);
+}
+
+Status RouteSync::save_state(const std::string& generation, std::uint64_t checkpoint) {
+  if (!started_ || !stop_)
+    return make_error(errc::failed_precondition, "not stopped after a start");
+  RenderState state;
+  state.generation = generation;
+  state.checkpoint = checkpoint;
+  state.fingerprint = fingerprint_;
+  {
+    std::lock_guard lk(mu_);
+    if (!dirty_.empty())
+      return make_error(errc::unavailable, std::to_string(dirty_.size()) + " files not written");
+    state.tenants.reserve(tenants_.size());
+    for (const auto& [ref, t] : tenants_) {
+      SavedTenant s;
+      s.route = t;
+      if (auto w = keys_wanted_.find(ref); w != keys_wanted_.end()) s.want = w->second;
+      auto r = rendered_.find(ref);
+      const FileStamp* f = dir_.stamp(tenant_file(ref));
+      if (r == rendered_.end() || !f)
+        return make_error(errc::unavailable, "tenant " + ref + " has no recorded file");
+      s.json = r->second;
+      s.yaml_hash = f->hash;
+      s.yaml_size = f->size;
+      state.tenants.push_back(std::move(s));
+    }
+  }
+  for (auto& s : state.tenants) {
+    EdgeKeys k = edge_.keys_of(s.route.ref);
+    if (k.keys_generation < 0) continue;
+    // Never the opened secret on disk: the sealed form, as Redis holds it.
+    if (k.sealed_jwt_secret.empty() && !k.jwt_secret.empty())
+      k.sealed_jwt_secret = secrets::seal(master_, s.route.ref, k.jwt_secret);
+    k.jwt_secret.clear();
+    if (k.sealed_jwt_secret.empty()) continue;
+    s.keys = std::move(k);
+  }
+  return dir_.write_private(RenderState::kFile, encode_render_state(state));
 }
 
 void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
@@ -239,6 +477,18 @@ void RouteSync::on_applied(const v1::TenantState& state, std::uint64_t /*seq*/,
     }
     ++marked_;
   }
+  cv_.notify_all();
+}
+
+void RouteSync::reload_keys(const std::string& ref) {
+  {
+    std::lock_guard lk(mu_);
+    auto w = keys_wanted_.find(ref);
+    if (w == keys_wanted_.end() || w->second < 0) return;
+    keys_pending_.insert(ref);
+  }
+  log()->warn("tenant={} stored JWT secret does not open; loading the keys from the key store",
+              ref);
   cv_.notify_all();
 }
 

@@ -29,6 +29,9 @@ struct SyncCounters {
   std::atomic<std::uint64_t> refused_endpoints{0};  ///< endpoints not matching their pattern
   std::atomic<std::uint64_t> manifest_rejected{0};  ///< unreadable directory manifests ignored
   std::atomic<std::uint64_t> start_read_back{0};    ///< files the last start read and compared
+  std::atomic<std::uint64_t> state_used{0};         ///< starts from the saved render state
+  std::atomic<std::uint64_t> state_stale{0};    ///< saved state of another projection or options
+  std::atomic<std::uint64_t> state_corrupt{0};  ///< saved state unreadable (checksum, format)
 };
 
 /// The HTTP provider's body: the whole configuration as JSON and its ETag.
@@ -52,13 +55,28 @@ class RouteSync final : public projection::ProjectorObserver {
             EndpointPattern db_pattern);
   ~RouteSync() override;
 
-  /// Loads tenants and keys from Redis, reconciles the directory, starts the
-  /// thread. Call before the consumer starts.
-  Status start(projection::TenantProjection& projection, projection::RedisConnection& redis);
+  /// Loads tenants and keys, reconciles the directory, starts the thread.
+  /// Call before the consumer starts, with the live generation and its
+  /// checkpoint: when the render state saved by the last clean stop was built
+  /// from exactly that projection (and the same options), tenants, keys and
+  /// rendered parts come from it; otherwise (none, stale, corrupt) from Redis,
+  /// every tenant rendered. The directory is checked against its manifest
+  /// either way.
+  Status start(projection::TenantProjection& projection, projection::RedisConnection& redis,
+               const std::string& generation, std::uint64_t checkpoint);
+  /// Stops the thread, writes what is still pending, saves the manifest.
   void stop();
+  /// After stop: saves the render state as built from `generation` at
+  /// `checkpoint` (the caller checks that every event up to it was applied
+  /// here). Refused when a file write is still pending.
+  Status save_state(const std::string& generation, std::uint64_t checkpoint);
 
   void on_applied(const v1::TenantState& state, std::uint64_t seq,
                   const std::string& event_type) override;
+
+  /// Loads the keys of `ref` again from the key store (its stored sealed
+  /// secret did not open: e.g. sealed under a retired master key). Any thread.
+  void reload_keys(const std::string& ref);
 
   /// The merged configuration as JSON (what the directory holds).
   std::shared_ptr<const DynamicSnapshot> snapshot();
@@ -90,6 +108,7 @@ class RouteSync final : public projection::ProjectorObserver {
   EndpointPattern gateway_pattern_;
   EndpointPattern db_pattern_;
   SyncCounters counters_;
+  std::string fingerprint_;  ///< render_fingerprint of the options and patterns
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

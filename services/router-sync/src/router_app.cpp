@@ -74,6 +74,11 @@ Status App::start() {
   if (opts_.traefik_dir.empty())
     return make_error(errc::invalid_argument, "SUPAPLANE_TRAEFIK_DIR must be set", "traefik_dir");
 
+  if (opts_.open_secrets_max < 1)
+    return make_error(errc::invalid_argument,
+                      "SUPAPLANE_ROUTER_OPEN_SECRETS_MAX must be >= 1 (got " +
+                          std::to_string(opts_.open_secrets_max) + ")",
+                      "open_secrets_max");
   if (opts_.http_max_output_kib < 1 || opts_.http_max_connections < 1 ||
       opts_.http_header_timeout_ms < 1 || opts_.http_idle_timeout_ms < 1)
     return make_error(errc::invalid_argument,
@@ -117,6 +122,15 @@ Status App::start() {
       opts_.render, *dir_, *edge_, *keys_, *redis_addr, *master,
       opts_.redis_prefix + "keys:", std::chrono::milliseconds(opts_.flush_interval_ms),
       *gateway_pattern, *db_pattern);
+  LazySecrets lazy;
+  lazy.open = [master = *master](const std::string& ref, std::string_view sealed) {
+    return secrets::open(master, ref, sealed);
+  };
+  lazy.on_unopenable = [this](const std::string& ref) {
+    if (sync_) sync_->reload_keys(ref);
+  };
+  lazy.capacity = static_cast<std::size_t>(opts_.open_secrets_max);
+  edge_->set_lazy_secrets(std::move(lazy));
   projection::GuardOptions guard_options;
   guard_options.filter = "platform.tenant.>";  // what the consumer reads
   guard_ = std::make_unique<projection::ProjectionGuard>(projection_, *redis_addr, *store_, waiter_,
@@ -151,6 +165,24 @@ Status App::start() {
   mirror_->counter("supaplane_router_manifest_rejected_total",
                    "directory manifests found unreadable at start (ignored: every file read back)",
                    k.manifest_rejected);
+  const auto& e = edge_->counters();
+  mirror_->counter("supaplane_router_secrets_opened_total",
+                   "tenants' sealed JWT secrets opened on first use (not kept opened)",
+                   e.secrets_opened);
+  mirror_->counter("supaplane_router_secrets_unopenable_total",
+                   "stored sealed JWT secrets that did not open (keys reloaded from the key store)",
+                   e.secrets_unopenable);
+  mirror_->gauge("supaplane_router_secrets_open",
+                 "tenants' JWT secrets held opened in memory (at most "
+                 "SUPAPLANE_ROUTER_OPEN_SECRETS_MAX)",
+                 [&e] { return static_cast<double>(e.secrets_cached.load()); });
+  for (auto [outcome, source] :
+       {std::pair{"used", &k.state_used}, std::pair{"stale", &k.state_stale},
+        std::pair{"corrupt", &k.state_corrupt}})
+    mirror_->counter("supaplane_router_start_render_state_total",
+                     "starts that found a saved render state, by what became of it (used; stale: "
+                     "another projection or options; corrupt: checksum or format)",
+                     {{"outcome", outcome}}, *source);
   mirror_->gauge("supaplane_router_start_files_read_back",
                  "files the last start read back and compared (the manifest could not vouch for "
                  "them)",
@@ -208,7 +240,7 @@ void App::bootstrap() {
         problem("redis: " + gen.error().message);
       } else if (auto cp = projection_.checkpoint(*redis_, *gen); !cp) {
         problem("redis: " + cp.error().message);
-      } else if (auto st = sync_->start(projection_, *redis_); !st) {
+      } else if (auto st = sync_->start(projection_, *redis_, *gen, *cp); !st) {
         problem(st.error().message);
       } else {
         waiter_.advance(*cp);
@@ -246,6 +278,26 @@ std::string App::readiness() {
   return {};
 }
 
+void App::save_render_state() {
+  // Only when this process applied every event the projection holds: then
+  // its routes, keys and files are the projection's at that checkpoint.
+  auto gen = projection_.active_generation(*redis_);
+  if (!gen) {
+    log()->info("render state not saved: {}", gen.error().message);
+    return;
+  }
+  auto cp = projection_.checkpoint(*redis_, *gen);
+  if (!cp || *cp != waiter_.current()) {
+    log()->info("render state not saved: the projection is not at this process's checkpoint {}",
+                waiter_.current());
+    return;
+  }
+  if (auto st = sync_->save_state(*gen, *cp); !st)
+    log()->warn("render state not saved: {}", st.error().message);
+  else
+    log()->info("render state saved: generation {} at {}", *gen, *cp);
+}
+
 void App::stop() {
   if (stopping_.exchange(true)) return;
   if (guard_) guard_->stop();
@@ -254,6 +306,7 @@ void App::stop() {
   if (gauges_thread_.joinable()) gauges_thread_.join();
   if (runner_) runner_->stop();
   if (sync_) sync_->stop();
+  if (sync_ && synced_ && redis_) save_render_state();
   if (http_) http_->stop();
   if (ops_) ops_->stop();
   runner_.reset();

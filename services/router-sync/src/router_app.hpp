@@ -50,6 +50,9 @@ struct AppOptions {
   int http_header_timeout_ms{10000};  ///< a request must arrive whole within this
   int http_idle_timeout_ms{60000};    ///< keep-alive connections idle this long are closed
   int stream_replicas{1};
+  /// Tenants' JWT secrets kept opened in memory (least recently used are
+  /// dropped, and opened again when needed).
+  int open_secrets_max{10000};
   RenderOptions render;  ///< base_domain and console_url are read from here
 };
 
@@ -75,6 +78,7 @@ class App {
  private:
   void bootstrap();
   void export_metrics();
+  void save_render_state();
   AppOptions opts_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;

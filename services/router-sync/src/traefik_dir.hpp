@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -35,6 +36,23 @@ struct ReconcileStats {
   bool manifest_bad{false};  ///< the manifest was there but unreadable: ignored
 };
 
+/// What reconcile compares against: the manifest as loaded and a `stat` of
+/// every regular, non-hidden file (no file is read).
+struct DirScan {
+  std::unordered_map<std::string, FileStamp> manifest{};
+  std::unordered_map<std::string, FileStamp> have{};
+  bool manifest_bad{false};  ///< the manifest was there but unreadable: ignored
+};
+
+/// A file reconcile must leave in the directory, known by the hash
+/// (TraefikDir::content_hash) and size of its bytes; the bytes themselves are
+/// asked for only when the file must be read back and compared, or written.
+struct WantedFile {
+  std::string name;
+  std::uint64_t hash{0};
+  std::uint64_t size{0};
+};
+
 /// The watched directory of Traefik's file provider. Every write is atomic:
 /// a hidden temp name Traefik ignores, fsync, rename, fsync of the directory.
 /// Files are written only when their bytes change. One writer thread.
@@ -64,22 +82,64 @@ class TraefikDir {
                     const std::vector<std::string>& removes);
   /// Every regular, non-hidden file: name → content.
   Result<std::map<std::string, std::string>> read_all() const;
+  /// Loads the manifest and stats every file. Reads only: it may run on
+  /// another thread while the wanted files are rendered, as long as nothing
+  /// writes the directory before the reconcile that uses it.
+  Result<DirScan> scan() const;
   /// Makes the directory hold exactly `want` among the files `ours` accepts,
   /// then saves the manifest. A file is read back only when the manifest
-  /// cannot vouch for it (no entry, or its stat differs from the entry).
+  /// cannot vouch for it (no entry, or its stat differs from the entry); a
+  /// file it vouches for is kept when the manifest's hash and size are the
+  /// wanted ones. `content(name)` gives the bytes of a wanted file when they
+  /// are needed (a file to compare or write).
+  Result<ReconcileStats> reconcile(DirScan scan, const std::vector<WantedFile>& want,
+                                   const std::function<std::string(const std::string&)>& content,
+                                   const std::function<bool(const std::string&)>& ours);
+  /// The same, from the whole wanted bytes (scans first).
   Result<ReconcileStats> reconcile(const std::map<std::string, std::string>& want,
                                    const std::function<bool(const std::string&)>& ours);
   /// Writes the manifest if something was written or removed since it was
   /// last saved (atomically: temp file, fsync, rename).
   Status save_manifest();
 
+  /// The manifest's entry for `name` (null when it has none).
+  const FileStamp* stamp(const std::string& name) const {
+    auto it = manifest_.find(name);
+    return it == manifest_.end() ? nullptr : &it->second;
+  }
+  /// A hidden file of ours next to the tenants' files (name starts with
+  /// '.': Traefik ignores it), written atomically, readable by its owner only.
+  Status write_private(const std::string& name, const std::string& content);
+  /// A read-only mapping of a private file (no copy of its bytes).
+  class Mapped {
+   public:
+    Mapped() = default;
+    Mapped(const void* data, std::size_t size) : data_(data), size_(size) {}
+    Mapped(Mapped&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr; }
+    Mapped& operator=(Mapped&&) = delete;
+    ~Mapped();
+    std::string_view view() const {
+      return data_ ? std::string_view(static_cast<const char*>(data_), size_) : std::string_view();
+    }
+
+   private:
+    const void* data_{nullptr};
+    std::size_t size_{0};
+  };
+  /// nullopt when there is none.
+  Result<std::optional<Mapped>> map_private(const std::string& name) const;
+  /// Unlinks it without a directory sync: the render state it serves is
+  /// checked against the projection when read, so one that comes back after
+  /// a crash is used only if it still matches.
+  Status remove_private(const std::string& name);
+
   /// The hash the manifest records (SipHash-2-4 with a fixed key: a
   /// checksum, not a secret).
   static std::uint64_t content_hash(std::string_view content);
 
  private:
-  /// Reads the manifest; false when it is there but malformed (then empty).
-  bool load_manifest();
+  /// Reads the manifest into `out`; false when it is there but malformed (then empty).
+  bool load_manifest(std::unordered_map<std::string, FileStamp>& out) const;
   void record(const std::string& name, std::string_view content);
 
   std::string dir_;

@@ -97,6 +97,13 @@ class TenantProjection {
   Result<States> read(RedisConnection& c, const std::vector<std::string>& refs);
   Result<std::optional<v1::TenantState>> get(RedisConnection& c, const std::string& ref);
   Result<ListPage> list(RedisConnection& c, const ListQuery& q);
+  /// Every ref `gen` holds (its `all` index, in created order), for a reader
+  /// that then reads the states in bulk (`state_key`, pipelined MGETs).
+  Result<std::vector<std::string>> refs(RedisConnection& c, const std::string& gen);
+  /// The key of one tenant's state bytes in `gen`.
+  std::string state_key(const std::string& gen, const std::string& ref) const {
+    return base_ + gen + ":t:" + ref;
+  }
 
   /// Queues one atomic apply of `writes` (in order) on the pipeline of `c`.
   /// Its reply (read with `apply_results`) has one integer per write:
