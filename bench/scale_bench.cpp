@@ -956,8 +956,30 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "unknown role %s\n", role.c_str());
     return 2;
   }
+  // Every option takes a value; anything else (e.g. --help) gets the usage
+  // instead of a 100,000-tenant run.
+  static const char* const kOptions[] = {"--tenants", "--events-per-tenant", "--logs", "--only",
+                                         "--log-level"};
+  for (int i = 1; i < argc; i += 2) {
+    const bool known = std::any_of(std::begin(kOptions), std::end(kOptions),
+                                   [&](const char* o) { return std::strcmp(argv[i], o) == 0; });
+    if (!known || i + 1 >= argc) {
+      std::fprintf(
+          stderr,
+          "usage: %s [--tenants 100000] [--events-per-tenant 10] [--logs DIR]\n"
+          "          [--only api|provisioner|router] [--log-level warn|info|debug]\n"
+          "  SCALE_BENCH_PERF_DIR=DIR: each child runs under perf record (DIR/<role>-<n>.data)\n",
+          argv[0]);
+      return std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0 ? 0 : 2;
+    }
+  }
+  const std::string only = arg_str(argc, argv, "--only", "");
+  if (!only.empty() && only != "api" && only != "provisioner" && only != "router") {
+    std::fprintf(stderr, "--only must be api, provisioner or router (got %s)\n", only.c_str());
+    return 2;
+  }
   g_child_log_level = arg_str(argc, argv, "--log-level", "warn");
   return run(arg_int(argc, argv, "--tenants", 100'000),
              arg_int(argc, argv, "--events-per-tenant", 10), arg_str(argc, argv, "--logs", ""),
-             arg_str(argc, argv, "--only", ""));
+             only);
 }

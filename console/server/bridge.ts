@@ -6,6 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
 import { clientAddress, type TrustedProxies } from "./client_address.js";
+import type { RefusalReason } from "./metrics.js";
 
 export type MethodKind = "unary" | "server_streaming";
 
@@ -37,6 +38,11 @@ export interface BridgeOptions {
   /** Peers whose X-Forwarded-For names the browser (a reverse proxy in front). */
   trustedProxies: TrustedProxies;
   log: (line: string) => void;
+  /** Counts forwarded calls and refusals (ConsoleMetrics). */
+  metrics?: {
+    call(method: string, code: string): void;
+    refused(reason: RefusalReason): void;
+  };
 }
 
 /** Percent-encoding of grpc-message (gRPC HTTP/2 spec). */
@@ -140,31 +146,41 @@ export async function handleGrpcWeb(
 ): Promise<void> {
   const path = (req.url ?? "").split("?")[0];
   const t0 = Date.now();
-  const done = (code: number) => o.log(`rpc ${path} ${grpc.status[code] ?? code} ${Date.now() - t0}ms`);
+  const codeName = (code: number) => grpc.status[code] ?? String(code);
+  const log = (code: number) => o.log(`rpc ${path.slice(0, 200)} ${codeName(code)} ${Date.now() - t0}ms`);
+  // A forwarded call ended (its method is in the route table: a bounded label).
+  const done = (code: number) => {
+    log(code);
+    o.metrics?.call(path, codeName(code));
+  };
+  const refused = (reason: RefusalReason, code: number) => {
+    log(code);
+    o.metrics?.refused(reason);
+  };
   const route = routes.get(path);
   if (!route) {
     req.resume();
     refuse(res, grpc.status.UNIMPLEMENTED, `the console does not forward ${path.slice(0, 200)}`, 404);
-    done(grpc.status.UNIMPLEMENTED);
+    refused("unknown_method", grpc.status.UNIMPLEMENTED);
     return;
   }
   const ct = req.headers["content-type"] ?? "";
   if (ct !== "application/grpc-web" && ct !== "application/grpc-web+proto") {
     req.resume();
     refuse(res, grpc.status.INVALID_ARGUMENT, "only binary application/grpc-web+proto is accepted", 415);
-    done(grpc.status.INVALID_ARGUMENT);
+    refused("content_type", grpc.status.INVALID_ARGUMENT);
     return;
   }
   const body = await readBody(req, o.maxRequestBytes + 5);
   if (body === null) {
     refuse(res, grpc.status.RESOURCE_EXHAUSTED, `request larger than ${o.maxRequestBytes} bytes`, 413);
-    done(grpc.status.RESOURCE_EXHAUSTED);
+    refused("body_too_large", grpc.status.RESOURCE_EXHAUSTED);
     return;
   }
   const msg = parseRequestBody(body);
   if (typeof msg === "string") {
     refuse(res, grpc.status.INVALID_ARGUMENT, msg, 400);
-    done(grpc.status.INVALID_ARGUMENT);
+    refused("bad_frame", grpc.status.INVALID_ARGUMENT);
     return;
   }
 

@@ -11,14 +11,19 @@
 //   SUPAPLANE_CONSOLE_TRUSTED_PROXIES    addresses / CIDR networks (comma-separated) of the
 //                            reverse proxy in front (Traefik), whose X-Forwarded-For names the
 //                            browser; empty (default): the socket's peer is the browser
+//   SUPAPLANE_CONSOLE_METRICS_ADDR       where GET /metrics (Prometheus) listens, apart from
+//                            the browsers' port (default 127.0.0.1:9105)
 import * as grpc from "@grpc/grpc-js";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import { readFileSync, existsSync, statSync } from "node:fs";
-import { extname, join, normalize, dirname } from "node:path";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { readFileSync, existsSync } from "node:fs";
+import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AccountService, AdminService, TenantService, BillingService } from "../src/gen/supaplane/v1/api_pb.js";
-import { addRoutes, handleGrpcWeb, isGrpcWeb, type RouteTable } from "./bridge.js";
+import { createConsoleServer } from "./app.js";
+import { addRoutes, type RouteTable } from "./bridge.js";
 import { parseTrustedProxies } from "./client_address.js";
+import { ConsoleMetrics } from "./metrics.js";
 
 const log = (line: string) => process.stdout.write(`${new Date().toISOString()} supaplane-console ${line}\n`);
 
@@ -45,6 +50,8 @@ const tls = caFile !== "" || ["1", "true", "yes"].includes((env.SUPAPLANE_TLS ||
 const maxRequestBytes = Number(env.SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES || 65536);
 if (!Number.isInteger(maxRequestBytes) || maxRequestBytes < 1024 || maxRequestBytes > 16 << 20)
   fail("SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES must be an integer in 1024..16777216");
+const metricsAddr = env.SUPAPLANE_CONSOLE_METRICS_ADDR || "127.0.0.1:9105";
+const metricsListen = parseAddr(metricsAddr, "SUPAPLANE_CONSOLE_METRICS_ADDR");
 const trustedProxies = parseTrustedProxies(env.SUPAPLANE_CONSOLE_TRUSTED_PROXIES || "");
 if (typeof trustedProxies === "string") fail(`SUPAPLANE_CONSOLE_TRUSTED_PROXIES: ${trustedProxies}`);
 
@@ -88,112 +95,52 @@ const indexHtml = readFileSync(join(publicDir, "index.html"), "utf8").replace(
   `<meta name="supaplane-billing" content="${billingAddr ? "on" : "off"}">`,
 );
 
-const securityHeaders: Record<string, string> = {
-  "content-security-policy":
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
-    "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-  "x-frame-options": "DENY",
-  "referrer-policy": "no-referrer",
-  "x-content-type-options": "nosniff",
-  "cross-origin-opener-policy": "same-origin",
-  "cross-origin-resource-policy": "same-origin",
-  "permissions-policy": "camera=(), microphone=(), geolocation=()",
-};
-
-const types: Record<string, string> = {
-  ".js": "text/javascript; charset=utf-8",
-  ".css": "text/css; charset=utf-8",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-  ".ico": "image/x-icon",
-  ".map": "application/json",
-};
-
-function sendText(res: ServerResponse, code: number, text: string): void {
-  res.writeHead(code, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
-  res.end(text);
-}
-
-function serveStatic(req: IncomingMessage, res: ServerResponse): void {
-  if (req.method !== "GET" && req.method !== "HEAD") {
-    sendText(res, 405, "method not allowed\n");
-    return;
-  }
-  let path: string;
-  try {
-    path = decodeURIComponent((req.url ?? "/").split("?")[0]);
-  } catch {
-    sendText(res, 400, "bad request\n");
-    return;
-  }
-  const ext = extname(path);
-  if (ext && types[ext]) {
-    const file = normalize(join(publicDir, path));
-    if (file.startsWith(publicDir + "/") && existsSync(file) && statSync(file).isFile()) {
-      res.writeHead(200, { "content-type": types[ext], "cache-control": "no-cache" });
-      res.end(req.method === "HEAD" ? undefined : readFileSync(file));
-      return;
-    }
-    sendText(res, 404, "not found\n");
-    return;
-  }
-  // Every other path is a page of the single-page app.
-  res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });
-  res.end(req.method === "HEAD" ? undefined : indexHtml);
-}
-
 function apiReachable(): Promise<boolean> {
   return new Promise((resolve) => {
     apiClient.waitForReady(Date.now() + 1000, (err) => resolve(!err));
   });
 }
 
-const server = createServer({ requestTimeout: 0, headersTimeout: 20000 }, (req, res) => {
-  for (const [k, v] of Object.entries(securityHeaders)) res.setHeader(k, v);
-  const path = (req.url ?? "/").split("?")[0];
-  if (isGrpcWeb(req)) {
-    handleGrpcWeb(req, res, routes, { maxRequestBytes, defaultUnaryTimeoutMs: 30000, trustedProxies, log }).catch((e) => {
-      log(`bridge error on ${path}: ${(e as Error).message}`);
-      if (!res.headersSent) sendText(res, 500, "internal error\n");
-      else res.destroy();
-    });
-    return;
-  }
-  if (req.method === "POST") {
-    // Not gRPC-Web: the console has no other API.
-    req.resume();
-    sendText(res, 404, "not found\n");
-    return;
-  }
-  if (path === "/healthz") {
-    sendText(res, 200, "ok\n");
-    return;
-  }
-  if (path === "/readyz") {
-    apiReachable().then((ok) =>
-      ok ? sendText(res, 200, "ready\n") : sendText(res, 503, `not ready: supaplane-api at ${apiAddr} unreachable\n`),
-    );
-    return;
-  }
-  serveStatic(req, res);
+const metrics = new ConsoleMetrics();
+const server = createConsoleServer({
+  routes,
+  publicDir,
+  indexHtml,
+  maxRequestBytes,
+  trustedProxies,
+  apiAddr,
+  apiReachable,
+  log,
+  metrics,
 });
 
-server.on("error", (e: NodeJS.ErrnoException) => {
-  if (e.code === "EADDRINUSE") fail(`${listenAddr} is already in use (SUPAPLANE_CONSOLE_ADDR)`);
-  fail(`cannot listen on ${listenAddr}: ${e.message}`);
-});
-server.listen(listen.port, listen.host, () => {
+function listenOn(srv: Server, at: { host: string; port: number }, addr: string, name: string, then: () => void) {
+  srv.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EADDRINUSE") fail(`${addr} is already in use (${name})`);
+    fail(`cannot listen on ${addr} (${name}): ${e.message}`);
+  });
+  srv.listen(at.port, at.host, then);
+}
+
+const metricsServer = metrics.createServer();
+listenOn(server, listen, listenAddr, "SUPAPLANE_CONSOLE_ADDR", () => {
   log(
     `listening on http://${listenAddr}; api ${apiAddr}${tls ? " (TLS)" : ""}` +
       (billingAddr ? `; billing ${billingAddr}` : "; billing off") +
       (trustedProxies.size ? `; ${trustedProxies.size} trusted proxy entries` : ""),
   );
 });
+listenOn(metricsServer, metricsListen, metricsAddr, "SUPAPLANE_CONSOLE_METRICS_ADDR", () => {
+  const a = metricsServer.address() as AddressInfo;
+  log(`metrics on http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}/metrics`);
+});
 
 function shutdown(sig: string) {
   log(`${sig}: stopping`);
   server.close();
   server.closeAllConnections();
+  metricsServer.close();
+  metricsServer.closeAllConnections();
   apiClient.close();
   setTimeout(() => process.exit(0), 100).unref();
 }

@@ -56,13 +56,14 @@ free_port nats; free_port redis; free_port pg; free_port grpc; free_port metrics
 free_port billing_http; free_port billing_metrics; free_port billing_grpc
 free_port prov_metrics; free_port router_http; free_port router_metrics; free_port console
 free_port stripe; free_port tls_grpc; free_port tls_metrics; free_port console_tls; free_port console_badca
+free_port console_metrics
 export SUPAPLANE_RUN_NATS_PORT=$nats SUPAPLANE_RUN_REDIS_PORT=$redis SUPAPLANE_RUN_PG_PORT=$pg
 export SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$metrics"
 export SUPAPLANE_BILLING_HTTP_ADDR="127.0.0.1:$billing_http" SUPAPLANE_BILLING_METRICS_ADDR="127.0.0.1:$billing_metrics"
 export SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$billing_grpc"
 export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$prov_metrics"
 export SUPAPLANE_ROUTER_HTTP_ADDR="127.0.0.1:$router_http" SUPAPLANE_ROUTER_METRICS_ADDR="127.0.0.1:$router_metrics"
-export SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console"
+export SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console" SUPAPLANE_CONSOLE_METRICS_ADDR="127.0.0.1:$console_metrics"
 # The login → 1,000 projects measurement makes 1,000 FREE projects in one
 # account: above the customer quota, which this run turns off.
 export SUPAPLANE_QUOTA_FREE_TENANTS=0 SUPAPLANE_QUOTA_TENANTS=0
@@ -83,7 +84,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$ROOT/scripts/run" start >"$TMP/run.out" 2>&1 || { cat "$TMP/run.out"; exit 1; }
-grep -q "^  console  http://$SUPAPLANE_CONSOLE_ADDR\$" "$TMP/run.out" || { echo "FAIL: no console line" >&2; cat "$TMP/run.out"; exit 1; }
+grep -qF "  console  http://$SUPAPLANE_CONSOLE_ADDR   (metrics http://$SUPAPLANE_CONSOLE_METRICS_ADDR/metrics)" "$TMP/run.out" || { echo "FAIL: no console line" >&2; cat "$TMP/run.out"; exit 1; }
 [[ "$("$ROOT/scripts/run" status)" == *"console: running"* ]] || { echo "FAIL: status lacks the console" >&2; exit 1; }
 
 # Bad configuration stops the start and says what is wrong.
@@ -101,11 +102,14 @@ bad "holds no PEM certificate" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_CA_F
 bad "cannot read SUPAPLANE_CA_FILE" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_CA_FILE="$TMP/missing.pem"
 bad "SUPAPLANE_API_ADDR='nowhere' is not host:port" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_API_ADDR=nowhere
 bad "SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_CONSOLE_MAX_REQUEST_BYTES=12
+bad "SUPAPLANE_CONSOLE_METRICS_ADDR='nowhere' is not host:port" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 SUPAPLANE_CONSOLE_METRICS_ADDR=nowhere
+bad "$SUPAPLANE_CONSOLE_METRICS_ADDR is already in use (SUPAPLANE_CONSOLE_METRICS_ADDR)" SUPAPLANE_CONSOLE_ADDR=127.0.0.1:0 \
+  SUPAPLANE_API_ADDR="$SUPAPLANE_GRPC_ADDR"
 
 # A second console on the same address refuses to start and names it.
 set +e
 out=$(SUPAPLANE_CONSOLE_ADDR="$SUPAPLANE_CONSOLE_ADDR" SUPAPLANE_API_ADDR="$SUPAPLANE_GRPC_ADDR" \
-  timeout 20 node "$TMP/dist/server/server.mjs" 2>&1)
+  SUPAPLANE_CONSOLE_METRICS_ADDR=127.0.0.1:0 timeout 20 node "$TMP/dist/server/server.mjs" 2>&1)
 rc=$?
 set -e
 [ "$rc" -eq 1 ] && [[ "$out" == *"$SUPAPLANE_CONSOLE_ADDR is already in use"* ]] ||
@@ -113,7 +117,8 @@ set -e
 
 # A second console without SUPAPLANE_BILLING_ADDR: no BillingService, no Checkout button.
 free_port console2
-SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console2" SUPAPLANE_API_ADDR="$SUPAPLANE_GRPC_ADDR" \
+# Other consoles: their metrics on any free port (SUPAPLANE_CONSOLE_METRICS_ADDR stays the first's).
+SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console2" SUPAPLANE_API_ADDR="$SUPAPLANE_GRPC_ADDR" SUPAPLANE_CONSOLE_METRICS_ADDR=127.0.0.1:0 \
   node "$TMP/dist/server/server.mjs" >"$SUPAPLANE_RUN_DIR/logs/console-nobilling.log" 2>&1 &
 console2_pid=$!
 trap 'kill "$console2_pid" 2>/dev/null || true; wait "$console2_pid" 2>/dev/null || true; cleanup' EXIT
@@ -124,6 +129,7 @@ set -a; source "$SUPAPLANE_RUN_DIR/secrets.env"; set +a
 # TLS: a second api replica (same log, projection and database) whose gRPC
 # port speaks TLS only, with a certificate made here; a console that trusts
 # it, and one that trusts another certificate (it must not reach the api).
+# Replica id api-1: a durable its NATS user may use (api-projector-api-1).
 mkdir -p "$TMP/tls"
 for name in api other; do
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=$name" \
@@ -131,7 +137,7 @@ for name in api other; do
     >"$TMP/tls/$name.log" 2>&1 || { cat "$TMP/tls/$name.log" >&2; exit 1; }
 done
 SUPAPLANE_GRPC_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$tls_metrics" \
-  SUPAPLANE_TLS_CERT="$TMP/tls/api.crt" SUPAPLANE_TLS_KEY="$TMP/tls/api.key" SUPAPLANE_REPLICA_ID=console-tls \
+  SUPAPLANE_TLS_CERT="$TMP/tls/api.crt" SUPAPLANE_TLS_KEY="$TMP/tls/api.key" SUPAPLANE_REPLICA_ID=api-1 \
   SUPAPLANE_NATS_URL="nats://api:$NATS_API_PASSWORD@127.0.0.1:$nats" \
   SUPAPLANE_REDIS_URL="redis://api:$REDIS_API_PASSWORD@127.0.0.1:$redis" \
   SUPAPLANE_DATABASE_URL="host=$SUPAPLANE_RUN_DIR/pg port=$pg user=postgres dbname=supaplane" \
@@ -139,9 +145,11 @@ SUPAPLANE_GRPC_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$tls
   "$BUILD/services/api/supaplane-api" >"$SUPAPLANE_RUN_DIR/logs/api-tls.log" 2>&1 &
 api_tls_pid=$!
 SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console_tls" SUPAPLANE_API_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_CA_FILE="$TMP/tls/api.crt" \
+  SUPAPLANE_CONSOLE_METRICS_ADDR=127.0.0.1:0 \
   node "$TMP/dist/server/server.mjs" >"$SUPAPLANE_RUN_DIR/logs/console-tls.log" 2>&1 &
 console_tls_pid=$!
 SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console_badca" SUPAPLANE_API_ADDR="127.0.0.1:$tls_grpc" SUPAPLANE_CA_FILE="$TMP/tls/other.crt" \
+  SUPAPLANE_CONSOLE_METRICS_ADDR=127.0.0.1:0 \
   node "$TMP/dist/server/server.mjs" >"$SUPAPLANE_RUN_DIR/logs/console-badca.log" 2>&1 &
 console_badca_pid=$!
 trap 'for p in "$console2_pid" "$api_tls_pid" "$console_tls_pid" "$console_badca_pid"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; cleanup' EXIT
@@ -163,6 +171,13 @@ CONSOLE_URL="http://$SUPAPLANE_CONSOLE_ADDR" CONSOLE_NO_BILLING_URL="http://127.
   echo "--- billing log" >&2; tail -20 "$SUPAPLANE_RUN_DIR/logs/billing.log" >&2
   exit 1
 }
+
+# The console's own metrics (its own port): the suite's logins went through the bridge.
+m=$(curl -fsS "http://$SUPAPLANE_CONSOLE_METRICS_ADDR/metrics") || { echo "FAIL: no console /metrics" >&2; exit 1; }
+grep -qE '^supaplane_console_bridge_calls_total\{method="/supaplane.v1.AccountService/Login",code="OK"\} [1-9]' <<<"$m" &&
+  grep -qE '^supaplane_console_http_requests_total\{route="page",code="200"\} [1-9]' <<<"$m" &&
+  grep -q '^process_resident_memory_bytes ' <<<"$m" ||
+  { echo "FAIL: the console's /metrics lacks the suite's calls: $(grep supaplane_console_ <<<"$m" | head -20)" >&2; exit 1; }
 
 # Nothing secret in any log: passwords, tokens never logged by the console.
 for secret in "$SUPAPLANE_ADMIN_PASSWORD" "$SUPAPLANE_STRIPE_WEBHOOK_SECRET" "$SUPAPLANE_STRIPE_SECRET_KEY" \

@@ -12,6 +12,7 @@
 
 #include "eventually.hpp"
 #include "servers.hpp"
+#include "supaplane/config/config.hpp"
 #include "supaplane/event_store/consumer.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/logging/logging.hpp"
@@ -603,7 +604,7 @@ std::unique_ptr<EventStore> user_store(const testenv::NatsServer& nats, const st
 
 struct ServiceUser {
   std::string user;
-  std::string durable;  ///< the default of the service's --durable flag
+  std::string durable;  ///< its --durable flag's default (with the replica id of pod 0)
   std::vector<std::string> appends;
 };
 
@@ -613,9 +614,11 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   auto admin = admin_store(nats.url());
   ASSERT_TRUE(admin);
   const std::vector<ServiceUser> services = {
-      {"api", "api-projector", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa", "platform.account.a1"}},
+      {"api",
+       config::replica_durable("api-projector", "api-0"),
+       {"platform.tenant.aaaaaaaaaaaaaaaaaaaa", "platform.account.a1"}},
       {"provisioner", "provisioner", {"platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
-      {"router-sync", "router-sync-r0", {}},  // one durable per replica
+      {"router-sync", config::replica_durable("router-sync", "router-sync-0"), {}},
       {"billing",
        "billing-projector",
        {"platform.billing.customer.c1", "platform.tenant.aaaaaaaaaaaaaaaaaaaa"}},
@@ -661,19 +664,6 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
                             })
                     .ok());
     EXPECT_EQ(replayed, appended);
-    if (svc.user == "api" || svc.user == "router-sync") {
-      // Their rebuilds read in pull batches: their users may.
-      replayed = 0;
-      const auto st = store.replay(
-          "platform.>", 1,
-          [&](const StoredMessage&) {
-            ++replayed;
-            return true;
-          },
-          ReplayRead::pull_batches);
-      ASSERT_TRUE(st.ok()) << st.error().message;
-      EXPECT_EQ(replayed, appended);
-    }
     ASSERT_TRUE(store.get(1).ok());
     EXPECT_EQ(store.read_subject("platform.tenant.aaaaaaaaaaaaaaaaaaaa")->size(), tenant_events);
   }
@@ -709,27 +699,29 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   EXPECT_EQ(admin->last_sequence().value(), before);
 
   // billing can neither delete the api's durable nor take its name.
+  const std::string api_durable = services[0].durable;
   auto billing = user_store(nats, "billing");
   ASSERT_TRUE(billing);
-  EXPECT_NE(js_DeleteConsumer(billing->jetstream(), "PLATFORM", "api-projector", nullptr, nullptr),
+  EXPECT_NE(js_DeleteConsumer(billing->jetstream(), "PLATFORM", api_durable.c_str(), nullptr,
+                              nullptr),
             NATS_OK);
   natsSubscription* stolen = nullptr;
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = "PLATFORM";
-  EXPECT_NE(js_PullSubscribe(&stolen, billing->jetstream(), "platform.>", "api-projector", nullptr,
-                             &so, nullptr),
+  EXPECT_NE(js_PullSubscribe(&stolen, billing->jetstream(), "platform.>", api_durable.c_str(),
+                             nullptr, &so, nullptr),
             NATS_OK);
   if (stolen) natsSubscription_Destroy(stolen);
   jsConsumerInfo* ci = nullptr;
-  ASSERT_EQ(
-      js_GetConsumerInfo(&ci, admin->jetstream(), "PLATFORM", "api-projector", nullptr, nullptr),
-      NATS_OK);
+  ASSERT_EQ(js_GetConsumerInfo(&ci, admin->jetstream(), "PLATFORM", api_durable.c_str(), nullptr,
+                               nullptr),
+            NATS_OK);
   jsConsumerInfo_Destroy(ci);
 
-  // router-sync's replicas use durables of their own names, never the fixed
-  // durables of the other services; provisioner and billing never reach a
-  // router-sync replica's durable.
+  // router-sync's replicas use the durables of their replica ids, never
+  // another service's, nor a name outside its list; provisioner and billing
+  // never reach a router-sync replica's durable.
   auto try_pull = [](EventStore& as, const char* durable) {
     natsSubscription* sub = nullptr;
     jsSubOptions o;
@@ -740,13 +732,16 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
     if (sub) natsSubscription_Destroy(sub);
     return st;
   };
-  EXPECT_EQ(try_pull(*router, "router-sync-r1"), NATS_OK);
-  for (const char* other : {"provisioner", "billing-projector", "api-projector"})
+  EXPECT_EQ(try_pull(*router, "router-sync-router-sync-3"), NATS_OK);
+  for (const char* other : {"provisioner", "billing-projector", "api-projector", "api-projector-api-1",
+                            "router-sync-r1"})
     EXPECT_NE(try_pull(*router, other), NATS_OK) << "router-sync took " << other;
+  for (const char* other : {"router-sync-router-sync-0", "router-sync-router-sync-2"})
+    EXPECT_NE(try_pull(*api, other), NATS_OK) << "the api took " << other;
   auto provisioner = user_store(nats, "provisioner");
   ASSERT_TRUE(provisioner);
   for (EventStore* user : {provisioner.get(), billing.get()})
-    EXPECT_NE(try_pull(*user, "router-sync-r0"), NATS_OK);
+    EXPECT_NE(try_pull(*user, services[2].durable.c_str()), NATS_OK);
 
   // The api can neither create a stream nor delete PLATFORM.
   GoodStream other;
@@ -783,6 +778,128 @@ struct RawConnection {
     if (nc) natsConnection_Destroy(nc);
   }
 };
+
+/// The server answered the connection's last publish with a permissions
+/// violation for `subject` (a refused publish is dropped, nothing else).
+bool publish_refused(const RawConnection& c, const std::string& subject) {
+  const char* text = nullptr;
+  return natsConnection_GetLastError(c.nc, &text) == NATS_NOT_PERMITTED && text &&
+         std::string(text).find("Publish to \"" + subject + "\"") != std::string::npos;
+}
+
+/// What the admin sees of one durable: messages handed out, acks pending,
+/// the ack floor.
+struct DurableState {
+  std::uint64_t delivered{0};
+  std::int64_t ack_pending{0};
+  std::uint64_t ack_floor{0};
+};
+
+DurableState durable_state(EventStore& admin, const std::string& durable) {
+  jsConsumerInfo* ci = nullptr;
+  DurableState s;
+  if (js_GetConsumerInfo(&ci, admin.jetstream(), "PLATFORM", durable.c_str(), nullptr, nullptr) !=
+      NATS_OK) {
+    ADD_FAILURE() << "no durable " << durable;
+    return s;
+  }
+  s = {ci->Delivered.Consumer, ci->NumAckPending, ci->AckFloor.Consumer};
+  jsConsumerInfo_Destroy(ci);
+  return s;
+}
+
+// The api and router-sync each run one durable per replica
+// (config::replica_durable: api-projector-<pod>, router-sync-<pod>; pods
+// api-0…, router-sync-0… of their StatefulSets). Each user pulls from and
+// acks on its own durables only: a pull request or an ack on the other's
+// is refused by the server and moves nothing.
+TEST(NatsUsers, ApiAndRouterSyncPullAndAckOnlyTheirOwnReplicaDurables) {
+  testenv::NatsServer nats({.users = true});
+  nats.start();
+  auto admin = admin_store(nats.url());
+  ASSERT_TRUE(admin);
+  OutgoingEvent e;
+  e.subject = "platform.tenant.aaaaaaaaaaaaaaaaaaaa";
+  e.body = "x";
+  ASSERT_TRUE(admin->append(e).ok());
+
+  struct Case {
+    std::string owner, durable, intruder;
+  };
+  const std::vector<Case> cases = {
+      {"api", config::replica_durable("api-projector", "api-0"), "router-sync"},
+      {"router-sync", config::replica_durable("router-sync", "router-sync-1"), "api"},
+  };
+  for (const auto& c : cases) {
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = c.durable.c_str();
+    cc.AckPolicy = js_AckExplicit;
+    jsConsumerInfo* ci = nullptr;
+    ASSERT_EQ(js_AddConsumer(&ci, admin->jetstream(), "PLATFORM", &cc, nullptr, nullptr), NATS_OK)
+        << c.durable;
+    jsConsumerInfo_Destroy(ci);
+  }
+  auto connect_as = [&](RawConnection& raw, const std::string& user) {
+    ASSERT_EQ(natsConnection_ConnectTo(&raw.nc, nats.url_for(user).c_str()), NATS_OK);
+  };
+  const std::string next = "$JS.API.CONSUMER.MSG.NEXT.PLATFORM.";
+
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.intruder + " on " + c.durable);
+    // The intruder asks for the owner's next message (and for a name of
+    // the owner's kind that no replica has yet): refused, nothing handed out.
+    const std::string other_kind = c.owner == "api" ? "api-projector-x" : "router-sync-x";
+    for (const std::string& durable : {c.durable, other_kind}) {
+      RawConnection intruder;
+      connect_as(intruder, c.intruder);
+      const std::string reply = inbox_prefix_for("supaplane-" + c.intruder) + ".pull";
+      natsSubscription* sub = nullptr;
+      ASSERT_EQ(natsConnection_SubscribeSync(&sub, intruder.nc, reply.c_str()), NATS_OK);
+      ASSERT_EQ(natsConnection_PublishRequestString(intruder.nc, (next + durable).c_str(),
+                                                    reply.c_str(), "1"),
+                NATS_OK);
+      natsConnection_Flush(intruder.nc);
+      EXPECT_TRUE(eventually([&] { return publish_refused(intruder, next + durable); }))
+          << durable;
+      natsSubscription_Destroy(sub);
+    }
+    EXPECT_EQ(durable_state(*admin, c.durable).delivered, 0u);
+
+    // The owner pulls its own: the message comes, with its ack subject.
+    RawConnection owner;
+    connect_as(owner, c.owner);
+    const std::string reply = inbox_prefix_for("supaplane-" + c.owner) + ".pull";
+    natsSubscription* sub = nullptr;
+    ASSERT_EQ(natsConnection_SubscribeSync(&sub, owner.nc, reply.c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_PublishRequestString(owner.nc, (next + c.durable).c_str(),
+                                                  reply.c_str(), "1"),
+              NATS_OK);
+    natsMsg* msg = nullptr;
+    ASSERT_EQ(natsSubscription_NextMsg(&msg, sub, 5000), NATS_OK)
+        << c.owner << " could not pull from its own " << c.durable;
+    const std::string ack = natsMsg_GetReply(msg) ? natsMsg_GetReply(msg) : "";
+    natsMsg_Destroy(msg);
+    natsSubscription_Destroy(sub);
+    ASSERT_EQ(ack.rfind("$JS.ACK.PLATFORM." + c.durable + ".", 0), 0u) << ack;
+
+    // The intruder acks the owner's message: refused, still pending.
+    {
+      RawConnection intruder;
+      connect_as(intruder, c.intruder);
+      ASSERT_EQ(natsConnection_PublishString(intruder.nc, ack.c_str(), "+ACK"), NATS_OK);
+      natsConnection_Flush(intruder.nc);
+      EXPECT_TRUE(eventually([&] { return publish_refused(intruder, ack); })) << ack;
+    }
+    EXPECT_EQ(durable_state(*admin, c.durable).ack_pending, 1);
+
+    // The owner acks it.
+    ASSERT_EQ(natsConnection_PublishString(owner.nc, ack.c_str(), "+ACK"), NATS_OK);
+    ASSERT_EQ(natsConnection_Flush(owner.nc), NATS_OK);
+    EXPECT_TRUE(eventually([&] { return durable_state(*admin, c.durable).ack_floor == 1; }));
+    EXPECT_EQ(durable_state(*admin, c.durable).ack_pending, 0);
+  }
+}
 
 TEST(NatsUsers, EachServiceSubscribesOnlyToItsOwnReplyInbox) {
   testenv::NatsServer nats({.users = true});

@@ -226,6 +226,16 @@ class RouterSyncTest : public ::testing::Test {
   }
   /// Waits until router-sync has written everything it has seen.
   void settle_router() { ASSERT_TRUE(router_->sync().wait_flushed(std::chrono::seconds(30))); }
+  /// Two active tenants, the second then paused, everything written.
+  std::pair<std::string, std::string> active_and_paused() {
+    const std::string a = create_active();
+    const std::string b = create_active();
+    wait_settled(b, call("pause", b).sequence(), v1::PHASE_PAUSED);
+    EXPECT_TRUE(
+        eventually([&] { return has_router(directory_config(), "tenant-" + b + "-maintenance"); }));
+    settle_router();
+    return {a, b};
+  }
 
   testenv::TempDir tmp_{"router-sync-itest"};
   testenv::NatsServer nats_;
@@ -403,12 +413,7 @@ TEST_F(RouterSyncTest, ForwardAuthMatrix) {
 }
 
 TEST_F(RouterSyncTest, RestartReconcilesTheDirectoryByteForByte) {
-  const std::string a = create_active();
-  const std::string b = create_active();
-  wait_settled(b, call("pause", b).sequence(), v1::PHASE_PAUSED);
-  ASSERT_TRUE(
-      eventually([&] { return has_router(directory_config(), "tenant-" + b + "-maintenance"); }));
-  settle_router();
+  const auto [a, b] = active_and_paused();
   const auto before = read_dir();
   ASSERT_EQ(before.size(), 3u);  // base + two tenants
 
@@ -446,12 +451,7 @@ TEST_F(RouterSyncTest, RestartReconcilesTheDirectoryByteForByte) {
 }
 
 TEST_F(RouterSyncTest, RestartUsesTheSavedRenderStateOnlyWhenCurrentAndWhole) {
-  const std::string a = create_active();
-  const std::string b = create_active();
-  wait_settled(b, call("pause", b).sequence(), v1::PHASE_PAUSED);
-  ASSERT_TRUE(
-      eventually([&] { return has_router(directory_config(), "tenant-" + b + "-maintenance"); }));
-  settle_router();
+  const auto [a, b] = active_and_paused();
   const auto files = read_dir();
   const auto body = http_config();
   const std::string state = dir_path() + "/" + router::RenderState::kFile;

@@ -10,6 +10,10 @@
 //     ServiceAccounts without a token; a PodDisruptionBudget per Deployment /
 //     StatefulSet; a deny-all NetworkPolicy; no Secret or secret-looking value
 //     inlined, and every secretKeyRef satisfied by deploy/k8s/create-secrets.
+//     The api's and the console's trusted proxies are set (env or envFrom of
+//     a ConfigMap), each an address or CIDR, none the whole address space.
+//     Every pod of the api's and router-sync's StatefulSets has its durable
+//     among its NATS user's (users.conf lists them by name).
 //
 //   node check.mjs RENDERED.yaml SECRETS_DIR [--no-types]
 // Prints every problem and exits 1 when there is one.
@@ -216,7 +220,7 @@ if (!deny) problem(null, "no deny-by-default NetworkPolicy (podSelector {}, Ingr
 const get = (k, n) => objects.find((o) => o.kind === k && o.metadata.name === n);
 const api = get("StatefulSet", "api") ?? get("Deployment", "api");
 if (!api || (api.spec.replicas ?? 1) < 2) problem(api, "the api needs at least 2 replicas");
-for (const n of ["api", "provisioner", "router-sync", "billing"]) {
+for (const n of ["api", "provisioner", "router-sync", "billing", "console"]) {
   const w = get("StatefulSet", n) ?? get("Deployment", n);
   if (!w) { problem(null, `no workload ${n}`); continue; }
   const a = w.spec.template.metadata?.annotations ?? {};
@@ -226,6 +230,46 @@ for (const n of ["api", "provisioner", "router-sync", "billing"]) {
     problem(w, "prometheus.io/port is not its metrics port");
 }
 if (!get("Deployment", "console")) problem(null, "no console Deployment");
+// Each pod of the api's and router-sync's StatefulSets reads with its own
+// durable (<durable>-<pod name>): the NATS user of the service must list it,
+// or that replica cannot subscribe (permissions name durables one by one).
+const users = get("ConfigMap", "nats-config")?.data?.["users.conf"] ?? "";
+for (const [n, durable, user] of [["api", "api-projector", "api"], ["router-sync", "router-sync", "router-sync"]]) {
+  const w = get("StatefulSet", n);
+  if (!w) continue;
+  const block = users.split(/\{user: /).find((b) => b.startsWith(`${user},`)) ?? "";
+  for (let i = 0; i < (w.spec.replicas ?? 1); i++) {
+    const name = `${durable}-${n}-${i}`;
+    if (!block.includes(`"$JS.API.CONSUMER.MSG.NEXT.PLATFORM.${name}"`))
+      problem(w, `pod ${n}-${i}'s durable ${name} is not among the durables of NATS user ${user} (nats-config users.conf)`);
+  }
+}
+
+// The forwarded address the api and the console believe (per-address sign-in
+// limits): set, from env or a ConfigMap the container takes with envFrom,
+// and a list of addresses / CIDRs of which none is the whole address space.
+const envOf = (w, name) => {
+  const c = w.spec.template.spec.containers[0];
+  const e = (c.env ?? []).find((x) => x.name === name);
+  if (e) return e.value;
+  for (const ef of c.envFrom ?? []) {
+    const cm = ef.configMapRef && get("ConfigMap", ef.configMapRef.name);
+    if (cm?.data && name in cm.data) return cm.data[name];
+  }
+  return undefined;
+};
+const proxyEntry = /^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)(?:\/(\d{1,3}))?$/;
+for (const [kind, n, v] of [["StatefulSet", "api", "SUPAPLANE_API_TRUSTED_PROXIES"], ["Deployment", "console", "SUPAPLANE_CONSOLE_TRUSTED_PROXIES"]]) {
+  const w = get(kind, n);
+  if (!w) continue;
+  const value = envOf(w, v);
+  if (!value) { problem(w, `${v} is not set (every caller would share the proxy's address)`); continue; }
+  for (const entry of value.split(",").map((x) => x.trim())) {
+    const m = proxyEntry.exec(entry);
+    if (!m) problem(w, `${v}: '${entry}' is not an address or CIDR`);
+    else if (m[1] !== undefined && Number(m[1]) === 0) problem(w, `${v}: '${entry}' trusts every address`);
+  }
+}
 const nats = get("StatefulSet", "nats");
 if (!nats) problem(null, "no nats StatefulSet");
 if (!get("Job", "nats-stream-setup")) problem(null, "no Job creating the PLATFORM stream");

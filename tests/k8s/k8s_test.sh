@@ -3,7 +3,9 @@
 # (alone and with both optional components); tests/k8s/check.mjs validates
 # every object against the pinned Kubernetes schemas and checks the policy
 # (probes, limits, securityContext, ServiceAccounts, PDBs, NetworkPolicies,
-# Secrets referenced and satisfied by deploy/k8s/create-secrets); the NATS
+# Secrets referenced and satisfied by deploy/k8s/create-secrets, the
+# trusted proxies of the api and the console, each replica's durable among
+# its NATS user's); the NATS
 # configuration of each overlay passes `nats-server -t`. Then mutants of the
 # dev render (a probe, a limit, the security context, an inlined secret, an
 # unknown field, ...) must each make check.mjs fail. Fails, never skips, when
@@ -132,5 +134,8 @@ mutant one-api "at least 2 replicas" 'get("StatefulSet", "api")["spec"]["replica
 mutant no-scrape "no prometheus.io/scrape" 'del get("Deployment", "provisioner")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"]'
 mutant bad-type "must be integer" 'get("StatefulSet", "nats")["spec"]["replicas"] = "three"'
 mutant unknown-field "replicass" 'get("Deployment", "console")["spec"]["replicass"] = 2'
+mutant no-trusted-proxies "SUPAPLANE_API_TRUSTED_PROXIES is not set" 'del get("ConfigMap", "supaplane-config")["data"]["SUPAPLANE_API_TRUSTED_PROXIES"]'
+mutant trust-all "trusts every address" 'get("ConfigMap", "supaplane-config")["data"]["SUPAPLANE_CONSOLE_TRUSTED_PROXIES"] = "10.244.0.0/16,0.0.0.0/0"'
+mutant five-apis "is not among the durables of NATS user api" 'get("StatefulSet", "api")["spec"]["replicas"] = 5'
 mutant unknown-kind "no schema for kind" 'objs.append({"apiVersion": "apps/v1", "kind": "Deploymant", "metadata": {"name": "x"}})'
-echo "k8s: dev and production render, validate and pass the policy checks; 22 mutants caught"
+echo "k8s: dev and production render, validate and pass the policy checks; 25 mutants caught"

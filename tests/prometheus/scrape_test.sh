@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# A real Prometheus (Debian's package) scrapes the four running services:
-# ./scripts/run starts the platform on free ports in a temp dir, Prometheus
+# A real Prometheus (Debian's package) scrapes the four running services and
+# the console: ./scripts/run starts the platform (the console built into the
+# temp dir) on free ports in a temp dir, Prometheus
 # gets deploy/prometheus/prometheus.yml with only the targets rewritten (same
 # job names, same alerts.yml), a little traffic makes the labelled series
 # appear, then:
-#   - every target of the four jobs is up;
+#   - every target of the five jobs is up;
 #   - every alert rule and every Grafana dashboard expression evaluates
 #     through the HTTP query API without an error;
 #   - every metric those expressions name is among the scraped series (a
@@ -21,16 +22,24 @@ done
 
 export SUPAPLANE_RUN_DIR; SUPAPLANE_RUN_DIR="$(mktemp -d /tmp/supaplane-scrape-XXXXXX)"
 chmod 755 "$SUPAPLANE_RUN_DIR"
-export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1 SUPAPLANE_RUN_NO_CONSOLE=1 SUPAPLANE_DRIVER=postgres
+export SUPAPLANE_BUILD_DIR="$BUILD" SUPAPLANE_RUN_SKIP_BUILD=1 SUPAPLANE_DRIVER=postgres
+export SUPAPLANE_CONSOLE_DIST="$SUPAPLANE_RUN_DIR/console-dist"
+# One npm ci / console build at a time in this checkout (as tests/console).
+exec {lock}>"${TMPDIR:-/tmp}/supaplane-console-build.lock"
+flock "$lock"
+console_build "$SUPAPLANE_CONSOLE_DIST" >/dev/null || fail "the console does not build"
+flock -u "$lock"
 free_port nats; free_port redis; free_port pg; free_port grpc; free_port metrics
 free_port billing_http; free_port billing_metrics; free_port billing_grpc
 free_port prov_metrics; free_port router_http; free_port router_metrics; free_port prom
+free_port console; free_port console_metrics
 export SUPAPLANE_RUN_NATS_PORT=$nats SUPAPLANE_RUN_REDIS_PORT=$redis SUPAPLANE_RUN_PG_PORT=$pg
 export SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$metrics"
 export SUPAPLANE_BILLING_HTTP_ADDR="127.0.0.1:$billing_http" SUPAPLANE_BILLING_METRICS_ADDR="127.0.0.1:$billing_metrics"
 export SUPAPLANE_BILLING_GRPC_ADDR="127.0.0.1:$billing_grpc"
 export SUPAPLANE_PROVISIONER_METRICS_ADDR="127.0.0.1:$prov_metrics"
 export SUPAPLANE_ROUTER_HTTP_ADDR="127.0.0.1:$router_http" SUPAPLANE_ROUTER_METRICS_ADDR="127.0.0.1:$router_metrics"
+export SUPAPLANE_CONSOLE_ADDR="127.0.0.1:$console" SUPAPLANE_CONSOLE_METRICS_ADDR="127.0.0.1:$console_metrics"
 PROM_PID=""
 cleanup() {
   if [ -n "$PROM_PID" ]; then kill "$PROM_PID" 2>/dev/null || true; wait "$PROM_PID" 2>/dev/null || true; fi
@@ -54,10 +63,11 @@ targets = {
     "supaplane-provisioner": "$SUPAPLANE_PROVISIONER_METRICS_ADDR",
     "supaplane-router-sync": "$SUPAPLANE_ROUTER_METRICS_ADDR",
     "supaplane-billing": "$SUPAPLANE_BILLING_METRICS_ADDR",
+    "supaplane-console": "$SUPAPLANE_CONSOLE_METRICS_ADDR",
 }
 jobs = [j["job_name"] for j in cfg["scrape_configs"]]
 if sorted(jobs) != sorted(targets):
-    sys.exit("deploy/prometheus/prometheus.yml jobs %s are not the four services %s" % (jobs, sorted(targets)))
+    sys.exit("deploy/prometheus/prometheus.yml jobs %s are not the four services and the console %s" % (jobs, sorted(targets)))
 for j in cfg["scrape_configs"]:
     j["static_configs"] = [{"targets": [targets[j["job_name"]]]}]
 cfg["global"]["scrape_interval"] = "1s"
@@ -82,14 +92,16 @@ curl -s -o /dev/null -H 'Host: nobody.supaplane.localhost' -H 'apikey: sb_publis
   "http://$SUPAPLANE_ROUTER_HTTP_ADDR/auth/forward" || true
 curl -s -o /dev/null -X POST -H 'Stripe-Signature: t=1,v1=00' -H 'Content-Type: application/json' \
   --data '{"id":"evt_1","type":"invoice.paid"}' "http://$SUPAPLANE_BILLING_HTTP_ADDR/stripe/webhook" || true
+curl -s -o /dev/null -X POST -H 'Content-Type: application/grpc-web+proto' --data-binary 'x' \
+  "http://$SUPAPLANE_CONSOLE_ADDR/supaplane.v1.AdminService/Nope" || true
 
 # Every target up.
 deadline=$((SECONDS + 60))
 while :; do
   t=$(curl -fsS "$PROM/api/v1/targets?state=active")
   up=$(jq '[.data.activeTargets[] | select(.health == "up")] | length' <<<"$t")
-  [ "$up" -eq 4 ] && break
-  ((SECONDS < deadline)) || { jq '.data.activeTargets[] | {job: .labels.job, health, lastError}' <<<"$t" >&2; fail "only $up of 4 targets up"; }
+  [ "$up" -eq 5 ] && break
+  ((SECONDS < deadline)) || { jq '.data.activeTargets[] | {job: .labels.job, health, lastError}' <<<"$t" >&2; fail "only $up of 5 targets up"; }
   sleep 0.5
 done
 jq -r '.data.activeTargets[] | "up: \(.labels.job) \(.scrapeUrl)"' <<<"$t"
@@ -149,5 +161,5 @@ bad=$(jq -r '.data.groups[].rules[] | select(.health != "ok") | "\(.name): \(.he
 [ -z "$bad" ] || fail "rules unhealthy in Prometheus:
 $bad"
 firing=$(jq -r '.data.groups[].rules[] | select(.state == "firing") | .name' <<<"$rules")
-echo "prometheus: 4 targets up; $n_alert alert and $n_panel dashboard expressions evaluated;" \
+echo "prometheus: 5 targets up; $n_alert alert and $n_panel dashboard expressions evaluated;" \
   "$(wc -w <<<"$names") metric names present; rules healthy (firing now: ${firing:-none})"

@@ -79,7 +79,9 @@ ready() {  # name metrics-port: waits for 200 on /readyz
 }
 
 # 1. The api waits for the stream; it never creates it.
-start api services/api/supaplane-api SUPAPLANE_NATS_URL="$(url api "$NATS_API_PASSWORD")" \
+# Replica ids naming durables their users may use (api-projector-api-0,
+# router-sync-router-sync-1).
+start api services/api/supaplane-api SUPAPLANE_NATS_URL="$(url api "$NATS_API_PASSWORD")" SUPAPLANE_REPLICA_ID=api-0 \
   SUPAPLANE_REDIS_URL="$(rurl api "$REDIS_API_PASSWORD")" \
   SUPAPLANE_GRPC_ADDR="127.0.0.1:$grpc" SUPAPLANE_METRICS_ADDR="127.0.0.1:$api_m"
 deadline=$((SECONDS + 30)); body=""
@@ -112,7 +114,7 @@ start provisioner services/provisioner/supaplane-provisioner \
   SUPAPLANE_NATS_URL="$(url provisioner "$NATS_PROVISIONER_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$prov_m" \
   SUPAPLANE_TENANT_DB_URL="host=$W/pg port=$pg user=postgres dbname=postgres"
 start router-sync services/router-sync/supaplane-router-sync \
-  SUPAPLANE_NATS_URL="$(url router-sync "$NATS_ROUTER_SYNC_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$rs_m" \
+  SUPAPLANE_NATS_URL="$(url router-sync "$NATS_ROUTER_SYNC_PASSWORD")" SUPAPLANE_METRICS_ADDR="127.0.0.1:$rs_m" SUPAPLANE_REPLICA_ID=router-sync-1 \
   SUPAPLANE_REDIS_URL="$(rurl router-sync "$REDIS_ROUTER_SYNC_PASSWORD")" \
   SUPAPLANE_HTTP_ADDR="127.0.0.1:$rs_http" SUPAPLANE_TRAEFIK_DIR="$W/traefik"
 start billing services/billing/supaplane-billing \

@@ -133,8 +133,8 @@ using ReplayHandler = std::function<bool(const StoredMessage&)>;
 /// or an ephemeral pull consumer without acks read in NoWait Fetch batches
 /// of 1,024 (the raw read is about twice as fast, but each batch is handled
 /// while no fetch is in flight, so with real work per message it is not
-/// faster yet: docs/benchmarks.md; the NATS user also needs
-/// `$JS.API.CONSUMER.MSG.NEXT.<stream>.*` for the consumer's generated name).
+/// faster yet: docs/benchmarks.md; the NATS user needs MSG.NEXT for any name,
+/// `$JS.API.CONSUMER.MSG.NEXT.<stream>.*`, which no service user has).
 enum class ReplayRead { ordered_push, pull_batches };
 
 /// A JetStream client bound to one stream. Thread-safe: one NATS connection
