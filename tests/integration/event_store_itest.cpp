@@ -702,9 +702,9 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
   const std::string api_durable = services[0].durable;
   auto billing = user_store(nats, "billing");
   ASSERT_TRUE(billing);
-  EXPECT_NE(js_DeleteConsumer(billing->jetstream(), "PLATFORM", api_durable.c_str(), nullptr,
-                              nullptr),
-            NATS_OK);
+  EXPECT_NE(
+      js_DeleteConsumer(billing->jetstream(), "PLATFORM", api_durable.c_str(), nullptr, nullptr),
+      NATS_OK);
   natsSubscription* stolen = nullptr;
   jsSubOptions so;
   jsSubOptions_Init(&so);
@@ -733,8 +733,8 @@ TEST(NatsUsers, EachServiceWorksWithItsOwnUserAndNothingMore) {
     return st;
   };
   EXPECT_EQ(try_pull(*router, "router-sync-router-sync-3"), NATS_OK);
-  for (const char* other : {"provisioner", "billing-projector", "api-projector", "api-projector-api-1",
-                            "router-sync-r1"})
+  for (const char* other : {"provisioner", "billing-projector", "api-projector",
+                            "api-projector-api-1", "router-sync-r1"})
     EXPECT_NE(try_pull(*router, other), NATS_OK) << "router-sync took " << other;
   for (const char* other : {"router-sync-router-sync-0", "router-sync-router-sync-2"})
     EXPECT_NE(try_pull(*api, other), NATS_OK) << "the api took " << other;
@@ -860,8 +860,7 @@ TEST(NatsUsers, ApiAndRouterSyncPullAndAckOnlyTheirOwnReplicaDurables) {
                                                     reply.c_str(), "1"),
                 NATS_OK);
       natsConnection_Flush(intruder.nc);
-      EXPECT_TRUE(eventually([&] { return publish_refused(intruder, next + durable); }))
-          << durable;
+      EXPECT_TRUE(eventually([&] { return publish_refused(intruder, next + durable); })) << durable;
       natsSubscription_Destroy(sub);
     }
     EXPECT_EQ(durable_state(*admin, c.durable).delivered, 0u);
