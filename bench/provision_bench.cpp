@@ -20,6 +20,7 @@
 #include "api_options.hpp"
 #include "app.hpp"
 #include "provisioner_app.hpp"
+#include "provisioner_options.hpp"
 #include "servers.hpp"
 #include "supaplane/event_store/event_store.hpp"
 #include "supaplane/logging/logging.hpp"
@@ -30,8 +31,6 @@ namespace {
 using namespace supaplane;
 namespace v1 = supaplane::v1;
 using SteadyClock = std::chrono::steady_clock;
-
-const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 struct Run {
   double seconds{0};
@@ -143,13 +142,9 @@ Run run_platform(testenv::PostgresServer& pg, const std::string& mode, int tenan
   pg.create_database(db);
   auto ao = testenv::api_options(nats, redis, pg.admin_dsn(db), std::string(40, 'b'));
   api::ApiApp api(ao);
-  provisioner::AppOptions po;
-  po.nats_url = nats.url();
-  po.database_url = pg.admin_dsn(db);
-  po.tenant_db_url = pg.admin_dsn("postgres");
-  po.master_key = kMasterKey;
-  po.metrics_addr = "127.0.0.1:0";
-  po.resync_interval_ms = 0;
+  provisioner::AppOptions po = testenv::provisioner_options(nats, pg, db);
+  // The service's own back-off (the suites' is shortened).
+  po.provisioner.backoff_base_ms = provisioner::AppOptions{}.provisioner.backoff_base_ms;
   po.tenant_db_mode = mode;
   po.tenant_schema_db = "bench_central";
   po.provisioner.workers = workers;
