@@ -142,15 +142,18 @@ void EdgeAuth::set_phase(const std::string& ref, v1::Phase phase) {
   tenants_[ref].phase = phase;
 }
 
+void EdgeAuth::replace_keys(Tenant& t, const std::string& ref, EdgeKeys keys) {
+  by_hash_.erase(t.keys.publishable_hash);
+  by_hash_.erase(t.keys.secret_hash);
+  by_hash_[keys.publishable_hash] = Owner{ref, false};
+  by_hash_[keys.secret_hash] = Owner{ref, true};
+  t.keys = std::move(keys);
+}
+
 void EdgeAuth::set_keys(const std::string& ref, EdgeKeys keys) {
   {
     std::unique_lock lk(mu_);
-    auto& t = tenants_[ref];
-    by_hash_.erase(t.keys.publishable_hash);
-    by_hash_.erase(t.keys.secret_hash);
-    by_hash_[keys.publishable_hash] = Owner{ref, false};
-    by_hash_[keys.secret_hash] = Owner{ref, true};
-    t.keys = std::move(keys);
+    replace_keys(tenants_[ref], ref, std::move(keys));
   }
   forget_open(ref);
   std::lock_guard tl(token_mu_);
@@ -168,14 +171,7 @@ void EdgeAuth::install(std::vector<EdgeTenant> batch) {
     for (auto& e : batch) {
       auto& t = tenants_[e.ref];
       t.phase = e.phase;
-      if (e.keys.keys_generation < 0) continue;
-      if (t.keys.keys_generation >= 0) {
-        by_hash_.erase(t.keys.publishable_hash);
-        by_hash_.erase(t.keys.secret_hash);
-      }
-      by_hash_[e.keys.publishable_hash] = Owner{e.ref, false};
-      by_hash_[e.keys.secret_hash] = Owner{e.ref, true};
-      t.keys = std::move(e.keys);
+      if (e.keys.keys_generation >= 0) replace_keys(t, e.ref, std::move(e.keys));
     }
   }
   // What was opened or issued with the keys these replace.

@@ -125,6 +125,9 @@ class EdgeAuth {
   /// held). Empty when the keys changed meanwhile or the secret does not open.
   std::string secret_of(const std::string& ref, std::int64_t gen);
   void forget_open(const std::string& ref);
+  /// Installs `keys` as `ref`'s (in `t`, its entry), their hashes replacing
+  /// the old ones. Call with mu_ held exclusively.
+  void replace_keys(Tenant& t, const std::string& ref, EdgeKeys keys);
   std::string issuer_;
   std::string base_domain_;
   const Clock& clock_;
