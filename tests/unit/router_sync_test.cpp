@@ -8,9 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <set>
 #include <sstream>
 
 #include "edge_auth.hpp"
@@ -103,6 +106,37 @@ TEST(RouterRender, EveryPhaseParsesAndIsConsistentWithTheBase) {
   EXPECT_TRUE(problems.empty()) << ::testing::PrintToString(problems);
   // Routers of every kind exist.
   EXPECT_TRUE(merged["http"]["routers"].size() > static_cast<std::size_t>(n));
+}
+
+// The edge sends a tenant's API prefixes to its gateway, and the shipped
+// gateway (kong in deploy/stacks/supabase.yaml) routes each of them, and
+// nothing else: in particular not postgres-meta (`/pg`), which works as the
+// database's superuser and would give anyone holding the public key the
+// database.
+TEST(RouterRender, TheShippedGatewayRoutesExactlyTheEdgesPrefixes) {
+  const auto spec = slurp(std::string(SUPAPLANE_SOURCE_DIR) + "/deploy/stacks/supabase.yaml");
+  ASSERT_FALSE(spec.empty());
+  const std::regex service(R"re(\{"name":"[^"]+","url":"http://([a-z]+):[0-9]+[^"]*")re");
+  const std::regex paths(R"re("paths":\["([^"]+)"\])re");
+  std::set<std::string> upstreams;
+  for (std::sregex_iterator it(spec.begin(), spec.end(), service), end; it != end; ++it)
+    upstreams.insert((*it)[1]);
+  EXPECT_EQ(upstreams, (std::set<std::string>{"auth", "rest", "realtime", "storage", "functions"}));
+  std::set<std::string> routed;
+  for (std::sregex_iterator it(spec.begin(), spec.end(), paths), end; it != end; ++it) {
+    const std::string path = (*it)[1];
+    const auto& prefixes = api_prefixes();
+    const bool under = std::any_of(prefixes.begin(), prefixes.end(),
+                                   [&](const std::string& p) { return path.rfind(p, 0) == 0; });
+    EXPECT_TRUE(under) << "the gateway routes " << path << ", which the edge never sends it";
+    routed.insert(path);
+  }
+  for (const auto& p : api_prefixes()) {
+    const bool has = std::any_of(routed.begin(), routed.end(),
+                                 [&](const std::string& r) { return r.rfind(p, 0) == 0; });
+    EXPECT_TRUE(has) << "the edge sends " << p << " to a gateway with no route for it";
+    EXPECT_NE(p, "/pg");
+  }
 }
 
 TEST(RouterRender, YamlOfAFileEqualsItsJson) {

@@ -181,8 +181,8 @@ bool EndpointPattern::allows(const std::string& ref, const std::string& value) c
 bool serves_api(v1::Phase p) { return p == v1::PHASE_ACTIVE || p == v1::PHASE_RECONCILING; }
 
 const std::vector<std::string>& api_prefixes() {
-  static const std::vector<std::string> p = {
-      "/auth/v1", "/rest/v1", "/graphql/v1", "/realtime/v1", "/storage/v1", "/functions/v1", "/pg"};
+  static const std::vector<std::string> p = {"/auth/v1",     "/rest/v1",    "/graphql/v1",
+                                             "/realtime/v1", "/storage/v1", "/functions/v1"};
   return p;
 }
 
