@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <set>
@@ -26,6 +27,7 @@
 #include "provisioner_app.hpp"
 #include "router_app.hpp"
 #include "servers.hpp"
+#include "supaplane/auth/jwt.hpp"
 #include "supaplane/docker/client.hpp"
 #include "supaplane/driver/docker_driver.hpp"
 #include "supaplane/events/history.hpp"
@@ -125,13 +127,13 @@ class DockerTest : public ::testing::Test {
     return o;
   }
 
-  provisioner::AppOptions prov_options(const std::string& spec) {
+  provisioner::AppOptions prov_options(const std::string& spec, int resync_interval_ms = 0) {
     provisioner::AppOptions o;
     o.nats_url = nats_.url();
     o.database_url = pg().admin_dsn(db_);
     o.master_key = kMasterKey;
     o.metrics_addr = "127.0.0.1:0";
-    o.resync_interval_ms = 0;  // tests call resync() themselves
+    o.resync_interval_ms = resync_interval_ms;  // 0: tests call resync() themselves
     o.provisioner.backoff_base_ms = 20;
     o.driver = "docker";
     o.docker_host = daemon_->host();
@@ -141,8 +143,8 @@ class DockerTest : public ::testing::Test {
     return o;
   }
 
-  void start_provisioner(const std::string& spec = test_spec()) {
-    prov_ = std::make_unique<provisioner::App>(prov_options(spec));
+  void start_provisioner(const std::string& spec = test_spec(), int resync_interval_ms = 0) {
+    prov_ = std::make_unique<provisioner::App>(prov_options(spec, resync_interval_ms));
     auto st = prov_->start();
     ASSERT_TRUE(st.ok()) << st.error().message;
     ASSERT_TRUE(eventually([&] { return prov_->readiness().empty() && api_->readiness().empty(); }))
@@ -265,6 +267,28 @@ class DockerTest : public ::testing::Test {
   }
 
   /// Containers of a tenant: service → inspect JSON.
+  static std::map<std::string, std::string> env_of(const Json& container) {
+    std::map<std::string, std::string> out;
+    for (const auto& e : container["Config"]["Env"]) {
+      const std::string kv = e;
+      const auto eq = kv.find('=');
+      if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    return out;
+  }
+
+  /// "<service>.<VAR>" -> value of every `*JWT_SECRET` in a tenant's containers.
+  std::map<std::string, std::string> jwt_secrets(const std::string& ref) {
+    std::map<std::string, std::string> out;
+    const std::string suffix = "JWT_SECRET";
+    for (const auto& [service, c] : containers(ref))
+      for (const auto& [var, value] : env_of(c))
+        if (var.size() >= suffix.size() &&
+            var.compare(var.size() - suffix.size(), suffix.size(), suffix) == 0)
+          out[service + "." + var] = value;
+    return out;
+  }
+
   std::map<std::string, Json> containers(const std::string& ref) {
     std::map<std::string, Json> out;
     const Json filters{{"label", Json::array({"supaplane.tenant=" + ref})}};
@@ -473,6 +497,7 @@ TEST_F(DockerTest, EdgePathVerifiesTheTenantsOwnJwtAndRotationRecreates) {
   // Rotation: recreated containers with the new secret; the old key and
   // the old JWT stop working, the new ones work.
   const auto kong_before = containers(a)["kong"]["Id"];
+  const auto secrets_before = jwt_secrets(a);
   const auto rot = call("rotate", a);
   wait_settled(a, rot.sequence(), v1::PHASE_ACTIVE);
   const auto ca2 = credentials(a);
@@ -483,17 +508,31 @@ TEST_F(DockerTest, EdgePathVerifiesTheTenantsOwnJwtAndRotationRecreates) {
   EXPECT_EQ(forward(a, ca.publishable_key(), nullptr), 401);
   EXPECT_EQ(gateway(a, authz2).first, 200);
   EXPECT_EQ(gateway(a, authz).first, 401) << "the old JWT still verifies";
-  // Every service that holds the secret agrees with the gateway.
-  for (const auto& [service, c] : containers(a)) {
-    for (const auto& e : c["Config"]["Env"]) {
-      const std::string kv = e;
-      if (kv.find("JWT_SECRET=") != std::string::npos) {
-        EXPECT_EQ(kv.substr(kv.find('=') + 1).size(), 43u) << service;
-      }
-    }
+  // Every service that holds the secret holds the gateway's (the one the
+  // edge's new JWTs verified with, above), a new one; the keys handed to
+  // the services verify with it.
+  const auto secrets = jwt_secrets(a);
+  ASSERT_GE(secrets.size(), 4u);
+  const std::string gateway_secret = secrets.at("kong.JWT_SECRET");
+  for (const auto& [where, value] : secrets) {
+    EXPECT_EQ(value, gateway_secret) << where << " disagrees with the gateway";
+    EXPECT_NE(value, secrets_before.at(where)) << where << " kept the old secret";
   }
-  // router-sync routes the database host to A's own pooler.
+  const auto storage_env = env_of(containers(a)["storage"]);
+  for (const auto& [var, role] :
+       {std::pair<std::string, std::string>{"ANON_KEY", "anon"}, {"SERVICE_KEY", "service_role"}}) {
+    auto claims = auth::verify_hs256(gateway_secret, storage_env.at(var), std::time(nullptr));
+    ASSERT_TRUE(claims.ok()) << var << ": " << claims.error().message;
+    EXPECT_EQ(claims->role, role);
+    EXPECT_EQ(claims->ref, a);
+  }
+  // router-sync routes the API host to the gateway URL of the outcome event
+  // (the one `gateway()` above reached) ...
   const auto cfg = router_->sync().merged();
+  EXPECT_EQ(cfg["http"]["services"]["tenant-" + a + "-gateway"]["loadBalancer"]["servers"][0].value(
+                "url", ""),
+            "http://sp-" + a + "-kong:8000");
+  // ... and the database host to A's own pooler.
   const auto& tcp = cfg["tcp"]["routers"]["tenant-" + a + "-db"];
   EXPECT_EQ(tcp.value("rule", ""), "HostSNI(`db." + a + "." + kDomain + "`)");
   EXPECT_EQ(cfg["tcp"]["services"]["tenant-" + a + "-db"]["loadBalancer"]["servers"][0].value(
@@ -515,7 +554,7 @@ TEST_F(DockerTest, TenantsCannotReachEachOther) {
   const std::string a = ma.tenant().ref(), b = mb.tenant().ref();
   wait_settled(a, ma.sequence(), v1::PHASE_ACTIVE);
   wait_settled(b, mb.sequence(), v1::PHASE_ACTIVE);
-  const std::string from = "sp-" + a + "-db";
+  std::string from = "sp-" + a + "-db";
   auto wget = [&](const std::string& url) {
     // busybox wget's own -T crashes (static build); timeout(1) bounds it.
     return exec(from, {"/bin/timeout", "3", "/bin/wget", "-q", "-O", "/dev/null", url});
@@ -523,6 +562,25 @@ TEST_F(DockerTest, TenantsCannotReachEachOther) {
   // Control: its own services answer by name (so a refusal below means something).
   EXPECT_EQ(wget("http://rest:3000/health"), 0);
   EXPECT_EQ(wget("http://sp-" + a + "-kong:8000/health"), 0);
+  // From A's gateway, which is on the shared edge network as well: none of
+  // B's services that live on B's network alone, by name or by address.
+  // (B's gateway and pooler are on the edge network and answer there as
+  // they answer the edge: with B's JWT or B's password only.)
+  from = "sp-" + a + "-kong";
+  EXPECT_EQ(wget("http://rest:3000/health"), 0) << "control from A's gateway";
+  for (const std::string service : {"db", "rest", "auth", "storage"}) {
+    const std::string name = "sp-" + b + "-" + service;
+    const int port = service == "db"     ? 5432
+                     : service == "rest" ? 3000
+                     : service == "auth" ? 9999
+                                         : 5000;
+    EXPECT_NE(wget("http://" + name + ":" + std::to_string(port) + "/health"), 0) << name;
+    const std::string ip = ip_of(name, "sp-" + b);
+    ASSERT_FALSE(ip.empty()) << name;
+    EXPECT_NE(wget("http://" + ip + ":" + std::to_string(port) + "/health"), 0)
+        << name << " at " << ip << " from A's gateway";
+  }
+  from = "sp-" + a + "-db";
   for (const std::string service : {"db", "rest", "kong", "pooler"}) {
     const std::string name = "sp-" + b + "-" + service;
     const int port = service == "db"     ? 5432
@@ -640,28 +698,29 @@ TEST_F(DockerTest, AnUnhealthyServiceMakesTheTenantActiveUnhealthy) {
 }
 
 TEST_F(DockerTest, DaemonAwayForTenSecondsDuringConvergesNoneFail) {
-  start_provisioner();
+  start_provisioner(test_spec(), /*resync_interval_ms=*/1000);
   std::vector<v1::TenantMutation> ms;
   for (int i = 0; i < 2; ++i) ms.push_back(call("create", "", "outage" + std::to_string(i)));
   daemon_->stop_keep();  // containers die with the daemon (no live-restore)
   std::this_thread::sleep_for(std::chrono::seconds(10));
   daemon_->start();
-  // Stacks that were running came back stopped: resync repairs what events missed.
-  auto next_resync = SteadyClock::now();
+  // Stacks that were running came back stopped: the provisioner's own
+  // periodic resync (every second here) repairs what the events missed.
   for (auto& m : ms) {
     const std::string ref = m.tenant().ref();
     ASSERT_TRUE(eventually(
         [&] {
-          // The periodic resync (off in these tests), once a second.
-          if (SteadyClock::now() >= next_resync) {
-            (void)prov_->provisioner().resync();
-            next_resync = SteadyClock::now() + std::chrono::seconds(1);
-          }
           v1::GetTenantRequest req;
           req.set_ref(ref);
           v1::Tenant t;
-          return tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == v1::PHASE_ACTIVE &&
-                 t.observed_generation() == t.generation() && containers(ref).size() == 6;
+          if (!tenants_->GetTenant(ctx().get(), req, &t).ok() || t.phase() != v1::PHASE_ACTIVE ||
+              t.observed_generation() != t.generation() || t.status() != "ACTIVE_HEALTHY")
+            return false;
+          const auto cs = containers(ref);
+          return cs.size() == 6 && std::all_of(cs.begin(), cs.end(), [](const auto& c) {
+                   return c.second["State"].value("Running", false) &&
+                          health_status(c.second) == "healthy";
+                 });
         },
         std::chrono::seconds(180)))
         << ref << ": " << describe(ref);

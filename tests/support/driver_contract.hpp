@@ -42,6 +42,7 @@ inline void driver_contract(driver::Driver& d, const driver::StackRequest& r,
   // Provision, twice = once.
   ASSERT_TRUE(converge_until_done([&] { return d.provision(r); }));
   ASSERT_TRUE(converge_until_done([&] { return d.provision(r); }));
+  const auto first = d.endpoints(ref);
   auto up = d.observe(ref, true);
   ASSERT_TRUE(up.ok());
   EXPECT_TRUE(up->exists);
@@ -72,11 +73,24 @@ inline void driver_contract(driver::Driver& d, const driver::StackRequest& r,
   EXPECT_NE(d.observe(ref, true)->drift, "");
   ASSERT_TRUE(converge_until_done([&] { return d.provision(rotated); }));
   EXPECT_EQ(d.observe(ref, true)->drift, "");
-  // Endpoints are stable and name the tenant.
-  EXPECT_EQ(d.endpoints(ref).gateway_url, d.endpoints(ref).gateway_url);
-  EXPECT_NE(d.endpoints(ref).gateway_url.find(ref), std::string::npos);
+  // Endpoints name the tenant and survive a rotation and a repair (the
+  // outcome events of each converge carry the same ones).
+  const auto last = d.endpoints(ref);
+  EXPECT_NE(first.gateway_url.find(ref), std::string::npos) << first.gateway_url;
+  EXPECT_EQ(last.gateway_url, first.gateway_url);
+  EXPECT_EQ(last.db_host, first.db_host);
+  EXPECT_EQ(last.db_port, first.db_port);
+  EXPECT_EQ(last.db_name, first.db_name);
+  EXPECT_EQ(last.db_user, first.db_user);
+  EXPECT_EQ(last.db_upstream, first.db_upstream);
   // Remove, twice = once; from paused too.
   ASSERT_TRUE(d.pause(rotated).ok());
+  ASSERT_TRUE(d.remove(ref).ok());
+  ASSERT_TRUE(d.remove(ref).ok());
+  EXPECT_FALSE(d.observe(ref, true)->exists);
+  // ... and from running: a stack provisioned again is removed as it runs.
+  ASSERT_TRUE(converge_until_done([&] { return d.provision(rotated); }));
+  EXPECT_TRUE(d.observe(ref, true)->accepting_connections);
   ASSERT_TRUE(d.remove(ref).ok());
   ASSERT_TRUE(d.remove(ref).ok());
   EXPECT_FALSE(d.observe(ref, true)->exists);
