@@ -4,9 +4,13 @@
 // gRPC, the provisioner converges stacks of containers, router-sync's
 // ForwardAuth mints the JWT the gateway stand-in verifies. Traffic goes only
 // to containers this suite started, at addresses read from the Engine API.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -15,6 +19,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -833,6 +838,117 @@ TEST_F(DockerTest, DockerDriverKeepsTheDriverContract) {
   testenv::driver_contract(d, r, rotated, [&] {
     ASSERT_TRUE(docker_->call("DELETE", "/containers/sp-" + r.ref + "-rest?force=1").ok());
   });
+}
+
+// A registry that accepts and never answers: the daemon's pull of an image
+// from it hangs until the registry goes.
+class SilentRegistry {
+ public:
+  SilentRegistry() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(fd_, 16), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        std::lock_guard lk(mu_);
+        held_.push_back(c);
+      }
+    });
+  }
+  ~SilentRegistry() { close(); }
+  int port() const { return port_; }
+  /// Connections the daemon opened and still waits on (not closed by it).
+  std::size_t held() {
+    std::lock_guard lk(mu_);
+    std::size_t open = 0;
+    char b;
+    for (int c : held_) open += ::recv(c, &b, 1, MSG_PEEK | MSG_DONTWAIT) != 0 ? 1 : 0;
+    return open;
+  }
+  void close() {
+    if (fd_ < 0) return;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    fd_ = -1;
+    thread_.join();
+    std::lock_guard lk(mu_);
+    for (int c : held_) ::close(c);
+    held_.clear();
+  }
+
+ private:
+  int fd_{-1};
+  int port_{0};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<int> held_;
+};
+
+// A pull is long work: the driver starts it and returns, the services
+// whose images are there start meanwhile, a pause does not wait for it,
+// and a pull that fails is a converge error naming the image.
+TEST_F(DockerTest, APullInFlightHoldsNoCallAndAFailedPullNamesTheImage) {
+  SilentRegistry registry;
+  auto o = driver_options();
+  const std::string image = "127.0.0.1:" + std::to_string(registry.port()) + "/supaplane/slow:1";
+  for (auto& svc : o.spec.services)
+    if (svc.name == "kong") svc.image = image;
+  driver::DockerDriver d(o);
+  ASSERT_TRUE(d.connect().ok());
+  driver::StackRequest r;
+  r.ref = "pullsilentaaaaaaaaaa";
+  refs_.push_back(r.ref);
+  r.keys = secrets::generate_tenant_keys(r.ref, "supaplane", 1'700'000'000).value();
+  r.db_password = r.keys.db_password;
+
+  auto p = d.provision(r);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_FALSE(p->done);
+  // The call came back while the pull it started is still waiting on the
+  // registry (a call that waited for the pull would still be waiting).
+  ASSERT_TRUE(eventually([&] { return registry.held() > 0; })) << "the pull never started";
+  // Every service but the gateway comes up meanwhile.
+  ASSERT_TRUE(eventually(
+      [&] {
+        p = d.provision(r);
+        if (!p.ok()) return false;
+        const auto cs = containers(r.ref);
+        return cs.size() == 5 && !cs.count("kong") &&
+               std::all_of(cs.begin(), cs.end(),
+                           [](const auto& c) { return health_status(c.second) == "healthy"; });
+      },
+      std::chrono::seconds(120)))
+      << (p.ok() ? p->waiting_on : p.error().message);
+  // (The daemon gives up on a silent registry after some 30 s; the failure
+  // is answered once and the next step pulls again, so this is a pull.)
+  EXPECT_FALSE(p->done);
+  EXPECT_NE(p->waiting_on.find(image), std::string::npos) << p->waiting_on;
+  // A pause does not wait for the pull either.
+  ASSERT_TRUE(d.pause(r).ok());
+  for (const auto& [service, c] : containers(r.ref))
+    EXPECT_FALSE(c["State"].value("Running", true)) << service;
+  // The registry goes: the pull fails, and the converge says which image.
+  registry.close();
+  std::string error;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto q = d.provision(r);
+        if (q.ok()) return false;
+        error = q.error().message;
+        return true;
+      },
+      std::chrono::seconds(120)));
+  EXPECT_NE(error.find(image), std::string::npos) << error;
+  ASSERT_TRUE(d.remove(r.ref).ok());
+  EXPECT_TRUE(containers(r.ref).empty());
 }
 
 TEST(DockerSpec, ABadSpecRefusesTheStartNamingFileServiceAndField) {

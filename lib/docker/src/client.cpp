@@ -7,7 +7,9 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include "supaplane/logging/logging.hpp"
 
@@ -86,7 +88,9 @@ std::pair<std::string, std::string> split_image(const std::string& image) {
 }  // namespace
 
 Client::Client(std::string host, std::string registry_auth_file)
-    : host_(std::move(host)), auth_file_(std::move(registry_auth_file)) {
+    : host_(std::move(host)),
+      auth_file_(std::move(registry_auth_file)),
+      pulls_(std::make_shared<Pulls>()) {
   static const bool curl_ready = [] {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     return true;
@@ -240,6 +244,37 @@ Status Client::ensure_image(const std::string& image) {
                                           " cannot be pulled (not present after "
                                           "the pull)");
   return Status::Ok();
+}
+
+struct Client::Pulls {
+  std::mutex mu;
+  std::set<std::string> running;
+  std::map<std::string, Error> failed;
+};
+
+Result<bool> Client::image_ready(const std::string& image) {
+  {
+    std::lock_guard lk(pulls_->mu);
+    if (auto f = pulls_->failed.find(image); f != pulls_->failed.end()) {
+      Error e = f->second;
+      pulls_->failed.erase(f);
+      return e;
+    }
+    if (pulls_->running.count(image)) return false;
+  }
+  auto have = call("GET", "/images/" + image_path(image) + "/json");
+  if (have) return true;
+  if (have.error().code != errc::not_found) return have.error();
+  std::lock_guard lk(pulls_->mu);
+  if (!pulls_->running.insert(image).second) return false;
+  std::thread([pulls = pulls_, host = host_, auth = auth_file_, image] {
+    Client own(host, auth);
+    auto st = own.ensure_image(image);
+    std::lock_guard lk(pulls->mu);
+    pulls->running.erase(image);
+    if (!st) pulls->failed.insert_or_assign(image, st.error());
+  }).detach();
+  return false;
 }
 
 namespace {

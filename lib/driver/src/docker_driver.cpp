@@ -53,6 +53,8 @@ struct DockerDriver::Seen {
   std::string state;   ///< created | running | exited | paused | restarting | dead
   std::string health;  ///< healthy | unhealthy | starting | none (no health check)
   std::string hash;
+  /// Its image is being pulled: not created (or not recreated) yet.
+  std::string pulling{};
   bool running() const { return state == "running"; }
   /// Running, and healthy if it has a health check.
   bool ready() const { return running() && (health == "healthy" || health == "none"); }
@@ -243,7 +245,6 @@ Result<std::map<std::string, DockerDriver::Seen>> DockerDriver::list(const std::
 
 Status DockerDriver::create_container(const ServiceSpec& svc, const StackRequest& r,
                                       const Json& body) {
-  if (auto st = client_.ensure_image(svc.image); !st) return st;
   const std::string name = container_name(r.ref, svc.name);
   auto made = client_.call("POST", "/containers/create?name=" + name, &body);
   if (!made) {
@@ -287,6 +288,16 @@ Result<std::map<std::string, DockerDriver::Seen>> DockerDriver::materialize(cons
     const std::string hash = (*body)["Labels"][kHashLabel];
     auto it = seen->find(svc.name);
     if (it != seen->end() && it->second.hash == hash) continue;
+    // A missing image is pulled in the background; until it is there the
+    // service waits (an old container of it stays as it is), and the other
+    // services go on.
+    auto image = client_.image_ready(svc.image);
+    if (!image) return image.error();
+    if (!*image) {
+      if (it == seen->end()) it = seen->emplace(svc.name, Seen{"", "", "none", ""}).first;
+      it->second.pulling = svc.image;
+      continue;
+    }
     if (it != seen->end()) {
       log()->info("recreating {} (configuration changed)", container_name(r.ref, svc.name));
       if (auto d = client_.call("DELETE", "/containers/" + it->second.id + "?force=1");
@@ -312,10 +323,12 @@ Result<Progress> DockerDriver::provision(const StackRequest& r) {
   for (const auto& svc : opts_.spec.services) {
     const Seen& s = (*seen)[svc.name];
     std::string waiting;
-    if (!s.running()) {
+    if (!s.pulling.empty()) {
+      waiting = svc.name + " waits for its image " + s.pulling + " (pulling)";
+    } else if (!s.running()) {
       for (const auto& [dep, cond] : svc.depends_on) {
         const Seen& d = (*seen)[dep];
-        const bool ok = cond == "healthy" ? d.ready() : d.running();
+        const bool ok = d.pulling.empty() && (cond == "healthy" ? d.ready() : d.running());
         if (!ok) {
           waiting = svc.name + " waits for " + dep + " to be " + cond;
           break;
@@ -362,12 +375,32 @@ Status DockerDriver::pause(const StackRequest& r) {
   // What is missing is created (stopped), so a resume only starts it.
   auto seen = materialize(r);
   if (!seen) return seen.error();
-  // Dependents first, so nothing runs against a stopped dependency.
-  for (auto it = opts_.spec.services.rbegin(); it != opts_.spec.services.rend(); ++it) {
-    auto s = seen->find(it->name);
-    if (s == seen->end() || !(s->second.running() || s->second.state == "restarting")) continue;
-    auto st = client_.call("POST", "/containers/" + s->second.id + "/stop?t=10", nullptr, 60'000);
-    if (!st && !ignorable(st.error())) return st.error();
+  // Dependents first, so nothing runs against a stopped dependency: in
+  // waves, each stopping side by side every running service that no running
+  // service depends on (a stop may take its whole grace period).
+  std::set<std::string> left;
+  for (const auto& [service, s] : *seen)
+    if (!s.id.empty() && (s.running() || s.state == "restarting")) left.insert(service);
+  while (!left.empty()) {
+    std::vector<std::string> wave;
+    for (const auto& name : left) {
+      const bool needed = std::any_of(left.begin(), left.end(), [&](const std::string& other) {
+        const auto* o = opts_.spec.find(other);
+        return o && o->depends_on.count(name) > 0;
+      });
+      if (!needed) wave.push_back(name);
+    }
+    if (wave.empty()) wave.assign(left.begin(), left.end());  // a cycle: the spec refuses them
+    std::vector<std::future<Result<docker::Response>>> stops;
+    for (const auto& name : wave)
+      stops.push_back(std::async(std::launch::async, [this, id = (*seen)[name].id] {
+        return client_.call("POST", "/containers/" + id + "/stop?t=10", nullptr, 60'000);
+      }));
+    Status failed = Status::Ok();
+    for (auto& f : stops)
+      if (auto st = f.get(); !st && !ignorable(st.error()) && failed) failed = st.error();
+    if (!failed) return failed;
+    for (const auto& name : wave) left.erase(name);
   }
   return Status::Ok();
 }

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -40,8 +41,16 @@ class Client {
   Result<Response> call(const std::string& method, const std::string& path,
                         const Json* body = nullptr, long timeout_ms = 60'000);
 
-  /// Pulls `image` unless present. A pull that fails names the image.
+  /// Pulls `image` unless present, waiting for the pull. A pull that fails
+  /// names the image.
   Status ensure_image(const std::string& image);
+
+  /// Whether `image` is in the daemon, without waiting for a pull: when it
+  /// is not, its pull starts on a thread of its own (one per image however
+  /// many ask, with a client of its own, so it outlives this one safely)
+  /// and this answers false until the image is there. A failed pull is
+  /// answered once, as the error naming the image; the next ask pulls again.
+  Result<bool> image_ready(const std::string& image);
 
   /// Streams `/events` with `filters` (Engine API filter JSON), calling
   /// `on_event` for each, until `stop` is set or the stream breaks (then
@@ -62,6 +71,8 @@ class Client {
   std::string auth_file_;
   std::string version_;
   std::mutex pull_mu_;  ///< one pull at a time per image name is enough
+  struct Pulls;
+  std::shared_ptr<Pulls> pulls_;  ///< background pulls, shared with their threads
   std::atomic<bool> reachable_{false};
 };
 
