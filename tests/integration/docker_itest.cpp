@@ -132,7 +132,8 @@ class DockerTest : public ::testing::Test {
     return o;
   }
 
-  provisioner::AppOptions prov_options(const std::string& spec, int resync_interval_ms = 0) {
+  provisioner::AppOptions prov_options(const std::string& spec, int resync_interval_ms = 0,
+                                       int workers = 0) {
     provisioner::AppOptions o;
     o.nats_url = nats_.url();
     o.database_url = pg().admin_dsn(db_);
@@ -140,6 +141,7 @@ class DockerTest : public ::testing::Test {
     o.metrics_addr = "127.0.0.1:0";
     o.resync_interval_ms = resync_interval_ms;  // 0: tests call resync() themselves
     o.provisioner.backoff_base_ms = 20;
+    if (workers > 0) o.provisioner.workers = workers;
     o.driver = "docker";
     o.docker_host = daemon_->host();
     o.stack_spec = spec;
@@ -148,8 +150,9 @@ class DockerTest : public ::testing::Test {
     return o;
   }
 
-  void start_provisioner(const std::string& spec = test_spec(), int resync_interval_ms = 0) {
-    prov_ = std::make_unique<provisioner::App>(prov_options(spec, resync_interval_ms));
+  void start_provisioner(const std::string& spec = test_spec(), int resync_interval_ms = 0,
+                         int workers = 0) {
+    prov_ = std::make_unique<provisioner::App>(prov_options(spec, resync_interval_ms, workers));
     auto st = prov_->start();
     ASSERT_TRUE(st.ok()) << st.error().message;
     ASSERT_TRUE(eventually([&] { return prov_->readiness().empty() && api_->readiness().empty(); }))
@@ -650,6 +653,44 @@ TEST_F(DockerTest, PauseResumeDeleteInEveryPhaseIncludingMidStart) {
   wait_settled(ref2, d2.sequence(), v1::PHASE_DELETED);
   EXPECT_TRUE(containers(ref2).empty());
   EXPECT_EQ(count_events(ref2, "tenant.converge_failed"), 0);
+}
+
+// A stack that takes long to turn healthy holds no worker: with a single
+// worker, a second tenant's stack is made and started while the first still
+// waits for its slow service.
+TEST_F(DockerTest, OneTenantsSlowStartDoesNotHoldAnothersConverge) {
+  testenv::TempDir dir("sp-spec");
+  std::string slow = read_file(test_spec());
+  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
+  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"45000\"");
+  const std::string spec = dir.path() + "/slow.yaml";
+  std::ofstream(spec) << slow;
+  start_provisioner(spec, 0, /*workers=*/1);
+  const std::size_t services = driver::load_stack_spec(spec).value().services.size();
+
+  const auto ma = call("create", "", "first");
+  const std::string a = ma.tenant().ref();
+  ASSERT_TRUE(eventually([&] { return containers(a).count("storage") == 1; }));
+  const auto mb = call("create", "", "second");
+  const std::string b = mb.tenant().ref();
+  ASSERT_TRUE(eventually([&] {
+    const auto cs = containers(b);
+    return cs.size() == services && cs.count("db") && cs.at("db")["State"].value("Running", false);
+  })) << describe(b);
+  v1::GetTenantRequest get;
+  get.set_ref(a);
+  v1::Tenant t;
+  ASSERT_TRUE(tenants_->GetTenant(ctx().get(), get, &t).ok());
+  EXPECT_EQ(t.phase(), v1::PHASE_PROVISIONING)
+      << "the first stack finished before the second began: the test shows nothing";
+  EXPECT_NE(health_status(containers(a).at("storage")), "healthy");
+  // Both are deleted mid-start, on the one worker.
+  const auto da = call("delete", a);
+  const auto db = call("delete", b);
+  wait_settled(a, da.sequence(), v1::PHASE_DELETED);
+  wait_settled(b, db.sequence(), v1::PHASE_DELETED);
+  EXPECT_TRUE(containers(a).empty());
+  EXPECT_TRUE(containers(b).empty());
 }
 
 TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
