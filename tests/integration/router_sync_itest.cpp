@@ -521,6 +521,48 @@ TEST_F(RouterSyncTest, RestartUsesTheSavedRenderStateOnlyWhenCurrentAndWhole) {
   })) << "the stale render state is not counted in /metrics";
 }
 
+// A state from the log that names a gateway or a database upstream outside
+// the configured patterns (a forged or broken outcome event) is not routed:
+// the tenant's traffic, with the JWTs minted for it, never goes there.
+TEST_F(RouterSyncTest, ALogStateNamingAForeignGatewayOrDatabaseIsNotRouted) {
+  const std::string a = create_active();
+  ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));
+  settle_router();
+  auto& sync = router_->sync();
+  const auto refused_before = sync.counters().refused_endpoints.load();
+  v1::TenantState s;
+  s.set_ref(a);
+  s.set_plan(v1::PLAN_STARTER);
+  s.set_phase(v1::PHASE_ACTIVE);
+  s.set_gateway_url("http://attacker.example:8000");
+  s.set_db_host("db." + a + "." + kDomain);
+  s.set_db_upstream("attacker.example:5432");
+  sync.on_applied(s, 0, "test");
+  settle_router();
+  const auto dir = directory_config();
+  EXPECT_FALSE(routes_to_gateway(dir, a));
+  EXPECT_EQ(dir.dump().find("attacker"), std::string::npos) << dir.dump();
+  EXPECT_EQ(http_config().dump().find("attacker"), std::string::npos);
+  EXPECT_EQ(sync.counters().refused_endpoints.load() - refused_before, 2u);
+  EXPECT_TRUE(eventually([&] {
+    auto m = get("/metrics", {}, router_->metrics_port());
+    return m && m->status == 200 &&
+           m->body.find("supaplane_router_refused_endpoints_total " +
+                        std::to_string(sync.counters().refused_endpoints.load())) !=
+               std::string::npos;
+  })) << "refusals not exported";
+  // Another tenant's gateway is refused the same way.
+  s.set_gateway_url("http://zzzzzzzzzzzzzzzzzzzz.gateway.internal:8000");
+  s.clear_db_upstream();
+  sync.on_applied(s, 0, "test");
+  settle_router();
+  EXPECT_EQ(directory_config().dump().find("zzzzzzzzzzzzzzzzzzzz"), std::string::npos);
+  // The tenant's own gateway is routed again.
+  s.set_gateway_url("http://" + a + ".gateway.internal:8000");
+  sync.on_applied(s, 0, "test");
+  EXPECT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));
+}
+
 TEST_F(RouterSyncTest, BurstsAreCoalesced) {
   const std::string a = create_active();
   ASSERT_TRUE(eventually([&] { return routes_to_gateway(directory_config(), a); }));
