@@ -693,6 +693,48 @@ TEST_F(DockerTest, OneTenantsSlowStartDoesNotHoldAnothersConverge) {
   EXPECT_TRUE(containers(b).empty());
 }
 
+// The remaining transitions: a rotation while the stack is still starting,
+// a resume right behind a pause, and a delete of a running stack.
+TEST_F(DockerTest, RotateMidStartResumeBehindAPauseAndDeleteWhileActive) {
+  testenv::TempDir dir("sp-spec");
+  std::string slow = read_file(test_spec());
+  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
+  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"3000\"");
+  const std::string spec = dir.path() + "/slow.yaml";
+  std::ofstream(spec) << slow;
+  start_provisioner(spec);
+  const std::size_t services = driver::load_stack_spec(spec).value().services.size();
+
+  const auto m = call("create", "", "turnstile");
+  const std::string ref = m.tenant().ref();
+  ASSERT_TRUE(eventually([&] { return containers(ref).size() == services; }));
+  const auto first = jwt_secrets(ref);
+  const auto rot = call("rotate", ref);
+  auto t = wait_settled(ref, rot.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_EQ(t.status(), "ACTIVE_HEALTHY");
+  const auto rotated = jwt_secrets(ref);
+  ASSERT_EQ(rotated.size(), first.size());
+  for (const auto& [where, value] : rotated) {
+    EXPECT_EQ(value, rotated.at("kong.JWT_SECRET")) << where;
+    EXPECT_NE(value, first.at(where)) << where << " kept the secret of before the rotation";
+  }
+
+  call("pause", ref);
+  const auto r = call("resume", ref);
+  t = wait_settled(ref, r.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_EQ(t.status(), "ACTIVE_HEALTHY");
+  for (const auto& [service, c] : containers(ref)) {
+    EXPECT_TRUE(c["State"].value("Running", false)) << service;
+    EXPECT_EQ(health_status(c), "healthy") << service;
+  }
+
+  const auto d = call("delete", ref);
+  wait_settled(ref, d.sequence(), v1::PHASE_DELETED);
+  EXPECT_TRUE(containers(ref).empty());
+  EXPECT_EQ(docker_->call("GET", "/networks/sp-" + ref).error().code, errc::not_found);
+  EXPECT_EQ(count_events(ref, "tenant.converge_failed"), 0);
+}
+
 TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
   start_provisioner();
   const auto m = call("create", "", "drifty");
