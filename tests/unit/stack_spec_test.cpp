@@ -60,6 +60,9 @@ TEST(StackSpec, ShippedSpecsParse) {
   for (const char* n : {"db", "kong", "auth", "rest", "realtime", "storage", "imgproxy", "meta",
                         "functions", "pooler"})
     EXPECT_NE(s.find(n), nullptr) << n;
+  // The kept database follows a rotated password: db sets its roles'
+  // passwords at every start, from its environment (never a template).
+  EXPECT_FALSE(s.find("db")->on_healthy.exec.empty());
 }
 
 TEST(StackSpec, ServicesAreOrderedDependenciesFirst) {
