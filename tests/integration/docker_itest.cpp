@@ -341,9 +341,13 @@ class DockerTest : public ::testing::Test {
     return nets[network].value("IPAddress", "");
   }
 
-  /// Runs `cmd` in `container` (Engine API exec); its exit code.
-  int exec(const std::string& container, const std::vector<std::string>& cmd) {
+  /// Runs `cmd` in `container` (Engine API exec) with the container's
+  /// environment plus `env` ("NAME=value": secrets go there, not in `cmd`);
+  /// its exit code.
+  int exec(const std::string& container, const std::vector<std::string>& cmd,
+           const std::vector<std::string>& env = {}) {
     Json body{{"Cmd", cmd}, {"AttachStdout", false}, {"AttachStderr", false}};
+    if (!env.empty()) body["Env"] = env;
     auto made = docker_->call("POST", "/containers/" + container + "/exec", &body);
     if (!made) return -1;
     const std::string id = made->body.value("Id", "");
@@ -357,6 +361,13 @@ class DockerTest : public ::testing::Test {
       return true;
     });
     return code;
+  }
+
+  /// Exit code of a login to `ref`'s db stand-in with `password`, from the
+  /// container of `service` (the password in the exec's environment).
+  int db_login(const std::string& ref, const std::string& service, const std::string& password) {
+    return exec("sp-" + ref + "-" + service, {"/sp-standin", "db-login"},
+                {"DB_PASSWORD=" + password});
   }
 
   testenv::DockerDaemon* daemon_{nullptr};
@@ -553,6 +564,91 @@ TEST_F(DockerTest, EdgePathVerifiesTheTenantsOwnJwtAndRotationRecreates) {
   ASSERT_TRUE(pr);
   EXPECT_NE(pr->body.find("\"service\":\"pooler\",\"ref\":\"" + a + "\""), std::string::npos)
       << pr->body;
+}
+
+TEST_F(DockerTest, RotationBringsTheKeptDatabaseToTheNewPasswordBeforeItsUsersStart) {
+  start_provisioner();
+  const auto m = call("create", "", "rotor");
+  const std::string ref = m.tenant().ref();
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  const auto before = credentials(ref);
+  ASSERT_FALSE(before.db_password().empty());
+  // The db's volume was initialised with this password, and the db refuses
+  // others. A file of the test's own marks the volume, to find it again.
+  const std::string db = "sp-" + ref + "-db";
+  const std::string marker = "/var/lib/postgresql/data/test-marker";
+  ASSERT_EQ(exec(db, {"/bin/sh", "-c", ": > " + marker}), 0);
+  const Json db_before = containers(ref).at("db")["Id"];
+  ASSERT_EQ(db_login(ref, "auth", before.db_password()), 0);
+  ASSERT_NE(db_login(ref, "auth", "not-the-password"), 0) << "the db accepts anything";
+
+  const auto rot = call("rotate", ref);
+  const auto t = wait_settled(ref, rot.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_EQ(t.status(), "ACTIVE_HEALTHY") << describe(ref);
+  const auto after = credentials(ref);
+  ASSERT_NE(after.db_password(), before.db_password());
+  // A new db container with the new password, on the volume initialised
+  // with the old one.
+  const auto cs = containers(ref);
+  EXPECT_NE(cs.at("db")["Id"], db_before) << "db was not recreated";
+  EXPECT_EQ(exec(db, {"/bin/ls", marker}), 0) << "the volume was replaced";
+  const auto report = health(ref);
+  EXPECT_EQ(report.services_size(), 5);
+  for (const auto& s : report.services()) EXPECT_EQ(s.status(), "ACTIVE_HEALTHY") << s.name();
+  // The services that use the database hold the new password (their health
+  // checks log in with it), and the kept database accepts it, not the old.
+  std::set<std::string> users;
+  for (const auto& [service, c] : cs) {
+    EXPECT_EQ(health_status(c), "healthy") << service;
+    for (const auto& e : c["Config"]["Env"]) {
+      const std::string kv = e;
+      if (kv.rfind("DB_PASSWORD=", 0) != 0) continue;
+      users.insert(service);
+      EXPECT_TRUE(kv.substr(12) == after.db_password()) << service << " has another password";
+    }
+  }
+  EXPECT_EQ(users, (std::set<std::string>{"auth", "pooler", "rest", "storage"}));
+  for (const auto& service : users) {
+    EXPECT_EQ(db_login(ref, service, after.db_password()), 0) << service;
+    EXPECT_NE(db_login(ref, service, before.db_password()), 0)
+        << service << ": the old password works";
+  }
+}
+
+TEST_F(DockerTest, WithoutOnHealthyARotationLocksTheServicesOutOfTheKeptDatabase) {
+  // The control of the test above: the stand-ins do show the failure the
+  // on_healthy command prevents (a db that keeps the password of its first
+  // start, and services that fail their health check without a login).
+  testenv::TempDir dir("sp-spec");
+  std::string text = read_file(test_spec());
+  const std::string hook = "    on_healthy: {exec: [\"/sp-standin\", \"set-password\"]}\n";
+  ASSERT_NE(text.find(hook), std::string::npos);
+  text.erase(text.find(hook), hook.size());
+  const std::string spec = dir.path() + "/no-hook.yaml";
+  std::ofstream(spec) << text;
+  start_provisioner(spec);
+  const auto m = call("create", "", "lockedout");
+  const std::string ref = m.tenant().ref();
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  const auto before = credentials(ref);
+  call("rotate", ref);
+  v1::TenantCredentials after;
+  ASSERT_TRUE(eventually([&] {
+    after = credentials(ref);
+    return after.db_password() != before.db_password();
+  }));
+  // auth recreated with the new password, and unhealthy: it cannot log in.
+  ASSERT_TRUE(eventually([&] {
+    const auto cs = containers(ref);
+    const auto auth = cs.find("auth");
+    if (auth == cs.end() || health_status(auth->second) != "unhealthy") return false;
+    for (const auto& e : auth->second["Config"]["Env"])
+      if (e == "DB_PASSWORD=" + after.db_password()) return true;
+    return false;
+  })) << describe(ref);
+  EXPECT_NE(db_login(ref, "auth", after.db_password()), 0);
+  EXPECT_EQ(db_login(ref, "auth", before.db_password()), 0)
+      << "the db took the new password by itself";
 }
 
 TEST_F(DockerTest, TenantsCannotReachEachOther) {

@@ -60,6 +60,9 @@ TEST(StackSpec, ShippedSpecsParse) {
   for (const char* n : {"db", "kong", "auth", "rest", "realtime", "storage", "imgproxy", "meta",
                         "functions", "pooler"})
     EXPECT_NE(s.find(n), nullptr) << n;
+  // The kept database follows a rotated password: db sets its roles'
+  // passwords at every start, from its environment (never a template).
+  EXPECT_FALSE(s.find("db")->on_healthy.exec.empty());
 }
 
 TEST(StackSpec, ServicesAreOrderedDependenciesFirst) {
@@ -94,6 +97,35 @@ TEST(StackSpec, MistakesNameFileServiceAndField) {
                       "  db:\n    image: x/db:1\n    depends_on: {gw: started}\n"),
                  "depends_on", "cycle");
   expect_refused("services: [", "yaml", "");
+}
+
+TEST(StackSpec, OnHealthyIsAnArgvWithoutTemplatesOnAServiceWithAHealthCheck) {
+  const std::string hook = "    on_healthy: {exec: [sh, -c, 'sync \"$POSTGRES_PASSWORD\"']}\n";
+  auto s = parse_stack_spec(kMinimal + hook, "spec.yaml");
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->find("db")->on_healthy.exec,
+            (std::vector<std::string>{"sh", "-c", "sync \"$POSTGRES_PASSWORD\""}));
+  EXPECT_TRUE(s->find("gw")->on_healthy.exec.empty());
+
+  // A rendered secret would be in the exec's command line, which the
+  // daemon shows to all its clients (events, inspect).
+  expect_refused(kMinimal + "    on_healthy: {exec: [sync, \"{{db_password}}\"]}\n",
+                 "db.on_healthy.exec", "cannot be a template");
+  expect_refused(kMinimal + "    on_healthy: {exec: [sync, \"{{ref}}\"]}\n", "db.on_healthy.exec",
+                 "cannot be a template");
+  expect_refused(kMinimal + "    on_healthy: {exec: []}\n", "db.on_healthy.exec", "is required");
+  expect_refused(kMinimal + "    on_healthy: {}\n", "db.on_healthy.exec", "is required");
+  expect_refused(kMinimal + "    on_healthy: {exec: \"sh -c sync\"}\n", "db.on_healthy.exec",
+                 "list of strings");
+  expect_refused(kMinimal + "    on_healthy: {exec: [sh, [x]]}\n", "db.on_healthy.exec",
+                 "list of strings");
+  expect_refused(kMinimal + "    on_healthy: {run: [sync]}\n", "db.on_healthy.run",
+                 "unknown field");
+  expect_refused(kMinimal + "    on_healthy: [sync]\n", "db.on_healthy", "must be a map");
+  // It runs once the service is healthy: without a health check it could not.
+  expect_refused(with(kMinimal, "    environment: {SECRET",
+                      "    on_healthy: {exec: [sync]}\n    environment: {SECRET"),
+                 "gw.on_healthy", "needs a healthcheck");
 }
 
 TEST(StackSpec, TemplatesRenderAndDeriveStableSecrets) {

@@ -320,15 +320,29 @@ Result<Progress> DockerDriver::provision(const StackRequest& r) {
   Progress p;
   p.done = true;
   std::vector<std::string> to_start;
+  // Healthy, and its on_healthy command (if any) succeeded in this container:
+  // what a dependent waiting for `healthy` needs (dependencies come first).
+  std::set<std::string> healthy;
   for (const auto& svc : opts_.spec.services) {
     const Seen& s = (*seen)[svc.name];
     std::string waiting;
+    if (!svc.on_healthy.exec.empty() && s.pulling.empty()) {
+      if (!s.running()) {
+        forget_on_healthy(r.ref, svc.name);  // runs again once started and healthy
+      } else if (s.ready()) {
+        auto hook = on_healthy_step(r.ref, svc, s.id);
+        if (!hook) return hook.error();
+        waiting = *hook;
+      }
+    }
+    if (s.ready() && s.pulling.empty() && waiting.empty()) healthy.insert(svc.name);
     if (!s.pulling.empty()) {
       waiting = svc.name + " waits for its image " + s.pulling + " (pulling)";
     } else if (!s.running()) {
       for (const auto& [dep, cond] : svc.depends_on) {
         const Seen& d = (*seen)[dep];
-        const bool ok = d.pulling.empty() && (cond == "healthy" ? d.ready() : d.running());
+        const bool ok =
+            cond == "healthy" ? healthy.count(dep) > 0 : d.running() && d.pulling.empty();
         if (!ok) {
           waiting = svc.name + " waits for " + dep + " to be " + cond;
           break;
@@ -407,6 +421,7 @@ Status DockerDriver::pause(const StackRequest& r) {
 
 Status DockerDriver::remove(const std::string& ref) {
   if (!TenantRef::valid(ref)) return make_error(errc::invalid_argument, "bad tenant ref", "ref");
+  forget_on_healthy(ref);
   auto seen = list(ref);
   if (!seen) return seen.error();
   for (const auto& [service, s] : *seen) {

@@ -130,9 +130,9 @@ Result<std::map<std::string, Resources>> plan_resources(const YAML::Node& n,
 }
 
 const std::set<std::string> kServiceFields = {
-    "image",        "health_name", "command",  "entrypoint", "environment",
-    "healthcheck",  "depends_on",  "volumes",  "tmpfs",      "read_only",
-    "capabilities", "user",        "resources"};
+    "image",        "health_name", "command",   "entrypoint", "environment",
+    "healthcheck",  "depends_on",  "volumes",   "tmpfs",      "read_only",
+    "capabilities", "user",        "resources", "on_healthy"};
 
 Result<ServiceSpec> parse_service(const std::string& name, const YAML::Node& n,
                                   const std::string& file) {
@@ -251,6 +251,27 @@ Result<ServiceSpec> parse_service(const std::string& name, const YAML::Node& n,
   auto res = plan_resources(n["resources"], file, name + ".resources");
   if (!res) return res.error();
   s.resources = *res;
+  if (const auto hook = n["on_healthy"]) {
+    const std::string where = name + ".on_healthy";
+    if (!hook.IsMap()) return bad(file, where, "must be a map with exec");
+    for (const auto& kv : hook) {
+      const std::string k = kv.first.as<std::string>();
+      if (k != "exec") return bad(file, where + "." + k, "unknown field (exec)");
+    }
+    if (hook["exec"] && !hook["exec"].IsSequence())
+      return bad(file, where + ".exec", "must be a list of strings (the command's arguments)");
+    auto exec = string_list(hook["exec"], file, where + ".exec");
+    if (!exec) return exec.error();
+    if (exec->empty()) return bad(file, where + ".exec", "is required (the command to run)");
+    for (const auto& part : *exec)
+      if (part.find("{{") != std::string::npos)
+        return bad(file, where + ".exec",
+                   "cannot be a template (an exec's command line is visible to every client of "
+                   "the daemon: read secrets from the container's environment)");
+    if (s.healthcheck.test.empty())
+      return bad(file, where, "needs a healthcheck (it runs once the service is healthy)");
+    s.on_healthy.exec = *exec;
+  }
   return s;
 }
 

@@ -197,6 +197,15 @@ Status App::start() {
                    "tenants' connection limits summed, at the last budget check",
                    [p = &pc.promised] { return static_cast<double>(p->load()); });
   }
+  if (auto* dd = dynamic_cast<driver::DockerDriver*>(base_driver_)) {
+    const auto& dc = dd->counters();
+    mirror_->counter("supaplane_provisioner_on_healthy_runs_total",
+                     "on_healthy commands of the stack spec that exited 0", dc.on_healthy_runs);
+    mirror_->counter("supaplane_provisioner_on_healthy_failures_total",
+                     "on_healthy commands that exited non-zero or were lost (run again at the "
+                     "next converge step)",
+                     dc.on_healthy_failures);
+  }
   ops_ = std::make_unique<metrics::OpsServer>(registry_, [this] { return readiness(); });
   auto mp = ops_->start(metrics_hp->host, metrics_hp->port);
   if (!mp) return mp.error();

@@ -11,9 +11,25 @@
 //                      {"service":$SERVICE,"ref":$TENANT_REF,"role":<jwt role>}.
 //                      $FAIL_FILE: while that file exists, /health answers 503
 //                      (tests make a service unhealthy with it).
+//                      $DB_URL / $DB_PASSWORD (the services that use the
+//                      database): /health also needs the db stand-in at
+//                      host:port to accept that password (GET /login), as a
+//                      real service needs its database login.
+//                      SERVICE=db with $DATA_DIR (its volume): like the
+//                      postgres image, the first start with an empty
+//                      DATA_DIR stores $POSTGRES_PASSWORD there; later starts
+//                      keep what is stored, whatever the environment says.
+//                      GET /login answers 200 when the X-Db-Password header
+//                      equals the stored password, else 401.
 //   sp-standin probe PORT   exit 0 when 127.0.0.1:PORT/health answers 200
 //                           (the container health check).
+//   sp-standin set-password  (db, run as an exec) stores $POSTGRES_PASSWORD
+//                            in $DATA_DIR: the stand-in's ALTER ROLE.
+//   sp-standin db-login      exit 0 when the db at $DB_URL accepts
+//                            $DB_PASSWORD (tests run it as an exec).
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sodium.h>
@@ -25,6 +41,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -95,6 +113,67 @@ std::string header_value(const std::string& head, const std::string& name) {
   return head.substr(start, head.find("\r\n", start) - start);
 }
 
+std::string password_file() { return env("DATA_DIR") + "/password"; }
+
+/// The stored password ("" when none is stored).
+std::string stored_password() {
+  std::ifstream in(password_file());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// Stores `pw` (write a temp file, then rename: a reader sees the old or
+/// the new password, never half of one).
+bool store_password(const std::string& pw) {
+  const std::string tmp = password_file() + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return false;
+  const bool ok =
+      ::write(fd, pw.data(), pw.size()) == static_cast<ssize_t>(pw.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  return ok && ::rename(tmp.c_str(), password_file().c_str()) == 0;
+}
+
+bool same(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+/// Sends `req` to host:port and returns the HTTP status (-1 when unreachable).
+int http_status(const std::string& host, const std::string& port, const std::string& req) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) return -1;
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{1, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  const bool connected = ::connect(s, res->ai_addr, res->ai_addrlen) == 0;
+  ::freeaddrinfo(res);
+  int status = -1;
+  if (connected &&
+      ::send(s, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+    char buf[64] = {};
+    const ssize_t n = ::recv(s, buf, sizeof buf - 1, 0);
+    if (n > 12) status = std::atoi(buf + 9);
+  }
+  ::close(s);
+  return status;
+}
+
+/// Whether the db at $DB_URL (http://host:port) accepts `password`.
+bool db_accepts(const std::string& password) {
+  std::string url = env("DB_URL");
+  if (url.rfind("http://", 0) == 0) url = url.substr(7);
+  const auto colon = url.find(':');
+  if (colon == std::string::npos) return false;
+  const std::string req = "GET /login HTTP/1.1\r\nHost: db\r\nX-Db-Password: " + password +
+                          "\r\nConnection: close\r\n\r\n";
+  return http_status(url.substr(0, colon), url.substr(colon + 1), req) == 200;
+}
+
 void handle(int fd, const std::chrono::steady_clock::time_point ready_at) {
   timeval tv{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -116,7 +195,15 @@ void handle(int fd, const std::chrono::steady_clock::time_point ready_at) {
     if (std::chrono::steady_clock::now() < ready_at ||
         (!fail.empty() && ::stat(fail.c_str(), &st) == 0))
       return answer(fd, 503, "{\"healthy\":false}");
+    if (!env("DB_URL").empty() && !db_accepts(env("DB_PASSWORD")))
+      return answer(fd, 503, "{\"healthy\":false,\"error\":\"database login failed\"}");
     return answer(fd, 200, "{\"healthy\":true,\"service\":\"" + service + "\"}");
+  }
+  if (path == "/login" && service == "db") {
+    const std::string stored = stored_password();
+    if (stored.empty() || !same(header_value(head, "x-db-password"), stored))
+      return answer(fd, 401, "{\"message\":\"password authentication failed\"}");
+    return answer(fd, 200, "{\"login\":true}");
   }
   std::string role;
   if (env("REQUIRE_JWT") == "1") {
@@ -132,6 +219,14 @@ void handle(int fd, const std::chrono::steady_clock::time_point ready_at) {
 }
 
 int serve() {
+  if (env("SERVICE") == "db" && !env("DATA_DIR").empty() && stored_password().empty()) {
+    // An empty data directory: initialise it with the password of the
+    // environment (the postgres image's initdb). Never again afterwards.
+    if (env("POSTGRES_PASSWORD").empty() || !store_password(env("POSTGRES_PASSWORD"))) {
+      std::fprintf(stderr, "sp-standin: cannot initialise %s\n", env("DATA_DIR").c_str());
+      return 1;
+    }
+  }
   const int port = std::atoi(env("PORT", "8000").c_str());
   const auto ready_at = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(std::atoi(env("STARTUP_DELAY_MS", "0").c_str()));
@@ -183,6 +278,11 @@ int main(int argc, char** argv) {
   const std::string cmd = argc > 1 ? argv[1] : "serve";
   if (cmd == "serve") return serve();
   if (cmd == "probe" && argc > 2) return probe(std::atoi(argv[2]));
-  std::fprintf(stderr, "usage: sp-standin serve | probe PORT\n");
+  if (cmd == "set-password") {
+    if (env("DATA_DIR").empty() || env("POSTGRES_PASSWORD").empty()) return 2;
+    return store_password(env("POSTGRES_PASSWORD")) ? 0 : 1;
+  }
+  if (cmd == "db-login") return db_accepts(env("DB_PASSWORD")) ? 0 : 1;
+  std::fprintf(stderr, "usage: sp-standin serve | probe PORT | set-password | db-login\n");
   return 2;
 }

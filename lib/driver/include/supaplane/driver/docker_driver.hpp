@@ -1,9 +1,12 @@
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "supaplane/docker/client.hpp"
 #include "supaplane/driver/driver.hpp"
@@ -24,6 +27,12 @@ struct DockerDriverOptions {
   int db_edge_port{5432};
 };
 
+/// What the docker driver counts (plain atomics; the provisioner exports them).
+struct DockerDriverCounters {
+  std::atomic<std::uint64_t> on_healthy_runs{0};      ///< on_healthy commands that exited 0
+  std::atomic<std::uint64_t> on_healthy_failures{0};  ///< ... that exited non-zero or were lost
+};
+
 /// Each tenant is a stack of containers through the Docker Engine API: an
 /// internal network `sp-<ref>`, containers `sp-<ref>-<service>` labelled
 /// with the ref, the service and the hash of their rendered configuration,
@@ -35,7 +44,11 @@ struct DockerDriverOptions {
 ///
 /// provision / resume never wait for a stack to become healthy: each call
 /// does what can be done now (create, recreate what changed, start what
-/// whose dependencies are ready) and reports progress. Thread-safe.
+/// whose dependencies are ready) and reports progress. A service's
+/// `on_healthy` command is started (a detached exec) once the driver has
+/// started the container and it is healthy, and its exit code read by a
+/// later call; dependents waiting for that service to be `healthy` start
+/// only after it exited 0 in the container as it runs now. Thread-safe.
 class DockerDriver final : public Driver {
  public:
   explicit DockerDriver(DockerDriverOptions opts);
@@ -56,6 +69,8 @@ class DockerDriver final : public Driver {
   /// Reaches the daemon (API version) and makes the edge network.
   Status connect();
   docker::Client& client() { return client_; }
+
+  const DockerDriverCounters& counters() const { return counters_; }
 
   static std::string network_name(const std::string& ref) { return "sp-" + ref; }
   static std::string container_name(const std::string& ref, const std::string& service) {
@@ -83,9 +98,31 @@ class DockerDriver final : public Driver {
   std::map<std::string, std::string> template_values(const StackRequest& r) const;
   bool on_edge(const std::string& service) const;
 
+  /// Where `svc`'s on_healthy command stands in one container (by id).
+  struct HookRun {
+    std::string container;
+    std::string exec;        ///< the exec instance running it; empty = not started
+    bool done{false};        ///< exited 0 in this container since the driver started it
+    std::string last_error;  ///< why the previous run failed (no secret: exit code only)
+  };
+  /// One step of `svc`'s on_healthy command in the healthy container
+  /// `container_id`: starts it the first time, reads its exit code after.
+  /// Never waits. "" once it succeeded, else what it waits on; an error
+  /// when it failed (the next step runs it again).
+  Result<std::string> on_healthy_step(const std::string& ref, const ServiceSpec& svc,
+                                      const std::string& container_id);
+  /// The container of `ref`'s `service` is not running: its command runs
+  /// again after the next start.
+  void forget_on_healthy(const std::string& ref, const std::string& service);
+  /// Every run of `ref` (its stack is removed).
+  void forget_on_healthy(const std::string& ref);
+
   DockerDriverOptions opts_;
   docker::Client client_;
   std::atomic<bool> edge_ready_{false};
+  std::mutex hooks_mu_;
+  std::map<std::pair<std::string, std::string>, HookRun> hooks_;  ///< (ref, service) → run
+  DockerDriverCounters counters_;
 };
 
 }  // namespace supaplane::driver

@@ -25,6 +25,16 @@ struct HealthCheck {
   int retries{3};
 };
 
+/// A command run in a service's container each time the driver has started
+/// it and it is healthy (Engine API exec), before any dependent that waits
+/// for it to be `healthy` starts. It runs with the container's user and
+/// environment, so it reads secrets from there: its own arguments are never
+/// templates (an exec's command line is shown to every client of the
+/// daemon). Exit code 0 = success.
+struct OnHealthy {
+  std::vector<std::string> exec;  ///< empty = no command
+};
+
 /// One service of the stack. Strings marked "template" may use `{{name}}`
 /// placeholders (see `StackSpec::template_names`).
 struct ServiceSpec {
@@ -44,6 +54,9 @@ struct ServiceSpec {
   std::string user;
   /// plan → limits (free, starter, pro); falls back to the spec's defaults.
   std::map<std::string, Resources> resources;
+  /// Brings state the container keeps (a volume) in line with its
+  /// configuration, e.g. the database roles' passwords after a rotation.
+  OnHealthy on_healthy;
 };
 
 /// The stack every tenant gets (SUPAPLANE_STACK_SPEC): its services in
