@@ -9,12 +9,13 @@
 //     of a stack of the script's own with the same containers, in the same
 //     order, while the other tenants keep running;
 //  4. the same number of stacks made at once by bash scripts with the CLI
-//     (--skip-single leaves out 1.).
+//     (--skip-single leaves out 1., --skip-raw-many 4.).
 // The test stack's health checks run every --health-interval-ms (default
 // 5000, like the real Supabase images' 5–10 s; the test suite's 1 s would
 // have 120 containers exec a check 120 times a second on two cores).
 // Prints Markdown.
 //   supaplane_docker_bench [--rounds 5] [--tenants 20] [--health-interval-ms 5000] [--skip-single]
+//                          [--skip-raw-many]
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -107,14 +109,28 @@ std::string start_in_order(const driver::StackSpec& spec, const std::string& ref
                   "-$1)\" = healthy ]; }\n"
                   "running() { [ \"$(docker inspect -f '{{.State.Running}}' sp-" +
                   ref + "-$1)\" = true ]; }\n";
+  // A service's on_healthy command runs once it is healthy, before anything
+  // waiting for it to be healthy starts (as the driver does).
+  std::set<std::string> hooked;
+  auto hook = [&](const std::string& name) {
+    const auto* svc = spec.find(name);
+    if (!svc || svc->on_healthy.exec.empty() || !hooked.insert(name).second) return;
+    s += "docker exec sp-" + ref + "-" + name;
+    for (const auto& arg : svc->on_healthy.exec) s += " '" + arg + "'";
+    s += " >/dev/null\n";
+  };
   for (const auto& svc : spec.services) {
-    for (const auto& [dep, cond] : svc.depends_on)
+    for (const auto& [dep, cond] : svc.depends_on) {
       s += "until " + std::string(cond == "healthy" ? "healthy " : "running ") + dep +
            "; do sleep " + poll + "; done\n";
+      if (cond == "healthy") hook(dep);
+    }
     s += "docker start sp-" + ref + "-" + svc.name + " >/dev/null\n";
   }
-  for (const auto& svc : spec.services)
+  for (const auto& svc : spec.services) {
     s += "until healthy " + svc.name + "; do sleep " + poll + "; done\n";
+    hook(svc.name);
+  }
   return s;
 }
 
@@ -291,14 +307,32 @@ struct Bench {
 
 int main(int argc, char** argv) {
   int rounds = 5, concurrent = 20, interval = 5000;
-  bool single = true;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--tenants")) concurrent = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--health-interval-ms")) interval = std::atoi(argv[i + 1]);
+  bool single = true, raw_many = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--rounds" && has_value) {
+      rounds = std::atoi(argv[++i]);
+    } else if (arg == "--tenants" && has_value) {
+      concurrent = std::atoi(argv[++i]);
+    } else if (arg == "--health-interval-ms" && has_value) {
+      interval = std::atoi(argv[++i]);
+    } else if (arg == "--skip-single") {
+      single = false;
+    } else if (arg == "--skip-raw-many") {
+      raw_many = false;
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--rounds N] [--tenants N] [--health-interval-ms MS] "
+                   "[--skip-single] [--skip-raw-many]\n",
+                   argv[0]);
+      return arg == "--help" ? 0 : 2;
+    }
   }
-  for (int i = 1; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--skip-single")) single = false;
+  if (rounds < 1 || concurrent < 1 || interval < 100) {
+    std::fprintf(stderr, "--rounds and --tenants must be >= 1, --health-interval-ms >= 100\n");
+    return 2;
+  }
   logging::init("bench", "warn");
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // results as they come
   Bench b;
@@ -386,6 +420,10 @@ int main(int argc, char** argv) {
   std::printf("\nratio (docker start p50 / supaplane p50): **%.2f**\n\n",
               pct(start, 0.5) / pct(resume, 0.5));
 
+  if (!raw_many) {
+    b.api.reset();
+    return 0;
+  }
   // 4. The same many stacks from the CLI at once (the platform's are removed
   // first, so the daemon carries the same load), polling every 0.5 s.
   b.prov.reset();  // stops converging; its stacks go with the daemon's containers
