@@ -616,6 +616,62 @@ TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
   EXPECT_EQ(after.at("kong")["Id"], before.at("kong")["Id"]) << "untouched ones stay";
 }
 
+TEST_F(DockerTest, DriftDisconnectedNetworkAndChangedLimitsAreRepaired) {
+  start_provisioner();
+  const auto m = call("create", "", "handmade");
+  const std::string ref = m.tenant().ref();
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  const std::string kong = "sp-" + ref + "-kong", rest = "sp-" + ref + "-rest";
+  // A drift event whose reason names `what`; resync (off here) is the
+  // backstop for what the daemon's events do not announce (a network
+  // disconnect is a network event, without the tenant's label).
+  auto drift_named = [&](const std::string& what) {
+    return eventually([&] {
+      (void)prov_->provisioner().resync();
+      for (const auto& r : history(ref))
+        if (r.type == "tenant.drift_detected" && r.details.find(what) != std::string::npos)
+          return true;
+      return false;
+    });
+  };
+  auto repaired = [&] {
+    return eventually([&] {
+      auto cs = containers(ref);
+      if (cs.size() != 6) return false;
+      for (const auto& [s, c] : cs)
+        if (health_status(c) != "healthy") return false;
+      v1::GetTenantRequest req;
+      req.set_ref(ref);
+      v1::Tenant t;
+      return tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == v1::PHASE_ACTIVE &&
+             t.observed_generation() == t.generation() && t.status() == "ACTIVE_HEALTHY";
+    });
+  };
+
+  // The gateway taken off the edge network: Traefik cannot reach it.
+  Json disconnect{{"Container", kong}, {"Force", true}};
+  ASSERT_TRUE(docker_->call("POST", "/networks/sp-test-edge/disconnect", &disconnect).ok());
+  ASSERT_EQ(ip_of(kong, "sp-test-edge"), "");
+  ASSERT_TRUE(drift_named(kong + " changed by hand: disconnected from network sp-test-edge"))
+      << "no DriftDetected naming the network";
+  ASSERT_TRUE(repaired()) << describe(ref);
+  EXPECT_NE(ip_of(kong, "sp-test-edge"), "") << "the gateway is not back on the edge network";
+
+  // Another service's memory limit raised by `docker update` (Engine API).
+  Json update{{"Memory", 48LL * 1024 * 1024}};
+  ASSERT_TRUE(docker_->call("POST", "/containers/" + rest + "/update", &update).ok());
+  ASSERT_EQ(containers(ref).at("rest")["HostConfig"].value("Memory", 0LL), 48LL * 1024 * 1024);
+  ASSERT_TRUE(drift_named(rest + " changed by hand: memory limit 50331648 instead of 33554432"))
+      << "no DriftDetected naming the memory limit";
+  ASSERT_TRUE(repaired()) << describe(ref);
+  EXPECT_EQ(containers(ref).at("rest")["HostConfig"].value("Memory", 0LL), 32LL * 1024 * 1024);
+
+  // Repaired means settled: more checks find nothing more to record.
+  const int drifts = count_events(ref, "tenant.drift_detected");
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(prov_->provisioner().resync().ok());
+  EXPECT_EQ(count_events(ref, "tenant.drift_detected"), drifts);
+}
+
 TEST_F(DockerTest, AnUnhealthyServiceMakesTheTenantActiveUnhealthy) {
   start_provisioner();
   const auto m = call("create", "", "sickly");

@@ -76,6 +76,11 @@ class DockerDriver final : public Driver {
   /// (missing ones created, changed ones recreated, extra ones removed);
   /// nothing started. What the daemon has afterwards, by service.
   Result<std::map<std::string, Seen>> materialize(const StackRequest& r);
+  /// What differs between `s` as the daemon inspects it and what the driver
+  /// makes of `svc` (image, networks, `want_limits` when an object, restart
+  /// policy): "<container> changed by hand: ..." or empty. One inspect call.
+  Result<std::string> changed_by_hand(const std::string& ref, const ServiceSpec& svc, const Seen& s,
+                                      const docker::Json& want_limits);
   Status ensure_network(const std::string& ref);
   Status ensure_edge_network();
   Status ensure_volumes(const std::string& ref);
