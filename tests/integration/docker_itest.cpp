@@ -7,6 +7,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sodium.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,6 +31,7 @@
 #include "supaplane/docker/client.hpp"
 #include "supaplane/driver/docker_driver.hpp"
 #include "supaplane/events/history.hpp"
+#include "supaplane/logging/logging.hpp"
 #include "supaplane/secrets/secrets.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
@@ -670,6 +673,98 @@ TEST_F(DockerTest, DriftDisconnectedNetworkAndChangedLimitsAreRepaired) {
   const int drifts = count_events(ref, "tenant.drift_detected");
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(prov_->provisioner().resync().ok());
   EXPECT_EQ(count_events(ref, "tenant.drift_detected"), drifts);
+}
+
+/// What the named loggers print while it lives (added before the threads
+/// that log start, removed after they stop).
+class CapturedLog {
+ public:
+  explicit CapturedLog(std::vector<std::string> loggers)
+      : loggers_(std::move(loggers)),
+        sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    for (const auto& l : loggers_) logging::get(l)->sinks().push_back(sink_);
+  }
+  ~CapturedLog() {
+    for (const auto& l : loggers_) {
+      auto& sinks = logging::get(l)->sinks();
+      sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+    }
+  }
+  std::string text() {
+    sink_->flush();
+    return out_.str();
+  }
+
+ private:
+  std::vector<std::string> loggers_;
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+TEST_F(DockerTest, AnImageThatCannotBePulledFailsTheTenantNamingItAndLeaksNothing) {
+  // A registry that refuses at once (nothing listens on port 1): no network
+  // needed. Credentials for it in the auth file, so the failure path runs
+  // with them and must never show them.
+  testenv::TempDir dir("sp-pull");
+  const std::string image = "127.0.0.1:1/supaplane/missing:1";
+  std::string text = read_file(test_spec());
+  const std::string db_image = "image: supaplane-test/standin:1\n    health_name: db";
+  ASSERT_NE(text.find(db_image), std::string::npos);
+  text.replace(text.find(db_image), db_image.size(), "image: " + image + "\n    health_name: db");
+  const std::string spec = dir.path() + "/unpullable.yaml";
+  std::ofstream(spec) << text;
+  const std::string password = "pull-secret-Zq8x";
+  const std::string userpass = "puller:" + password;
+  std::string auth(sodium_base64_ENCODED_LEN(userpass.size(), sodium_base64_VARIANT_ORIGINAL),
+                   '\0');
+  sodium_bin2base64(auth.data(), auth.size(),
+                    reinterpret_cast<const unsigned char*>(userpass.data()), userpass.size(),
+                    sodium_base64_VARIANT_ORIGINAL);
+  auth.resize(auth.find('\0'));
+  const std::string auth_file = dir.path() + "/config.json";
+  std::ofstream(auth_file) << Json{{"auths", {{"127.0.0.1:1", {{"auth", auth}}}}}}.dump();
+  // The same lookup the pull makes finds them (so the check below means
+  // something); its X-Registry-Auth value is a secret as well.
+  const std::string header = docker::Client(daemon_->host(), auth_file).registry_auth_for(image);
+  ASSERT_FALSE(header.empty());
+
+  CapturedLog log({"docker", "docker_driver", "provisioner"});
+  auto o = prov_options(spec);
+  o.registry_auth_file = auth_file;
+  prov_ = std::make_unique<provisioner::App>(o);
+  ASSERT_TRUE(prov_->start().ok());
+  ASSERT_TRUE(eventually([&] { return prov_->readiness().empty(); })) << prov_->readiness();
+  token_ = sign_up("owner@example.com", "owner-password");
+
+  const auto m = call("create", "", "unpullable");
+  const std::string ref = m.tenant().ref();
+  const auto t = wait_settled(ref, m.sequence(), v1::PHASE_FAILED);
+  EXPECT_NE(t.last_error().find("image " + image + " cannot be pulled"), std::string::npos)
+      << t.last_error();
+  // Docker's own reason, not only ours.
+  EXPECT_NE(t.last_error().find("connection refused"), std::string::npos) << t.last_error();
+  EXPECT_EQ(containers(ref).count("db"), 0u);
+
+  // Deleting the failed tenant leaves nothing of it on the daemon.
+  const auto d = call("delete", ref);
+  wait_settled(ref, d.sequence(), v1::PHASE_DELETED);
+  EXPECT_TRUE(containers(ref).empty());
+  EXPECT_EQ(docker_->call("GET", "/networks/sp-" + ref).error().code, errc::not_found);
+  const Json vf{{"label", Json::array({"supaplane.tenant=" + ref})}};
+  auto vols = docker_->call("GET", "/volumes?filters=" + docker::Client::url_encode(vf.dump()));
+  ASSERT_TRUE(vols.ok());
+  EXPECT_TRUE(vols->body["Volumes"].is_null() || vols->body["Volumes"].empty());
+
+  prov_.reset();  // its threads stop logging before the capture ends
+  const std::string logged = log.text();
+  EXPECT_NE(logged.find(image), std::string::npos) << "the capture saw nothing";
+  std::string trail;
+  for (const auto& r : history(ref)) trail += r.details + "\n";
+  for (const std::string& secret : {password, auth, header}) {
+    EXPECT_EQ(t.last_error().find(secret), std::string::npos);
+    EXPECT_EQ(trail.find(secret), std::string::npos);
+    EXPECT_EQ(logged.find(secret), std::string::npos);
+  }
 }
 
 TEST_F(DockerTest, AnUnhealthyServiceMakesTheTenantActiveUnhealthy) {
