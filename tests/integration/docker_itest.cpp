@@ -45,6 +45,12 @@ using docker::Json;
 const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const char* kDomain = "supabase.localhost";
 
+/// The test stack: the six services of the Management API's health
+/// report, and the gateway (kong, not reported).
+const std::set<std::string> kManagementApiNames{"auth",     "db",   "pooler",
+                                                "realtime", "rest", "storage"};
+constexpr std::size_t kContainers = 7;
+
 testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
 
 /// One dockerd for the whole binary (starting one costs seconds), with the
@@ -361,10 +367,10 @@ TEST_F(DockerTest, CreateConvergesAHealthyHardenedStackOnItsOwnNetwork) {
     EXPECT_EQ(s.status(), "ACTIVE_HEALTHY") << s.name();
     EXPECT_TRUE(s.healthy());
   }
-  EXPECT_EQ(names, (std::set<std::string>{"auth", "db", "pooler", "rest", "storage"}));
+  EXPECT_EQ(names, kManagementApiNames);
 
   const auto cs = containers(ref);
-  ASSERT_EQ(cs.size(), 6u);
+  ASSERT_EQ(cs.size(), kContainers);
   const std::string net = "sp-" + ref;
   for (const auto& [service, c] : cs) {
     SCOPED_TRACE(service);
@@ -397,7 +403,7 @@ TEST_F(DockerTest, CreateConvergesAHealthyHardenedStackOnItsOwnNetwork) {
   EXPECT_EQ(c.db_user(), "postgres." + ref);
 
   // The driver's watch hears state changes, not health checks: over 4 s of
-  // checks every second on five services, a settled stack makes (almost)
+  // checks every second on seven containers, a settled stack makes (almost)
   // no events. Without the watch's `event` filter it heard each check's
   // exec_create / exec_start / exec_die (about 60 here), and every one made
   // the provisioner re-check the tenant.
@@ -592,6 +598,69 @@ TEST_F(DockerTest, PauseResumeDeleteInEveryPhaseIncludingMidStart) {
   EXPECT_EQ(count_events(ref2, "tenant.converge_failed"), 0);
 }
 
+TEST_F(DockerTest, HealthShowsEachServiceComingUpWhileTheStackStartsAndResumes) {
+  // storage takes 3 s to become healthy (and kong waits for it): a window
+  // in which some services are healthy and others still coming up.
+  testenv::TempDir dir("sp-spec");
+  std::string slow = read_file(test_spec());
+  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
+  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"3000\"");
+  const std::string spec = dir.path() + "/slow.yaml";
+  std::ofstream(spec) << slow;
+  start_provisioner(spec);
+
+  const auto m = call("create", "", "progress");
+  const std::string ref = m.tenant().ref();
+  auto statuses = [&] {
+    std::map<std::string, std::string> out;
+    const auto report = health(ref);
+    for (const auto& s : report.services()) out[s.name()] = s.status();
+    return out;
+  };
+  auto names = [](const std::map<std::string, std::string>& h) {
+    std::set<std::string> out;
+    for (const auto& [n, _] : h) out.insert(n);
+    return out;
+  };
+  auto phase = [&] {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    v1::Tenant t;
+    return tenants_->GetTenant(ctx().get(), req, &t).ok() ? t.phase() : v1::PHASE_UNSPECIFIED;
+  };
+  // Mid-start: every service listed, db up, storage still coming up.
+  auto mid_start = [&](v1::Phase during) {
+    std::map<std::string, std::string> h;
+    const bool seen = eventually([&] {
+      h = statuses();
+      return names(h) == kManagementApiNames && h["db"] == "ACTIVE_HEALTHY" &&
+             h["storage"] == "COMING_UP" && phase() == during;
+    });
+    std::string got;
+    for (const auto& [n, st] : h) got += " " + n + "=" + st;
+    return seen ? std::string() : "never seen mid-start in " + v1::Phase_Name(during) + ":" + got;
+  };
+  auto all_healthy = [&] {
+    const auto h = statuses();
+    if (names(h) != kManagementApiNames) return false;
+    for (const auto& [n, st] : h)
+      if (st != "ACTIVE_HEALTHY") return false;
+    return true;
+  };
+  EXPECT_EQ(mid_start(v1::PHASE_PROVISIONING), "");
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_TRUE(all_healthy()) << describe(ref);
+
+  // Paused: nothing runs, nothing reported; resuming shows progress again.
+  const auto p = call("pause", ref);
+  wait_settled(ref, p.sequence(), v1::PHASE_PAUSED);
+  EXPECT_TRUE(statuses().empty());
+  const auto r = call("resume", ref);
+  EXPECT_EQ(mid_start(v1::PHASE_RESUMING), "");
+  wait_settled(ref, r.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_TRUE(all_healthy()) << describe(ref);
+}
+
 TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
   start_provisioner();
   const auto m = call("create", "", "drifty");
@@ -605,7 +674,7 @@ TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
       << "no DriftDetected";
   ASSERT_TRUE(eventually([&] {
     auto cs = containers(ref);
-    if (cs.size() != 6) return false;
+    if (cs.size() != kContainers) return false;
     for (const auto& [s, c] : cs)
       if (health_status(c) != "healthy") return false;
     v1::GetTenantRequest req;
@@ -640,7 +709,7 @@ TEST_F(DockerTest, DriftDisconnectedNetworkAndChangedLimitsAreRepaired) {
   auto repaired = [&] {
     return eventually([&] {
       auto cs = containers(ref);
-      if (cs.size() != 6) return false;
+      if (cs.size() != kContainers) return false;
       for (const auto& [s, c] : cs)
         if (health_status(c) != "healthy") return false;
       v1::GetTenantRequest req;
@@ -812,7 +881,7 @@ TEST_F(DockerTest, DaemonAwayForTenSecondsDuringConvergesNoneFail) {
           req.set_ref(ref);
           v1::Tenant t;
           return tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == v1::PHASE_ACTIVE &&
-                 t.observed_generation() == t.generation() && containers(ref).size() == 6;
+                 t.observed_generation() == t.generation() && containers(ref).size() == kContainers;
         },
         std::chrono::seconds(180)))
         << ref << ": " << describe(ref);
@@ -887,7 +956,7 @@ TEST_F(DockerTest, ProvisionerKilledTwiceMidConvergeLeavesNothingBehind) {
       EXPECT_TRUE(vols->body["Volumes"].is_null() || vols->body["Volumes"].empty())
           << refs[i] << " leaked volumes";
     } else {
-      EXPECT_EQ(cs.size(), 6u) << refs[i];
+      EXPECT_EQ(cs.size(), kContainers) << refs[i];
       for (const auto& [s, c] : cs)
         EXPECT_EQ(c["State"].value("Running", false), want == v1::PHASE_ACTIVE)
             << refs[i] << " " << s;
