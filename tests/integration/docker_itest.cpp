@@ -647,6 +647,14 @@ TEST_F(DockerTest, HealthShowsEachServiceComingUpWhileTheStackStartsAndResumes) 
       if (st != "ACTIVE_HEALTHY") return false;
     return true;
   };
+  // The api has the tenant (its health is asked for without a sequence).
+  ASSERT_TRUE(eventually([&] {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    req.set_min_sequence(m.sequence());
+    v1::Tenant t;
+    return tenants_->GetTenant(ctx().get(), req, &t).ok();
+  }));
   EXPECT_EQ(mid_start(v1::PHASE_PROVISIONING), "");
   wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
   EXPECT_TRUE(all_healthy()) << describe(ref);

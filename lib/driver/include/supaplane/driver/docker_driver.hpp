@@ -26,8 +26,10 @@ struct DockerDriverOptions {
 
 /// Each tenant is a stack of containers through the Docker Engine API: an
 /// internal network `sp-<ref>`, containers `sp-<ref>-<service>` labelled
-/// with the ref, the service and the hash of their rendered configuration,
-/// volumes `sp-<ref>-<volume>`. Only the gateway and the database route are
+/// with the ref, the service, the hash of their rendered configuration and
+/// the limits they were created with, volumes `sp-<ref>-<volume>`. A
+/// container whose image, networks, limits or restart policy differ from
+/// that (changed by hand) is drift, and recreated. Only the gateway and the database route are
 /// also on the edge network; no host ports. Every container drops all
 /// capabilities but those the spec grants, runs with no-new-privileges and
 /// the plan's limits. Containers have no restart policy: the provisioner
