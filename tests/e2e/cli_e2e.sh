@@ -66,6 +66,15 @@ again=$(ctl --json tenant create --name shop --plan pro --request-id e2e-create-
 seq=$(jq -r '.sequence' <<<"$out")
 ctl --json tenant get "$ref" --min-sequence "$seq" | jq -e '.status == "COMING_UP" or .status == "ACTIVE_HEALTHY"' >/dev/null
 wait_phase "$ref" ACTIVE
+# Per-service health, in the shape of the Management API's project health:
+# this platform's stack (the postgres driver) is the tenant's database.
+health=$(ctl --json tenant health "$ref")
+jq -e 'length == 1 and .[0].name == "db" and .[0].status == "ACTIVE_HEALTHY" and .[0].healthy == true' \
+  <<<"$health" >/dev/null || fail "tenant health: $health"
+table=$(ctl tenant health "$ref")
+grep -Eq '^SERVICE[[:space:]]+STATUS' <<<"$table" || fail "tenant health table has no header: $table"
+grep -Eq '^db[[:space:]]+ACTIVE_HEALTHY' <<<"$table" || fail "tenant health table: $table"
+expect_exit 2 ctl tenant health NOT-A-REF
 # The tenant's own database, with the credentials the owner is given.
 cs=$(ctl --json tenant credentials "$ref" | jq -r '.connection_string')
 [ "$(psql "$cs" -tAc 'SELECT 1')" = 1 ] || fail "cannot connect with the tenant's credentials"
@@ -74,6 +83,7 @@ sleep 0.05
 ctl --json tenant pause "$ref" | jq -e '.tenant.phase == "PAUSING"' >/dev/null
 wait_phase "$ref" PAUSED
 if psql "$cs" -tAc 'SELECT 1' >/dev/null 2>&1; then fail "a paused tenant accepts connections"; fi
+ctl --json tenant health "$ref" | jq -e 'length == 0' >/dev/null || fail "a paused tenant reports services"
 ctl --json tenant resume "$ref" | jq -e '.tenant.phase == "RESUMING"' >/dev/null
 wait_phase "$ref" ACTIVE
 [ "$(psql "$cs" -tAc 'SELECT 1')" = 1 ] || fail "a resumed tenant refuses connections"

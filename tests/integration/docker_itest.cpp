@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <sodium.h>
+#include <spdlog/sinks/ostream_sink.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +38,7 @@
 #include "supaplane/docker/client.hpp"
 #include "supaplane/driver/docker_driver.hpp"
 #include "supaplane/events/history.hpp"
+#include "supaplane/logging/logging.hpp"
 #include "supaplane/secrets/secrets.hpp"
 #include "supaplane/v1/api.grpc.pb.h"
 
@@ -48,6 +51,12 @@ using docker::Json;
 
 const char* kMasterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const char* kDomain = "supabase.localhost";
+
+/// The test stack: the six services of the Management API's health
+/// report, and the gateway (kong, not reported).
+const std::set<std::string> kManagementApiNames{"auth",     "db",   "pooler",
+                                                "realtime", "rest", "storage"};
+constexpr std::size_t kContainers = 7;
 
 testenv::PostgresServer& pg() { return testenv::shared_postgres_with_passwords(); }
 
@@ -401,10 +410,10 @@ TEST_F(DockerTest, CreateConvergesAHealthyHardenedStackOnItsOwnNetwork) {
     EXPECT_EQ(s.status(), "ACTIVE_HEALTHY") << s.name();
     EXPECT_TRUE(s.healthy());
   }
-  EXPECT_EQ(names, (std::set<std::string>{"auth", "db", "pooler", "rest", "storage"}));
+  EXPECT_EQ(names, kManagementApiNames);
 
   const auto cs = containers(ref);
-  ASSERT_EQ(cs.size(), 6u);
+  ASSERT_EQ(cs.size(), kContainers);
   const std::string net = "sp-" + ref;
   for (const auto& [service, c] : cs) {
     SCOPED_TRACE(service);
@@ -437,7 +446,7 @@ TEST_F(DockerTest, CreateConvergesAHealthyHardenedStackOnItsOwnNetwork) {
   EXPECT_EQ(c.db_user(), "postgres." + ref);
 
   // The driver's watch hears state changes, not health checks: over 4 s of
-  // checks every second on five services, a settled stack makes (almost)
+  // checks every second on seven containers, a settled stack makes (almost)
   // no events. Without the watch's `event` filter it heard each check's
   // exec_create / exec_start / exec_die (about 60 here), and every one made
   // the provisioner re-check the tenant.
@@ -831,6 +840,77 @@ TEST_F(DockerTest, RotateMidStartResumeBehindAPauseAndDeleteWhileActive) {
   EXPECT_EQ(count_events(ref, "tenant.converge_failed"), 0);
 }
 
+TEST_F(DockerTest, HealthShowsEachServiceComingUpWhileTheStackStartsAndResumes) {
+  // storage takes 3 s to become healthy (and kong waits for it): a window
+  // in which some services are healthy and others still coming up.
+  testenv::TempDir dir("sp-spec");
+  std::string slow = read_file(test_spec());
+  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
+  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"3000\"");
+  const std::string spec = dir.path() + "/slow.yaml";
+  std::ofstream(spec) << slow;
+  start_provisioner(spec);
+
+  const auto m = call("create", "", "progress");
+  const std::string ref = m.tenant().ref();
+  auto statuses = [&] {
+    std::map<std::string, std::string> out;
+    const auto report = health(ref);
+    for (const auto& s : report.services()) out[s.name()] = s.status();
+    return out;
+  };
+  auto names = [](const std::map<std::string, std::string>& h) {
+    std::set<std::string> out;
+    for (const auto& [n, _] : h) out.insert(n);
+    return out;
+  };
+  auto phase = [&] {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    v1::Tenant t;
+    return tenants_->GetTenant(ctx().get(), req, &t).ok() ? t.phase() : v1::PHASE_UNSPECIFIED;
+  };
+  // Mid-start: every service listed, db up, storage still coming up.
+  auto mid_start = [&](v1::Phase during) {
+    std::map<std::string, std::string> h;
+    const bool seen = eventually([&] {
+      h = statuses();
+      return names(h) == kManagementApiNames && h["db"] == "ACTIVE_HEALTHY" &&
+             h["storage"] == "COMING_UP" && phase() == during;
+    });
+    std::string got;
+    for (const auto& [n, st] : h) got += " " + n + "=" + st;
+    return seen ? std::string() : "never seen mid-start in " + v1::Phase_Name(during) + ":" + got;
+  };
+  auto all_healthy = [&] {
+    const auto h = statuses();
+    if (names(h) != kManagementApiNames) return false;
+    for (const auto& [n, st] : h)
+      if (st != "ACTIVE_HEALTHY") return false;
+    return true;
+  };
+  // The api has the tenant (its health is asked for without a sequence).
+  ASSERT_TRUE(eventually([&] {
+    v1::GetTenantRequest req;
+    req.set_ref(ref);
+    req.set_min_sequence(m.sequence());
+    v1::Tenant t;
+    return tenants_->GetTenant(ctx().get(), req, &t).ok();
+  }));
+  EXPECT_EQ(mid_start(v1::PHASE_PROVISIONING), "");
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_TRUE(all_healthy()) << describe(ref);
+
+  // Paused: nothing runs, nothing reported; resuming shows progress again.
+  const auto p = call("pause", ref);
+  wait_settled(ref, p.sequence(), v1::PHASE_PAUSED);
+  EXPECT_TRUE(statuses().empty());
+  const auto r = call("resume", ref);
+  EXPECT_EQ(mid_start(v1::PHASE_RESUMING), "");
+  wait_settled(ref, r.sequence(), v1::PHASE_ACTIVE);
+  EXPECT_TRUE(all_healthy()) << describe(ref);
+}
+
 TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
   start_provisioner();
   const auto m = call("create", "", "drifty");
@@ -844,7 +924,7 @@ TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
       << "no DriftDetected";
   ASSERT_TRUE(eventually([&] {
     auto cs = containers(ref);
-    if (cs.size() != 6) return false;
+    if (cs.size() != kContainers) return false;
     for (const auto& [s, c] : cs)
       if (health_status(c) != "healthy") return false;
     v1::GetTenantRequest req;
@@ -856,6 +936,154 @@ TEST_F(DockerTest, DriftKilledAndRemovedContainersAreRepaired) {
   EXPECT_NE(after.at("auth")["Id"], before.at("auth")["Id"]);
   EXPECT_EQ(after.at("rest")["Id"], before.at("rest")["Id"]) << "a killed container is restarted";
   EXPECT_EQ(after.at("kong")["Id"], before.at("kong")["Id"]) << "untouched ones stay";
+}
+
+TEST_F(DockerTest, DriftDisconnectedNetworkAndChangedLimitsAreRepaired) {
+  start_provisioner();
+  const auto m = call("create", "", "handmade");
+  const std::string ref = m.tenant().ref();
+  wait_settled(ref, m.sequence(), v1::PHASE_ACTIVE);
+  const std::string kong = "sp-" + ref + "-kong", rest = "sp-" + ref + "-rest";
+  // A drift event whose reason names `what`; resync (off here) is the
+  // backstop for what the daemon's events do not announce (a network
+  // disconnect is a network event, without the tenant's label).
+  auto drift_named = [&](const std::string& what) {
+    return eventually([&] {
+      (void)prov_->provisioner().resync();
+      for (const auto& r : history(ref))
+        if (r.type == "tenant.drift_detected" && r.details.find(what) != std::string::npos)
+          return true;
+      return false;
+    });
+  };
+  auto repaired = [&] {
+    return eventually([&] {
+      auto cs = containers(ref);
+      if (cs.size() != kContainers) return false;
+      for (const auto& [s, c] : cs)
+        if (health_status(c) != "healthy") return false;
+      v1::GetTenantRequest req;
+      req.set_ref(ref);
+      v1::Tenant t;
+      return tenants_->GetTenant(ctx().get(), req, &t).ok() && t.phase() == v1::PHASE_ACTIVE &&
+             t.observed_generation() == t.generation() && t.status() == "ACTIVE_HEALTHY";
+    });
+  };
+
+  // The gateway taken off the edge network: Traefik cannot reach it.
+  Json disconnect{{"Container", kong}, {"Force", true}};
+  ASSERT_TRUE(docker_->call("POST", "/networks/sp-test-edge/disconnect", &disconnect).ok());
+  ASSERT_EQ(ip_of(kong, "sp-test-edge"), "");
+  ASSERT_TRUE(drift_named(kong + " changed by hand: disconnected from network sp-test-edge"))
+      << "no DriftDetected naming the network";
+  ASSERT_TRUE(repaired()) << describe(ref);
+  EXPECT_NE(ip_of(kong, "sp-test-edge"), "") << "the gateway is not back on the edge network";
+
+  // Another service's memory limit raised by `docker update` (Engine API).
+  Json update{{"Memory", 48LL * 1024 * 1024}};
+  ASSERT_TRUE(docker_->call("POST", "/containers/" + rest + "/update", &update).ok());
+  ASSERT_EQ(containers(ref).at("rest")["HostConfig"].value("Memory", 0LL), 48LL * 1024 * 1024);
+  ASSERT_TRUE(drift_named(rest + " changed by hand: memory limit 50331648 instead of 33554432"))
+      << "no DriftDetected naming the memory limit";
+  ASSERT_TRUE(repaired()) << describe(ref);
+  EXPECT_EQ(containers(ref).at("rest")["HostConfig"].value("Memory", 0LL), 32LL * 1024 * 1024);
+
+  // Repaired means settled: more checks find nothing more to record.
+  const int drifts = count_events(ref, "tenant.drift_detected");
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(prov_->provisioner().resync().ok());
+  EXPECT_EQ(count_events(ref, "tenant.drift_detected"), drifts);
+}
+
+/// What the named loggers print while it lives (added before the threads
+/// that log start, removed after they stop).
+class CapturedLog {
+ public:
+  explicit CapturedLog(std::vector<std::string> loggers)
+      : loggers_(std::move(loggers)),
+        sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    for (const auto& l : loggers_) logging::get(l)->sinks().push_back(sink_);
+  }
+  ~CapturedLog() {
+    for (const auto& l : loggers_) {
+      auto& sinks = logging::get(l)->sinks();
+      sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+    }
+  }
+  std::string text() {
+    sink_->flush();
+    return out_.str();
+  }
+
+ private:
+  std::vector<std::string> loggers_;
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+TEST_F(DockerTest, AnImageThatCannotBePulledFailsTheTenantNamingItAndLeaksNothing) {
+  // A registry that refuses at once (nothing listens on port 1): no network
+  // needed. Credentials for it in the auth file, so the failure path runs
+  // with them and must never show them.
+  testenv::TempDir dir("sp-pull");
+  const std::string image = "127.0.0.1:1/supaplane/missing:1";
+  std::string text = read_file(test_spec());
+  const std::string db_image = "image: supaplane-test/standin:1\n    health_name: db";
+  ASSERT_NE(text.find(db_image), std::string::npos);
+  text.replace(text.find(db_image), db_image.size(), "image: " + image + "\n    health_name: db");
+  const std::string spec = dir.path() + "/unpullable.yaml";
+  std::ofstream(spec) << text;
+  const std::string password = "pull-secret-Zq8x";
+  const std::string userpass = "puller:" + password;
+  std::string auth(sodium_base64_ENCODED_LEN(userpass.size(), sodium_base64_VARIANT_ORIGINAL),
+                   '\0');
+  sodium_bin2base64(auth.data(), auth.size(),
+                    reinterpret_cast<const unsigned char*>(userpass.data()), userpass.size(),
+                    sodium_base64_VARIANT_ORIGINAL);
+  auth.resize(auth.find('\0'));
+  const std::string auth_file = dir.path() + "/config.json";
+  std::ofstream(auth_file) << Json{{"auths", {{"127.0.0.1:1", {{"auth", auth}}}}}}.dump();
+  // The same lookup the pull makes finds them (so the check below means
+  // something); its X-Registry-Auth value is a secret as well.
+  const std::string header = docker::Client(daemon_->host(), auth_file).registry_auth_for(image);
+  ASSERT_FALSE(header.empty());
+
+  CapturedLog log({"docker", "docker_driver", "provisioner"});
+  auto o = prov_options(spec);
+  o.registry_auth_file = auth_file;
+  prov_ = std::make_unique<provisioner::App>(o);
+  ASSERT_TRUE(prov_->start().ok());
+  ASSERT_TRUE(eventually([&] { return prov_->readiness().empty(); })) << prov_->readiness();
+  token_ = sign_up("owner@example.com", "owner-password");
+
+  const auto m = call("create", "", "unpullable");
+  const std::string ref = m.tenant().ref();
+  const auto t = wait_settled(ref, m.sequence(), v1::PHASE_FAILED);
+  EXPECT_NE(t.last_error().find("image " + image + " cannot be pulled"), std::string::npos)
+      << t.last_error();
+  // Docker's own reason, not only ours.
+  EXPECT_NE(t.last_error().find("connection refused"), std::string::npos) << t.last_error();
+  EXPECT_EQ(containers(ref).count("db"), 0u);
+
+  // Deleting the failed tenant leaves nothing of it on the daemon.
+  const auto d = call("delete", ref);
+  wait_settled(ref, d.sequence(), v1::PHASE_DELETED);
+  EXPECT_TRUE(containers(ref).empty());
+  EXPECT_EQ(docker_->call("GET", "/networks/sp-" + ref).error().code, errc::not_found);
+  const Json vf{{"label", Json::array({"supaplane.tenant=" + ref})}};
+  auto vols = docker_->call("GET", "/volumes?filters=" + docker::Client::url_encode(vf.dump()));
+  ASSERT_TRUE(vols.ok());
+  EXPECT_TRUE(vols->body["Volumes"].is_null() || vols->body["Volumes"].empty());
+
+  prov_.reset();  // its threads stop logging before the capture ends
+  const std::string logged = log.text();
+  EXPECT_NE(logged.find(image), std::string::npos) << "the capture saw nothing";
+  std::string trail;
+  for (const auto& r : history(ref)) trail += r.details + "\n";
+  for (const std::string& secret : {password, auth, header}) {
+    EXPECT_EQ(t.last_error().find(secret), std::string::npos);
+    EXPECT_EQ(trail.find(secret), std::string::npos);
+    EXPECT_EQ(logged.find(secret), std::string::npos);
+  }
 }
 
 TEST_F(DockerTest, AnUnhealthyServiceMakesTheTenantActiveUnhealthy) {
@@ -901,7 +1129,7 @@ TEST_F(DockerTest, DaemonAwayForTenSecondsDuringConvergesNoneFail) {
               t.observed_generation() != t.generation() || t.status() != "ACTIVE_HEALTHY")
             return false;
           const auto cs = containers(ref);
-          return cs.size() == 6 && std::all_of(cs.begin(), cs.end(), [](const auto& c) {
+          return cs.size() == kContainers && std::all_of(cs.begin(), cs.end(), [](const auto& c) {
                    return c.second["State"].value("Running", false) &&
                           health_status(c.second) == "healthy";
                  });
@@ -979,7 +1207,7 @@ TEST_F(DockerTest, ProvisionerKilledTwiceMidConvergeLeavesNothingBehind) {
       EXPECT_TRUE(vols->body["Volumes"].is_null() || vols->body["Volumes"].empty())
           << refs[i] << " leaked volumes";
     } else {
-      EXPECT_EQ(cs.size(), 6u) << refs[i];
+      EXPECT_EQ(cs.size(), kContainers) << refs[i];
       for (const auto& [s, c] : cs)
         EXPECT_EQ(c["State"].value("Running", false), want == v1::PHASE_ACTIVE)
             << refs[i] << " " << s;

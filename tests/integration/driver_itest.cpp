@@ -93,19 +93,32 @@ TEST_F(DriverTest, LifecycleIsIdempotentAndEnforced) {
   const std::string ref = "lifecycleaaaaaaaaaaa";
   auto r = req(ref, "pw-one-0123456789");
   ASSERT_TRUE(driver_.provision(r).ok());
-  ASSERT_TRUE(driver_.provision(r).ok());  // twice = once
+  const auto progress = driver_.provision(r);  // twice = once
+  ASSERT_TRUE(progress.ok());
   EXPECT_EQ(try_connect(ref, "pw-one-0123456789"), "");
   EXPECT_NE(try_connect(ref, "wrong-password"), "");
   auto st = driver_.observe(ref, true).value();
   EXPECT_TRUE(st.exists);
   EXPECT_TRUE(st.accepting_connections);
+  // A database is the whole stack: its health report is `db`, and only it.
+  const std::vector<driver::ServiceHealth> db_only{
+      {"db", v1::SERVICE_HEALTH_STATUS_ACTIVE_HEALTHY, ""}};
+  EXPECT_TRUE(progress->done);
+  EXPECT_EQ(progress->health, db_only);
+  EXPECT_EQ(st.health, db_only);
 
   ASSERT_TRUE(driver_.pause(r).ok());
   ASSERT_TRUE(driver_.pause(r).ok());
   EXPECT_NE(try_connect(ref, "pw-one-0123456789"), "");
   EXPECT_FALSE(driver_.observe(ref, true)->accepting_connections);
 
-  ASSERT_TRUE(driver_.resume(r).ok());
+  EXPECT_EQ(driver_.observe(ref, true)->health,
+            (std::vector<driver::ServiceHealth>{
+                {"db", v1::SERVICE_HEALTH_STATUS_UNHEALTHY, "refuses connections"}}));
+
+  const auto resumed = driver_.resume(r);
+  ASSERT_TRUE(resumed.ok());
+  EXPECT_EQ(resumed->health, db_only);
   EXPECT_EQ(try_connect(ref, "pw-one-0123456789"), "");
 
   // A new password (rotation) replaces the old one.

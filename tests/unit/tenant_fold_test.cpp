@@ -196,6 +196,25 @@ TEST(TenantFold, HealthReportsDecideActiveHealthyOrUnhealthy) {
   EXPECT_EQ(s.services_size(), 0);
   EXPECT_STREQ(service_health_name(v1::SERVICE_HEALTH_STATUS_UNHEALTHY), "UNHEALTHY");
   EXPECT_STREQ(service_health_name(v1::SERVICE_HEALTH_STATUS_COMING_UP), "COMING_UP");
+
+  // Resuming (generation 3): the progress of the stack being brought up is
+  // shown; a report about the paused generation or an older one is not.
+  v1::TenantEvent resume;
+  resume.mutable_resume_requested()->set_generation(3);
+  s = fold(s, resume, {kRef, 13, 6});
+  v1::TenantEvent progress;
+  progress.mutable_stack_health_changed()->set_observed_generation(3);
+  auto* up = progress.mutable_stack_health_changed()->add_services();
+  up->set_name("db");
+  up->set_status(v1::SERVICE_HEALTH_STATUS_COMING_UP);
+  v1::TenantEvent stale = progress;
+  stale.mutable_stack_health_changed()->set_observed_generation(1);
+  s = fold(s, stale, {kRef, 14, 7});
+  EXPECT_EQ(s.services_size(), 0);
+  s = fold(s, progress, {kRef, 15, 8});
+  EXPECT_EQ(s.phase(), v1::PHASE_RESUMING);
+  ASSERT_EQ(s.services_size(), 1);
+  EXPECT_EQ(s.services(0).status(), v1::SERVICE_HEALTH_STATUS_COMING_UP);
 }
 
 TEST(TenantFold, EventTypeNames) {

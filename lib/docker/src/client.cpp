@@ -181,11 +181,14 @@ Result<Response> Client::raw_call(const std::string& method, const std::string& 
   Response r;
   r.status = status;
   r.body = Json::parse(out, nullptr, false);
-  if (r.body.is_discarded()) r.body = Json();
+  if (r.body.is_discarded()) {
+    r.body = Json();
+    r.text = std::move(out);
+  }
   // 304: the container already is in the state asked for (start / stop).
   if ((status >= 200 && status < 300) || status == 304) return r;
   std::string msg = r.body.is_object() ? r.body.value("message", "") : "";
-  if (msg.empty()) msg = out.substr(0, 200);
+  if (msg.empty()) msg = r.text.substr(0, 200);
   return make_error(status_errc(status),
                     "docker " + method + " " + url + ": " + std::to_string(status) + " " + msg);
 }
@@ -217,6 +220,23 @@ std::string Client::registry_auth_for(const std::string& image) const {
   return base64url(a.dump());
 }
 
+std::string Client::pull_error(const std::string& stream) {
+  std::istringstream in(stream);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = Json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    const auto text = [](const Json& o, const char* key) {
+      const auto it = o.find(key);
+      return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    const auto detail = j.find("errorDetail");
+    std::string msg = detail != j.end() && detail->is_object() ? text(*detail, "message") : "";
+    if (msg.empty()) msg = text(j, "error");
+    if (!msg.empty()) return msg.substr(0, 500);
+  }
+  return {};
+}
+
 Status Client::ensure_image(const std::string& image) {
   if (auto have = call("GET", "/images/" + image_path(image) + "/json"); have)
     return Status::Ok();
@@ -239,10 +259,12 @@ Status Client::ensure_image(const std::string& image) {
     return make_error(errc::internal, "image " + image + " cannot be pulled: " + r.error().message);
   }
   // The answer is a stream of progress objects; a failure is one of them.
-  if (auto have = call("GET", "/images/" + image_path(image) + "/json"); !have)
-    return make_error(errc::internal, "image " + image +
-                                          " cannot be pulled (not present after "
-                                          "the pull)");
+  if (auto have = call("GET", "/images/" + image_path(image) + "/json"); !have) {
+    const std::string why = pull_error(r->body.is_null() ? r->text : r->body.dump());
+    return make_error(errc::internal,
+                      "image " + image + " cannot be pulled: " +
+                          (why.empty() ? std::string("not present after the pull") : why));
+  }
   return Status::Ok();
 }
 

@@ -241,12 +241,16 @@ v1::TenantState fold(v1::TenantState s, const v1::TenantEvent& e, const EventMet
     case K::kDriftDetected:
       s.set_drifted(true);
       break;
-    case K::kStackHealthChanged:
+    case K::kStackHealthChanged: {
       // Only a report about the generation the stack runs counts (a late one
-      // about an older stack says nothing about this one).
-      if (e.stack_health_changed().observed_generation() == s.observed_generation())
+      // about an older stack says nothing about this one), or the progress
+      // of the generation being brought up (provision, resume: services
+      // COMING_UP, then ACTIVE_HEALTHY one by one).
+      const std::int64_t g = e.stack_health_changed().observed_generation();
+      if (g == s.observed_generation() || (g == s.generation() && g > s.observed_generation()))
         apply_health(s, e.stack_health_changed().services());
       break;
+    }
     case K::KIND_NOT_SET:
       break;
   }

@@ -24,6 +24,22 @@ constexpr const char* kTenantLabel = "supaplane.tenant";
 constexpr const char* kServiceLabel = "supaplane.service";
 constexpr const char* kHashLabel = "supaplane.config-hash";
 constexpr const char* kManagedLabel = "supaplane.managed";
+/// The limits the container was created with (Memory / NanoCpus / PidsLimit
+/// of its create body), so observe() can tell a `docker update` without the
+/// tenant's plan. Outside the config hash: adding it recreated nothing.
+constexpr const char* kLimitsLabel = "supaplane.limits";
+
+/// The limits a HostConfig (a create body's or an inspect's) sets; Docker
+/// reports "unlimited" as 0, null or -1 depending on field and version.
+Json limits_of(const Json& host) {
+  auto get = [&](const char* k) -> std::int64_t {
+    const auto it = host.find(k);
+    if (it == host.end() || !it->is_number_integer()) return 0;
+    return std::max<std::int64_t>(0, it->get<std::int64_t>());
+  };
+  return Json{
+      {"Memory", get("Memory")}, {"NanoCpus", get("NanoCpus")}, {"PidsLimit", get("PidsLimit")}};
+}
 
 std::string hash_hex(const std::string& s) {
   unsigned char h[16];
@@ -53,6 +69,7 @@ struct DockerDriver::Seen {
   std::string state;   ///< created | running | exited | paused | restarting | dead
   std::string health;  ///< healthy | unhealthy | starting | none (no health check)
   std::string hash;
+  std::string limits;  ///< the kLimitsLabel value; empty on containers made before it
   /// Its image is being pulled: not created (or not recreated) yet.
   std::string pulling{};
   bool running() const { return state == "running"; }
@@ -171,6 +188,7 @@ Result<Json> DockerDriver::container_body(const ServiceSpec& svc, const StackReq
   body["Labels"] = {{kTenantLabel, r.ref},
                     {kServiceLabel, svc.name},
                     {kHashLabel, hash},
+                    {kLimitsLabel, limits_of(host).dump()},
                     {kManagedLabel, "true"}};
   return body;
 }
@@ -238,8 +256,51 @@ Result<std::map<std::string, DockerDriver::Seen>> DockerDriver::list(const std::
     s.state = c.value("State", "");
     s.health = health_of(c.value("Status", ""));
     s.hash = labels.value(kHashLabel, "");
+    s.limits = labels.value(kLimitsLabel, "");
     out[service] = s;
   }
+  return out;
+}
+
+Result<std::string> DockerDriver::changed_by_hand(const std::string& ref, const ServiceSpec& svc,
+                                                  const Seen& s, const Json& want_limits) {
+  auto inspect = client_.call("GET", "/containers/" + s.id + "/json");
+  if (!inspect) {
+    if (ignorable(inspect.error())) return std::string();  // gone meanwhile: "missing" next time
+    return inspect.error();
+  }
+  const Json& c = inspect->body;
+  const std::string name = container_name(ref, svc.name);
+  std::vector<std::string> what;
+  const std::string image = c.value("Config", Json::object()).value("Image", "");
+  if (image != svc.image) what.push_back("image " + image + " instead of " + svc.image);
+  std::set<std::string> want_nets{network_name(ref)};
+  if (on_edge(svc.name)) want_nets.insert(opts_.edge_network);
+  std::set<std::string> nets;
+  const Json settings = c.value("NetworkSettings", Json::object());
+  const auto n = settings.find("Networks");
+  if (n != settings.end() && n->is_object())
+    for (const auto& [net, _] : n->items()) nets.insert(net);
+  for (const auto& net : want_nets)
+    if (!nets.count(net)) what.push_back("disconnected from network " + net);
+  for (const auto& net : nets)
+    if (!want_nets.count(net)) what.push_back("connected to network " + net);
+  const Json host = c.value("HostConfig", Json::object());
+  if (want_limits.is_object()) {
+    const Json have = limits_of(host);
+    for (const auto& [field, label] :
+         {std::pair{"Memory", "memory limit"}, std::pair{"NanoCpus", "CPU limit (NanoCpus)"},
+          std::pair{"PidsLimit", "pids limit"}})
+      if (have.value(field, 0LL) != want_limits.value(field, 0LL))
+        what.push_back(std::string(label) + " " + std::to_string(have.value(field, 0LL)) +
+                       " instead of " + std::to_string(want_limits.value(field, 0LL)));
+  }
+  const std::string restart =
+      host.value("RestartPolicy", Json::object()).value("Name", std::string("no"));
+  if (!restart.empty() && restart != "no") what.push_back("restart policy " + restart);
+  if (what.empty()) return std::string();
+  std::string out = name + " changed by hand:";
+  for (std::size_t i = 0; i < what.size(); ++i) out += (i ? ", " : " ") + what[i];
   return out;
 }
 
@@ -287,26 +348,48 @@ Result<std::map<std::string, DockerDriver::Seen>> DockerDriver::materialize(cons
     if (!body) return body.error();
     const std::string hash = (*body)["Labels"][kHashLabel];
     auto it = seen->find(svc.name);
-    if (it != seen->end() && it->second.hash == hash) continue;
+    std::string why = "configuration changed";
+    if (it != seen->end() && it->second.hash == hash) {
+      // Same configuration as rendered; what `docker update` / `docker
+      // network disconnect` change is not in the hash: compare it too (the
+      // same comparison observe() reports as drift, so a repair settles it).
+      {
+        std::lock_guard lk(verified_mu_);
+        if (verified_.count(it->second.id)) continue;
+      }
+      auto changed = changed_by_hand(r.ref, svc, it->second, limits_of((*body)["HostConfig"]));
+      if (!changed) return changed.error();
+      if (changed->empty()) {
+        std::lock_guard lk(verified_mu_);
+        verified_.insert(it->second.id);
+        continue;
+      }
+      why = *changed;
+    }
     // A missing image is pulled in the background; until it is there the
     // service waits (an old container of it stays as it is), and the other
     // services go on.
     auto image = client_.image_ready(svc.image);
     if (!image) return image.error();
     if (!*image) {
-      if (it == seen->end()) it = seen->emplace(svc.name, Seen{"", "", "none", ""}).first;
+      if (it == seen->end()) it = seen->emplace(svc.name, Seen{"", "", "none", "", ""}).first;
       it->second.pulling = svc.image;
       continue;
     }
     if (it != seen->end()) {
-      log()->info("recreating {} (configuration changed)", container_name(r.ref, svc.name));
+      log()->info("recreating {} ({})", container_name(r.ref, svc.name), why);
+      {
+        std::lock_guard lk(verified_mu_);
+        verified_.erase(it->second.id);
+      }
       if (auto d = client_.call("DELETE", "/containers/" + it->second.id + "?force=1");
           !d && !ignorable(d.error()))
         return d.error();
       seen->erase(it);
     }
     if (auto st = create_container(svc, r, *body); !st) return st.error();
-    (*seen)[svc.name] = Seen{container_name(r.ref, svc.name), "created", "none", hash};
+    (*seen)[svc.name] = Seen{container_name(r.ref, svc.name), "created", "none", hash,
+                             (*body)["Labels"][kLimitsLabel]};
   }
   return seen;
 }
@@ -427,6 +510,8 @@ Status DockerDriver::remove(const std::string& ref) {
   for (const auto& [service, s] : *seen) {
     auto d = client_.call("DELETE", "/containers/" + s.id + "?force=1&v=1");
     if (!d && !ignorable(d.error())) return d.error();
+    std::lock_guard lk(verified_mu_);
+    verified_.erase(s.id);
   }
   if (auto d = client_.call("DELETE", "/networks/" + network_name(ref));
       !d && !ignorable(d.error()))
@@ -467,6 +552,23 @@ Result<StackStatus> DockerDriver::observe(const std::string& ref, bool want_runn
         drift = name + " is " + it->second.state + " while ACTIVE";
       else if (!want_running && it->second.running())
         drift = name + " runs while PAUSED";
+      if (drift.empty() && st.drift.empty() && !it->second.hash.empty()) {
+        // What the list does not show (networks, limits, image): one inspect
+        // per container, only until the first drift (one reason is enough
+        // for the event; the repair recreates whatever else differs).
+        // Containers made before the limits label have their limits
+        // compared at the next converge instead.
+        Json want =
+            it->second.limits.empty() ? Json() : Json::parse(it->second.limits, nullptr, false);
+        if (want.is_discarded()) want = Json();
+        auto changed = changed_by_hand(ref, svc, it->second, want);
+        if (!changed) return changed.error();
+        drift = *changed;
+        if (!drift.empty()) {
+          std::lock_guard lk(verified_mu_);
+          verified_.erase(it->second.id);
+        }
+      }
     }
     if (!drift.empty() && st.drift.empty()) st.drift = drift;
     if (want_running && !svc.health_name.empty()) {
@@ -494,11 +596,13 @@ void DockerDriver::watch(const std::function<void(const std::string&)>& on_chang
   // exec_die reached us (three per check per container), and each made a
   // re-check of the tenant: with 20 stacks starting at once that kept the
   // daemon busy answering us instead of running the checks.
-  // ("health_status" matches "health_status: healthy" and the rest.)
+  // ("health_status" matches "health_status: healthy" and the rest;
+  // "update" is a `docker update` of limits, drift. A network disconnect is
+  // a network event without the tenant's label: the periodic resync finds it.)
   const Json filters{{"type", Json::array({"container"})},
                      {"label", Json::array({std::string(kManagedLabel) + "=true"})},
                      {"event", Json::array({"start", "die", "stop", "destroy", "oom", "pause",
-                                            "unpause", "health_status"})}};
+                                            "unpause", "update", "health_status"})}};
   int delay_ms = 100;
   while (!stop) {
     auto st = client_.stream_events(

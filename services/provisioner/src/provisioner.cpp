@@ -23,6 +23,18 @@ std::shared_ptr<spdlog::logger> log() {
 }
 constexpr std::string_view kPrefix = "platform.tenant.";
 
+/// Whether a driver's per-service report says what the state already holds.
+bool same_health(const std::vector<driver::ServiceHealth>& seen,
+                 const google::protobuf::RepeatedPtrField<v1::ServiceHealth>& held) {
+  if (static_cast<int>(seen.size()) != held.size()) return false;
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    const auto& b = held.Get(static_cast<int>(i));
+    if (seen[i].name != b.name() || seen[i].status != b.status() || seen[i].error != b.error())
+      return false;
+  }
+  return true;
+}
+
 Error not_leader() {
   return make_error(errc::unavailable, "this replica does not hold the provisioner lease");
 }
@@ -146,6 +158,7 @@ Status Provisioner::converge(const std::string& ref) {
     std::int64_t gen{0};
     int attempts{0};
     Status done{Status::Ok()};
+    bool progress{false};  ///< a start's per-service health, not an outcome
   } outcome;
   event_store::Command<v1::TenantState, bool> cmd;
   cmd.load = [&](int) -> Result<v1::TenantState> {
@@ -233,7 +246,25 @@ Status Provisioner::converge(const std::string& ref) {
       if (waited < opts_.start_timeout_ms) {
         log()->debug("{} ref={} gen={} in progress: {}", domain::to_string(action), ref, gen,
                      progress->waiting_on);
-        return D::finish(true);
+        // Per-service progress (COMING_UP, then ACTIVE_HEALTHY one by one)
+        // is recorded when it changes, so GetTenantHealth shows a start
+        // as it goes: at most a few events per start, none per poll.
+        if (progress->health.empty() || same_health(progress->health, state.services()))
+          return D::finish(true);
+        v1::TenantEvent ev;
+        auto* hc = ev.mutable_stack_health_changed();
+        hc->set_observed_generation(gen);
+        for (const auto& h : progress->health) {
+          auto* out = hc->add_services();
+          out->set_name(h.name);
+          out->set_status(h.status);
+          out->set_error(h.error);
+        }
+        outcome = Outcome{action, gen, attempt, Status::Ok(), true};
+        if (!may_act()) return not_leader();
+        return D::write(events::make_tenant_event(ref, ev, system_actor(), "",
+                                                  event_store::Expected::at(version),
+                                                  ids::random_hex_id(), "", clock_.now_unix_ms()));
       }
       done = make_error(errc::internal, "stack not serving after " + std::to_string(waited / 1000) +
                                             " s: " + progress->waiting_on);
@@ -276,6 +307,11 @@ Status Provisioner::converge(const std::string& ref) {
                                               ids::random_hex_id(), "", clock_.now_unix_ms()));
   };
   cmd.appended = [&](v1::TenantState&, const event_store::AppendResult& a) -> Result<bool> {
+    if (outcome.progress) {
+      log()->debug("{} ref={} gen={} progress recorded seq={}", domain::to_string(outcome.action),
+                   ref, outcome.gen, a.sequence.value());
+      return true;
+    }
     // The outcome was appended on the version we decided on, so it settles
     // that state (plan_convergence is then none); a command that came after
     // it arrives as its own message.

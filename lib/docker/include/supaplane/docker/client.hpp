@@ -17,6 +17,9 @@ using Json = nlohmann::json;
 struct Response {
   long status{0};
   Json body;  ///< parsed JSON, or null for an empty / non-JSON body
+  /// The body as sent when it is not one JSON value (e.g. a pull's stream
+  /// of progress objects, one per line); empty otherwise.
+  std::string text;
 };
 
 /// Docker Engine API over a unix socket. Thread-safe: every call uses its
@@ -42,7 +45,8 @@ class Client {
                         const Json* body = nullptr, long timeout_ms = 60'000);
 
   /// Pulls `image` unless present, waiting for the pull. A pull that fails
-  /// names the image.
+  /// names the image and carries Docker's own reason (never the registry
+  /// credentials).
   Status ensure_image(const std::string& image);
 
   /// Whether `image` is in the daemon, without waiting for a pull: when it
@@ -52,11 +56,22 @@ class Client {
   /// answered once, as the error naming the image; the next ask pulls again.
   Result<bool> image_ready(const std::string& image);
 
+  /// The `X-Registry-Auth` value for pulling `image`: the credentials the
+  /// registry auth file holds for the image's registry (Docker Hub for
+  /// images without a registry host), base64url JSON; empty when the file
+  /// is unset or has none for that registry. Never logged.
+  std::string registry_auth_for(const std::string& image) const;
+
   /// Streams `/events` with `filters` (Engine API filter JSON), calling
   /// `on_event` for each, until `stop` is set or the stream breaks (then
   /// returns unavailable; the caller reconnects).
   Status stream_events(const Json& filters, const std::function<void(const Json&)>& on_event,
                        const std::atomic<bool>& stop);
+
+  /// Docker's reason in a pull's answer (a stream of progress objects, one
+  /// JSON object a line): the first `errorDetail.message` or `error`; empty
+  /// when there is none. At most 500 characters.
+  static std::string pull_error(const std::string& stream);
 
   /// `s` with every byte outside [A-Za-z0-9._~-] percent-encoded.
   static std::string url_encode(const std::string& s);
@@ -65,7 +80,6 @@ class Client {
   Result<Response> raw_call(const std::string& method, const std::string& url,
                             const std::string* body, long timeout_ms,
                             const std::map<std::string, std::string>& headers);
-  std::string registry_auth_for(const std::string& image) const;
   std::string host_;
   std::string socket_;
   std::string auth_file_;

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -35,8 +36,10 @@ struct DockerDriverCounters {
 
 /// Each tenant is a stack of containers through the Docker Engine API: an
 /// internal network `sp-<ref>`, containers `sp-<ref>-<service>` labelled
-/// with the ref, the service and the hash of their rendered configuration,
-/// volumes `sp-<ref>-<volume>`. Only the gateway and the database route are
+/// with the ref, the service, the hash of their rendered configuration and
+/// the limits they were created with, volumes `sp-<ref>-<volume>`. A
+/// container whose image, networks, limits or restart policy differ from
+/// that (changed by hand) is drift, and recreated. Only the gateway and the database route are
 /// also on the edge network; no host ports. Every container drops all
 /// capabilities but those the spec grants, runs with no-new-privileges and
 /// the plan's limits. Containers have no restart policy: the provisioner
@@ -91,6 +94,11 @@ class DockerDriver final : public Driver {
   /// (missing ones created, changed ones recreated, extra ones removed);
   /// nothing started. What the daemon has afterwards, by service.
   Result<std::map<std::string, Seen>> materialize(const StackRequest& r);
+  /// What differs between `s` as the daemon inspects it and what the driver
+  /// makes of `svc` (image, networks, `want_limits` when an object, restart
+  /// policy): "<container> changed by hand: ..." or empty. One inspect call.
+  Result<std::string> changed_by_hand(const std::string& ref, const ServiceSpec& svc, const Seen& s,
+                                      const docker::Json& want_limits);
   Status ensure_network(const std::string& ref);
   Status ensure_edge_network();
   Status ensure_volumes(const std::string& ref);
@@ -120,6 +128,13 @@ class DockerDriver final : public Driver {
   DockerDriverOptions opts_;
   docker::Client client_;
   std::atomic<bool> edge_ready_{false};
+  /// Containers (by id) a converge inspected and found as the driver makes
+  /// them: later converge steps skip that inspect (a starting stack is
+  /// stepped every second and on each of its events). observe() inspects
+  /// every time and takes a container it finds changed off the list, so the
+  /// next converge compares it again and repairs it.
+  std::mutex verified_mu_;
+  std::set<std::string> verified_;
   std::mutex hooks_mu_;
   std::map<std::pair<std::string, std::string>, HookRun> hooks_;  ///< (ref, service) → run
   DockerDriverCounters counters_;
