@@ -602,7 +602,7 @@ TEST_F(DockerTest, RotationBringsTheKeptDatabaseToTheNewPasswordBeforeItsUsersSt
   EXPECT_NE(cs.at("db")["Id"], db_before) << "db was not recreated";
   EXPECT_EQ(exec(db, {"/bin/ls", marker}), 0) << "the volume was replaced";
   const auto report = health(ref);
-  EXPECT_EQ(report.services_size(), 5);
+  EXPECT_EQ(report.services_size(), static_cast<int>(kManagementApiNames.size()));
   for (const auto& s : report.services()) EXPECT_EQ(s.status(), "ACTIVE_HEALTHY") << s.name();
   // The services that use the database hold the new password (their health
   // checks log in with it), and the kept database accepts it, not the old.
@@ -1328,14 +1328,15 @@ TEST_F(DockerTest, APullInFlightHoldsNoCallAndAFailedPullNamesTheImage) {
         p = d.provision(r);
         if (!p.ok()) return false;
         const auto cs = containers(r.ref);
-        return cs.size() == 5 && !cs.count("kong") &&
+        return cs.size() == kContainers - 1 && !cs.count("kong") &&
                std::all_of(cs.begin(), cs.end(),
                            [](const auto& c) { return health_status(c.second) == "healthy"; });
       },
       std::chrono::seconds(120)))
       << (p.ok() ? p->waiting_on : p.error().message);
   // (The daemon gives up on a silent registry after some 30 s; the failure
-  // is answered once and the next step pulls again, so this is a pull.)
+  // is the answer for 30 s, then the next step pulls again, so this is a
+  // pull.)
   EXPECT_FALSE(p->done);
   EXPECT_NE(p->waiting_on.find(image), std::string::npos) << p->waiting_on;
   // A pause does not wait for the pull either.

@@ -4,6 +4,7 @@
 #include <sodium.h>
 
 #include <cctype>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -271,16 +272,27 @@ Status Client::ensure_image(const std::string& image) {
 struct Client::Pulls {
   std::mutex mu;
   std::set<std::string> running;
-  std::map<std::string, Error> failed;
+  struct Failure {
+    Error error;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::map<std::string, Failure> failed;
 };
+
+namespace {
+/// How long a failed pull is the answer for its image: long enough for a
+/// converge's retries to see the same failure (and give up on it), short
+/// enough that a fixed registry is tried again soon.
+constexpr auto kPullFailureHeld = std::chrono::seconds(30);
+}  // namespace
 
 Result<bool> Client::image_ready(const std::string& image) {
   {
     std::lock_guard lk(pulls_->mu);
     if (auto f = pulls_->failed.find(image); f != pulls_->failed.end()) {
-      Error e = f->second;
+      if (std::chrono::steady_clock::now() - f->second.at < kPullFailureHeld)
+        return f->second.error;
       pulls_->failed.erase(f);
-      return e;
     }
     if (pulls_->running.count(image)) return false;
   }
@@ -294,7 +306,9 @@ Result<bool> Client::image_ready(const std::string& image) {
     auto st = own.ensure_image(image);
     std::lock_guard lk(pulls->mu);
     pulls->running.erase(image);
-    if (!st) pulls->failed.insert_or_assign(image, st.error());
+    if (!st)
+      pulls->failed.insert_or_assign(image,
+                                     Pulls::Failure{st.error(), std::chrono::steady_clock::now()});
   }).detach();
   return false;
 }

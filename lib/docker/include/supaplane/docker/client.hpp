@@ -53,7 +53,8 @@ class Client {
   /// is not, its pull starts on a thread of its own (one per image however
   /// many ask, with a client of its own, so it outlives this one safely)
   /// and this answers false until the image is there. A failed pull is
-  /// answered once, as the error naming the image; the next ask pulls again.
+  /// the answer (the error naming the image) for 30 s, so a converge's
+  /// retries all see it; the first ask after that pulls again.
   Result<bool> image_ready(const std::string& image);
 
   /// The `X-Registry-Auth` value for pulling `image`: the credentials the
