@@ -14,7 +14,8 @@
 // 5000, like the real Supabase images' 5–10 s; the test suite's 1 s would
 // have 120 containers exec a check 120 times a second on two cores).
 // Prints Markdown.
-//   supaplane_docker_bench [--rounds 5] [--tenants 20] [--health-interval-ms 5000] [--skip-single]
+//   supaplane_docker_bench [--rounds 5] [--tenants 20] [--health-interval-ms 5000]
+//                          [--health-timeout-ms 5000] [--skip-single]
 //                          [--skip-raw-many]
 #include <grpcpp/grpcpp.h>
 
@@ -147,13 +148,21 @@ struct Bench {
   std::string edge = "sp-bench-edge";
 
   int health_interval_ms = 5000;
+  int health_timeout_ms = 5000;
   int wait_minutes = 10;
   testenv::TempDir dir{"sp-docker-bench"};
 
-  /// The test stack with its health checks every `health_interval_ms`.
+  /// The test stack with its health checks every `health_interval_ms`,
+  /// each given `health_timeout_ms` (the suite's 2 s is for one stack at a
+  /// time; the real images give a check 5 s).
   std::string stack_file() {
     std::ifstream in(std::string(SUPAPLANE_SOURCE_DIR) + "/tests/stacks/test-stack.yaml");
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string tfrom = "timeout_ms: 2000",
+                      tto = "timeout_ms: " + std::to_string(health_timeout_ms);
+    for (auto at = text.find(tfrom); at != std::string::npos;
+         at = text.find(tfrom, at + tto.size()))
+      text.replace(at, tfrom.size(), tto);
     const std::string from = "interval_ms: 1000",
                       to = "interval_ms: " + std::to_string(health_interval_ms);
     int replaced = 0;
@@ -306,7 +315,7 @@ struct Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rounds = 5, concurrent = 20, interval = 5000;
+  int rounds = 5, concurrent = 20, interval = 5000, timeout = 5000;
   bool single = true, raw_many = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -317,6 +326,8 @@ int main(int argc, char** argv) {
       concurrent = std::atoi(argv[++i]);
     } else if (arg == "--health-interval-ms" && has_value) {
       interval = std::atoi(argv[++i]);
+    } else if (arg == "--health-timeout-ms" && has_value) {
+      timeout = std::atoi(argv[++i]);
     } else if (arg == "--skip-single") {
       single = false;
     } else if (arg == "--skip-raw-many") {
@@ -324,21 +335,24 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--rounds N] [--tenants N] [--health-interval-ms MS] "
-                   "[--skip-single] [--skip-raw-many]\n",
+                   "[--health-timeout-ms MS] [--skip-single] [--skip-raw-many]\n",
                    argv[0]);
       return arg == "--help" ? 0 : 2;
     }
   }
-  if (rounds < 1 || concurrent < 1 || interval < 100) {
-    std::fprintf(stderr, "--rounds and --tenants must be >= 1, --health-interval-ms >= 100\n");
+  if (rounds < 1 || concurrent < 1 || interval < 100 || timeout < 100) {
+    std::fprintf(stderr,
+                 "--rounds and --tenants must be >= 1, --health-interval-ms and "
+                 "--health-timeout-ms >= 100\n");
     return 2;
   }
   logging::init("bench", "warn");
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // results as they come
   Bench b;
   b.health_interval_ms = interval;
+  b.health_timeout_ms = timeout;
   b.start();
-  std::printf("(health checks every %d ms)\n\n", interval);
+  std::printf("(health checks every %d ms, each given %d ms)\n\n", interval, timeout);
 
   // 1. One stack at a time: the platform vs the raw script, interleaved.
   std::vector<double> ours, raw;
