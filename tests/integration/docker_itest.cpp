@@ -284,6 +284,18 @@ class DockerTest : public ::testing::Test {
   }
 
   /// Containers of a tenant: service → inspect JSON.
+  /// The test stack with storage taking `delay_ms` to turn healthy (a
+  /// window mid-start), written into `dir`; its path.
+  static std::string slow_spec(const testenv::TempDir& dir, int delay_ms) {
+    std::string text = read_file(test_spec());
+    const std::string fast = "STARTUP_DELAY_MS: \"0\"";
+    text.replace(text.find(fast), fast.size(),
+                 "STARTUP_DELAY_MS: \"" + std::to_string(delay_ms) + "\"");
+    const std::string path = dir.path() + "/slow.yaml";
+    std::ofstream(path) << text;
+    return path;
+  }
+
   static std::map<std::string, std::string> env_of(const Json& container) {
     std::map<std::string, std::string> out;
     for (const auto& e : container["Config"]["Env"]) {
@@ -713,11 +725,7 @@ TEST_F(DockerTest, TenantsCannotReachEachOther) {
 TEST_F(DockerTest, PauseResumeDeleteInEveryPhaseIncludingMidStart) {
   // storage takes 3 s to become healthy, so kong waits: a window mid-start.
   testenv::TempDir dir("sp-spec");
-  std::string slow = read_file(test_spec());
-  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
-  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"3000\"");
-  const std::string spec = dir.path() + "/slow.yaml";
-  std::ofstream(spec) << slow;
+  const std::string spec = slow_spec(dir, 3000);
   start_provisioner(spec);
 
   // Pause mid-start, then resume, then delete mid-start.
@@ -765,11 +773,7 @@ TEST_F(DockerTest, PauseResumeDeleteInEveryPhaseIncludingMidStart) {
 // waits for its slow service.
 TEST_F(DockerTest, OneTenantsSlowStartDoesNotHoldAnothersConverge) {
   testenv::TempDir dir("sp-spec");
-  std::string slow = read_file(test_spec());
-  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
-  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"45000\"");
-  const std::string spec = dir.path() + "/slow.yaml";
-  std::ofstream(spec) << slow;
+  const std::string spec = slow_spec(dir, 45000);
   start_provisioner(spec, 0, /*workers=*/1);
   const std::size_t services = driver::load_stack_spec(spec).value().services.size();
 
@@ -802,11 +806,7 @@ TEST_F(DockerTest, OneTenantsSlowStartDoesNotHoldAnothersConverge) {
 // a resume right behind a pause, and a delete of a running stack.
 TEST_F(DockerTest, RotateMidStartResumeBehindAPauseAndDeleteWhileActive) {
   testenv::TempDir dir("sp-spec");
-  std::string slow = read_file(test_spec());
-  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
-  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"3000\"");
-  const std::string spec = dir.path() + "/slow.yaml";
-  std::ofstream(spec) << slow;
+  const std::string spec = slow_spec(dir, 3000);
   start_provisioner(spec);
   const std::size_t services = driver::load_stack_spec(spec).value().services.size();
 
@@ -844,11 +844,7 @@ TEST_F(DockerTest, HealthShowsEachServiceComingUpWhileTheStackStartsAndResumes) 
   // storage takes 3 s to become healthy (and kong waits for it): a window
   // in which some services are healthy and others still coming up.
   testenv::TempDir dir("sp-spec");
-  std::string slow = read_file(test_spec());
-  const std::string fast = "STARTUP_DELAY_MS: \"0\"";
-  slow.replace(slow.find(fast), fast.size(), "STARTUP_DELAY_MS: \"3000\"");
-  const std::string spec = dir.path() + "/slow.yaml";
-  std::ofstream(spec) << slow;
+  const std::string spec = slow_spec(dir, 3000);
   start_provisioner(spec);
 
   const auto m = call("create", "", "progress");
